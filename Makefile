@@ -1,0 +1,38 @@
+# The README's commands. The virtual environment lives in .venv/ and is created if missing.
+SHELL := /bin/bash
+VENV := .venv
+BIN := $(VENV)/bin
+# A Python >= 3.12 (jax 0.11 needs it; 3.12 is the tested one): PATH first, then pyenv's.
+PYENV_PYS := $${PYENV_ROOT:-$$HOME/.pyenv}/versions
+PYTHON ?= $(shell for c in python3.12 $$(ls -d $(PYENV_PYS)/3.12*/bin/python3 2>/dev/null) python3 python3.13 $$(ls -d $(PYENV_PYS)/3.1[3-9]*/bin/python3 2>/dev/null); do \
+	$$c -c 'import sys; sys.exit(sys.version_info < (3, 12))' >/dev/null 2>&1 && { command -v $$c; break; }; done)
+JOBS ?= auto
+
+.PHONY: setup demo test bench lint clean
+
+$(BIN)/.installed: setup.cfg pyproject.toml
+	@test -n "$(PYTHON)" || { echo "error: Python >= 3.12 not found; install it or pass PYTHON=/path/to/python3.12"; exit 1; }
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[dev]'
+	touch $@
+
+setup: $(BIN)/.installed
+
+# The main job: MPC with a least-squares linear model on the unstable system A=1.1 (about 1 min
+# on a 2-core CPU), then the lesson's table and plot. Outputs in runs/demo/.
+demo: setup
+	$(BIN)/python -m experiments.train --agent mpc --env linear/scalar_a1.1 --logdir runs/demo
+	$(BIN)/python -m experiments.lesson --plot runs/demo/lesson_compounding.png
+
+test: setup
+	$(BIN)/python -m pytest
+
+bench: setup
+	$(BIN)/python -m experiments.benchmark --agent random --env gymnax/CartPole-v1 --json runs/bench_random_cartpole.json
+
+lint: setup
+	$(BIN)/ruff check .
+
+clean:
+	rm -rf runs .jax_cache

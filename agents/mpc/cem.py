@@ -1,0 +1,91 @@
+"""The cross-entropy method over action sequences, for model-predictive control.
+
+Written for one example (one environment): callers vmap over environments. The objective is
+any function of a population of action sequences, so the same planner drives the closed-form
+linear model (agents/mpc) and the probabilistic ensemble with trajectory sampling (PETS).
+
+Each iteration samples ``population`` sequences ``a ~ N(mean, std^2)`` clipped to the action
+bounds, keeps the ``elites`` with the highest objective, and moves the distribution towards
+their moments with smoothing ``alpha`` (the weight kept on the old value, as in PETS):
+
+    mean <- alpha * mean + (1 - alpha) * mean(elites)
+    std  <- alpha * std  + (1 - alpha) * std(elites)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Callable, Dict, Tuple
+
+import chex
+import jax
+import jax.numpy as jnp
+
+Array = jax.Array
+Objective = Callable[[Array, Array], Array]  # (actions [P, H, m], key) -> returns [P]
+
+
+@dataclasses.dataclass(frozen=True)
+class CEMConfig:
+    """CEM settings (PETS defaults for cartpole/reacher: population 400, elites 40, horizon 25)."""
+
+    horizon: int = 25
+    population: int = 400
+    elites: int = 40
+    iterations: int = 5
+    alpha: float = 0.1
+    init_std: float = 0.5  # initial std as a fraction of the action range (high - low)
+    min_std: float = 1e-3  # std floor as a fraction of the action range
+
+    def __post_init__(self):
+        if not 0 < self.elites <= self.population:
+            raise ValueError(f"CEM elites must be in [1, population={self.population}], "
+                             f"got {self.elites}")
+        if not 0.0 <= self.alpha < 1.0:
+            raise ValueError(f"CEM alpha must be in [0, 1), got {self.alpha}")
+        for name in ("horizon", "iterations"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"CEM {name} must be >= 1, got {getattr(self, name)}")
+
+
+def initial_mean(cfg: CEMConfig, low: Array, high: Array) -> Array:
+    """The plan ``[H, m]`` a new episode starts from: the middle of the action box."""
+    return jnp.broadcast_to((low + high) / 2.0, (cfg.horizon,) + low.shape)
+
+
+def shift(mean: Array, low: Array, high: Array) -> Array:
+    """Warm start: drop the executed first action, repeat the box middle at the end."""
+    return jnp.concatenate([mean[1:], ((low + high) / 2.0)[None]], axis=0)
+
+
+def optimize(objective: Objective, mean: Array, key: Array, cfg: CEMConfig, low: Array,
+             high: Array) -> Tuple[Array, Dict[str, Array]]:
+    """Runs CEM from ``mean [H, m]``; returns the final mean plan and diagnostics."""
+    chex.assert_rank(mean, 2)
+    chex.assert_equal_shape([low, high])
+    span = high - low
+    std = jnp.broadcast_to(cfg.init_std * span, mean.shape)
+
+    def iteration(carry, it_key):
+        mean, std, best_value, best_plan = carry
+        noise_key, eval_key = jax.random.split(it_key)
+        eps = jax.random.normal(noise_key, (cfg.population,) + mean.shape)
+        plans = jnp.clip(mean + std * eps, low, high)
+        values = objective(plans, eval_key)
+        chex.assert_shape(values, (cfg.population,))
+        values = jnp.where(jnp.isfinite(values), values, -jnp.inf)
+        top_values, top_idx = jax.lax.top_k(values, cfg.elites)
+        elites = plans[top_idx]
+        new_mean = cfg.alpha * mean + (1.0 - cfg.alpha) * elites.mean(axis=0)
+        new_std = cfg.alpha * std + (1.0 - cfg.alpha) * elites.std(axis=0)
+        new_std = jnp.maximum(new_std, cfg.min_std * span)
+        better = top_values[0] > best_value
+        best_plan = jnp.where(better, elites[0], best_plan)
+        best_value = jnp.maximum(best_value, top_values[0])
+        return (new_mean, new_std, best_value, best_plan), top_values.mean()
+
+    init = (mean, std, jnp.array(-jnp.inf, jnp.float32), mean)
+    (mean, std, best_value, _), elite_means = jax.lax.scan(
+        iteration, init, jax.random.split(key, cfg.iterations))
+    return mean, {"plan_value": elite_means[-1], "best_value": best_value,
+                  "final_std": std.mean()}

@@ -1,0 +1,151 @@
+"""The one training loop: a jitted ``jax.lax.scan`` over iterations of acting and learning.
+
+``train_chunk(run_state) -> (run_state, metrics)`` runs ``iterations`` iterations, each of
+``schedule.env_steps_per_iteration`` vectorised environment steps (act, step, write to replay)
+followed by ``schedule.updates_per_iteration`` agent updates. Everything is one compiled
+program; the host only iterates over chunks. All functions here are written for ONE run
+(one seed); :mod:`core.runner` vmaps them over seeds.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable, Tuple
+
+import jax
+import jax.numpy as jnp
+from flax import struct
+
+from core import replay
+from core.types import Agent, Metrics, Transition
+from envs.api import EnvState, Environment, batch_reset, batch_step
+
+Array = jax.Array
+
+
+@struct.dataclass
+class RunState:
+    """Everything one training run owns."""
+
+    agent: Any  # the agent's state pytree (params, optimiser states, targets, ...)
+    buffer: Any  # flashbax buffer state; experience leaves [E, T, ...]
+    env: EnvState  # leaves [E, ...]
+    is_first: Array  # [E] bool: env.obs starts an episode
+    carry: Any  # leaves [E, ...]: the agent's acting state
+    key: Array  # [2] uint32 PRNG key
+    env_steps: Array  # () int32: environment steps taken, summed over environments
+
+
+@dataclasses.dataclass(frozen=True)
+class LoopFns:
+    """The compiled-once pure functions of a run (single seed; vmapped by the runner)."""
+
+    init: Callable[[Array], RunState]
+    prefill: Callable[[RunState], Tuple[RunState, Metrics]]
+    train: Callable[[RunState], Tuple[RunState, Metrics]]
+    evaluate: Callable[[RunState, Array], Metrics]
+
+
+def _episode_stats(timesteps) -> Metrics:
+    done = timesteps.done.astype(jnp.float32)
+    return {"episodes": done.sum(),
+            "episode_return_sum": (timesteps.episode_return * done).sum(),
+            "episode_length_sum": (timesteps.episode_length * done).sum()}
+
+
+def make_loop(env: Environment, agent: Agent, *, num_envs: int, iterations: int,
+              prefill_iterations: int = 1, eval_envs: int = 8) -> LoopFns:
+    """Builds the loop functions for ``agent`` on ``num_envs`` copies of ``env``.
+
+    Args:
+      iterations: training iterations per call of ``train``.
+      prefill_iterations: vectorised random-action steps per call of ``prefill``.
+      eval_envs: episodes per evaluation (one per environment, run to the time limit).
+    """
+    spec = env.spec
+    schedule = agent.schedule
+
+    def _extras_like(agent_state, obs, first, carry, key):
+        shapes = jax.eval_shape(lambda: agent.act(agent_state, obs, first, carry, key, True)[2])
+        return jax.tree_util.tree_map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
+
+    def init(key: Array) -> RunState:
+        env_key, agent_key, run_key = jax.random.split(key, 3)
+        env_state = batch_reset(env, env_key, num_envs)
+        agent_state = agent.init(agent_key)
+        carry = agent.initial_carry(num_envs)
+        first = jnp.ones((num_envs,), bool)
+        extras = _extras_like(agent_state, env_state.obs, first, carry, run_key)
+        example = Transition(
+            obs=env_state.obs[0], action=jnp.zeros(spec.action_shape, spec.action_dtype),
+            reward=jnp.zeros((), jnp.float32), next_obs=env_state.obs[0],
+            terminated=jnp.zeros((), bool), truncated=jnp.zeros((), bool),
+            is_first=jnp.zeros((), bool),
+            extras=jax.tree_util.tree_map(lambda x: x[0], extras))
+        return RunState(agent=agent_state, buffer=agent.buffer.init(example), env=env_state,
+                        is_first=first, carry=carry, key=run_key,
+                        env_steps=jnp.zeros((), jnp.int32))
+
+    def env_step(state: RunState, random_actions: bool) -> Tuple[RunState, Any]:
+        key, act_key, env_key = jax.random.split(state.key, 3)
+        obs = state.env.obs
+        if random_actions:  # prefill: no acting cost, the carry is kept, extras are zeros
+            action = jax.vmap(spec.sample_action)(jax.random.split(act_key, num_envs))
+            carry = state.carry
+            extras = _extras_like(state.agent, obs, state.is_first, carry, act_key)
+        else:
+            action, carry, extras = agent.act(state.agent, obs, state.is_first, state.carry,
+                                              act_key, True)
+        env_state, ts = batch_step(env, state.env, action, env_key)
+        transition = Transition(obs=obs, action=action, reward=ts.reward, next_obs=ts.next_obs,
+                                terminated=ts.terminated, truncated=ts.truncated,
+                                is_first=state.is_first, extras=extras)
+        buffer_state = replay.add_step(agent.buffer, state.buffer, transition)
+        state = state.replace(buffer=buffer_state, env=env_state, is_first=ts.done, carry=carry,
+                              key=key, env_steps=state.env_steps + num_envs)
+        return state, ts
+
+    def collect(state: RunState, steps: int, random_actions: bool):
+        state, timesteps = jax.lax.scan(lambda s, _: env_step(s, random_actions), state, None,
+                                        length=steps)
+        return state, _episode_stats(timesteps)
+
+    def prefill(state: RunState):
+        return collect(state, prefill_iterations, True)
+
+    def update(state: RunState, _):
+        key, update_key = jax.random.split(state.key)
+        agent_state, buffer_state, metrics = agent.update(state.agent, state.buffer, update_key)
+        return state.replace(agent=agent_state, buffer=buffer_state, key=key), metrics
+
+    def iteration(state: RunState, _):
+        state, stats = collect(state, schedule.env_steps_per_iteration, False)
+        state, metrics = jax.lax.scan(update, state, None, length=schedule.updates_per_iteration)
+        return state, (stats, jax.tree_util.tree_map(jnp.mean, metrics))
+
+    def train(state: RunState):
+        state, (stats, metrics) = jax.lax.scan(iteration, state, None, length=iterations)
+        out = jax.tree_util.tree_map(jnp.sum, stats)
+        out.update(jax.tree_util.tree_map(jnp.mean, metrics))
+        return state, out
+
+    def evaluate(state: RunState, key: Array) -> Metrics:
+        """Greedy (``explore=False``) return of one episode in each of ``eval_envs`` envs."""
+        reset_key, loop_key = jax.random.split(key)
+        init = (batch_reset(env, reset_key, eval_envs), jnp.ones((eval_envs,), bool),
+                agent.initial_carry(eval_envs), jnp.zeros((eval_envs,), bool),
+                jnp.zeros((eval_envs,), jnp.float32), loop_key)
+
+        def body(c, _):
+            env_state, first, carry, finished, returns, k = c
+            k, act_key, env_key = jax.random.split(k, 3)
+            action, carry, _ = agent.act(state.agent, env_state.obs, first, carry, act_key, False)
+            env_state, ts = batch_step(env, env_state, action, env_key)
+            returns = jnp.where(ts.done & ~finished, ts.episode_return, returns)
+            return (env_state, ts.done, carry, finished | ts.done, returns, k), None
+
+        final, _ = jax.lax.scan(body, init, None, length=spec.max_episode_steps)
+        return {"eval_return_mean": final[4].mean(), "eval_return_std": final[4].std(),
+                "eval_return_min": final[4].min(), "eval_return_max": final[4].max()}
+
+    return LoopFns(init=init, prefill=prefill, train=train, evaluate=evaluate)

@@ -1,0 +1,63 @@
+"""Replay built on flashbax trajectory buffers, plus reads of the whole buffer.
+
+Every agent stores :class:`core.types.Transition` steps in a flashbax trajectory buffer whose
+experience has shape ``[num_envs, capacity_per_env, ...]``. One-step learners (SAC, PETS, the
+linear model) sample sequences of length 1; sequence learners (Dreamer, MuZero) sample longer
+windows and use ``is_first`` / ``terminated`` to handle episode boundaries.
+"""
+
+from __future__ import annotations
+
+from typing import Tuple
+
+import flashbax as fbx
+import jax
+import jax.numpy as jnp
+
+
+def make_buffer(*, num_envs: int, capacity: int, batch_size: int, sequence_length: int = 1,
+                period: int = 1, prioritised: bool = False, priority_exponent: float = 0.6):
+    """A flashbax trajectory buffer holding ``capacity`` steps in total over ``num_envs`` rows.
+
+    Sampling returns ``batch_size`` windows of ``sequence_length`` consecutive steps of one env.
+    """
+    if capacity < num_envs * sequence_length:
+        raise ValueError(f"replay capacity {capacity} is too small for {num_envs} envs x "
+                         f"sequence length {sequence_length}; raise the capacity")
+    per_env = max(capacity // num_envs, sequence_length + 1)
+    kwargs = dict(add_batch_size=num_envs, sample_batch_size=batch_size,
+                  sample_sequence_length=sequence_length, period=period,
+                  min_length_time_axis=sequence_length, max_length_time_axis=per_env)
+    if prioritised:
+        return fbx.make_prioritised_trajectory_buffer(priority_exponent=priority_exponent,
+                                                      device="cpu", **kwargs)
+    return fbx.make_trajectory_buffer(**kwargs)
+
+
+def add_step(buffer, buffer_state, transition):
+    """Adds one step per environment (leaves ``[E, ...]``)."""
+    return buffer.add(buffer_state, jax.tree_util.tree_map(lambda x: x[:, None], transition))
+
+
+def all_steps(buffer_state) -> Tuple[object, jax.Array]:
+    """Every stored step flattened to ``[E * T, ...]`` with a validity mask ``[E * T]``.
+
+    Used by learners that fit on the whole data set (closed-form linear models, PETS
+    ensembles trained on all data). Rows not yet written have mask 0.
+    """
+    experience = buffer_state.experience
+    num_envs, length = jax.tree_util.tree_leaves(experience)[0].shape[:2]
+    filled = jnp.where(buffer_state.is_full, length, buffer_state.current_index)
+    valid_t = jnp.arange(length) < filled
+    mask = jnp.broadcast_to(valid_t[None, :], (num_envs, length)).reshape(-1)
+    flat = jax.tree_util.tree_map(lambda x: x.reshape((num_envs * length,) + x.shape[2:]),
+                                  experience)
+    return flat, mask.astype(jnp.float32)
+
+
+def num_stored(buffer_state) -> jax.Array:
+    """Number of steps currently stored (summed over environments)."""
+    experience = buffer_state.experience
+    num_envs, length = jax.tree_util.tree_leaves(experience)[0].shape[:2]
+    filled = jnp.where(buffer_state.is_full, length, buffer_state.current_index)
+    return filled * num_envs

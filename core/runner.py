@@ -1,0 +1,243 @@
+"""The host loop: iterate over compiled chunks; log, evaluate, checkpoint, resume.
+
+All seeds of a run are one program: the loop functions of :mod:`core.loop` are vmapped over a
+leading seed axis and jitted with the run state's shardings (:mod:`core.sharding`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from typing import Any, Dict, List, Optional
+
+import jax
+import numpy as np
+from jax.sharding import NamedSharding, PartitionSpec as P
+
+from core import checkpoint, logger, sharding
+from core.loop import make_loop
+from core.types import Agent
+from envs.api import Environment
+
+
+class NonFiniteMetricError(RuntimeError):
+    """A loss or metric became NaN or infinite; the last good checkpoint is kept."""
+
+
+@dataclasses.dataclass(frozen=True)
+class RunConfig:
+    """What the host loop needs (agent settings live in the agent's own config).
+
+    Attributes:
+      steps: environment steps to train for (summed over the parallel environments).
+      num_envs: parallel environments per seed.
+      num_seeds: independent seeds trained in one program (vmapped).
+      seed: base seed; seed ``i`` of the run uses ``split(PRNGKey(seed), num_seeds)[i]``.
+      logdir: output directory (rerun with the same one to resume); None writes nothing.
+      log_every: environment steps between metric lines (rounded to whole iterations).
+      eval_every: environment steps between evaluations (0: only at the end; -1: never).
+      eval_episodes: episodes per evaluation and seed.
+      checkpoint_every: environment steps between checkpoints (0: only at the end).
+      num_devices: devices of the data-parallel mesh (0: all visible devices).
+      progress: show progress (a bar in a terminal, else one plain line per chunk).
+    """
+
+    steps: int = 10_000
+    num_envs: int = 1
+    num_seeds: int = 1
+    seed: int = 0
+    logdir: Optional[str] = None
+    log_every: int = 1000
+    eval_every: int = 0
+    eval_episodes: int = 8
+    checkpoint_every: int = 0
+    num_devices: int = 0
+    progress: bool = True
+
+    def __post_init__(self):
+        for name in ("steps", "num_envs", "num_seeds", "log_every", "eval_episodes"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("eval_every", "checkpoint_every", "num_devices"):
+            if getattr(self, name) < (-1 if name == "eval_every" else 0):
+                raise ValueError(f"{name} is out of range: {getattr(self, name)}")
+
+
+@dataclasses.dataclass
+class RunResult:
+    state: Any  # final run state, leaves [num_seeds, ...]
+    history: List[Dict]  # the metric lines of this process (also in metrics.jsonl)
+    env_steps: int
+
+
+def _summarise(metrics: Dict[str, np.ndarray]) -> Dict:
+    """Per-seed chunk sums -> logged values (seed means, plus per-seed returns)."""
+    out = {}
+    episodes = metrics.pop("episodes")
+    ret_sum = metrics.pop("episode_return_sum")
+    len_sum = metrics.pop("episode_length_sum")
+    out["episodes"] = int(episodes.sum())
+    if episodes.min() > 0:
+        per_seed = ret_sum / episodes
+        out["episode_return_mean"] = float(per_seed.mean())
+        out["episode_return_per_seed"] = [float(x) for x in per_seed]
+        out["episode_length_mean"] = float((len_sum / episodes).mean())
+    for name, value in metrics.items():
+        out[name] = float(np.mean(value))
+    return out
+
+
+def _check_finite(record: Dict, last_checkpoint: Optional[int]) -> None:
+    for name, value in record.items():
+        if isinstance(value, float) and not math.isfinite(value):
+            raise NonFiniteMetricError(
+                f"metric '{name}' is {value} at env_steps={record['env_steps']}; stopping. "
+                f"The last good checkpoint (env_steps={last_checkpoint}) is kept; lower the "
+                f"learning rate or check the inputs, then rerun to resume from it.")
+
+
+def train(env: Environment, agent: Agent, cfg: RunConfig, config_record: Optional[Dict] = None,
+          state: Any = None) -> RunResult:
+    """Trains ``agent`` on ``env`` for ``cfg.steps`` environment steps per seed.
+
+    Resumes from ``<logdir>/checkpoints`` when present. ``state`` (optional) starts from a given
+    seed-batched run state instead of a fresh one.
+    """
+    schedule = agent.schedule
+    steps_per_iteration = cfg.num_envs * schedule.env_steps_per_iteration
+    iterations = max(1, cfg.log_every // steps_per_iteration)
+    prefill_iterations = max(1, math.ceil(schedule.prefill_steps / cfg.num_envs))
+    fns = make_loop(env, agent, num_envs=cfg.num_envs, iterations=iterations,
+                    prefill_iterations=prefill_iterations, eval_envs=cfg.eval_episodes)
+
+    mesh = sharding.make_mesh(cfg.num_devices or None)
+    keys = jax.random.split(jax.random.PRNGKey(cfg.seed), cfg.num_seeds)
+    init_v = jax.vmap(fns.init)
+    shapes = jax.eval_shape(init_v, keys)
+    state_sharding = sharding.run_state_shardings(shapes, mesh, cfg.num_envs)
+    replicated = NamedSharding(mesh, P())
+    init_fn = jax.jit(init_v, out_shardings=state_sharding)
+    train_fn = jax.jit(jax.vmap(fns.train), out_shardings=(state_sharding, replicated),
+                       donate_argnums=0)
+    prefill_fn = jax.jit(jax.vmap(fns.prefill), out_shardings=(state_sharding, replicated),
+                         donate_argnums=0)
+    eval_fn = jax.jit(jax.vmap(fns.evaluate), out_shardings=replicated)
+
+    ckpt = checkpoint.Checkpointer(cfg.logdir) if cfg.logdir else None
+    meta = {"env_steps": 0, "wall_time": 0.0, "prefilled": False}
+    if ckpt is not None and ckpt.latest_step() is not None:
+        state, meta = ckpt.restore(checkpoint.abstract_like(shapes, state_sharding))
+        print(f"[train] resumed from {ckpt.directory} at env_steps={meta['env_steps']}")
+    elif state is None:
+        state = init_fn(keys)
+    else:
+        state = jax.device_put(state, state_sharding)
+    env_steps = int(meta["env_steps"])
+
+    log = None
+    if cfg.logdir and jax.process_index() == 0:
+        if config_record is not None and not meta["prefilled"]:
+            logger.write_config(cfg.logdir, config_record)
+        log = logger.MetricsLogger(cfg.logdir, resume_env_steps=env_steps if env_steps else None)
+    progress = logger.Progress(cfg.steps, env_steps, enabled=cfg.progress)
+    start = time.time() - float(meta["wall_time"])
+    history: List[Dict] = []
+    last_ckpt = env_steps if env_steps else None
+    next_eval = _next_multiple(env_steps, cfg.eval_every)
+    next_ckpt = _next_multiple(env_steps, cfg.checkpoint_every)
+
+    def emit(record):
+        record["wall_time"] = time.time() - start
+        history.append(record)
+        if log is not None:
+            log.log(record)
+
+    try:
+        if not meta["prefilled"] and schedule.prefill_steps > 0:
+            state, stats = prefill_fn(state)
+            env_steps = int(np.asarray(state.env_steps)[0])
+            emit({"env_steps": env_steps, "phase": "prefill",
+                  **_summarise(jax.tree_util.tree_map(np.asarray, stats))})
+        meta["prefilled"] = True
+        while env_steps < cfg.steps:
+            state, metrics = train_fn(state)
+            env_steps = int(np.asarray(state.env_steps)[0])
+            record = {"env_steps": env_steps,
+                      **_summarise(jax.tree_util.tree_map(np.asarray, metrics))}
+            _check_finite(record, last_ckpt)
+            done = env_steps >= cfg.steps
+            if cfg.eval_every >= 0 and (done or (cfg.eval_every and env_steps >= next_eval)):
+                eval_keys = jax.random.split(jax.random.fold_in(keys[0], env_steps),
+                                             cfg.num_seeds)
+                evaluation = jax.tree_util.tree_map(np.asarray, eval_fn(state, eval_keys))
+                record.update({k: float(v.mean()) for k, v in evaluation.items()})
+                record["eval_return_per_seed"] = evaluation["eval_return_mean"].tolist()
+                next_eval = _next_multiple(env_steps, cfg.eval_every)
+            emit(record)
+            progress.update(env_steps, _progress_info(record, env_steps, start))
+            if ckpt is not None and (done or (cfg.checkpoint_every and env_steps >= next_ckpt)):
+                meta = {"env_steps": env_steps, "wall_time": time.time() - start,
+                        "prefilled": True}
+                ckpt.save(env_steps, state, meta)
+                last_ckpt = env_steps
+                next_ckpt = _next_multiple(env_steps, cfg.checkpoint_every)
+    finally:
+        progress.close()
+        if log is not None:
+            log.close()
+            logger.plot_returns(cfg.logdir)
+        if ckpt is not None:
+            ckpt.close()
+    return RunResult(state=state, history=history, env_steps=env_steps)
+
+
+def restore(env: Environment, agent: Agent, cfg: RunConfig, step: Optional[int] = None) -> Any:
+    """The seed-batched run state saved in ``cfg.logdir`` (latest checkpoint unless ``step``)."""
+    if not cfg.logdir:
+        raise ValueError("restore needs RunConfig.logdir")
+    fns = make_loop(env, agent, num_envs=cfg.num_envs, iterations=1,
+                    eval_envs=cfg.eval_episodes)
+    keys = jax.random.split(jax.random.PRNGKey(cfg.seed), cfg.num_seeds)
+    shapes = jax.eval_shape(jax.vmap(fns.init), keys)
+    mesh = sharding.make_mesh(cfg.num_devices or None)
+    ckpt = checkpoint.Checkpointer(cfg.logdir)
+    if ckpt.latest_step() is None:
+        raise FileNotFoundError(f"no checkpoint under {ckpt.directory}")
+    try:
+        state, _ = ckpt.restore(checkpoint.abstract_like(
+            shapes, sharding.run_state_shardings(shapes, mesh, cfg.num_envs)), step)
+    finally:
+        ckpt.close()
+    return state
+
+
+def _next_multiple(steps: int, every: int) -> int:
+    return (steps // every + 1) * every if every > 0 else 1 << 62
+
+
+def _progress_info(record: Dict, env_steps: int, start: float) -> str:
+    sps = env_steps / max(time.time() - start, 1e-9)
+    parts = [f"{sps:,.0f} steps/s"]
+    if "episode_return_mean" in record:
+        parts.append(f"return {record['episode_return_mean']:.1f}")
+    if "eval_return_mean" in record:
+        parts.append(f"eval {record['eval_return_mean']:.1f}")
+    return " | ".join(parts)
+
+
+def seed_slice(state: Any, seed_index: int) -> Any:
+    """The run state of one seed out of a seed-batched state."""
+    return jax.tree_util.tree_map(lambda x: x[seed_index], state)
+
+
+def tree_allclose(a: Any, b: Any, rtol: float = 1e-5, atol: float = 1e-6) -> bool:
+    """True when every leaf of ``a`` and ``b`` agrees to the tolerance."""
+    leaves = jax.tree_util.tree_leaves(jax.tree_util.tree_map(
+        lambda x, y: np.allclose(np.asarray(x, np.float64), np.asarray(y, np.float64),
+                                 rtol=rtol, atol=atol), a, b))
+    return all(bool(x) for x in leaves)
+
+
+__all__ = ["RunConfig", "RunResult", "NonFiniteMetricError", "train", "restore", "seed_slice",
+           "tree_allclose"]

@@ -1,0 +1,187 @@
+"""One functional environment API for every environment family.
+
+An adapter implements three pure functions for ONE environment (no batch axis):
+
+    reset(key)                    -> (inner_state, obs)
+    step(inner_state, action, key) -> (inner_state, obs, reward, terminated)
+
+and a static :class:`EnvSpec`. :class:`Environment` wraps an adapter with what every
+family needs and none of them agree on: a time limit (truncation, kept apart from
+termination), automatic reset, and on-device episode statistics. Callers vmap
+:meth:`Environment.reset` / :meth:`Environment.step` over a batch of environments
+(see :func:`batch_reset` / :func:`batch_step`).
+
+Conventions
+-----------
+* ``TimeStep.obs`` is the observation the agent acts on next: after an episode ends
+  it is already the first observation of the next episode.
+* ``TimeStep.next_obs`` is the true successor of the transition (the final
+  observation when the episode ended); replay and model learning use it.
+* ``terminated``: the MDP reached an absorbing state (bootstrap with 0).
+  ``truncated``: the time limit cut the episode (bootstrap with V(next_obs)).
+* ``episode_return`` / ``episode_length`` are the statistics of the episode that
+  just ended, valid where ``done`` is true (zero elsewhere).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable, Optional, Tuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import struct
+
+Array = jax.Array
+
+
+@dataclasses.dataclass(frozen=True)
+class EnvSpec:
+    """Static description of an environment's interface.
+
+    Attributes:
+      env_id: registry id, e.g. ``"gymnax/CartPole-v1"``.
+      obs_shape: shape of one observation.
+      obs_dtype: dtype of observations (``float32`` vectors, ``uint8``/``float32`` images).
+      discrete: True for a discrete action space ``{0, ..., num_actions - 1}``.
+      num_actions: number of discrete actions (0 when continuous).
+      action_shape: shape of one action (``()`` when discrete).
+      action_low / action_high: bounds of continuous actions (tuples, same shape).
+      max_episode_steps: time limit applied by :class:`Environment`.
+    """
+
+    env_id: str
+    obs_shape: Tuple[int, ...]
+    obs_dtype: Any = np.float32
+    discrete: bool = False
+    num_actions: int = 0
+    action_shape: Tuple[int, ...] = ()
+    action_low: Optional[Tuple[float, ...]] = None
+    action_high: Optional[Tuple[float, ...]] = None
+    max_episode_steps: int = 1000
+
+    @property
+    def action_dim(self) -> int:
+        """Size of the flat action vector (number of actions when discrete)."""
+        return self.num_actions if self.discrete else int(np.prod(self.action_shape))
+
+    @property
+    def action_dtype(self):
+        return np.int32 if self.discrete else np.float32
+
+    def sample_action(self, key: Array) -> Array:
+        """A uniformly random action (one example)."""
+        if self.discrete:
+            return jax.random.randint(key, (), 0, self.num_actions, dtype=jnp.int32)
+        low = jnp.asarray(self.action_low, jnp.float32)
+        high = jnp.asarray(self.action_high, jnp.float32)
+        return jax.random.uniform(key, self.action_shape, jnp.float32, low, high)
+
+    def check_action(self, action) -> None:
+        """Raises ValueError naming the expected shape when ``action`` (one example) does not fit."""
+        shape = tuple(np.shape(action))
+        if shape != tuple(self.action_shape):
+            kind = (f"an integer in [0, {self.num_actions})" if self.discrete
+                    else f"a float array of shape {self.action_shape}")
+            raise ValueError(
+                f"{self.env_id}: action has shape {shape}, expected shape "
+                f"{tuple(self.action_shape)} ({kind}) for one environment; batch actions with "
+                f"a leading axis and use batch_step.")
+
+
+@struct.dataclass
+class EnvState:
+    """State of one wrapped environment."""
+
+    inner: Any  # the adapter's own state pytree
+    obs: Array  # obs_shape: the observation the agent acts on next
+    episode_return: Array  # (): return accumulated in the running episode
+    episode_length: Array  # () int32: steps taken in the running episode
+
+
+@struct.dataclass
+class TimeStep:
+    """What one environment step returns (one example; leading env axis when batched)."""
+
+    obs: Array  # obs_shape: next observation to act on (reset obs after an episode ended)
+    next_obs: Array  # obs_shape: true successor observation of this transition
+    reward: Array  # () float32
+    terminated: Array  # () bool: absorbing state reached
+    truncated: Array  # () bool: time limit reached (and not terminated)
+    episode_return: Array  # () float32: return of the episode that just ended, else 0
+    episode_length: Array  # () int32: length of the episode that just ended, else 0
+
+    @property
+    def done(self) -> Array:
+        return jnp.logical_or(self.terminated, self.truncated)
+
+
+ResetFn = Callable[[Array], Tuple[Any, Array]]
+StepFn = Callable[[Any, Array, Array], Tuple[Any, Array, Array, Array]]
+RewardFn = Callable[[Array, Array, Array], Array]
+
+
+@dataclasses.dataclass(frozen=True)
+class Environment:
+    """An adapter wrapped with a time limit, auto-reset and episode statistics.
+
+    Attributes:
+      spec: the static interface.
+      adapter_reset / adapter_step: the adapter's pure functions (see module doc).
+      reward_fn: optional known reward ``r(obs, action, next_obs)`` for one example,
+        for planners that use the true reward (as in the PETS paper); None if unknown.
+    """
+
+    spec: EnvSpec
+    adapter_reset: ResetFn
+    adapter_step: StepFn
+    reward_fn: Optional[RewardFn] = None
+
+    def reset(self, key: Array) -> EnvState:
+        inner, obs = self.adapter_reset(key)
+        return EnvState(inner=inner, obs=obs,
+                        episode_return=jnp.zeros((), jnp.float32),
+                        episode_length=jnp.zeros((), jnp.int32))
+
+    def step(self, state: EnvState, action: Array, key: Array) -> Tuple[EnvState, TimeStep]:
+        """Steps one environment; resets it in place when the episode ends."""
+        self.spec.check_action(action)
+        step_key, reset_key = jax.random.split(key)
+        inner, next_obs, reward, terminated = self.adapter_step(state.inner, action, step_key)
+        reward = jnp.asarray(reward, jnp.float32)
+        terminated = jnp.asarray(terminated, bool)
+        length = state.episode_length + 1
+        ret = state.episode_return + reward
+        truncated = jnp.logical_and(length >= self.spec.max_episode_steps, ~terminated)
+        done = jnp.logical_or(terminated, truncated)
+
+        reset_inner, reset_obs = self.adapter_reset(reset_key)
+        pick = lambda fresh, old: jnp.where(done, fresh, old)  # noqa: E731
+        new_inner = jax.tree_util.tree_map(pick, reset_inner, inner)
+        obs = pick(reset_obs, next_obs)
+        new_state = EnvState(inner=new_inner, obs=obs,
+                             episode_return=jnp.where(done, 0.0, ret),
+                             episode_length=jnp.where(done, 0, length))
+        timestep = TimeStep(obs=obs, next_obs=next_obs, reward=reward,
+                            terminated=terminated, truncated=truncated,
+                            episode_return=jnp.where(done, ret, 0.0),
+                            episode_length=jnp.where(done, length, 0))
+        return new_state, timestep
+
+
+def batch_reset(env: Environment, key: Array, num_envs: int) -> EnvState:
+    """Resets ``num_envs`` environments; every leaf gains a leading axis of that size."""
+    return jax.vmap(env.reset)(jax.random.split(key, num_envs))
+
+
+def batch_step(env: Environment, state: EnvState, action: Array,
+               key: Array) -> Tuple[EnvState, TimeStep]:
+    """Steps a batch of environments with actions of shape ``[num_envs, *action_shape]``."""
+    num_envs = state.episode_length.shape[0]
+    expected = (num_envs,) + tuple(env.spec.action_shape)
+    if tuple(np.shape(action)) != expected:
+        raise ValueError(
+            f"{env.spec.env_id}: batched action has shape {tuple(np.shape(action))}, expected "
+            f"{expected} (num_envs={num_envs}, action shape {tuple(env.spec.action_shape)}).")
+    return jax.vmap(env.step)(state, action, jax.random.split(key, num_envs))

@@ -1,0 +1,162 @@
+"""Throughput of an agent on an environment: ``python -m experiments.benchmark --agent A --env E``.
+
+Measures, on whatever device JAX sees:
+* compile time of one training chunk and its steady-state environment steps per second and
+  agent updates per second (through the shared core loop, replay writes included);
+* the scaling of environment steps per second with the number of parallel environments and
+  with ``num_seeds`` (seeds vmapped in one program).
+``--agent random`` measures the raw environment: a jitted ``lax.scan`` of batched steps with
+uniformly random actions, no replay. Prints a table and writes one JSON object (``--json``).
+Peak memory is the accelerator's ``peak_bytes_in_use`` when it reports one, else the process's
+peak resident set size (CPU).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import time
+from typing import Callable, Dict, List, Optional
+
+import jax
+
+import envs
+from agents import registry
+from core.loop import make_loop
+from experiments import presets
+
+
+def _device() -> Dict:
+    d = jax.devices()[0]
+    return {"platform": d.platform, "device_kind": d.device_kind, "num_devices": jax.device_count(),
+            "host": platform.node(), "jax": jax.__version__}
+
+
+def _peak_memory() -> Dict:
+    stats = jax.devices()[0].memory_stats() or {}
+    if "peak_bytes_in_use" in stats:
+        return {"peak_memory_bytes": int(stats["peak_bytes_in_use"]),
+                "peak_memory_source": "device peak_bytes_in_use"}
+    return {"peak_memory_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+            "peak_memory_source": "host peak RSS (CPU)"}
+
+
+def _time_calls(fn: Callable, state, min_seconds: float, max_calls: int = 1000):
+    """Compiles ``fn`` (timed), then calls it until ``min_seconds`` pass; returns timings."""
+    start = time.perf_counter()
+    compiled = jax.jit(fn, donate_argnums=0).lower(state).compile()
+    compile_s = time.perf_counter() - start
+    state, out = compiled(state)  # warm-up call
+    jax.block_until_ready(state)
+    calls, start = 0, time.perf_counter()
+    while calls < max_calls and (calls == 0 or time.perf_counter() - start < min_seconds):
+        state, out = compiled(state)
+        jax.block_until_ready(state)
+        calls += 1
+    return compile_s, (time.perf_counter() - start) / calls, calls
+
+
+def raw_env_throughput(env, num_envs: int, num_seeds: int, min_seconds: float) -> Dict:
+    """Environment steps per second of a scan of random-action batched steps."""
+    length = max(8, 4096 // num_envs)
+
+    def run(carry):
+        def body(c, _):
+            state, key = c
+            key, act_key, step_key = jax.random.split(key, 3)
+            actions = jax.vmap(env.spec.sample_action)(jax.random.split(act_key, num_envs))
+            state, ts = envs.batch_step(env, state, actions, step_key)
+            return (state, key), ts.reward.sum()
+        carry, rewards = jax.lax.scan(body, carry, None, length=length)
+        return carry, rewards.sum()
+
+    keys = jax.random.split(jax.random.PRNGKey(0), num_seeds)
+    carry = jax.jit(jax.vmap(lambda k: (envs.batch_reset(env, k, num_envs),
+                                        jax.random.fold_in(k, 1))))(keys)
+    compile_s, per_call, _ = _time_calls(jax.vmap(run), carry, min_seconds)
+    return {"num_envs": num_envs, "num_seeds": num_seeds, "compile_s": compile_s,
+            "env_steps_per_s": length * num_envs * num_seeds / per_call}
+
+
+def agent_throughput(agent_name: str, env, agent_cfg, num_envs: int, num_seeds: int,
+                     iterations: int, min_seconds: float) -> Dict:
+    """Steady-state training throughput of the core loop for one agent."""
+    agent = registry.agent_module(agent_name).make(agent_cfg, env, num_envs)
+    fns = make_loop(env, agent, num_envs=num_envs, iterations=iterations, eval_envs=1)
+    keys = jax.random.split(jax.random.PRNGKey(0), num_seeds)
+    state = jax.jit(jax.vmap(fns.init))(keys)
+    compile_s, per_call, _ = _time_calls(jax.vmap(fns.train), state, min_seconds)
+    sched = agent.schedule
+    env_steps = iterations * sched.env_steps_per_iteration * num_envs * num_seeds
+    updates = iterations * sched.updates_per_iteration * num_seeds
+    return {"num_envs": num_envs, "num_seeds": num_seeds, "compile_s": compile_s,
+            "env_steps_per_s": env_steps / per_call, "updates_per_s": updates / per_call,
+            "seconds_per_chunk": per_call}
+
+
+def main(argv: Optional[List[str]] = None) -> Dict:
+    p = argparse.ArgumentParser(prog="python -m experiments.benchmark", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--agent", required=True)
+    p.add_argument("--env", required=True)
+    p.add_argument("--preset", default=None)
+    p.add_argument("--num-envs", type=int, default=None, help="for the headline numbers")
+    p.add_argument("--iterations", type=int, default=4, help="iterations per timed chunk")
+    p.add_argument("--scaling-envs", default="1,16,256,4096")
+    p.add_argument("--scaling-seeds", default="1,2,4")
+    p.add_argument("--min-seconds", type=float, default=1.0, help="timing per measurement")
+    p.add_argument("--json", default=None, help="write the result here")
+    args = p.parse_args(argv)
+
+    env = envs.make(args.env)
+    agent_cfg = registry.preset(args.agent, args.preset or
+                                presets.default_preset(args.agent, args.env))
+    num_envs = args.num_envs or presets.run_defaults(args.agent, args.env)["num_envs"]
+    env_list = [int(x) for x in args.scaling_envs.split(",") if x]
+    seed_list = [int(x) for x in args.scaling_seeds.split(",") if x]
+    result: Dict = {"agent": args.agent, "env": args.env, "device": _device(),
+                    "num_envs": num_envs}
+
+    headline = agent_throughput(args.agent, env, agent_cfg, num_envs, 1, args.iterations,
+                                args.min_seconds)
+    result.update({"env_steps_per_s": headline["env_steps_per_s"],
+                   "updates_per_s": headline["updates_per_s"],
+                   "compile_s": headline["compile_s"]})
+    scaling = []
+    for n in env_list:
+        scaling.append(raw_env_throughput(env, n, 1, args.min_seconds) if args.agent == "random"
+                       else agent_throughput(args.agent, env, agent_cfg, n, 1, args.iterations,
+                                             args.min_seconds))
+        _print_row(scaling[-1])
+    for s in seed_list:
+        if s == 1:
+            continue
+        scaling.append(raw_env_throughput(env, num_envs, s, args.min_seconds)
+                       if args.agent == "random" else
+                       agent_throughput(args.agent, env, agent_cfg, num_envs, s, args.iterations,
+                                        args.min_seconds))
+        _print_row(scaling[-1])
+    result["scaling"] = scaling
+    result.update(_peak_memory())
+    print(f"{args.agent} on {args.env} [{result['device']['device_kind']}]: "
+          f"{result['env_steps_per_s']:,.0f} env steps/s, {result['updates_per_s']:,.1f} "
+          f"updates/s, compile {result['compile_s']:.1f} s, peak memory "
+          f"{result['peak_memory_bytes'] / 2**20:,.0f} MiB ({result['peak_memory_source']})")
+    if args.json:
+        os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
+        with open(args.json, "w") as f:
+            json.dump(result, f, indent=2)
+    return result
+
+
+def _print_row(row: Dict) -> None:
+    print(f"  num_envs={row['num_envs']:>5} num_seeds={row['num_seeds']:>2}  "
+          f"{row['env_steps_per_s']:>14,.0f} env steps/s  compile {row['compile_s']:6.2f} s",
+          flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,38 @@
+"""Run defaults per agent and environment family, and which agent preset an environment picks.
+
+A new user's first run needs only ``--agent`` and ``--env``; these defaults make it finish
+on a 2-core CPU in minutes. Flags on the command line override them.
+"""
+
+from __future__ import annotations
+
+from typing import Dict
+
+from agents import registry
+
+_RUN_DEFAULTS: Dict[str, Dict] = {
+    # key: "agent" or "agent:family" or "agent:env_id" (most specific wins)
+    "mpc": dict(steps=2_000, num_envs=4, log_every=200, eval_every=1_000, eval_episodes=4,
+                checkpoint_every=1_000),
+    "random": dict(steps=10_000, num_envs=16, log_every=2_000, eval_every=-1,
+                   checkpoint_every=0),
+}
+
+_GENERIC = dict(steps=10_000, num_envs=1, log_every=1_000, eval_every=5_000, eval_episodes=4,
+                checkpoint_every=5_000)
+
+
+def run_defaults(agent: str, env_id: str) -> Dict:
+    """RunConfig fields for ``agent`` on ``env_id`` (a fresh dict)."""
+    family = env_id.split("/")[0]
+    out = dict(_GENERIC)
+    for key in (agent, f"{agent}:{family}", f"{agent}:{env_id}"):
+        out.update(_RUN_DEFAULTS.get(key, {}))
+    return out
+
+
+def default_preset(agent: str, env_id: str) -> str:
+    """The agent preset named after the task (e.g. ``inverted_pendulum``) if any, else default."""
+    name = env_id.split("/", 1)[-1].lower().replace("-", "_")
+    presets = registry.agent_module(agent).PRESETS
+    return name if name in presets else "default"

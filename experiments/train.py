@@ -1,0 +1,103 @@
+"""Train an agent on an environment: ``python -m experiments.train --agent NAME --env ID``.
+
+Common flags (``--steps``, ``--seed``, ``--num-seeds``, ``--logdir``, ``--preset``, ``--num-envs``,
+...) configure the run; every other ``--field value`` overrides a field of the agent's config
+(``python -m experiments.train --agent mpc --env linear/scalar_a1.1 --horizon 20``). Rerunning
+with the same ``--logdir`` resumes from its last checkpoint.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+from typing import Dict, List, Optional
+
+from experiments import presets
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m experiments.train", description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="Any other --FIELD VALUE overrides a field of the agent's config; "
+               "`--agent NAME --help-agent` lists them.")
+    p.add_argument("--agent", required=True, help="agent name (mpc, random, ...)")
+    p.add_argument("--env", required=True, help="environment id, e.g. linear/scalar_a1.1")
+    p.add_argument("--preset", default=None,
+                   help="agent preset (default: the environment's preset if any, else 'default')")
+    p.add_argument("--steps", type=int, default=None, help="environment steps per seed")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--num-seeds", type=int, default=1, help="seeds trained in one program")
+    p.add_argument("--num-envs", type=int, default=None, help="parallel environments per seed")
+    p.add_argument("--logdir", default=None, help="output dir (default runs/<agent>_<env>_s<seed>)")
+    p.add_argument("--log-every", type=int, default=None)
+    p.add_argument("--eval-every", type=int, default=None, help="0: at the end only, -1: never")
+    p.add_argument("--eval-episodes", type=int, default=None)
+    p.add_argument("--checkpoint-every", type=int, default=None, help="0: at the end only")
+    p.add_argument("--num-devices", type=int, default=0, help="data-parallel devices (0: all)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar or lines")
+    p.add_argument("--distributed", action="store_true",
+                   help="call jax.distributed.initialize() first (multi-host runs)")
+    p.add_argument("--help-agent", action="store_true", help="list the agent's config fields")
+    return p
+
+
+def _override(cfg, args: List[str], agent: str):
+    """Applies ``--field value`` overrides to the frozen agent config with tyro."""
+    import tyro
+    return tyro.cli(type(cfg), default=cfg, args=args,
+                    prog=f"python -m experiments.train --agent {agent} ... [agent overrides]")
+
+
+def build(argv: Optional[List[str]] = None):
+    """Parses the command line into ``(env, agent, run_config, record)``."""
+    from agents import registry as agents
+    from core.runner import RunConfig
+    import envs
+
+    args, rest = _parser().parse_known_args(argv)
+    module = agents.agent_module(args.agent)
+    env = envs.make(args.env)  # fails early with the list of known ids
+    preset_name = args.preset or presets.default_preset(args.agent, args.env)
+    agent_cfg = agents.preset(args.agent, preset_name)
+    if args.help_agent:
+        _override(agent_cfg, ["--help"], args.agent)
+    agent_cfg = _override(agent_cfg, rest, args.agent)
+
+    run_fields = presets.run_defaults(args.agent, args.env)
+    for name in ("steps", "num_envs", "log_every", "eval_every", "eval_episodes",
+                 "checkpoint_every"):
+        if getattr(args, name) is not None:
+            run_fields[name] = getattr(args, name)
+    logdir = args.logdir or f"runs/{args.agent}_{args.env.replace('/', '_')}_s{args.seed}"
+    run_cfg = RunConfig(seed=args.seed, num_seeds=args.num_seeds, logdir=logdir,
+                        num_devices=args.num_devices, progress=not args.no_progress,
+                        **run_fields)
+    agent = module.make(agent_cfg, env, run_cfg.num_envs)
+    record = {"agent": args.agent, "env": args.env, "preset": preset_name,
+              "run": dataclasses.asdict(run_cfg), "agent_config": dataclasses.asdict(agent_cfg),
+              "argv": list(sys.argv if argv is None else argv)}
+    return env, agent, run_cfg, record
+
+
+def main(argv: Optional[List[str]] = None) -> Dict:
+    args, _ = _parser().parse_known_args(argv)
+    if args.distributed:
+        import jax
+        jax.distributed.initialize()
+    from core import runner
+    env, agent, run_cfg, record = build(argv)
+    print(f"[train] agent={record['agent']} preset={record['preset']} env={record['env']} "
+          f"steps={run_cfg.steps} num_envs={run_cfg.num_envs} num_seeds={run_cfg.num_seeds} "
+          f"logdir={run_cfg.logdir}", flush=True)
+    result = runner.train(env, agent, run_cfg, record)
+    final = result.history[-1] if result.history else {}
+    summary = {k: final[k] for k in ("env_steps", "episode_return_mean", "eval_return_mean",
+                                     "wall_time") if k in final}
+    print(f"[train] done: {summary}; outputs in {run_cfg.logdir}", flush=True)
+    return summary
+
+
+if __name__ == "__main__":
+    main()

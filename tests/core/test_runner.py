@@ -1,0 +1,150 @@
+"""The host loop: outputs, seeds as an axis, resume after SIGKILL, sharding, NaN guard, CLI."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import envs
+from agents import random as random_agent
+from core import runner
+from experiments import train
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+TINY = ["--agent", "mpc", "--env", "linear/scalar_a1.1", "--preset", "tiny", "--num-envs", "2",
+        "--log-every", "40", "--eval-every", "-1", "--no-progress"]
+
+
+def _run(args, extra_env=None, **kwargs):
+    env = dict(os.environ, **(extra_env or {}))
+    return subprocess.Popen([sys.executable, "-m", "experiments.train", *args], cwd=ROOT,
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, **kwargs)
+
+
+def test_cli_outputs_and_overrides(tmp_path):
+    logdir = str(tmp_path / "run")
+    summary = train.main(TINY + ["--steps", "120", "--logdir", logdir, "--eval-every", "0",
+                                 "--horizon", "6"])
+    config = json.load(open(os.path.join(logdir, "config.json")))
+    assert config["agent_config"]["horizon"] == 6 and config["run"]["num_envs"] == 2
+    lines = [json.loads(x) for x in open(os.path.join(logdir, "metrics.jsonl"))]
+    assert all("env_steps" in r and "wall_time" in r for r in lines)
+    assert any("episode_return_mean" in r for r in lines)
+    assert "eval_return_mean" in lines[-1] and summary["env_steps"] >= 120
+    files = os.listdir(logdir)
+    assert "returns.png" in files and any(f.startswith("events.out.tfevents") for f in files)
+    assert os.listdir(os.path.join(logdir, "checkpoints"))
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--agent", "nope", "--env", "linear/scalar_a0.5"], "known agents: mpc"),
+    (["--agent", "mpc", "--env", "linear/nope"], "Known linear ids: linear/scalar_a0.5"),
+    (["--agent", "mpc", "--env", "nope/x"], "family one of"),
+    (["--agent", "mpc", "--env", "linear/scalar_a0.5", "--preset", "huge"], "known presets"),
+    (["--agent", "mpc", "--env", "linear/scalar_a0.5", "--num-envs", "0"], "num_envs must be"),
+    (["--agent", "mpc", "--env", "linear/scalar_a0.5", "--elites", "9999"], "elites must be"),
+])
+def test_cli_errors_name_the_problem(argv, message):
+    with pytest.raises(ValueError, match=message):
+        train.build(argv)
+
+
+def test_cli_unknown_override_field_exits():
+    with pytest.raises(SystemExit):
+        train.build(["--agent", "mpc", "--env", "linear/scalar_a0.5", "--bogus-field", "3"])
+
+
+def test_four_seeds_in_one_program():
+    env = envs.make("linear/scalar_a0.5")
+    agent = random_agent.make(random_agent.RandomConfig(buffer_size=64), env, num_envs=2)
+    cfg = runner.RunConfig(steps=100, num_envs=2, num_seeds=4, log_every=50, eval_every=-1,
+                           progress=False)
+    result = runner.train(env, agent, cfg)
+    assert result.state.env.obs.shape == (4, 2, 1)
+    per_seed = result.history[-1]["episode_return_per_seed"]
+    assert len(per_seed) == 4 and len(set(per_seed)) == 4  # independent seeds differ
+    np.testing.assert_array_equal(np.asarray(result.state.env_steps), [100] * 4)
+
+
+def test_resume_after_sigkill_matches_uninterrupted(tmp_path):
+    target = 400
+    killed = str(tmp_path / "killed")
+    # A long run checkpointing every chunk, killed right after its first checkpoint lands.
+    proc = _run(TINY + ["--steps", "1000000", "--logdir", killed, "--checkpoint-every", "40"])
+    ckpt_dir = os.path.join(killed, "checkpoints")
+    deadline = time.time() + 300
+    while time.time() < deadline and proc.poll() is None:
+        if os.path.isdir(ckpt_dir) and any(d.isdigit() for d in os.listdir(ckpt_dir)):
+            break
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    steps_at_kill = max(int(d) for d in os.listdir(ckpt_dir) if d.isdigit())
+    assert steps_at_kill < target, steps_at_kill
+    resumed = _run(TINY + ["--steps", str(target), "--logdir", killed,
+                           "--checkpoint-every", "40"])
+    out = resumed.communicate()[0].decode()
+    assert resumed.returncode == 0 and "resumed from" in out, out[-2000:]
+    fresh = str(tmp_path / "fresh")
+    proc = _run(TINY + ["--steps", str(target), "--logdir", fresh])
+    assert proc.wait() == 0, proc.stdout.read().decode()[-2000:]
+
+    states = []
+    for logdir in (killed, fresh):
+        env, agent, cfg, _ = train.build(TINY + ["--steps", str(target), "--logdir", logdir])
+        states.append(runner.restore(env, agent, cfg))
+    a, b = states
+    assert int(a.env_steps[0]) == int(b.env_steps[0]) >= target
+    np.testing.assert_array_equal(np.asarray(a.agent.model.A), np.asarray(b.agent.model.A))
+    assert runner.tree_allclose(a, b, rtol=0, atol=0)
+    steps = [json.loads(x)["env_steps"] for x in open(os.path.join(killed, "metrics.jsonl"))]
+    assert steps == sorted(steps) and len(steps) == len(set(steps))  # no repeated lines
+
+
+def test_sharded_over_four_devices_matches_one(tmp_path):
+    script = f"""
+import sys; sys.path.insert(0, {ROOT!r})
+import jax
+from experiments import train
+from core import runner
+assert len(jax.devices()) == 4, jax.devices()
+states = []
+for n in (1, 4):
+    env, agent, cfg, _ = train.build({TINY!r} + ["--steps", "160", "--num-envs", "4",
+                                      "--num-devices", str(n)])
+    import dataclasses
+    cfg = dataclasses.replace(cfg, logdir=None)
+    states.append(runner.train(env, agent, cfg).state)
+sharding = states[1].env.obs.sharding
+assert len(sharding.device_set) == 4, sharding
+assert runner.tree_allclose(states[0], states[1], rtol=1e-4, atol=1e-5)
+print("SHARDED_OK")
+"""
+    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4")
+    out = subprocess.run([sys.executable, "-c", script], cwd=str(tmp_path), env=env,
+                         capture_output=True, text=True, timeout=600)
+    assert "SHARDED_OK" in out.stdout, out.stdout[-2000:] + out.stderr[-3000:]
+
+
+def test_nonfinite_metric_stops_with_name_and_step(tmp_path):
+    env = envs.make("linear/scalar_a0.5")
+    base = random_agent.make(random_agent.RandomConfig(buffer_size=64), env, num_envs=2)
+
+    def update(state, buffer_state, key):
+        loss = jnp.where(state > 2, jnp.nan, 1.0)  # becomes NaN at the 4th update
+        return state + 1, buffer_state, {"loss": loss}
+
+    from core.types import Agent, Schedule
+    agent = Agent(init=base.init, initial_carry=base.initial_carry, act=base.act, update=update,
+                  buffer=base.buffer, schedule=Schedule(env_steps_per_iteration=5))
+    cfg = runner.RunConfig(steps=200, num_envs=2, log_every=10, eval_every=-1,
+                           checkpoint_every=10, logdir=str(tmp_path / "nan"), progress=False)
+    with pytest.raises(runner.NonFiniteMetricError, match=r"'loss' is nan at env_steps=40"):
+        runner.train(env, agent, cfg)
+    assert max(int(d) for d in os.listdir(tmp_path / "nan" / "checkpoints")) == 30
