@@ -79,7 +79,7 @@ class EnvSpec:
         return jax.random.uniform(key, self.action_shape, jnp.float32, low, high)
 
     def check_action(self, action) -> None:
-        """Raises ValueError naming the expected shape when ``action`` (one example) does not fit."""
+        """Raises ValueError naming the expected shape when one ``action`` does not fit."""
         shape = tuple(np.shape(action))
         if shape != tuple(self.action_shape):
             kind = (f"an integer in [0, {self.num_actions})" if self.discrete
