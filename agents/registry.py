@@ -9,6 +9,7 @@ from typing import Dict, Tuple
 AGENTS: Dict[str, str] = {
     "mpc": "agents.mpc",
     "random": "agents.random",
+    "sac": "agents.sac",
 }
 
 

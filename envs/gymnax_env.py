@@ -1,0 +1,121 @@
+"""gymnax environments (classic control, MinAtar, bsuite Catch) as ``gymnax/<name>``.
+
+gymnax's own ``Environment.step`` auto-resets and folds its time limit into ``done``, so a
+time-out would look like a termination. This adapter calls ``reset_env`` / ``step_env``
+(no auto-reset) with ``params.max_steps_in_episode`` set so large that gymnax never times
+out, and moves gymnax's default limit (500 for CartPole-v1, 200 for Pendulum-v1, 1000 for
+the MinAtar games, 2500 for Freeway) into ``EnvSpec.max_episode_steps``, where
+:class:`envs.api.Environment` truncates. ``step_env``'s ``done`` is then termination only:
+in gymnax 1.0.1 ``is_terminal`` no longer includes the time check (tests/envs/test_gymnax.py
+checks this on Pendulum, which never terminates).
+
+Conventions:
+
+* Observations are float32. The MinAtar games observe a ``10 x 10 x C`` grid of 0/1
+  channels, already float32 in gymnax 1.0.1 (cast anyway, so ``obs_shape`` is ``(10, 10, C)``
+  with dtype float32 on every version).
+* Discrete actions are int32 scalars (``action_shape=()``); Pendulum-v1 and
+  MountainCarContinuous-v0 take float32 actions of shape ``(1,)`` with the space's bounds
+  (gymnax clips to them).
+* gymnax states hold Python ints/bools (``time=0`` at reset); :func:`_as_arrays` turns them into
+  strong-typed arrays and each step casts back to the incoming dtypes, so the state tree is the
+  same (structure and dtypes) after reset and after a step, as ``jnp.where`` selection and
+  ``lax.scan`` carries need.
+* Freeway ends after 2500 steps in MinAtar; here that limit is a truncation, like every
+  gymnax time limit.
+
+Left out of ``NAMES``: the bandits and chains (not control tasks), DeepSea-bsuite (its horizon
+is ``max_steps_in_episode``, so it would never end), MNISTBandit-bsuite (downloads MNIST) and
+the ``-misc`` environments.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Optional
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from envs.api import EnvSpec, Environment
+
+CLASSIC_CONTROL = ("CartPole-v1", "Pendulum-v1", "Acrobot-v1", "MountainCar-v0",
+                   "MountainCarContinuous-v0")
+MINATAR = ("Asterix-MinAtar", "Breakout-MinAtar", "Freeway-MinAtar", "Seaquest-MinAtar",
+           "SpaceInvaders-MinAtar")
+BSUITE = ("Catch-bsuite",)
+NAMES = CLASSIC_CONTROL + MINATAR + BSUITE
+
+# gymnax compares ``state.time >= max_steps_in_episode`` in int32; this is never reached.
+_NEVER = 2**30
+
+
+def _as_arrays(tree: Any) -> Any:
+    """Every leaf as a strong-typed array (Python scalars become int32/float32/bool arrays)."""
+    return jax.tree_util.tree_map(lambda x: jnp.asarray(x, jnp.asarray(x).dtype), tree)
+
+
+def _cast_like(tree: Any, like: Any) -> Any:
+    """``tree`` with each leaf cast to the dtype of the matching leaf of ``like``."""
+    return jax.tree_util.tree_map(lambda x, ref: jnp.asarray(x, ref.dtype), tree, like)
+
+
+def _replace_params(name: str, params: Any, overrides: dict) -> Any:
+    """``params`` with fields replaced; a ValueError lists the known fields on a typo."""
+    fields = {f.name for f in dataclasses.fields(params)}
+    unknown = set(overrides) - fields
+    if unknown:
+        raise ValueError(f"gymnax/{name}: unknown option(s) {sorted(unknown)}; known: "
+                         f"max_episode_steps and the EnvParams fields {sorted(fields)}")
+    return params.replace(**overrides)
+
+
+def make(name: str, *, max_episode_steps: Optional[int] = None, **env_params) -> Environment:
+    """Builds ``gymnax/<name>``.
+
+    Args:
+      name: a gymnax id from :data:`NAMES`, e.g. ``"CartPole-v1"``.
+      max_episode_steps: time limit; defaults to gymnax's ``max_steps_in_episode``.
+      **env_params: overrides of gymnax's ``EnvParams`` fields (e.g. ``gravity=9.0``).
+    """
+    if name not in NAMES:
+        raise ValueError(f"Unknown gymnax environment {name!r}; known: {', '.join(NAMES)}")
+    if "max_steps_in_episode" in env_params:
+        raise ValueError(f"gymnax/{name}: pass max_episode_steps, not max_steps_in_episode "
+                         "(the time limit is applied by envs.api.Environment)")
+    import gymnax  # lazy: listing ids stays cheap
+    from gymnax.environments import spaces
+
+    env, params = gymnax.make(name)
+    limit = int(params.max_steps_in_episode if max_episode_steps is None else max_episode_steps)
+    params = _replace_params(name, params, {**env_params, "max_steps_in_episode": _NEVER})
+
+    action_space = env.action_space(params)
+    discrete = isinstance(action_space, spaces.Discrete)
+    obs_shape = tuple(env.observation_space(params).shape)
+    if discrete:
+        action_kw = dict(discrete=True, num_actions=int(action_space.n), action_shape=())
+    else:
+        shape = tuple(action_space.shape)
+        low = np.broadcast_to(np.asarray(action_space.low, np.float32), shape).ravel()
+        high = np.broadcast_to(np.asarray(action_space.high, np.float32), shape).ravel()
+        action_kw = dict(discrete=False, action_shape=shape,
+                         action_low=tuple(float(v) for v in low),
+                         action_high=tuple(float(v) for v in high))
+    action_dtype = jnp.int32 if discrete else jnp.float32
+
+    def reset(key):
+        obs, state = env.reset_env(key, params)
+        return _as_arrays(state), jnp.asarray(obs, jnp.float32)
+
+    def step(state, action, key):
+        action = jnp.asarray(action, action_dtype)
+        obs, next_state, reward, done, _ = env.step_env(key, state, action, params)
+        next_state = _cast_like(_as_arrays(next_state), state)
+        return (next_state, jnp.asarray(obs, jnp.float32), jnp.asarray(reward, jnp.float32),
+                jnp.asarray(done, bool))
+
+    spec = EnvSpec(env_id=f"gymnax/{name}", obs_shape=obs_shape, obs_dtype=np.float32,
+                   max_episode_steps=limit, **action_kw)
+    return Environment(spec=spec, adapter_reset=reset, adapter_step=step)

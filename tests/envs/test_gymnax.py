@@ -1,0 +1,128 @@
+"""Tests of the gymnax adapter: shapes, time limits kept apart from termination, auto-reset."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from envs import gymnax_env
+from envs.api import batch_reset, batch_step
+from tests.envs.test_linear import NUM_ENVS, check_episodes, check_timestep_types, make_rollout
+
+REQUIRED = ("CartPole-v1", "Pendulum-v1", "Acrobot-v1", "MountainCar-v0",
+            "MountainCarContinuous-v0", "Asterix-MinAtar", "Breakout-MinAtar",
+            "Freeway-MinAtar", "SpaceInvaders-MinAtar")
+
+
+def random_actions(spec, key, num_steps):
+    keys = jax.random.split(key, num_steps * NUM_ENVS).reshape(num_steps, NUM_ENVS, -1)
+    return jax.vmap(jax.vmap(spec.sample_action))(keys)
+
+
+def test_names():
+    assert set(REQUIRED) <= set(gymnax_env.NAMES)
+    with pytest.raises(ValueError, match="CartPole-v1"):
+        gymnax_env.make("NoSuchEnv-v0")
+    with pytest.raises(ValueError, match="gravity"):
+        gymnax_env.make("CartPole-v1", gravty=9.0)
+
+
+@pytest.mark.parametrize("name", gymnax_env.NAMES)
+def test_spec_shapes_and_state_tree(name):
+    """Traced (not compiled): shapes/dtypes, and the inner state keeps its tree and dtypes."""
+    env = gymnax_env.make(name)
+    spec = env.spec
+    assert spec.env_id == f"gymnax/{name}"
+    if spec.discrete:
+        assert spec.action_shape == () and spec.num_actions >= 2
+    else:
+        assert len(spec.action_low) == len(spec.action_high) == spec.action_dim >= 1
+    if name.endswith("MinAtar"):
+        assert spec.obs_shape[:2] == (10, 10) and len(spec.obs_shape) == 3
+
+    def reset_and_step(key):
+        state = batch_reset(env, key, NUM_ENVS)
+        actions = jax.vmap(spec.sample_action)(jax.random.split(key, NUM_ENVS))
+        assert actions.dtype == spec.action_dtype
+        new_state, timestep = batch_step(env, state, actions, key)
+        return state, new_state, timestep
+
+    state, new_state, timestep = jax.eval_shape(reset_and_step, jax.random.PRNGKey(0))
+    check_timestep_types(spec, timestep)
+    assert state.obs.shape == (NUM_ENVS,) + spec.obs_shape
+    assert jax.tree_util.tree_structure(state) == jax.tree_util.tree_structure(new_state)
+    leaves = zip(jax.tree_util.tree_leaves(state), jax.tree_util.tree_leaves(new_state))
+    for before, after in leaves:
+        assert (before.shape, before.dtype) == (after.shape, after.dtype)
+
+
+def test_default_time_limits():
+    assert gymnax_env.make("CartPole-v1").spec.max_episode_steps == 500
+    assert gymnax_env.make("Pendulum-v1").spec.max_episode_steps == 200
+    assert gymnax_env.make("Breakout-MinAtar").spec.max_episode_steps == 1000
+    assert gymnax_env.make("Pendulum-v1", max_episode_steps=7).spec.max_episode_steps == 7
+
+
+def test_cartpole_terminates_and_resets():
+    """Always pushing right topples the pole in a few steps: terminations, never truncations."""
+    env = gymnax_env.make("CartPole-v1")
+    actions = jnp.ones((40, NUM_ENVS), jnp.int32)
+    timesteps, lengths, _ = make_rollout(env)(jax.random.PRNGKey(0), actions)
+    check_timestep_types(env.spec, timesteps)
+    finished = check_episodes(timesteps, lengths, env.spec.max_episode_steps)
+    assert len(finished) >= 2 * NUM_ENVS
+    assert all(term and 5 <= length < 40 for _, length, _, term in finished)
+    # CartPole pays +1 per step, so the return is the length.
+    assert all(ret == length for _, length, ret, _ in finished)
+    ts = jax.tree_util.tree_map(np.asarray, timesteps)
+    done = ts.terminated | ts.truncated
+    assert np.all(np.abs(ts.obs[done]) <= 0.05)  # fresh reset: U(-0.05, 0.05) per component
+    assert np.all(np.abs(ts.next_obs[ts.terminated][:, 2]) > 0.2)  # the pole angle left the band
+
+
+def test_pendulum_truncates_at_our_limit_only():
+    """gymnax's 200-step limit is off: the episode runs to our limit and is truncated, not ended."""
+    env = gymnax_env.make("Pendulum-v1", max_episode_steps=205)
+    actions = random_actions(env.spec, jax.random.PRNGKey(1), 207)
+    assert actions.shape == (207, NUM_ENVS, 1)
+    timesteps, lengths, _ = make_rollout(env)(jax.random.PRNGKey(2), actions)
+    finished = check_episodes(timesteps, lengths, 205)
+    assert not np.asarray(timesteps.terminated).any()
+    assert [length for _, length, _, _ in finished] == [205] * NUM_ENVS
+
+
+def test_pendulum_short_limit_statistics():
+    env = gymnax_env.make("Pendulum-v1", max_episode_steps=5)
+    actions = random_actions(env.spec, jax.random.PRNGKey(3), 12)
+    timesteps, lengths, _ = make_rollout(env)(jax.random.PRNGKey(4), actions)
+    check_timestep_types(env.spec, timesteps)
+    finished = check_episodes(timesteps, lengths, 5)
+    assert len(finished) == 2 * NUM_ENVS and all(not term for *_, term in finished)
+    assert all(ret < 0 for _, _, ret, _ in finished)  # Pendulum's reward is a cost
+    ts = jax.tree_util.tree_map(np.asarray, timesteps)
+    reset_obs = ts.obs[ts.truncated]  # [cos theta, sin theta, theta_dot], theta_dot ~ U(-1, 1)
+    np.testing.assert_allclose(reset_obs[:, 0] ** 2 + reset_obs[:, 1] ** 2, 1.0, rtol=1e-5)
+    assert np.all(np.abs(reset_obs[:, 2]) <= 1.0)
+
+
+def test_minatar_breakout():
+    env = gymnax_env.make("Breakout-MinAtar", max_episode_steps=6)
+    assert env.spec.obs_shape == (10, 10, 4) and env.spec.num_actions == 3
+    actions = random_actions(env.spec, jax.random.PRNGKey(5), 14)
+    timesteps, lengths, _ = make_rollout(env)(jax.random.PRNGKey(6), actions)
+    check_timestep_types(env.spec, timesteps)
+    finished = check_episodes(timesteps, lengths, 6)
+    assert len(finished) >= NUM_ENVS
+    obs = np.asarray(timesteps.obs)
+    assert set(np.unique(obs)) <= {0.0, 1.0}
+
+
+def test_catch_terminates_with_plus_minus_one():
+    env = gymnax_env.make("Catch-bsuite")
+    actions = random_actions(env.spec, jax.random.PRNGKey(7), 20)
+    timesteps, lengths, _ = make_rollout(env)(jax.random.PRNGKey(8), actions)
+    finished = check_episodes(timesteps, lengths, env.spec.max_episode_steps)
+    assert len(finished) == 2 * NUM_ENVS  # the ball falls for 9 steps
+    assert all(term and length == 9 and ret in (-1.0, 1.0) for _, length, ret, term in finished)
