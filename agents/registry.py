@@ -8,6 +8,7 @@ from typing import Dict, Tuple
 # name -> module with PRESETS (dict of frozen config dataclasses) and make(cfg, env, num_envs)
 AGENTS: Dict[str, str] = {
     "mpc": "agents.mpc",
+    "pets": "agents.pets",
     "random": "agents.random",
     "sac": "agents.sac",
 }

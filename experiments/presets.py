@@ -14,6 +14,8 @@ _RUN_DEFAULTS: Dict[str, Dict] = {
     # key: "agent" or "agent:family" or "agent:env_id" (most specific wins)
     "mpc": dict(steps=2_000, num_envs=4, log_every=200, eval_every=1_000, eval_episodes=4,
                 checkpoint_every=1_000),
+    "pets": dict(steps=2_000, num_envs=4, log_every=200, eval_every=1_000, eval_episodes=4,
+                 checkpoint_every=1_000),
     # SAC: one update per environment step with the presets' updates_per_step=1.
     "sac": dict(steps=10_000, num_envs=1, log_every=1_000, eval_every=2_000, eval_episodes=8,
                 checkpoint_every=5_000),
