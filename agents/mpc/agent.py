@@ -71,9 +71,7 @@ class MPCState:
 def make(cfg: MPCConfig, env: Environment, num_envs: int) -> Agent:
     """Builds the MPC agent for ``num_envs`` copies of ``env``."""
     spec = env.spec
-    if spec.discrete:
-        raise ValueError(f"agent 'mpc' plans continuous actions with CEM; {spec.env_id} has a "
-                         f"discrete action space. Use a continuous task such as linear/*.")
+    cem.check_spec(spec, "mpc")
     if env.reward_fn is None:
         raise ValueError(f"agent 'mpc' needs the environment's known reward function, which "
                          f"{spec.env_id} does not provide; use 'pets', which learns the reward.")
@@ -92,10 +90,9 @@ def make(cfg: MPCConfig, env: Environment, num_envs: int) -> Agent:
         return MPCState(model=empty, fits=jnp.zeros((), jnp.int32))
 
     def initial_carry(n_envs):
-        return jnp.broadcast_to(cem.initial_mean(planner, low, high),
-                                (n_envs,) + (planner.horizon,) + low.shape)
+        return cem.initial_plans(planner, low, high, n_envs)
 
-    def plan_one(model, obs, plan, key):
+    def objective_for(model, obs):
         def objective(plans, _):
             def rollout(actions):
                 def step(s, a):
@@ -104,19 +101,15 @@ def make(cfg: MPCConfig, env: Environment, num_envs: int) -> Agent:
                 _, rewards = jax.lax.scan(step, obs, actions)
                 return rewards.sum()
             return jax.vmap(rollout)(plans)
-        return cem.optimize(objective, plan, key, planner, low, high)
+        return objective
 
     def act(state: MPCState, obs, is_first, carry, key, explore: bool):
         plan_key, noise_key = jax.random.split(key)
-        start = jnp.where(is_first[:, None, None], initial_carry(obs.shape[0]), carry)
-        keys = jax.random.split(plan_key, obs.shape[0])
-        plans, info = jax.vmap(plan_one, in_axes=(None, 0, 0, 0))(state.model, obs, start, keys)
-        action = plans[:, 0]
+        action, next_carry, _ = cem.plan_batch(lambda o: objective_for(state.model, o), obs,
+                                               is_first, carry, plan_key, planner, low, high)
         if explore and cfg.action_noise > 0:
             noise = cfg.action_noise * (high - low) * jax.random.normal(noise_key, action.shape)
             action = jnp.clip(action + noise, low, high)
-        next_carry = jax.vmap(cem.shift, in_axes=(0, None, None))(plans, low, high)
-        del info
         return action, next_carry, {}
 
     def update(state: MPCState, buffer_state, key):

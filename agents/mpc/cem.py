@@ -89,3 +89,37 @@ def optimize(objective: Objective, mean: Array, key: Array, cfg: CEMConfig, low:
         iteration, init, jax.random.split(key, cfg.iterations))
     return mean, {"plan_value": elite_means[-1], "best_value": best_value,
                   "final_std": std.mean()}
+
+
+def check_spec(spec, agent: str) -> None:
+    """Raises ValueError unless ``spec`` has continuous actions and vector observations."""
+    if spec.discrete:
+        raise ValueError(f"agent '{agent}' plans continuous actions with CEM; {spec.env_id} has "
+                         f"a discrete action space. Use a continuous task such as linear/*.")
+    if len(spec.obs_shape) != 1:
+        raise ValueError(f"agent '{agent}' needs vector observations; {spec.env_id} has shape "
+                         f"{spec.obs_shape}")
+
+
+def initial_plans(cfg: CEMConfig, low: Array, high: Array, num_envs: int) -> Array:
+    """The acting carry of a batch of environments: one start plan ``[E, H, m]`` each."""
+    return jnp.broadcast_to(initial_mean(cfg, low, high), (num_envs, cfg.horizon) + low.shape)
+
+
+def plan_batch(objective_for: Callable[[Array], Objective], obs: Array, is_first: Array,
+               plans: Array, key: Array, cfg: CEMConfig, low: Array,
+               high: Array) -> Tuple[Array, Array, Dict[str, Array]]:
+    """Receding-horizon step for a batch: plan from each env's warm start, act, shift.
+
+    Args:
+      objective_for: ``obs [n] -> Objective`` for one environment (closes over the model).
+      obs: ``[E, n]``; is_first: ``[E]`` (a new episode restarts from :func:`initial_mean`);
+      plans: ``[E, H, m]`` warm starts (the carry).
+    Returns:
+      first actions ``[E, m]``, shifted plans ``[E, H, m]`` (the next carry), CEM diagnostics.
+    """
+    start = jnp.where(is_first[:, None, None], initial_plans(cfg, low, high, obs.shape[0]), plans)
+    keys = jax.random.split(key, obs.shape[0])
+    best, info = jax.vmap(lambda o, p, k: optimize(objective_for(o), p, k, cfg, low, high))(
+        obs, start, keys)
+    return best[:, 0], jax.vmap(shift, in_axes=(0, None, None))(best, low, high), info

@@ -225,12 +225,7 @@ def particle_returns(model: ensemble.EnsembleState, obs: Array, plans: Array, ke
 def make(cfg: PETSConfig, env: Environment, num_envs: int) -> Agent:
     """Builds the PETS agent for ``num_envs`` copies of ``env``."""
     spec = env.spec
-    if spec.discrete:
-        raise ValueError(f"agent 'pets' plans continuous actions with CEM; {spec.env_id} has a "
-                         f"discrete action space. Use a continuous task.")
-    if len(spec.obs_shape) != 1:
-        raise ValueError(f"agent 'pets' needs vector observations; {spec.env_id} has shape "
-                         f"{spec.obs_shape}")
+    cem.check_spec(spec, "pets")
     planner = cfg.cem()
     ens_cfg = cfg.ensemble()
     reward_fn = env.reward_fn if cfg.use_true_reward else None
@@ -244,24 +239,21 @@ def make(cfg: PETSConfig, env: Environment, num_envs: int) -> Agent:
                          fits=jnp.zeros((), jnp.int32))
 
     def initial_carry(n_envs):
-        return jnp.broadcast_to(cem.initial_mean(planner, low, high),
-                                (n_envs,) + (planner.horizon,) + low.shape)
+        return cem.initial_plans(planner, low, high, n_envs)
 
-    def plan_one(model, obs, plan, key):
+    def objective_for(model, obs):
         def objective(plans, eval_key):
             returns = particle_returns(model, obs, plans, eval_key, cfg.propagation,
                                        cfg.num_particles, reward_fn)
             return returns.mean(axis=1)
-        return cem.optimize(objective, plan, key, planner, low, high)
+        return objective
 
     def act(state: PETSState, obs, is_first, carry, key, explore: bool):
         del explore  # planning is the exploration; nothing is added
-        start = jnp.where(is_first[:, None, None], initial_carry(obs.shape[0]), carry)
-        keys = jax.random.split(key, obs.shape[0])
-        plans, _ = jax.vmap(plan_one, in_axes=(None, 0, 0, 0))(
-            state.model, obs.astype(jnp.float32), start, keys)
-        next_carry = jax.vmap(cem.shift, in_axes=(0, None, None))(plans, low, high)
-        return plans[:, 0], next_carry, {}
+        action, next_carry, _ = cem.plan_batch(lambda o: objective_for(state.model, o),
+                                               obs.astype(jnp.float32), is_first, carry, key,
+                                               planner, low, high)
+        return action, next_carry, {}
 
     def update(state: PETSState, buffer_state, key):
         data, mask = replay.all_steps(buffer_state)
