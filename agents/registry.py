@@ -5,9 +5,14 @@ from __future__ import annotations
 import importlib
 from typing import Dict, Tuple
 
-# name -> module with PRESETS (dict of frozen config dataclasses) and make(cfg, env, num_envs)
+# name -> module with PRESETS (dict of frozen config dataclasses) and make(cfg, env, num_envs);
+# optionally RUN_DEFAULTS (see experiments.presets.run_defaults).
 AGENTS: Dict[str, str] = {
+    "dreamer": "agents.dreamer",
+    "gumbel_muzero": "agents.gumbel_muzero",
+    "mbpo": "agents.mbpo",
     "mpc": "agents.mpc",
+    "muzero": "agents.muzero",
     "pets": "agents.pets",
     "random": "agents.random",
     "sac": "agents.sac",

@@ -131,12 +131,15 @@ class Environment:
       adapter_reset / adapter_step: the adapter's pure functions (see module doc).
       reward_fn: optional known reward ``r(obs, action, next_obs)`` for one example,
         for planners that use the true reward (as in the PETS paper); None if unknown.
+      termination_fn: optional known ``terminated(obs, action, next_obs) -> bool`` for one
+        example (MBPO's "static" termination functions); None if unknown or never terminating.
     """
 
     spec: EnvSpec
     adapter_reset: ResetFn
     adapter_step: StepFn
     reward_fn: Optional[RewardFn] = None
+    termination_fn: Optional[RewardFn] = None
 
     def reset(self, key: Array) -> EnvState:
         inner, obs = self.adapter_reset(key)

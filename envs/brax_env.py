@@ -106,4 +106,17 @@ def make(name: str, *, max_episode_steps: int = 1000, backend: Optional[str] = N
                    obs_dtype=np.float32, discrete=False, action_shape=(action_size,),
                    action_low=(-1.0,) * action_size, action_high=(1.0,) * action_size,
                    max_episode_steps=int(max_episode_steps))
-    return Environment(spec=spec, adapter_reset=reset, adapter_step=step)
+    known = _KNOWN_FUNCTIONS.get(name, {})
+    return Environment(spec=spec, adapter_reset=reset, adapter_step=step,
+                       reward_fn=known.get("reward"), termination_fn=known.get("termination"))
+
+
+# Reward and termination read off brax's source, for model-based planners and rollouts.
+# inverted_pendulum: obs = [cart x, pole angle, cart v, pole angular v]; reward 1 every step
+# (the terminal one included); terminated when |pole angle| > 0.2 rad.
+_KNOWN_FUNCTIONS = {
+    "inverted_pendulum": {
+        "reward": lambda obs, action, next_obs: jnp.ones((), jnp.float32),
+        "termination": lambda obs, action, next_obs: jnp.abs(next_obs[1]) > 0.2,
+    },
+}

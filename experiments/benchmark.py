@@ -5,6 +5,9 @@ Measures, on whatever device JAX sees:
   agent updates per second (through the shared core loop, replay writes included);
 * the scaling of environment steps per second with the number of parallel environments and
   with ``num_seeds`` (seeds vmapped in one program).
+``--suite NAME`` runs a family-specific benchmark instead, ``experiments/bench_<NAME>.py``
+(``planner``: PETS CEM planning vs the matmul ceiling; ``dreamer``; ``muzero``), with the
+remaining flags passed to it (``python -m experiments.benchmark --suite planner --help``).
 ``--agent random`` measures the raw environment: a jitted ``lax.scan`` of batched steps with
 uniformly random actions, no replay. Prints a table and writes one JSON object (``--json``).
 Peak memory is the accelerator's ``peak_bytes_in_use`` when it reports one, else the process's
@@ -14,10 +17,12 @@ peak resident set size (CPU).
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import os
 import platform
 import resource
+import sys
 import time
 from typing import Callable, Dict, List, Optional
 
@@ -98,6 +103,20 @@ def agent_throughput(agent_name: str, env, agent_cfg, num_envs: int, num_seeds: 
 
 
 def main(argv: Optional[List[str]] = None) -> Dict:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if "--suite" in argv:
+        i = argv.index("--suite")
+        if i + 1 >= len(argv):
+            raise SystemExit("--suite needs a name: planner, dreamer or muzero")
+        name, rest = argv[i + 1], argv[:i] + argv[i + 2:]
+        try:
+            suite = importlib.import_module(f"experiments.bench_{name}")
+        except ModuleNotFoundError as e:
+            if e.name != f"experiments.bench_{name}":
+                raise
+            raise SystemExit(f"unknown benchmark suite {name!r}; known: planner, dreamer, "
+                             f"muzero") from None
+        return suite.main(rest)
     p = argparse.ArgumentParser(prog="python -m experiments.benchmark", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--agent", required=True)

@@ -28,11 +28,18 @@ _GENERIC = dict(steps=10_000, num_envs=1, log_every=1_000, eval_every=5_000, eva
 
 
 def run_defaults(agent: str, env_id: str) -> Dict:
-    """RunConfig fields for ``agent`` on ``env_id`` (a fresh dict)."""
+    """RunConfig fields for ``agent`` on ``env_id`` (a fresh dict).
+
+    Sources, later ones winning: the generic defaults; the table above; the agent module's own
+    ``RUN_DEFAULTS`` dict (keys ``"*"``, a family such as ``"gymnax"``, or a full env id).
+    """
     family = env_id.split("/")[0]
     out = dict(_GENERIC)
     for key in (agent, f"{agent}:{family}", f"{agent}:{env_id}"):
         out.update(_RUN_DEFAULTS.get(key, {}))
+    own = getattr(registry.agent_module(agent), "RUN_DEFAULTS", {})
+    for key in ("*", family, env_id):
+        out.update(own.get(key, {}))
     return out
 
 

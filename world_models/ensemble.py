@@ -228,6 +228,10 @@ def predict_with_params(state: EnsembleState, member_params, obs: Array,
                         action: Array) -> Prediction:
     """:func:`predict` for explicit (un-stacked) member parameters; vmap over stacked ones."""
     y_mean, y_var, _ = _member_outputs(state, member_params, obs, action)
+    return _prediction(state, obs, y_mean, y_var)
+
+
+def _prediction(state: EnsembleState, obs: Array, y_mean: Array, y_var: Array) -> Prediction:
     d = state.obs_size
     zero = jnp.zeros((), y_mean.dtype)
     has_reward = state.config.predict_reward
@@ -260,6 +264,29 @@ def termination_prob(state: EnsembleState, member, obs: Array, action: Array) ->
     if not state.config.predict_termination:
         raise ValueError("termination_prob needs EnsembleConfig.predict_termination=True.")
     return jax.nn.sigmoid(_member_outputs(state, member_params(state, member), obs, action)[2])
+
+
+def predict_members(state: EnsembleState, members: Array, obs: Array,
+                    action: Array) -> Tuple[Prediction, Array]:
+    """Member ``members[g]`` applied to every example of group ``g``.
+
+    ``obs [G, n, d_s]``, ``action [G, n, d_a]``, ``members [G]`` -> (:class:`Prediction` with
+    fields ``[G, n, ...]``, ``P(terminated) [G, n]``, zero without a termination head). Each
+    group gathers its member's parameters once, so its ``n`` examples go through the MLP as
+    matrix products (unlike vmapping :func:`predict` with a per-example member).
+    """
+    chex.assert_rank(members, 1)
+    chex.assert_rank([obs, action], 3)
+    params = jax.tree.map(lambda p: p[members], state.params)
+
+    def one(member_params, o, a):
+        y_mean, y_var, logit = _member_outputs(state, member_params, o, a)
+        p_term = (jax.nn.sigmoid(logit) if state.config.predict_termination
+                  else jnp.zeros((), y_mean.dtype))
+        return _prediction(state, o, y_mean, y_var), p_term
+
+    per_group = jax.vmap(one, in_axes=(None, 0, 0))
+    return jax.vmap(per_group)(params, obs, action)
 
 
 def mean_next_obs(state: EnsembleState, obs: Array, action: Array) -> Array:

@@ -10,19 +10,25 @@ warm-start the next step (the carry, reset on ``is_first``).
 
 Propagation (how particles use the members, :func:`member_assignment`):
 
-* ``"ts1"``: every particle draws a random elite member at every step (TS-1);
-* ``"tsinf"``: every particle draws one elite member and keeps it for the horizon (TS-∞);
+* ``"ts1"``: particles are re-split evenly and at random over the elites at every step (TS-1);
+* ``"tsinf"``: one random even split of the particles over the elites, kept for the horizon
+  (TS-∞);
 * ``"mean"``: deterministic rollout of the mean prediction averaged over the elites (no
   sampling; one particle suffices, so ``num_particles`` is ignored).
+
+Particles are sorted by member so that each elite runs ONE batched matrix product over all its
+``population * particles / elites`` inputs per step (:func:`world_models.ensemble.predict_members`):
+no member computes predictions that are thrown away, and no weights are gathered per example.
 
 With ``ts1``/``tsinf`` next observations (and learned rewards) are sampled
 ``mean + sqrt(var) z`` from the chosen member's Gaussian. Within one CEM iteration all candidate
 plans share the member assignment and the noise (common random numbers), which lowers the
 variance of the comparison between plans. The reward is the environment's known ``reward_fn``
-when ``use_true_reward`` and the environment has one, else the ensemble's learned reward. With
-``predict_termination`` the ensemble also models ``terminated`` and rewards are weighted by the
-predicted probability of still being alive (needed e.g. by brax/inverted_pendulum, whose reward is
-a constant 1 per step until the pole falls).
+when ``use_true_reward`` and the environment has one, else the ensemble's learned reward.
+Rewards are weighted by the probability of still being alive (needed e.g. by
+brax/inverted_pendulum, whose reward is a constant 1 per step until the pole falls): from the
+environment's known ``termination_fn`` when ``use_true_termination`` and it has one, else from
+the ensemble's termination head when ``predict_termination``.
 """
 
 from __future__ import annotations
@@ -58,6 +64,8 @@ class PETSConfig:
       predict_termination: also model ``terminated`` and weight rewards by survival probability.
       use_true_reward: plan with ``env.reward_fn`` when the environment has one (else the
         learned reward is used anyway).
+      use_true_termination: plan with ``env.termination_fn`` when the environment has one
+        (else the termination head if ``predict_termination``, else no termination).
       refit_every: environment steps (per environment) between ensemble refits.
       prefill_steps: random-action steps (summed over environments) before the first fit.
       buffer_size: replay capacity in steps (all of it is used in each fit).
@@ -82,6 +90,7 @@ class PETSConfig:
     holdout_fraction: float = 0.2
     predict_termination: bool = False
     use_true_reward: bool = True
+    use_true_termination: bool = True
     refit_every: int = 200
     prefill_steps: int = 1000
     buffer_size: int = 100_000
@@ -107,6 +116,10 @@ class PETSConfig:
                 raise ValueError(f"PETSConfig.{name} must be {expected}, "
                                  f"got {getattr(self, name)!r}")
         self.ensemble()  # validates the ensemble fields (raises ValueError)
+        if self.propagation != "mean" and self.num_particles % self.ensemble_elites:
+            raise ValueError(f"PETSConfig.num_particles ({self.num_particles}) must be a multiple "
+                             f"of ensemble_elites ({self.ensemble_elites}) for "
+                             f"{self.propagation} (particles are split evenly over the elites)")
 
     def cem(self) -> cem.CEMConfig:
         return cem.CEMConfig(horizon=self.horizon, population=self.population,
@@ -127,18 +140,24 @@ PRESETS: Dict[str, PETSConfig] = {
     # PETS paper scale (population 400, 40 elites, 5 CEM iterations, 20 particles, 5 members
     # all used for prediction).
     "default": PETSConfig(),
+    # The PETS paper's HalfCheetah planner (population 500, 50 elites, 5 iterations, horizon 30,
+    # 20 particles, 5 members; 4 x 200 hidden as in mbrl-lib). The reward is learned.
+    "halfcheetah": PETSConfig(horizon=30, population=500, elites=50, cem_iterations=5,
+                              num_particles=20, ensemble_members=5, ensemble_elites=5,
+                              hidden_sizes=(200, 200, 200, 200), use_true_reward=False),
     # Seconds on CPU: for tests on linear/* systems.
     "tiny": PETSConfig(horizon=8, population=64, elites=8, cem_iterations=3, num_particles=4,
                        ensemble_members=3, ensemble_elites=2, hidden_sizes=(32, 32),
                        batch_size=64, train_steps=200, fit_eval_every=50, refit_every=10,
                        prefill_steps=40, buffer_size=2_000),
-    # brax/inverted_pendulum on CPU: reward is 1 per step until the pole falls, so termination
-    # is modelled and the reward is learned (the env has no reward_fn).
-    "inverted_pendulum": PETSConfig(horizon=15, population=200, elites=20, cem_iterations=3,
-                                    num_particles=8, ensemble_members=5, ensemble_elites=5,
+    # brax/inverted_pendulum on CPU: the env's known reward (1 per step) and termination
+    # (|pole angle| > 0.2) are used for planning, as PETS uses known costs; the ensemble learns
+    # the dynamics. Sized to fit 3 seeds x 5,000 steps on a 2-core CPU.
+    "inverted_pendulum": PETSConfig(horizon=15, population=100, elites=10, cem_iterations=3,
+                                    num_particles=5, ensemble_members=5, ensemble_elites=5,
                                     hidden_sizes=(64, 64, 64), batch_size=128, train_steps=1000,
-                                    fit_eval_every=100, predict_termination=True,
-                                    refit_every=100, prefill_steps=500, buffer_size=20_000),
+                                    fit_eval_every=100, refit_every=100, prefill_steps=500,
+                                    buffer_size=20_000),
 }
 
 
@@ -152,74 +171,105 @@ def member_assignment(key: Array, elites: Array, num_particles: int, horizon: in
                       propagation: str) -> Array:
     """Member index per particle per step, ``[P, H]`` int32, drawn from ``elites [K]``.
 
-    ``ts1``: a fresh random elite per particle and step; ``tsinf``: one random elite per particle,
-    constant over the horizon; ``mean``: ``-1`` everywhere (the elite average is used).
+    As in PETS, particles are split evenly over the elites (``P`` must be a multiple of ``K``):
+    ``tsinf`` draws one random balanced assignment and keeps it for the horizon; ``ts1`` draws a
+    fresh random balanced assignment at every step (each particle's member is uniform over the
+    elites at every step); ``mean``: ``-1`` everywhere (the elite average is used).
     """
-    if propagation == "ts1":
-        idx = jax.random.randint(key, (num_particles, horizon), 0, elites.shape[0])
-        return elites[idx].astype(jnp.int32)
-    if propagation == "tsinf":
-        idx = jax.random.randint(key, (num_particles, 1), 0, elites.shape[0])
-        return jnp.broadcast_to(elites[idx], (num_particles, horizon)).astype(jnp.int32)
+    num_elites = elites.shape[0]
     if propagation == "mean":
         return jnp.full((num_particles, horizon), -1, jnp.int32)
-    raise ValueError(f"propagation must be one of {PROPAGATIONS}, got {propagation!r}")
+    if propagation not in ("ts1", "tsinf"):
+        raise ValueError(f"propagation must be one of {PROPAGATIONS}, got {propagation!r}")
+    if num_particles % num_elites:
+        raise ValueError(f"num_particles={num_particles} must be a multiple of the number of "
+                         f"elite members ({num_elites}) for {propagation}")
+    balanced = jnp.repeat(elites.astype(jnp.int32), num_particles // num_elites)
+    steps = horizon if propagation == "ts1" else 1
+    perms = jax.vmap(lambda k: jax.random.permutation(k, balanced))(jax.random.split(key, steps))
+    return jnp.broadcast_to(perms.T, (num_particles, horizon))
 
 
 RewardFn = Callable[[Array, Array, Array], Array]
 
 
+def _grouped_step(model: ensemble.EnsembleState, s: Array, a: Array, member: Array):
+    """Predictions for states ``s [Pop, P, d_s]`` under actions ``a [Pop, d_a]`` where particle
+    ``p`` uses member ``member[p]`` (a balanced assignment): particles are sorted by member so
+    that each member runs one batched matrix product over its ``Pop * P / K`` inputs."""
+    pop, num_particles, d_s = s.shape
+    num_elites = model.elites.shape[0]
+    order = jnp.argsort(member, stable=True)
+    groups = member[order].reshape(num_elites, -1)[:, 0]  # the member of each group
+    per = num_particles // num_elites
+
+    def to_groups(x):  # [Pop, P, ...] -> [K, Pop * P/K, ...]
+        x = x[:, order].reshape((pop, num_elites, per) + x.shape[2:])
+        return jnp.swapaxes(x, 0, 1).reshape((num_elites, pop * per) + x.shape[3:])
+
+    def from_groups(x):  # inverse of to_groups
+        x = jnp.swapaxes(x.reshape((num_elites, pop, per) + x.shape[2:]), 0, 1)
+        x = x.reshape((pop, num_particles) + x.shape[3:])
+        return x[:, jnp.argsort(order)]
+
+    actions = jnp.broadcast_to(a[:, None], (pop, num_particles, a.shape[-1]))
+    pred, p_term = ensemble.predict_members(model, groups, to_groups(s), to_groups(actions))
+    return jax.tree.map(from_groups, pred), from_groups(p_term)
+
+
+def _mean_step(model: ensemble.EnsembleState, s: Array, a: Array):
+    """Elite-averaged mean predictions for ``s [Pop, 1, d_s]``, ``a [Pop, d_a]``."""
+    num_elites = model.elites.shape[0]
+    tile = lambda x: jnp.broadcast_to(x[None], (num_elites,) + x.shape)
+    pred, p_term = ensemble.predict_members(model, model.elites, tile(s[:, 0]), tile(a))
+    avg = lambda x: jnp.mean(x, axis=0)[:, None]
+    return (pred._replace(next_obs_mean=avg(pred.next_obs_mean),
+                          next_obs_var=jnp.zeros_like(s), reward_mean=avg(pred.reward_mean),
+                          reward_var=jnp.zeros(s.shape[:2])), avg(p_term))
+
+
 def particle_returns(model: ensemble.EnsembleState, obs: Array, plans: Array, key: Array,
                      propagation: str, num_particles: int,
-                     reward_fn: Optional[RewardFn] = None) -> Array:
+                     reward_fn: Optional[RewardFn] = None,
+                     termination_fn: Optional[RewardFn] = None) -> Array:
     """Returns ``[Pop, P]`` of the plans ``[Pop, H, m]`` from ``obs [d_s]`` per particle.
 
     All plans share the member assignment and the sampling noise (common random numbers). With
     ``propagation="mean"`` the rollout is deterministic (independent of ``key``) and ``P = 1``.
-    ``reward_fn=None`` uses the learned reward (sampled with ``ts1``/``tsinf``).
+    ``reward_fn=None`` uses the learned reward (sampled with ``ts1``/``tsinf``). Step rewards
+    are weighted by the probability of not having terminated before the step: from the known
+    ``termination_fn`` when given, else from the ensemble's termination head if it has one.
     """
-    horizon = plans.shape[1]
+    pop, horizon = plans.shape[:2]
     d_s = obs.shape[-1]
-    use_term = model.config.predict_termination
-    num_members = model.config.num_members
     if propagation == "mean":
         num_particles = 1
     member_key, obs_key, reward_key = jax.random.split(key, 3)
     members = member_assignment(member_key, model.elites, num_particles, horizon, propagation)
-    z_obs = jax.random.normal(obs_key, (num_particles, horizon, d_s))
-    z_rew = jax.random.normal(reward_key, (num_particles, horizon))
+    z_obs = jax.random.normal(obs_key, (horizon, num_particles, d_s))
+    z_rew = jax.random.normal(reward_key, (horizon, num_particles))
 
-    def predict(s, a, member):
-        # All members at once (stacked parameters, no per-particle parameter gather), then select.
-        pred = ensemble.predict_all(model, s, a)
-        if use_term:
-            p_term = jax.vmap(ensemble.termination_prob, in_axes=(None, 0, None, None))(
-                model, jnp.arange(num_members), s, a)
-        else:
-            p_term = jnp.zeros((num_members,))
+    def step(carry, inp):
+        s, alive = carry  # [Pop, P, d_s], [Pop, P]
+        a, member, zo, zr = inp
         if propagation == "mean":
-            sel = lambda x: jnp.mean(x[model.elites], axis=0)
-            return (sel(pred.next_obs_mean), jnp.zeros((d_s,)), sel(pred.reward_mean),
-                    jnp.zeros(()), sel(p_term))
-        return (pred.next_obs_mean[member], pred.next_obs_var[member], pred.reward_mean[member],
-                pred.reward_var[member], p_term[member])
+            pred, p_term = _mean_step(model, s, a)
+        else:
+            pred, p_term = _grouped_step(model, s, a, member)
+        s_next = pred.next_obs_mean + jnp.sqrt(pred.next_obs_var) * zo
+        act = jnp.broadcast_to(a[:, None], (pop, num_particles, a.shape[-1]))
+        if termination_fn is not None:
+            p_term = jax.vmap(jax.vmap(termination_fn))(s, act, s_next).astype(jnp.float32)
+        if reward_fn is not None:
+            r = jax.vmap(jax.vmap(reward_fn))(s, act, s_next)
+        else:
+            r = pred.reward_mean + jnp.sqrt(pred.reward_var) * zr
+        return (s_next, alive * (1.0 - p_term)), alive * r
 
-    def rollout(actions, member_seq, zo, zr):
-        def step(carry, inp):
-            s, alive = carry
-            a, member, zo_t, zr_t = inp
-            mean, var, r_mean, r_var, p_term = predict(s, a, member)
-            s_next = mean + jnp.sqrt(var) * zo_t
-            if reward_fn is not None:
-                r = reward_fn(s, a, s_next)
-            else:
-                r = r_mean + jnp.sqrt(r_var) * zr_t
-            return (s_next, alive * (1.0 - p_term)), alive * r
-        _, rewards = jax.lax.scan(step, (obs, jnp.ones(())), (actions, member_seq, zo, zr))
-        return rewards.sum()
-
-    per_particle = jax.vmap(rollout, in_axes=(None, 0, 0, 0))
-    return jax.vmap(per_particle, in_axes=(0, None, None, None))(plans, members, z_obs, z_rew)
+    s0 = jnp.broadcast_to(obs.astype(jnp.float32), (pop, num_particles, d_s))
+    _, rewards = jax.lax.scan(step, (s0, jnp.ones((pop, num_particles))),
+                              (jnp.swapaxes(plans, 0, 1), members.T, z_obs, z_rew))
+    return rewards.sum(axis=0)
 
 
 def make(cfg: PETSConfig, env: Environment, num_envs: int) -> Agent:
@@ -229,6 +279,7 @@ def make(cfg: PETSConfig, env: Environment, num_envs: int) -> Agent:
     planner = cfg.cem()
     ens_cfg = cfg.ensemble()
     reward_fn = env.reward_fn if cfg.use_true_reward else None
+    termination_fn = env.termination_fn if cfg.use_true_termination else None
     low = jnp.asarray(spec.action_low, jnp.float32)
     high = jnp.asarray(spec.action_high, jnp.float32)
     buffer = replay.make_buffer(num_envs=num_envs, capacity=cfg.buffer_size, batch_size=1)
@@ -244,7 +295,7 @@ def make(cfg: PETSConfig, env: Environment, num_envs: int) -> Agent:
     def objective_for(model, obs):
         def objective(plans, eval_key):
             returns = particle_returns(model, obs, plans, eval_key, cfg.propagation,
-                                       cfg.num_particles, reward_fn)
+                                       cfg.num_particles, reward_fn, termination_fn)
             return returns.mean(axis=1)
         return objective
 

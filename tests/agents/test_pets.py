@@ -38,18 +38,44 @@ def test_pets_learns_to_regulate_unstable_system(trained):
         assert np.ndim(value) == 0 and np.isfinite(value), (name, value)
 
 
-def test_member_assignment_ts1_varies_tsinf_constant():
+def test_member_assignment_balanced_ts1_varies_tsinf_constant():
     elites = jnp.array([4, 1, 3], jnp.int32)
     key = jax.random.PRNGKey(0)
-    ts1 = np.asarray(pets.member_assignment(key, elites, 16, 10, "ts1"))
-    tsinf = np.asarray(pets.member_assignment(key, elites, 16, 10, "tsinf"))
-    assert ts1.shape == tsinf.shape == (16, 10)
-    assert set(np.unique(ts1)) <= {1, 3, 4} and set(np.unique(tsinf)) <= {1, 3, 4}
+    ts1 = np.asarray(pets.member_assignment(key, elites, 15, 10, "ts1"))
+    tsinf = np.asarray(pets.member_assignment(key, elites, 15, 10, "tsinf"))
+    assert ts1.shape == tsinf.shape == (15, 10)
+    for table in (ts1, tsinf):  # every step: 5 particles on each of the 3 elites
+        for t in range(10):
+            assert sorted(np.unique(table[:, t], return_counts=True)[1]) == [5, 5, 5]
+        assert set(np.unique(table)) == {1, 3, 4}
     assert np.all(tsinf == tsinf[:, :1])  # one member per particle for the whole horizon
-    assert len(np.unique(tsinf[:, 0])) > 1  # ... but particles differ
     assert np.any(ts1 != ts1[:, :1])  # TS-1 resamples over time
+    np.testing.assert_array_equal(pets.member_assignment(key, elites, 6, 2, "mean"), -1)
     with pytest.raises(ValueError, match="propagation"):
-        pets.member_assignment(key, elites, 4, 3, "bogus")
+        pets.member_assignment(key, elites, 6, 3, "bogus")
+    with pytest.raises(ValueError, match="multiple"):
+        pets.member_assignment(key, elites, 4, 3, "ts1")
+
+
+def test_grouped_rollout_matches_per_particle_members():
+    """Particle p at step t must use member assignment[p, t]: compare with a direct rollout."""
+    model, cfg = _model()
+    plans = jax.random.uniform(jax.random.PRNGKey(3), (3, 5, 1), minval=-1, maxval=1)
+    obs = jnp.array([0.3])
+    key = jax.random.PRNGKey(4)
+    got = pets.particle_returns(model, obs, plans, key, "ts1", 4)
+    member_key, obs_key, reward_key = jax.random.split(key, 3)
+    members = pets.member_assignment(member_key, model.elites, 4, 5, "ts1")
+    z_obs = jax.random.normal(obs_key, (5, 4, 1))
+    z_rew = jax.random.normal(reward_key, (5, 4))
+    for i in range(3):
+        for p in range(4):
+            s, total = obs, 0.0
+            for t in range(5):
+                pred = ensemble.predict(model, members[p, t], s, plans[i, t])
+                s = pred.next_obs_mean + jnp.sqrt(pred.next_obs_var) * z_obs[t, p]
+                total += pred.reward_mean + jnp.sqrt(pred.reward_var) * z_rew[t, p]
+            np.testing.assert_allclose(got[i, p], total, rtol=1e-4, atol=1e-5)
 
 
 def _model():
@@ -90,6 +116,8 @@ def test_config_validation_and_presets():
         pets.PETSConfig(propagation="ts2")
     with pytest.raises(ValueError, match="elites"):
         pets.PETSConfig(population=10, elites=20)
+    with pytest.raises(ValueError, match="multiple"):
+        dataclasses.replace(pets.PRESETS["tiny"], num_particles=5)
     with pytest.raises(ValueError, match="num_elites"):
         dataclasses.replace(pets.PRESETS["tiny"], ensemble_elites=5)
 

@@ -57,6 +57,19 @@ def test_termination_truncation_and_statistics(pendulum):
     assert np.all(np.abs(ts.next_obs[ts.terminated][:, 1]) > 0.2)  # pole angle beyond 0.2 rad
 
 
+def test_known_reward_and_termination_match_the_env(pendulum):
+    env, rollout = pendulum
+    ts, _, _ = rollout(jax.random.PRNGKey(2), push_actions())
+    actions = push_actions()
+    ts = jax.tree_util.tree_map(np.asarray, ts)
+    fn = jax.vmap(jax.vmap(env.termination_fn))
+    predicted = np.asarray(fn(ts.obs, actions, ts.next_obs))
+    np.testing.assert_array_equal(predicted, ts.terminated)
+    assert ts.terminated.any() and not ts.terminated.all()
+    rewards = np.asarray(jax.vmap(jax.vmap(env.reward_fn))(ts.obs, actions, ts.next_obs))
+    np.testing.assert_array_equal(rewards, ts.reward)
+
+
 def test_actions_are_clipped(pendulum):
     _, rollout = pendulum
     key = jax.random.PRNGKey(1)

@@ -18,3 +18,28 @@ def test_benchmark_json_fields(tmp_path):
     assert result["env_steps_per_s"] > 0 and result["peak_memory_bytes"] > 0
     assert [(r["num_envs"], r["num_seeds"]) for r in result["scaling"]] == [(1, 1), (8, 1), (4, 2)]
     assert all(r["env_steps_per_s"] > 0 for r in result["scaling"])
+
+
+def test_planner_suite_counts_flops_and_measures_the_ceiling(tmp_path):
+    path = tmp_path / "planner.json"
+    result = benchmark.main(["--suite", "planner", "--env", "linear/random_4x2", "--preset",
+                             "tiny", "--num-envs", "1,2", "--min-seconds", "0.05",
+                             "--matmul-sizes", "128", "--json", str(path)])
+    assert json.loads(path.read_text())["suite"] == "planner"
+    cfg = result["config"]
+    # tiny: 4 + 2 inputs -> 32 -> 32 -> 2 * (4 + 1) outputs
+    per_prediction = 2 * (6 * 32 + 32 * 32 + 32 * 10)
+    assert [r["num_envs"] for r in result["runs"]] == [1, 2]
+    for row in result["runs"]:
+        predictions = (cfg["cem_iterations"] * cfg["population"] * cfg["num_particles"]
+                       * cfg["horizon"] * row["num_envs"])
+        assert row["model_predictions_per_call"] == predictions
+        assert row["flops_per_call"] == predictions * per_prediction
+        assert 0 < row["fraction_of_matmul_ceiling"] and row["seconds_per_action"] > 0
+    assert result["matmul_flops_per_s"] == max(result["matmul_square"].values()) > 0
+
+
+def test_unknown_suite_is_named():
+    import pytest
+    with pytest.raises(SystemExit, match="unknown benchmark suite 'nope'"):
+        benchmark.main(["--suite", "nope"])

@@ -1,0 +1,109 @@
+"""RL maths shared by the agent families: value transforms, two-hot targets, multi-step returns.
+
+Written for one example / one sequence (time-major ``[T]``); callers vmap over batches.
+
+* ``symlog(x) = sign(x) log(1 + |x|)`` and its inverse ``symexp`` (DreamerV3).
+* ``signed_hyperbolic(x) = sign(x)(sqrt(|x| + 1) - 1) + eps x`` and its exact inverse
+  ``signed_parabolic`` (MuZero's value/reward transform h and h^-1; rlax's pair).
+* ``two_hot(x, support)``: the distribution on the two support points around ``x`` whose mean
+  is ``x`` (for ``x`` inside the support's range), and ``expectation(logits, support)``.
+* ``lambda_returns`` and ``n_step_returns`` with rlax's indexing: ``v_t`` is the value of the
+  state reached AFTER step ``t``, ``d_t`` the discount applied after step ``t`` (0 at a terminal).
+"""
+
+from __future__ import annotations
+
+import chex
+import jax
+import jax.numpy as jnp
+
+Array = jax.Array
+
+
+def symlog(x: Array) -> Array:
+    return jnp.sign(x) * jnp.log1p(jnp.abs(x))
+
+
+def symexp(x: Array) -> Array:
+    return jnp.sign(x) * jnp.expm1(jnp.abs(x))
+
+
+def signed_hyperbolic(x: Array, eps: float = 1e-3) -> Array:
+    """``h(x) = sign(x)(sqrt(|x| + 1) - 1) + eps x``."""
+    return jnp.sign(x) * (jnp.sqrt(jnp.abs(x) + 1.0) - 1.0) + eps * x
+
+
+def signed_parabolic(x: Array, eps: float = 1e-3) -> Array:
+    """The exact inverse of :func:`signed_hyperbolic`:
+
+    ``h^-1(y) = sign(y) (((sqrt(1 + 4 eps (|y| + 1 + eps)) - 1) / (2 eps))^2 - 1)``.
+    """
+    z = jnp.sqrt(1.0 + 4.0 * eps * (jnp.abs(x) + 1.0 + eps))
+    return jnp.sign(x) * (jnp.square((z - 1.0) / (2.0 * eps)) - 1.0)
+
+
+def two_hot(x: Array, support: Array) -> Array:
+    """Two-hot encoding of ``x [...]`` on an increasing ``support [N]`` -> ``[..., N]``.
+
+    With ``support[i] <= x <= support[i+1]`` the weights are
+    ``w_{i+1} = (x - support[i]) / (support[i+1] - support[i])`` and ``w_i = 1 - w_{i+1}``, so
+    ``two_hot(x) @ support == x``. ``x`` outside the range is clipped to its ends.
+    """
+    chex.assert_rank(support, 1)
+    n = support.shape[0]
+    x = jnp.clip(x, support[0], support[-1])
+    upper = jnp.clip(jnp.searchsorted(support, x, side="right"), 1, n - 1)
+    lower = upper - 1
+    lo, hi = support[lower], support[upper]
+    w_hi = (x - lo) / (hi - lo)
+    return (jax.nn.one_hot(lower, n) * (1.0 - w_hi)[..., None]
+            + jax.nn.one_hot(upper, n) * w_hi[..., None])
+
+
+def expectation(logits: Array, support: Array) -> Array:
+    """``softmax(logits) @ support``: the mean of a categorical over ``support [N]``."""
+    return jax.nn.softmax(logits, axis=-1) @ support
+
+
+def lambda_returns(rewards: Array, discounts: Array, values: Array, lambda_: float) -> Array:
+    """``G_t = r_t + d_t ((1 - λ) v_t + λ G_{t+1})`` with ``G_{T-1} = r_{T-1} + d_{T-1} v_{T-1}``.
+
+    Args: ``rewards, discounts, values`` of shape ``[T]`` (``values[t]`` = value after step t).
+    """
+    chex.assert_rank([rewards, discounts, values], 1)
+    chex.assert_equal_shape([rewards, discounts, values])
+
+    def body(g_next, inputs):
+        r, d, v, last = inputs
+        g = r + d * jnp.where(last, v, (1.0 - lambda_) * v + lambda_ * g_next)
+        return g, g
+
+    last = jnp.arange(rewards.shape[0]) == rewards.shape[0] - 1
+    _, out = jax.lax.scan(body, values[-1], (rewards, discounts, values, last), reverse=True)
+    return out
+
+
+def n_step_returns(rewards: Array, discounts: Array, values: Array, n: int) -> Array:
+    """``G_t = sum_{i<m} (prod_{j<i} d_{t+j}) r_{t+i} + (prod_{j<m} d_{t+j}) v_{t+m-1}``.
+
+    ``m = min(n, T - t)``: returns near the end of the sequence bootstrap on its last value.
+    Same indexing as :func:`lambda_returns` (``values[t]`` = value after step t).
+    """
+    chex.assert_rank([rewards, discounts, values], 1)
+    chex.assert_equal_shape([rewards, discounts, values])
+    if n < 1:
+        raise ValueError(f"n_step_returns needs n >= 1, got {n}")
+    t_len = rewards.shape[0]
+    idx = jnp.arange(t_len)
+
+    def one(t):
+        steps = t + jnp.arange(n)
+        valid = steps < t_len
+        safe = jnp.minimum(steps, t_len - 1)
+        d = jnp.where(valid, discounts[safe], 1.0)
+        r = jnp.where(valid, rewards[safe], 0.0)
+        before = jnp.cumprod(jnp.concatenate([jnp.ones(1), d[:-1]]))
+        last = jnp.minimum(t + n, t_len) - 1
+        return (before * r).sum() + jnp.prod(d) * values[last]
+
+    return jax.vmap(one)(idx)
