@@ -143,4 +143,27 @@ def make(name: str, *, max_episode_steps: Optional[int] = None, **config_overrid
                    obs_dtype=np.float32, discrete=False, action_shape=(action_size,),
                    action_low=(-1.0,) * action_size, action_high=(1.0,) * action_size,
                    max_episode_steps=int(max_episode_steps))
-    return Environment(spec=spec, adapter_reset=reset, adapter_step=step)
+    reward_fn = _KNOWN_REWARDS.get(name) if repeat == 1 else None
+    return Environment(spec=spec, adapter_reset=reset, adapter_step=step, reward_fn=reward_fn)
+
+
+def _cartpole_reward(obs, action, next_obs):
+    """Playground's dense cartpole reward from (action, next observation).
+
+    ``next_obs = [cart x, cos θ, sin θ, cart v, θ']``; the reward is upright x centered x
+    small_control x small_velocity with dm_control's ``tolerance`` shapes (Playground's
+    ``_dense_reward``), evaluated on the state after the step.
+    """
+    from mujoco_playground._src import reward as rw
+
+    del obs
+    upright = (next_obs[1] + 1.0) / 2.0
+    centered = (1.0 + rw.tolerance(next_obs[0], margin=2)) / 2.0
+    small_control = (4.0 + rw.tolerance(action[0], margin=1, value_at_margin=0,
+                                        sigmoid="quadratic")) / 5.0
+    small_velocity = (1.0 + rw.tolerance(next_obs[4], margin=5)) / 2.0
+    return (upright * centered * small_control * small_velocity).astype(jnp.float32)
+
+
+# Known rewards (exact only without action repeat) for planners that use the true reward.
+_KNOWN_REWARDS = {"cartpole_swingup": _cartpole_reward, "cartpole_balance": _cartpole_reward}

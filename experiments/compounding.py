@@ -112,15 +112,16 @@ def main(argv: Optional[List[str]] = None) -> Dict:
     states, actions = states[n:], actions[n:]
     result = {"env": args.env, "preset": args.preset, "device": jax.devices()[0].device_kind,
               "train_transitions": args.train_trajectories * args.length,
-              "fit": {k: np.asarray(v).tolist() for k, v in metrics.items()},
+              "fit": {k: np.asarray(v).tolist() for k, v in metrics.items()
+                      if np.size(v) <= 64},  # leaves out the per-row holdout mask
               "curves": curves(model, states, actions, args.horizon, eval_key)}
     result["wall_s"] = time.perf_counter() - start
     ks = [k for k in REPORT_KS if k <= args.horizon]
     print(f"Ensemble ({args.preset} preset) on {args.env}, fitted on "
           f"{result['train_transitions']} random-action steps; pooled relative k-step error:")
-    print("  k      " + "".join(f"{k:>9d}" for k in ks))
+    print("  k         " + "".join(f"{k:>9d}" for k in ks))
     for prop, c in result["curves"].items():
-        print(f"  {prop:<7}" + "".join(f"{c['pooled_relative_error'][k - 1]:>9.1%}" for k in ks))
+        print(f"  {prop:<10}" + "".join(f"{c['pooled_relative_error'][k - 1]:>9.1%}" for k in ks))
     if args.json:
         os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
         with open(args.json, "w") as f:

@@ -145,6 +145,11 @@ PRESETS: Dict[str, PETSConfig] = {
     "halfcheetah": PETSConfig(horizon=30, population=500, elites=50, cem_iterations=5,
                               num_particles=20, ensemble_members=5, ensemble_elites=5,
                               hidden_sizes=(200, 200, 200, 200), use_true_reward=False),
+    # The PETS paper's cartpole planner (population 400, 40 elites, horizon 25) for
+    # dmc/cartpole_swingup with the env's known reward (envs.dmc); 1,000-step episodes.
+    "cartpole_swingup": PETSConfig(horizon=25, population=400, elites=40, cem_iterations=5,
+                                   num_particles=20, hidden_sizes=(200, 200, 200),
+                                   refit_every=250, prefill_steps=1000),
     # Seconds on CPU: for tests on linear/* systems.
     "tiny": PETSConfig(horizon=8, population=64, elites=8, cem_iterations=3, num_particles=4,
                        ensemble_members=3, ensemble_elites=2, hidden_sizes=(32, 32),

@@ -65,3 +65,15 @@ def test_truncation_auto_reset_and_statistics(swingup):
     # Swing-up resets hang the pole down: obs = [cart x, cos, sin, cart v, pole w], cos ~ -1.
     assert np.all(ts.obs[ts.truncated][:, 1] < -0.99)
     assert np.all(np.abs(ts.obs[ts.truncated][:, 0]) < 0.1)
+
+
+def test_known_cartpole_reward_matches_the_env():
+    """``reward_fn`` (used by planners) reproduces Playground's reward step by step."""
+    env = dmc.make("cartpole_swingup", max_episode_steps=LIMIT)  # action_repeat 1
+    assert dmc.make("cartpole_swingup", action_repeat=2).reward_fn is None  # not exact then
+    actions = random_actions(jax.random.PRNGKey(3))
+    ts, _, _ = make_rollout(env)(jax.random.PRNGKey(4), actions)
+    predicted = jax.vmap(jax.vmap(env.reward_fn))(ts.obs, actions, ts.next_obs)
+    np.testing.assert_allclose(np.asarray(predicted), np.asarray(ts.reward), rtol=1e-5,
+                               atol=1e-6)
+    assert np.ptp(np.asarray(ts.reward)) > 1e-4  # the rewards vary, so the check has teeth

@@ -1,0 +1,169 @@
+"""DreamerV3 actor and critic, trained on imagined trajectories of the world model.
+
+From every start state ``s_0`` the actor imagines ``H`` steps: ``a_k ~ pi(.|s_k)``,
+``s_{k+1} = img(s_k, a_k)``. With predicted rewards ``r_k`` and continue flags ``c_k`` (mode of
+the continue head) of ``s_k`` and critic values ``v_k``:
+
+    R_k = r_{k+1} + gamma c_{k+1} ((1 - lambda) v_{k+1} + lambda R_{k+1}),  R_H = v_H
+    w_k = prod_{j=1..k} c_j                                            (w_0 = 1)
+
+Critic: ``w_k [CE(two_hot(symlog R_k), v(s_k)) + slow_reg CE(two_hot(symlog v_slow(s_k)), ...)]``.
+Actor:  ``-w_k [sg((R_k - v_k) / S) log pi(a_k|s_k) + eta H(pi(.|s_k))]`` (REINFORCE) or
+``-w_k [R_k / S + eta H]`` with gradients through the dynamics (backprop), where
+``S = max(1, EMA(P95(R)) - EMA(P5(R)))`` (decay 0.99, debiased).
+"""
+
+from __future__ import annotations
+
+from typing import Dict, Tuple
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from core import rlmath
+from world_models import dreamer_nets as nets
+from world_models.dreamer_wm import WorldModel
+from world_models.rssm import features
+
+Array = jax.Array
+MIN_STD, MAX_STD = 0.1, 1.0
+
+
+class Actor(nn.Module):
+    """Features -> policy parameters: unimix logits [A] (discrete) or (mean, std) [A] each."""
+
+    action_dim: int
+    discrete: bool
+    units: int
+    layers: int
+    norm: str = "rms"
+    unimix: float = 0.01
+
+    @nn.compact
+    def __call__(self, feat):
+        x = nets.MLP(self.units, self.layers, self.norm)(feat)
+        init = nn.initializers.variance_scaling(0.01, "fan_avg", "uniform")
+        if self.discrete:
+            logits = nn.Dense(self.action_dim, kernel_init=init)(x)
+            probs = (1 - self.unimix) * jax.nn.softmax(logits) + self.unimix / self.action_dim
+            return jnp.log(probs)
+        mean, std = jnp.split(nn.Dense(2 * self.action_dim, kernel_init=init)(x), 2, axis=-1)
+        std = (MAX_STD - MIN_STD) * jax.nn.sigmoid(std + 2.0) + MIN_STD
+        return jnp.tanh(mean), std
+
+
+def policy_sample(out, key: Array, discrete: bool) -> Array:
+    """A one-hot action [A] (discrete) or a reparameterised normal sample [A]."""
+    if discrete:
+        return jax.nn.one_hot(jax.random.categorical(key, out), out.shape[-1])
+    mean, std = out
+    return mean + std * jax.random.normal(key, mean.shape)
+
+
+def policy_mode(out, discrete: bool) -> Array:
+    return jax.nn.one_hot(jnp.argmax(out, -1), out.shape[-1]) if discrete else out[0]
+
+
+def policy_log_prob(out, action: Array, discrete: bool) -> Array:
+    if discrete:
+        return (action * jax.nn.log_softmax(out)).sum(-1)
+    mean, std = out
+    z = (action - mean) / std
+    return (-0.5 * z ** 2 - jnp.log(std) - 0.5 * jnp.log(2 * jnp.pi)).sum(-1)
+
+
+def policy_entropy(out, discrete: bool) -> Array:
+    if discrete:
+        logp = jax.nn.log_softmax(out)
+        return -(jnp.exp(logp) * logp).sum(-1)
+    return (jnp.log(out[1]) + 0.5 * jnp.log(2 * jnp.pi * jnp.e)).sum(-1)
+
+
+def imagine(model: WorldModel, wm_params, actor: Actor, actor_params, start, key: Array,
+            horizon: int, backprop: bool) -> Tuple[Array, Array]:
+    """One imagined trajectory: ``feats [H+1, F]`` of ``s_0..s_H`` and actions ``[H, A]``."""
+    def step(state, k):
+        feat = features(state)
+        act_key, dyn_key = jax.random.split(k)
+        action = policy_sample(actor.apply(actor_params, feat), act_key, actor.discrete)
+        if not backprop:
+            action = jax.lax.stop_gradient(action)
+        nxt = model.apply(wm_params, state, jnp.clip(action, -1.0, 1.0), dyn_key,
+                          method=WorldModel.img_step)
+        return nxt, (feat, action)
+
+    last, (feats, actions) = jax.lax.scan(step, start, jax.random.split(key, horizon))
+    return jnp.concatenate([feats, features(last)[None]]), actions
+
+
+def targets(model: WorldModel, wm_params, critic: nets.TwoHotHead, critic_params, feats: Array,
+            *, discount: float, lambda_: float) -> Dict[str, Array]:
+    """Rewards, continues, values, lambda-returns and weights of one trajectory (feats [H+1])."""
+    _, rew_logits, cont_logit = jax.vmap(
+        lambda f: model.apply(wm_params, f, method=WorldModel.heads))(feats)
+    reward = nets.two_hot_mean(rew_logits)[1:]  # [H]
+    cont = (cont_logit[1:] > 0).astype(jnp.float32)  # [H]
+    value = nets.two_hot_mean(jax.vmap(lambda f: critic.apply(critic_params, f))(feats))  # [H+1]
+    ret = rlmath.lambda_returns(reward, discount * cont, value[1:], lambda_)  # [H]
+    weight = jnp.cumprod(jnp.concatenate([jnp.ones(1), cont[:-1]]))  # [H]
+    return {"reward": reward, "cont": cont, "value": value, "ret": ret,
+            "weight": jax.lax.stop_gradient(weight)}
+
+
+def percentile_scale(ret: Array, state: Tuple[Array, Array, Array], decay: float
+                     ) -> Tuple[Array, Tuple[Array, Array, Array]]:
+    """``S = max(1, hi - lo)`` from debiased EMAs of P5 / P95 of ``ret`` (any shape).
+
+    ``state = (lo_ema, hi_ema, updates)``; returns ``(S, new_state)``.
+    """
+    lo, hi, n = state
+    ret = jax.lax.stop_gradient(ret).reshape(-1)
+    lo = decay * lo + (1 - decay) * jnp.percentile(ret, 5.0)
+    hi = decay * hi + (1 - decay) * jnp.percentile(ret, 95.0)
+    n = n + 1
+    debias = 1.0 - decay ** n.astype(jnp.float32)
+    return jnp.maximum(1.0, (hi - lo) / debias), (lo, hi, n)
+
+
+def actor_loss(actor_params, wm_params, critic_params, starts, key: Array, ret_state, *,
+               model: WorldModel, actor: Actor, critic: nets.TwoHotHead, cfg, backprop: bool):
+    """Actor loss over a batch of start states (leaves ``[N, ...]``).
+
+    Returns ``(loss, (trajectories, new percentile state, metrics))``; trajectories are
+    stop-gradient ``feats [N, H+1, F]`` etc. for the critic.
+    """
+    n = starts.deter.shape[0]
+    feats, actions = jax.vmap(
+        lambda s, k: imagine(model, wm_params, actor, actor_params, s, k, cfg.horizon, backprop)
+    )(starts, jax.random.split(key, n))
+    traj = jax.vmap(lambda f: targets(model, wm_params, critic, critic_params, f,
+                                      discount=cfg.discount, lambda_=cfg.lambda_))(feats)
+    scale, ret_state = percentile_scale(traj["ret"], ret_state, cfg.ret_decay)
+    out = actor.apply(actor_params, jax.lax.stop_gradient(feats[:, :-1]))
+    logp = policy_log_prob(out, jax.lax.stop_gradient(actions), actor.discrete)
+    entropy = policy_entropy(out, actor.discrete)
+    if backprop:
+        objective = traj["ret"] / scale
+    else:
+        adv = (traj["ret"] - traj["value"][:, :-1]) / scale
+        objective = jax.lax.stop_gradient(adv) * logp
+    loss = -(traj["weight"] * (objective + cfg.entropy * entropy)).mean()
+    sg = jax.lax.stop_gradient
+    data = {"feats": sg(feats), "ret": sg(traj["ret"]), "weight": traj["weight"]}
+    metrics = {"actor_loss": loss, "entropy": entropy.mean(), "return_scale": scale,
+               "imag_return": traj["ret"].mean(), "imag_reward": traj["reward"].mean(),
+               "imag_cont": traj["cont"].mean()}
+    return loss, (data, ret_state, metrics)
+
+
+def critic_loss(critic_params, slow_params, data: Dict[str, Array], *,
+                critic: nets.TwoHotHead, slow_reg: float):
+    """Two-hot regression of ``v(s_k)`` on ``R_k`` plus the slow-critic regulariser."""
+    feats = data["feats"][:, :-1]
+    logits = critic.apply(critic_params, feats)
+    slow_mean = nets.two_hot_mean(critic.apply(slow_params, feats))
+    loss = nets.two_hot_loss(logits, data["ret"])
+    loss = loss + slow_reg * nets.two_hot_loss(logits, jax.lax.stop_gradient(slow_mean))
+    loss = (data["weight"] * loss).mean()
+    return loss, {"critic_loss": loss, "value": nets.two_hot_mean(logits).mean()}

@@ -1,0 +1,230 @@
+"""DreamerV3 as a :class:`core.types.Agent`: acting with the RSSM, one update = world model +
+imagination actor-critic on a replayed ``[batch_size, seq_len]`` window batch.
+
+Acting carries ``(RSSM posterior, previous action)`` per environment; where ``is_first`` the
+RSSM state and the previous action are reset (as in training, see
+:mod:`world_models.dreamer_wm`). The train ratio (replayed steps per environment step) sets the
+schedule: ``updates per vectorised step = train_ratio * num_envs / (batch_size * seq_len)``.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Tuple
+
+import jax
+import jax.numpy as jnp
+import optax
+from flax import struct
+
+from agents.dreamer import actor_critic as ac
+from agents.dreamer.config import DreamerConfig
+from agents.dreamer.optim import make_optimizer
+from core import replay
+from core.types import Agent, Schedule
+from envs.api import Environment
+from world_models import dreamer_nets as nets
+from world_models import dreamer_wm as wm
+from world_models.rssm import RSSMState, features, reset_where
+
+Array = jax.Array
+
+
+@struct.dataclass
+class DreamerState:
+    wm_params: Any
+    actor_params: Any
+    critic_params: Any
+    slow_critic_params: Any  # EMA of critic_params (rate cfg.slow_rate per update)
+    wm_opt: Any
+    actor_opt: Any
+    critic_opt: Any
+    ret_state: Tuple[Array, Array, Array]  # (P5 EMA, P95 EMA, updates): return normaliser
+    steps: Array  # () int32: updates taken
+
+
+@struct.dataclass
+class ActCarry:
+    state: RSSMState  # leaves [E, ...]: posterior of the last observation
+    action: Array  # [E, A] float: the last action (one-hot or in [-1, 1])
+
+
+def schedule_for(cfg: DreamerConfig, num_envs: int) -> Schedule:
+    """Updates per iteration from the train ratio (replayed steps per env step)."""
+    per_update = cfg.batch_size * cfg.seq_len
+    updates_per_vector_step = cfg.train_ratio * num_envs / per_update
+    if updates_per_vector_step >= 1:
+        return Schedule(env_steps_per_iteration=1,
+                        updates_per_iteration=int(round(updates_per_vector_step)),
+                        prefill_steps=cfg.prefill_steps)
+    return Schedule(env_steps_per_iteration=max(1, int(round(1 / updates_per_vector_step))),
+                    updates_per_iteration=1, prefill_steps=cfg.prefill_steps)
+
+
+class Dreamer:
+    """The networks and pure functions of DreamerV3 for one environment spec."""
+
+    def __init__(self, cfg: DreamerConfig, env: Environment):
+        spec = env.spec
+        self.cfg, self.spec = cfg, spec
+        self.discrete = spec.discrete
+        self.action_dim = spec.action_dim
+        self.model = wm.WorldModel(
+            obs_shape=tuple(spec.obs_shape), action_dim=self.action_dim, deter=cfg.deter,
+            hidden=cfg.hidden, groups=cfg.groups, classes=cfg.classes, blocks=cfg.blocks,
+            unimix=cfg.unimix, norm=cfg.norm, units=cfg.units, layers=cfg.layers,
+            cnn_depth=cfg.cnn_depth)
+        self.actor = ac.Actor(self.action_dim, self.discrete, cfg.units, cfg.layers, cfg.norm,
+                              cfg.unimix)
+        self.critic = nets.TwoHotHead(cfg.units, cfg.layers, cfg.norm)
+        opt = dict(warmup=cfg.warmup, agc=cfg.agc, eps=cfg.eps)
+        self.wm_opt = make_optimizer(cfg.optimizer, lr=cfg.wm_lr, clip=cfg.wm_clip, **opt)
+        self.actor_opt = make_optimizer(cfg.optimizer, lr=cfg.actor_lr, clip=cfg.ac_clip, **opt)
+        self.critic_opt = make_optimizer(cfg.optimizer, lr=cfg.critic_lr, clip=cfg.ac_clip,
+                                         **opt)
+        self.backprop = (not self.discrete) and cfg.continuous_grad == "backprop"
+        if self.discrete:
+            self._low = self._high = None
+        else:
+            self._low = jnp.asarray(spec.action_low, jnp.float32)
+            self._high = jnp.asarray(spec.action_high, jnp.float32)
+
+    @property
+    def feat_dim(self) -> int:
+        return self.cfg.deter + self.cfg.groups * self.cfg.classes
+
+    # --- actions: env <-> model representation -------------------------------------------
+    def to_model_action(self, action: Array) -> Array:
+        """Env action (int or box) -> float vector [A] (one-hot or in [-1, 1])."""
+        if self.discrete:
+            return jax.nn.one_hot(action, self.action_dim)
+        unit = 2.0 * (action - self._low) / (self._high - self._low) - 1.0
+        return unit.reshape(action.shape[:-1] + (self.action_dim,))
+
+    def to_env_action(self, action: Array) -> Array:
+        if self.discrete:
+            return jnp.argmax(action, -1).astype(jnp.int32)
+        unit = jnp.clip(action, -1.0, 1.0)
+        return (self._low + (unit + 1.0) * 0.5 * (self._high - self._low)).reshape(
+            action.shape[:-1] + tuple(self.spec.action_shape))
+
+    # --- init ------------------------------------------------------------------------------
+    def init(self, key: Array) -> DreamerState:
+        wm_key, actor_key, critic_key, sample_key = jax.random.split(key, 4)
+        obs = jnp.zeros(self.spec.obs_shape, self.spec.obs_dtype)
+        wm_params = self.model.init(wm_key, obs, jnp.zeros((self.action_dim,)), sample_key)
+        feat = jnp.zeros((self.feat_dim,))
+        actor_params = self.actor.init(actor_key, feat)
+        critic_params = self.critic.init(critic_key, feat)
+        zero = jnp.zeros((), jnp.float32)
+        return DreamerState(
+            wm_params=wm_params, actor_params=actor_params, critic_params=critic_params,
+            slow_critic_params=critic_params, wm_opt=self.wm_opt.init(wm_params),
+            actor_opt=self.actor_opt.init(actor_params),
+            critic_opt=self.critic_opt.init(critic_params),
+            ret_state=(zero, zero, jnp.zeros((), jnp.int32)), steps=jnp.zeros((), jnp.int32))
+
+    def param_count(self) -> int:
+        shapes = jax.eval_shape(self.init, jax.random.PRNGKey(0))
+        trees = (shapes.wm_params, shapes.actor_params, shapes.critic_params)
+        return int(sum(math.prod(x.shape) for x in jax.tree_util.tree_leaves(trees)))
+
+    # --- acting ----------------------------------------------------------------------------
+    def initial_carry(self, num_envs: int) -> ActCarry:
+        init = self.model.initial()
+        state = jax.tree_util.tree_map(lambda x: jnp.broadcast_to(x, (num_envs,) + x.shape),
+                                       init)
+        return ActCarry(state=state, action=jnp.zeros((num_envs, self.action_dim)))
+
+    def act(self, state: DreamerState, obs, is_first, carry: ActCarry, key, explore: bool):
+        """One step for every env: update the posterior with ``obs``, then sample (or mode)."""
+        initial = self.model.initial()
+
+        def one(o, first, s, a, k):
+            obs_key, act_key = jax.random.split(k)
+            s = reset_where(first, s, initial)
+            a = jnp.where(first, jnp.zeros_like(a), a)
+            embed = self.model.apply(state.wm_params, o, method=wm.WorldModel.embed)
+            post, _ = self.model.apply(state.wm_params, s, a, embed, obs_key,
+                                       method=wm.WorldModel.obs_step)
+            out = self.actor.apply(state.actor_params, features(post))
+            if explore:
+                action = ac.policy_sample(out, act_key, self.discrete)
+            else:
+                action = ac.policy_mode(out, self.discrete)
+            if not self.discrete:
+                action = jnp.clip(action, -1.0, 1.0)
+            return post, action
+
+        keys = jax.random.split(key, obs.shape[0])
+        post, action = jax.vmap(one)(obs, is_first, carry.state, carry.action, keys)
+        return self.to_env_action(action), ActCarry(state=post, action=action), {}
+
+    # --- learning --------------------------------------------------------------------------
+    def world_model_grad(self, wm_params, batch, key: Array):
+        """``(grad, posterior start states [B * T], metrics)`` of the world-model loss."""
+        cfg = self.cfg
+        seq = {"obs": batch.obs, "next_obs": batch.next_obs, "reward": batch.reward,
+               "terminated": batch.terminated, "is_first": batch.is_first,
+               "action": self.to_model_action(batch.action)}
+        b = batch.reward.shape[0]
+
+        def wm_total(params):
+            losses, (states, metrics) = jax.vmap(
+                lambda s, k: wm.loss_fn(params, self.model, s, k, kl_dyn=cfg.kl_dyn,
+                                        kl_rep=cfg.kl_rep, free_nats=cfg.free_nats)
+            )(seq, jax.random.split(key, b))
+            return losses.mean(), (states, jax.tree_util.tree_map(jnp.mean, metrics))
+
+        grad, (states, metrics) = jax.grad(wm_total, has_aux=True)(wm_params)
+        starts = jax.tree_util.tree_map(
+            lambda x: jax.lax.stop_gradient(x.reshape((-1,) + x.shape[2:])), states)
+        return grad, starts, metrics
+
+    def update(self, state: DreamerState, batch, key: Array):
+        """One update on a replayed batch of transitions (leaves ``[B, T, ...]``)."""
+        cfg = self.cfg
+        wm_key, ac_key = jax.random.split(key)
+        wm_grad, starts, wm_metrics = self.world_model_grad(state.wm_params, batch, wm_key)
+        actor_grad, (data, ret_state, ac_metrics) = jax.grad(ac.actor_loss, has_aux=True)(
+            state.actor_params, state.wm_params, state.critic_params, starts, ac_key,
+            state.ret_state, model=self.model, actor=self.actor, critic=self.critic, cfg=cfg,
+            backprop=self.backprop)
+        critic_grad, critic_metrics = jax.grad(ac.critic_loss, has_aux=True)(
+            state.critic_params, state.slow_critic_params, data, critic=self.critic,
+            slow_reg=cfg.slow_reg)
+
+        def step(opt, grad, opt_state, params):
+            upd, opt_state = opt.update(grad, opt_state, params)
+            return optax.apply_updates(params, upd), opt_state
+
+        wm_params, wm_opt = step(self.wm_opt, wm_grad, state.wm_opt, state.wm_params)
+        actor_params, actor_opt = step(self.actor_opt, actor_grad, state.actor_opt,
+                                       state.actor_params)
+        critic_params, critic_opt = step(self.critic_opt, critic_grad, state.critic_opt,
+                                         state.critic_params)
+        slow = optax.incremental_update(critic_params, state.slow_critic_params, cfg.slow_rate)
+        new = DreamerState(wm_params=wm_params, actor_params=actor_params,
+                           critic_params=critic_params, slow_critic_params=slow, wm_opt=wm_opt,
+                           actor_opt=actor_opt, critic_opt=critic_opt, ret_state=ret_state,
+                           steps=state.steps + 1)
+        return new, {**wm_metrics, **ac_metrics, **critic_metrics}
+
+
+def make(cfg: DreamerConfig, env: Environment, num_envs: int) -> Agent:
+    """Builds DreamerV3 for ``num_envs`` copies of ``env`` and prints its parameter count."""
+    dreamer = Dreamer(cfg, env)
+    print(f"[dreamer] parameters: {dreamer.param_count():,} (world model + actor + critic)",
+          flush=True)
+    buffer = replay.make_buffer(num_envs=num_envs,
+                                capacity=max(cfg.buffer_size, num_envs * (cfg.seq_len + 1)),
+                                batch_size=cfg.batch_size, sequence_length=cfg.seq_len)
+
+    def update(state, buffer_state, key):
+        sample_key, learn_key = jax.random.split(key)
+        batch = buffer.sample(buffer_state, sample_key).experience  # leaves [B, T, ...]
+        state, metrics = dreamer.update(state, batch, learn_key)
+        return state, buffer_state, metrics
+
+    return Agent(init=dreamer.init, initial_carry=dreamer.initial_carry, act=dreamer.act,
+                 update=update, buffer=buffer, schedule=schedule_for(cfg, num_envs))

@@ -1,0 +1,153 @@
+"""DreamerV3 settings: one frozen config, named size presets and the 2023 / 2024 variants.
+
+Sizes follow the official implementation (deter / hidden / classes / MLP units / CNN depth,
+32 stochastic groups, 8 GRU blocks). ``variant`` (in :func:`sized`) sets the presets' values
+where the 2023 paper and the 2024 revision differ:
+
+* KL dyn / rep weights: 0.5 / 0.1 (2023), 1.0 / 0.1 (2024).
+* optimizer: Adam, wm lr 1e-4, actor/critic 3e-5 (2023); AGC 0.3 -> RMS scaling (eps 1e-20) ->
+  momentum 0.9 (LaProp order), lr 4e-5 with warm-up (2024).
+* continuous actor gradient: dynamics backpropagation (2023); REINFORCE (2024).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Dict
+
+# name: (deter, hidden, classes, units, cnn_depth)
+SIZES = {
+    "1m": (512, 64, 4, 64, 4),
+    "12m": (2048, 256, 16, 256, 16),
+    "25m": (3072, 384, 24, 384, 24),
+    "50m": (4096, 512, 32, 512, 32),
+    "100m": (6144, 768, 48, 768, 48),
+    "200m": (8192, 1024, 64, 1024, 64),
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class DreamerConfig:
+    """Settings of the DreamerV3 agent.
+
+    Attributes:
+      deter, hidden, groups, classes, blocks, norm, unimix: RSSM (see world_models.rssm).
+      units, layers: width / depth of encoder, decoder, actor and critic MLPs; heads: 1 layer.
+      cnn_depth: first conv depth for image observations.
+      batch_size, seq_len: replayed sequences per update and their length.
+      horizon: imagination steps from every posterior state.
+      discount, lambda_: lambda-return settings (discount 1 - 1/333).
+      kl_dyn, kl_rep, free_nats: KL balancing (loss dyn * max(free, KL_dyn) + rep * ...).
+      optimizer: 'laprop' (2024 chain) or 'adam' (2023).
+      wm_lr, actor_lr, critic_lr, warmup: learning rates and linear warm-up updates.
+      agc: adaptive gradient clipping (laprop); eps: RMS / Adam epsilon.
+      wm_clip, ac_clip: global-norm clip for 'adam' (0: none).
+      entropy: actor entropy bonus; ret_decay: EMA decay of the return percentiles.
+      slow_rate, slow_reg: critic EMA rate and weight of the regulariser towards it.
+      continuous_grad: 'reinforce' (2024) or 'backprop' (2023).
+      train_ratio: replayed steps per environment step (sets updates per env step).
+      prefill_steps, buffer_size: random steps before learning; replay capacity (steps).
+    """
+
+    deter: int = 512
+    hidden: int = 64
+    groups: int = 32
+    classes: int = 4
+    blocks: int = 8
+    norm: str = "rms"
+    unimix: float = 0.01
+    units: int = 64
+    layers: int = 3
+    cnn_depth: int = 4
+    batch_size: int = 16
+    seq_len: int = 64
+    horizon: int = 15
+    discount: float = 1.0 - 1.0 / 333.0
+    lambda_: float = 0.95
+    kl_dyn: float = 1.0
+    kl_rep: float = 0.1
+    free_nats: float = 1.0
+    optimizer: str = "laprop"
+    wm_lr: float = 4e-5
+    actor_lr: float = 4e-5
+    critic_lr: float = 4e-5
+    warmup: int = 1000
+    agc: float = 0.3
+    eps: float = 1e-20
+    wm_clip: float = 1000.0
+    ac_clip: float = 100.0
+    entropy: float = 3e-4
+    ret_decay: float = 0.99
+    slow_rate: float = 0.02
+    slow_reg: float = 1.0
+    continuous_grad: str = "reinforce"
+    train_ratio: float = 512.0
+    prefill_steps: int = 1024
+    buffer_size: int = 1_000_000
+
+    def __post_init__(self):
+        def check(name, ok, what):
+            if not ok:
+                raise ValueError(f"DreamerConfig.{name} must be {what}, got "
+                                 f"{getattr(self, name)!r}")
+
+        for name in ("deter", "hidden", "groups", "classes", "blocks", "units", "layers",
+                     "cnn_depth", "batch_size", "seq_len", "horizon"):
+            check(name, int(getattr(self, name)) >= 1, ">= 1")
+        check("blocks", self.deter % self.blocks == 0, f"a divisor of deter={self.deter}")
+        check("norm", self.norm in ("rms", "layer"), "'rms' or 'layer'")
+        check("unimix", 0.0 <= self.unimix < 1.0, "in [0, 1)")
+        check("discount", 0.0 < self.discount <= 1.0, "in (0, 1]")
+        check("lambda_", 0.0 <= self.lambda_ <= 1.0, "in [0, 1]")
+        for name in ("kl_dyn", "kl_rep", "free_nats", "entropy", "slow_reg", "warmup",
+                     "wm_clip", "ac_clip", "agc", "eps", "prefill_steps"):
+            check(name, getattr(self, name) >= 0, ">= 0")
+        check("optimizer", self.optimizer in ("laprop", "adam"), "'laprop' or 'adam'")
+        for name in ("wm_lr", "actor_lr", "critic_lr", "train_ratio"):
+            check(name, getattr(self, name) > 0, "> 0")
+        check("ret_decay", 0.0 <= self.ret_decay < 1.0, "in [0, 1)")
+        check("slow_rate", 0.0 < self.slow_rate <= 1.0, "in (0, 1]")
+        check("continuous_grad", self.continuous_grad in ("reinforce", "backprop"),
+              "'reinforce' or 'backprop'")
+        check("buffer_size", self.buffer_size >= self.seq_len, f">= seq_len={self.seq_len}")
+
+
+_V2023 = dict(kl_dyn=0.5, kl_rep=0.1, optimizer="adam", wm_lr=1e-4, actor_lr=3e-5,
+              critic_lr=3e-5, eps=1e-8, warmup=0, continuous_grad="backprop")
+
+
+def sized(size: str, variant: str = "2024", **overrides) -> DreamerConfig:
+    """The config of a named size (``1m`` ... ``200m``) and variant ('2023' | '2024')."""
+    deter, hidden, classes, units, depth = SIZES[size]
+    fields = dict(deter=deter, hidden=hidden, classes=classes, units=units, cnn_depth=depth)
+    if variant == "2023":
+        fields.update(_V2023)
+    fields.update(overrides)
+    return DreamerConfig(**fields)
+
+
+def _presets() -> Dict[str, DreamerConfig]:
+    out: Dict[str, DreamerConfig] = {}
+    for size in SIZES:
+        out[size] = sized(size)
+        out[f"{size}_2023"] = sized(size, "2023")
+    out["default"] = out["12m"]
+    # DMC proprioceptive: 1m, train ratio 1024 (the official per-domain default).
+    for task in ("cartpole_swingup", "pendulum_swingup"):
+        out[task] = sized("1m", train_ratio=1024.0)
+    # CPU-sized CartPole (2 shared cores): a small dense GRU, Adam with large steps and a low
+    # train ratio so that 3 seeds x 50k env steps fit in well under an hour.
+    out["cartpole_v1"] = DreamerConfig(
+        deter=64, hidden=32, groups=8, classes=8, blocks=1, units=64, layers=1,
+        batch_size=16, seq_len=32, horizon=15, optimizer="adam", wm_lr=1e-3,
+        actor_lr=3e-4, critic_lr=1e-3, eps=1e-5, warmup=0, kl_dyn=0.5, kl_rep=0.1,
+        train_ratio=8.0, prefill_steps=1024, buffer_size=100_000)
+    out["tiny"] = DreamerConfig(
+        deter=32, hidden=16, groups=4, classes=4, blocks=2, units=16, layers=1, cnn_depth=2,
+        batch_size=4, seq_len=8, horizon=4, optimizer="adam", wm_lr=1e-3, actor_lr=3e-4,
+        critic_lr=3e-4, eps=1e-6, warmup=0, train_ratio=64.0, prefill_steps=64,
+        buffer_size=4096)
+    return out
+
+
+PRESETS: Dict[str, DreamerConfig] = _presets()

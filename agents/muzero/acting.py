@@ -1,0 +1,58 @@
+"""Search with mctx on any model given as ``(root_fn, recurrent_fn)``, and the temperature.
+
+:func:`search` runs ``mctx.muzero_policy`` or ``mctx.gumbel_muzero_policy`` on a batch of
+observations and returns the action to take, the search policy (visit-count distribution for
+MuZero, the improved policy ``softmax(logits + sigma(completed Q))`` for Gumbel MuZero) used as
+the policy target, and the root value used for priorities and diagnostics.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, NamedTuple
+
+import chex
+import jax
+import jax.numpy as jnp
+import mctx
+
+from agents.muzero.config import MuZeroConfig
+
+Array = jax.Array
+
+
+class SearchOutput(NamedTuple):
+    action: Array  # [B] int32
+    policy: Array  # [B, A]: search policy (the policy target)
+    root_value: Array  # [B]: value of the root after search
+
+
+def temperature(cfg: MuZeroConfig, updates: Array) -> Array:
+    """Visit-count temperature after ``updates`` updates: piecewise constant."""
+    index = jnp.searchsorted(jnp.asarray(cfg.temperature_boundaries, jnp.int32), updates,
+                             side="right")
+    return jnp.asarray(cfg.temperatures, jnp.float32)[index]
+
+
+def search(cfg: MuZeroConfig, root_fn: Callable, recurrent_fn: Callable, params, obs: Array,
+           key: Array, *, explore: bool, temp: Array = 1.0) -> SearchOutput:
+    """One search per observation ``obs [B, ...]``.
+
+    ``explore=False`` (evaluation) removes the root noise: no Dirichlet noise and the most
+    visited action (MuZero), or no Gumbel noise (Gumbel MuZero's deterministic selection).
+    """
+    root = root_fn(params, obs)
+    chex.assert_rank(root.prior_logits, 2)
+    num_actions = root.prior_logits.shape[-1]
+    if cfg.search == "muzero":
+        out = mctx.muzero_policy(
+            params, key, root, recurrent_fn, cfg.num_simulations,
+            dirichlet_fraction=cfg.dirichlet_fraction if explore else 0.0,
+            dirichlet_alpha=cfg.dirichlet_alpha, pb_c_init=cfg.pb_c_init,
+            temperature=temp if explore else 0.0)
+    else:
+        out = mctx.gumbel_muzero_policy(
+            params, key, root, recurrent_fn, cfg.num_simulations,
+            max_num_considered_actions=min(cfg.max_num_considered_actions, num_actions),
+            gumbel_scale=cfg.gumbel_scale if explore else 0.0)
+    root_value = out.search_tree.summary().value
+    return SearchOutput(out.action.astype(jnp.int32), out.action_weights, root_value)

@@ -1,0 +1,170 @@
+"""MuZero / Gumbel MuZero as a :class:`core.types.Agent` on the shared loop.
+
+Acting: one search per environment on the learned model with the current parameters; the
+search policy and root value go to replay as ``extras``. One update, all inside the compiled
+loop:
+
+1. sample ``B`` windows of ``K + n`` steps from the prioritised flashbax buffer;
+2. bootstrap values ``v_j = V_target(next_obs_j)`` from the target network; for the first
+   ``round(reanalyse_fraction * B)`` windows a fresh search with the target network over
+   ``o_0..o_{L-1}, next_obs_{L-1}`` replaces the stored policies and the bootstrap values
+   (reanalyse);
+3. targets (:mod:`agents.muzero.targets`), importance-weighted loss
+   (:mod:`agents.muzero.losses`), one Adam step;
+4. priorities ``|v_0 - z_0| + eps`` written back; target network copied every
+   ``target_update_period`` updates (or EMA with ``target_tau``).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Tuple
+
+import jax
+import jax.numpy as jnp
+import optax
+from flax import struct
+
+from agents.muzero import acting, losses, targets
+from agents.muzero.config import MuZeroConfig
+from core import replay
+from core.types import Agent, Schedule
+from envs.api import Environment
+from world_models.muzero import MuZeroModel, Support, make_model, make_model_fns
+
+Array = jax.Array
+
+
+@struct.dataclass
+class MuZeroState:
+    """Everything the learner owns (no batch axis)."""
+
+    params: Any  # network parameters
+    target_params: Any  # periodic copy / EMA of params (bootstrap values, reanalyse)
+    opt_state: Any
+    steps: Array  # () int32: updates taken
+
+
+def build_model(cfg: MuZeroConfig, env: Environment) -> MuZeroModel:
+    """The learned model for ``env`` under ``cfg``'s sizes and supports."""
+    spec = env.spec
+    overrides = {}
+    if cfg.latent_dim:
+        overrides["latent_dim"] = cfg.latent_dim
+    if cfg.hidden:
+        overrides["hidden"] = tuple(cfg.hidden)
+    return make_model(spec.num_actions, spec.obs_shape, size=cfg.model_size,
+                      value_support=Support(cfg.value_support_size, cfg.value_support_max),
+                      reward_support=Support(cfg.reward_support_size, cfg.reward_support_max),
+                      **overrides)
+
+
+def _flat_apply(fn, x: Array, batch_axes: int = 2):
+    """Applies a batched ``fn`` to ``x [B, T, ...]`` by flattening the two leading axes."""
+    lead = x.shape[:batch_axes]
+    out = fn(x.reshape((-1,) + x.shape[batch_axes:]))
+    return jax.tree_util.tree_map(lambda y: y.reshape(lead + y.shape[1:]), out)
+
+
+def _strong_types(buffer):
+    """The buffer with an ``init`` whose state has no weak-typed leaves.
+
+    flashbax's prioritised buffer initialises ``max_recorded_priority`` weakly typed and
+    ``add`` returns it strongly typed, so every jitted chunk after the first would be
+    recompiled (the runner feeds a chunk's output state to the next call).
+    """
+    def init(example):
+        return jax.tree_util.tree_map(lambda x: jax.lax.convert_element_type(x, x.dtype),
+                                      buffer.init(example))
+
+    return buffer.replace(init=init)
+
+
+def _check_env(env: Environment) -> None:
+    spec = env.spec
+    if not spec.discrete:
+        raise ValueError(f"agent 'muzero' needs a discrete action space; {spec.env_id} is "
+                         f"continuous (sampled MuZero is not implemented).")
+    if len(spec.obs_shape) not in (1, 3):
+        raise ValueError(f"agent 'muzero' needs vector or [H, W, C] observations; "
+                         f"{spec.env_id} has shape {spec.obs_shape}")
+
+
+def make(cfg: MuZeroConfig, env: Environment, num_envs: int) -> Agent:
+    """Builds the agent for ``num_envs`` copies of ``env``."""
+    _check_env(env)
+    spec = env.spec
+    model = build_model(cfg, env)
+    root_fn, recurrent_fn = make_model_fns(model, cfg.discount)
+    opt = losses.optimizer(cfg)
+    length = cfg.sequence_length
+    buffer = _strong_types(replay.make_buffer(num_envs=num_envs,
+                                capacity=max(cfg.buffer_size, num_envs * (length + 1)),
+                                batch_size=cfg.batch_size, sequence_length=length,
+                                prioritised=True, priority_exponent=cfg.priority_exponent))
+    num_reanalyse = int(round(cfg.reanalyse_fraction * cfg.batch_size))
+
+    def init(key: Array) -> MuZeroState:
+        params = model.init(key, spec.obs_shape)
+        return MuZeroState(params=params, target_params=params, opt_state=opt.init(params),
+                           steps=jnp.zeros((), jnp.int32))
+
+    def act(state: MuZeroState, obs, is_first, carry, key, explore: bool):
+        del is_first
+        out = acting.search(cfg, root_fn, recurrent_fn, state.params, obs, key,
+                            explore=explore, temp=acting.temperature(cfg, state.steps))
+        return out.action, carry, {"search_policy": out.policy, "root_value": out.root_value}
+
+    def reanalyse(state: MuZeroState, window, values_after: Array, key: Array):
+        """Fresh search (target network) for the first ``num_reanalyse`` windows."""
+        obs = window.obs[:num_reanalyse]
+        roots = jnp.concatenate([obs, window.next_obs[:num_reanalyse, -1:]], axis=1)
+        out = _flat_apply(lambda o: acting.search(cfg, root_fn, recurrent_fn,
+                                                  state.target_params, o, key, explore=True),
+                          roots)
+        done = window.terminated[:num_reanalyse] | window.truncated[:num_reanalyse]
+        fresh_values = jnp.where(done, values_after[:num_reanalyse], out.root_value[:, 1:])
+        policies = window.extras["search_policy"].at[:num_reanalyse].set(out.policy[:, :-1])
+        return policies, values_after.at[:num_reanalyse].set(fresh_values)
+
+    def compute_targets(state: MuZeroState, window, key: Array):
+        values_after = _flat_apply(lambda o: model.value(state.target_params, o),
+                                   window.next_obs)  # [B, L]
+        policies = window.extras["search_policy"]
+        if num_reanalyse > 0:
+            policies, values_after = reanalyse(state, window, values_after, key)
+        fn = lambda r, te, tr, f, p, v: targets.unroll_targets(
+            r, te, tr, f, p, v, unroll_steps=cfg.unroll_steps, n_step=cfg.n_step,
+            discount=cfg.discount)
+        return jax.vmap(fn)(window.reward, window.terminated, window.truncated, window.is_first,
+                            policies, jax.lax.stop_gradient(values_after))
+
+    def update(state: MuZeroState, buffer_state, key) -> Tuple[MuZeroState, Any, dict]:
+        sample_key, search_key = jax.random.split(key)
+        sample = buffer.sample(buffer_state, sample_key)
+        window = sample.experience  # leaves [B, L, ...]
+        unroll_targets = compute_targets(state, window, search_key)
+        weights = targets.importance_weights(sample.probabilities, cfg.importance_exponent)
+        k1 = cfg.unroll_steps + 1
+        grads, aux = jax.grad(losses.batch_loss, has_aux=True)(
+            state.params, window.obs[:, :k1], window.action[:, :cfg.unroll_steps],
+            unroll_targets, weights, model=model, cfg=cfg)
+        step, opt_state = opt.update(grads, state.opt_state, state.params)
+        params = optax.apply_updates(state.params, step)
+        steps = state.steps + 1
+        if cfg.target_tau > 0:
+            target = optax.incremental_update(params, state.target_params, cfg.target_tau)
+        else:
+            target = optax.periodic_update(params, state.target_params, steps,
+                                           cfg.target_update_period)
+        buffer_state = buffer.set_priorities(buffer_state, sample.indices,
+                                             aux["priority"] + cfg.priority_eps)
+        metrics = dict(aux["metrics"], value_target=unroll_targets.value[:, 0].mean(),
+                       importance_weight=weights.mean(), priority=aux["priority"].mean(),
+                       grad_norm=optax.global_norm(grads))
+        return MuZeroState(params, target, opt_state, steps), buffer_state, metrics
+
+    schedule = Schedule(env_steps_per_iteration=cfg.env_steps_per_iteration,
+                        updates_per_iteration=cfg.updates_per_iteration,
+                        prefill_steps=max(cfg.prefill_steps, num_envs * (length + 1)))
+    return Agent(init=init, initial_carry=lambda n: jnp.zeros((n,)), act=act, update=update,
+                 buffer=buffer, schedule=schedule)

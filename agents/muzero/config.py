@@ -1,0 +1,153 @@
+"""Settings of MuZero / Gumbel MuZero, validated at construction, and the presets."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Dict, Tuple
+
+from world_models.muzero import NET_PRESETS
+
+SEARCHES = ("muzero", "gumbel")
+
+
+@dataclasses.dataclass(frozen=True)
+class MuZeroConfig:
+    """Settings of the agent (paper values as defaults where the paper gives them).
+
+    Attributes:
+      search: ``"muzero"`` (``mctx.muzero_policy``: PUCT, Dirichlet root noise, visit-count
+        temperature) or ``"gumbel"`` (``mctx.gumbel_muzero_policy``: Gumbel top-k, sequential
+        halving, the improved policy as the policy target).
+      num_simulations: simulations per search (acting and reanalyse).
+      dirichlet_alpha, dirichlet_fraction, pb_c_init: muzero search root noise and PUCT constant.
+      temperatures, temperature_boundaries: visit-count temperature ``temperatures[i]`` once
+        ``temperature_boundaries[i-1]`` updates have been made (muzero search only).
+      max_num_considered_actions, gumbel_scale: gumbel search settings.
+      model_size: network size preset (``world_models.muzero.NET_PRESETS``).
+      latent_dim, hidden: override the preset's widths when > 0 / non-empty.
+      value_support_size, value_support_max: bins and range (transformed space) of values;
+        likewise ``reward_support_*`` for rewards.
+      discount: gamma; n_step: bootstrap horizon of value targets; unroll_steps: K.
+      batch_size, learning_rate, max_grad_norm: optimisation (Adam; 0 disables clipping).
+      weight_decay: L2 coefficient c in ``loss + c ||theta||^2``.
+      value_loss_weight, reward_loss_weight, policy_loss_weight: loss weights (value 0.25 as
+        in MuZero Reanalyse).
+      use_consistency_loss, consistency_loss_weight: EfficientZero's self-supervised loss.
+      buffer_size: replay capacity (steps, summed over envs).
+      priority_exponent, importance_exponent, priority_eps: alpha, beta of prioritised replay
+        and the floor added to |value error|.
+      target_update_period: updates between copies of the target network (when
+        ``target_tau == 0``); target_tau: EMA rate of the target network otherwise.
+      reanalyse_fraction: fraction of each batch whose policy and value targets are recomputed
+        by a fresh search with the target network inside the update.
+      env_steps_per_iteration, updates_per_iteration: the replay ratio (updates per vectorised
+        env step is their ratio).
+      prefill_steps: random-action steps (summed over envs) before learning.
+    """
+
+    search: str = "muzero"
+    num_simulations: int = 50
+    dirichlet_alpha: float = 0.25
+    dirichlet_fraction: float = 0.25
+    pb_c_init: float = 1.25
+    temperatures: Tuple[float, ...] = (1.0, 0.5, 0.25)
+    temperature_boundaries: Tuple[int, ...] = (50_000, 75_000)
+    max_num_considered_actions: int = 16
+    gumbel_scale: float = 1.0
+    model_size: str = "small"
+    latent_dim: int = 0
+    hidden: Tuple[int, ...] = ()
+    value_support_size: int = 41
+    value_support_max: float = 20.0
+    reward_support_size: int = 21
+    reward_support_max: float = 10.0
+    discount: float = 0.997
+    n_step: int = 5
+    unroll_steps: int = 5
+    batch_size: int = 128
+    learning_rate: float = 1e-3
+    max_grad_norm: float = 5.0
+    weight_decay: float = 1e-4
+    value_loss_weight: float = 0.25
+    reward_loss_weight: float = 1.0
+    policy_loss_weight: float = 1.0
+    use_consistency_loss: bool = False
+    consistency_loss_weight: float = 2.0
+    buffer_size: int = 100_000
+    priority_exponent: float = 1.0
+    importance_exponent: float = 1.0
+    priority_eps: float = 1e-6
+    target_update_period: int = 100
+    target_tau: float = 0.0
+    reanalyse_fraction: float = 0.5
+    env_steps_per_iteration: int = 1
+    updates_per_iteration: int = 1
+    prefill_steps: int = 500
+
+    @property
+    def sequence_length(self) -> int:
+        """Replay window: K + n steps (targets for unroll steps 0..K need n rewards each)."""
+        return self.unroll_steps + self.n_step
+
+    def __post_init__(self):
+        def check(name, ok, what):
+            if not ok:
+                raise ValueError(f"MuZeroConfig.{name} must be {what}, got {getattr(self, name)!r}")
+
+        check("search", self.search in SEARCHES, f"one of {SEARCHES}")
+        check("model_size", self.model_size in NET_PRESETS, f"one of {tuple(NET_PRESETS)}")
+        for name in ("num_simulations", "n_step", "unroll_steps", "batch_size",
+                     "max_num_considered_actions", "target_update_period",
+                     "env_steps_per_iteration", "value_support_size", "reward_support_size"):
+            check(name, getattr(self, name) >= 1, ">= 1")
+        for name in ("updates_per_iteration", "prefill_steps", "latent_dim", "weight_decay",
+                     "max_grad_norm", "value_loss_weight", "reward_loss_weight",
+                     "policy_loss_weight", "consistency_loss_weight", "gumbel_scale"):
+            check(name, getattr(self, name) >= 0, ">= 0")
+        check("hidden", all(int(w) >= 1 for w in self.hidden), "positive widths (or empty)")
+        check("temperatures", len(self.temperatures) == len(self.temperature_boundaries) + 1
+              and all(t >= 0 for t in self.temperatures),
+              "non-negative, one more than temperature_boundaries")
+        check("temperature_boundaries", list(self.temperature_boundaries)
+              == sorted(self.temperature_boundaries), "increasing")
+        check("discount", 0.0 <= self.discount < 1.0, "in [0, 1)")
+        check("learning_rate", self.learning_rate > 0, "> 0")
+        for name in ("value_support_max", "reward_support_max", "priority_eps"):
+            check(name, getattr(self, name) > 0, "> 0")
+        for name in ("dirichlet_fraction", "priority_exponent", "importance_exponent",
+                     "target_tau", "reanalyse_fraction"):
+            check(name, 0.0 <= getattr(self, name) <= 1.0, "in [0, 1]")
+        check("dirichlet_alpha", self.dirichlet_alpha > 0, "> 0")
+        check("pb_c_init", self.pb_c_init > 0, "> 0")
+        check("buffer_size", self.buffer_size >= self.sequence_length,
+              f">= unroll_steps + n_step = {self.sequence_length}")
+
+
+# CartPole: small nets, 16 simulations, 8 envs per seed (RUN_DEFAULTS) and 8 updates per
+# vectorised step, i.e. one update per environment step; discount 0.99 and a target copy every
+# 50 updates (0.997 with a copy every 100 updates plateaued near 150-300 within 10k steps).
+_CARTPOLE = dict(model_size="small", num_simulations=16, discount=0.99, n_step=5,
+                 batch_size=64, learning_rate=1e-3, buffer_size=20_000,
+                 priority_exponent=0.6, importance_exponent=0.4, reanalyse_fraction=0.0,
+                 temperature_boundaries=(1_000, 2_000), value_support_size=41,
+                 value_support_max=20.0, reward_support_size=11, reward_support_max=2.0,
+                 env_steps_per_iteration=1, updates_per_iteration=8, prefill_steps=256,
+                 target_update_period=50)
+
+PRESETS: Dict[str, MuZeroConfig] = {
+    "default": MuZeroConfig(),
+    "cartpole_v1": MuZeroConfig(**_CARTPOLE),
+    "minatar": MuZeroConfig(model_size="small", num_simulations=16, learning_rate=1e-3,
+                            buffer_size=100_000, reanalyse_fraction=0.25, prefill_steps=1_000),
+    "tiny": MuZeroConfig(model_size="tiny", num_simulations=4, batch_size=16, n_step=3,
+                         unroll_steps=3, buffer_size=2_000, prefill_steps=32,
+                         value_support_size=11, value_support_max=5.0, reward_support_size=5,
+                         reward_support_max=2.0, max_num_considered_actions=4),
+}
+
+# Run defaults read by experiments.presets.run_defaults.
+RUN_DEFAULTS = {
+    "*": dict(steps=10_000, num_envs=8, log_every=1_000, eval_every=1_000, eval_episodes=10,
+              checkpoint_every=0),
+    "gymnax": dict(num_envs=8),
+}

@@ -1,0 +1,126 @@
+"""Compounding error of the trained MuZero dynamics along real trajectories.
+
+``python -m agents.muzero.evaluation --logdir runs/<muzero run> [--horizon 10]`` restores a
+trained run, plays ``--trajectories`` real episodes with the greedy search policy, and rolls the
+learned model open loop on the real actions (:func:`world_models.evaluation.k_step_error`):
+
+    s_t = h(o_t),  (r̂_{t+k}, s_{t+k}) = g(s_{t+k-1}, a_{t+k-1}),  v̂_{t+k} = V(f(s_{t+k})),
+
+comparing ``r̂`` with the real rewards and ``v̂`` with ``V(f(h(o_{t+k})))``, the value the same
+network assigns to the real observation (so the value error isolates what the unrolled
+dynamics lose), for ``k = 1..horizon`` (beyond the training unroll K when horizon > K).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from typing import Dict, List, Optional
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from agents.muzero import acting
+from world_models.evaluation import k_step_error
+from world_models.muzero import MuZeroModel, make_model_fns
+
+Array = jax.Array
+
+
+def model_k_step_errors(model: MuZeroModel, params, obs: Array, actions: Array,
+                        rewards: Array, horizon: int) -> Dict[str, Dict]:
+    """``obs [N, T+1, ...]``, ``actions [N, T]``, ``rewards [N, T]`` -> reward and value errors."""
+    def step_fn(model_state, action):
+        s, _ = model_state
+        reward_logits, s_next = model.dynamics(params, s[None], action[None])
+        return s_next[0], model.reward_support.decode(reward_logits[0])
+
+    def encode_fn(o):
+        return model.represent(params, o[None])[0], jnp.zeros(())
+
+    def value_of(model_state):
+        _, value_logits = model.predict(params, model_state[0][None])
+        return model.value_support.decode(value_logits[0])
+
+    real_values = jax.vmap(lambda o: model.value(params, o))(obs[:, 1:])  # [N, T]
+    out = {"reward": k_step_error(step_fn, obs, actions, horizon, encode_fn=encode_fn,
+                                  observe_fn=lambda ms: ms[1], targets=rewards),
+           "value": k_step_error(step_fn, obs, actions, horizon, encode_fn=encode_fn,
+                                 observe_fn=value_of, targets=real_values)}
+    return {name: {k: np.asarray(v).tolist() for k, v in res.items()} for name, res in out.items()}
+
+
+def play(env, cfg, model: MuZeroModel, params, key: Array, num: int, length: int):
+    """``num`` greedy-search trajectories of ``length`` steps without reset (adapter level).
+
+    Returns ``(obs [N, T+1, ...], actions [N, T], rewards [N, T], terminated [N])``.
+    """
+    root_fn, recurrent_fn = make_model_fns(model, cfg.discount)
+
+    def body(carry, step_key):
+        inner, obs, ended = carry
+        search_key, env_key = jax.random.split(step_key)
+        keys = jax.random.split(env_key, num)
+        action = acting.search(cfg, root_fn, recurrent_fn, params, obs, search_key,
+                               explore=False).action
+        inner, next_obs, reward, terminated = jax.vmap(env.adapter_step)(inner, action, keys)
+        return (inner, next_obs, ended | terminated), (next_obs, action, reward)
+
+    @jax.jit
+    def run(key):
+        reset_key, loop_key = jax.random.split(key)
+        inner, obs = jax.vmap(env.adapter_reset)(jax.random.split(reset_key, num))
+        (_, _, ended), (next_obs, actions, rewards) = jax.lax.scan(
+            body, (inner, obs, jnp.zeros(num, bool)), jax.random.split(loop_key, length))
+        all_obs = jnp.concatenate([obs[None], next_obs], axis=0)
+        return (jnp.swapaxes(all_obs, 0, 1), actions.T, rewards.T.astype(jnp.float32), ended)
+
+    return run(key)
+
+
+def main(argv: Optional[List[str]] = None) -> Dict:
+    from core import runner
+    from experiments import train
+
+    p = argparse.ArgumentParser(prog="python -m agents.muzero.evaluation", description=__doc__)
+    p.add_argument("--logdir", required=True)
+    p.add_argument("--seed-index", type=int, default=0)
+    p.add_argument("--horizon", type=int, default=10)
+    p.add_argument("--trajectories", type=int, default=16)
+    p.add_argument("--length", type=int, default=60)
+    p.add_argument("--json", default=None)
+    args = p.parse_args(argv)
+    with open(f"{args.logdir}/config.json") as f:
+        record = json.load(f)
+    cli = [a for a in record["argv"] if a != "--no-progress"]
+    if cli and not cli[0].startswith("-"):  # sys.argv[0], the program
+        cli = cli[1:]
+    env, agent, run_cfg, _ = train.build(cli + ["--logdir", args.logdir, "--no-progress"])
+    state = runner.seed_slice(runner.restore(env, agent, run_cfg), args.seed_index)
+    from agents import registry
+    module = registry.agent_module(record["agent"])
+    cfg = type(registry.preset(record["agent"]))(**_tuples(record["agent_config"]))
+    model = module.build_model(cfg, env)
+    obs, actions, rewards, ended = play(env, cfg, model, state.agent.params,
+                                        jax.random.PRNGKey(7), args.trajectories, args.length)
+    result = model_k_step_errors(model, state.agent.params, obs, actions, rewards,
+                                 args.horizon)
+    result.update(logdir=args.logdir, env_steps=int(np.asarray(state.env_steps)),
+                  trajectories=args.trajectories, length=args.length,
+                  terminated_fraction=float(np.mean(ended)),
+                  unroll_steps=cfg.unroll_steps)
+    for name in ("reward", "value"):
+        print(name, "abs error by k:", np.round(result[name]["abs_error"], 4).tolist())
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(result, f, indent=2)
+    return result
+
+
+def _tuples(fields: Dict) -> Dict:
+    return {k: tuple(v) if isinstance(v, list) else v for k, v in fields.items()}
+
+
+if __name__ == "__main__":
+    main()

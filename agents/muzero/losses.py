@@ -1,0 +1,88 @@
+"""MuZero's unroll loss for one example, and the batch loss with importance weights.
+
+For unroll steps ``k = 0..K`` of the model (``s_0 = h(o_0)``, ``s_k = g(s_{k-1}, a_{k-1})``):
+
+    l = sum_k c_k [ w_v CE(phi(z_k), v_k) m^v_k + w_r CE(phi(u_k), r_k) m^r_k
+                    + w_p CE(pi_k, p_k) m^p_k + w_c (-cos(P(s_k), sg P'(h(o_k)))) alive_k ]
+
+with ``c_0 = 1`` and ``c_k = 1 / K`` for ``k >= 1`` (the paper's scaling of the unrolled
+steps), ``phi`` the two-hot encoding on the transformed support, ``m`` the masks of
+:mod:`agents.muzero.targets`, and the consistency term (EfficientZero; ``k >= 1``, off unless
+``use_consistency_loss``). The batch loss is ``mean_b w_b l_b + c ||theta||^2`` with the
+prioritised-replay importance weights ``w_b``; the new priority of each window is
+``|v_0 - z_0|`` (decoded root value prediction against its target).
+"""
+
+from __future__ import annotations
+
+from typing import Dict, Tuple
+
+import chex
+import jax
+import jax.numpy as jnp
+import optax
+
+from agents.muzero.config import MuZeroConfig
+from agents.muzero.targets import UnrollTargets
+from world_models.muzero import MuZeroModel
+
+Array = jax.Array
+
+
+def _cross_entropy(target_probs: Array, logits: Array) -> Array:
+    return -jnp.sum(target_probs * jax.nn.log_softmax(logits, axis=-1), axis=-1)
+
+
+def _neg_cosine(a: Array, b: Array) -> Array:
+    a = a / (jnp.linalg.norm(a, axis=-1, keepdims=True) + 1e-8)
+    b = b / (jnp.linalg.norm(b, axis=-1, keepdims=True) + 1e-8)
+    return -jnp.sum(a * b, axis=-1)
+
+
+def example_loss(params, obs: Array, actions: Array, targets: UnrollTargets,
+                 *, model: MuZeroModel, cfg: MuZeroConfig) -> Tuple[Array, Dict[str, Array]]:
+    """One window: ``obs [K+1, *obs_shape]`` (real o_0..o_K), ``actions [K]`` -> (loss, info)."""
+    k = cfg.unroll_steps
+    chex.assert_shape(actions, (k,))
+    unroll = model.unroll(params, obs[0], actions)
+    scale = jnp.concatenate([jnp.ones(1), jnp.full((k,), 1.0 / k)])
+    value_ce = _cross_entropy(model.value_support.encode(targets.value), unroll.value_logits)
+    reward_ce = _cross_entropy(model.reward_support.encode(targets.reward), unroll.reward_logits)
+    policy_ce = _cross_entropy(targets.policy, unroll.policy_logits)
+    parts = {"value_loss": (scale * value_ce * targets.value_mask).sum(),
+             "reward_loss": (scale * reward_ce * targets.reward_mask).sum(),
+             "policy_loss": (scale * policy_ce * targets.policy_mask).sum()}
+    loss = (cfg.value_loss_weight * parts["value_loss"]
+            + cfg.reward_loss_weight * parts["reward_loss"]
+            + cfg.policy_loss_weight * parts["policy_loss"])
+    if cfg.use_consistency_loss:
+        predicted = model.project(params, unroll.hidden[1:], True)
+        real = jax.lax.stop_gradient(
+            model.project(params, model.represent(params, obs[1:]), False))
+        cos = _neg_cosine(predicted, real) * targets.alive[1:]
+        parts["consistency_loss"] = (scale[1:] * cos).sum()
+        loss = loss + cfg.consistency_loss_weight * parts["consistency_loss"]
+    root_value = model.value_support.decode(unroll.value_logits[0])
+    parts["priority"] = jnp.abs(root_value - targets.value[0])
+    parts["root_value_pred"] = root_value
+    return loss, parts
+
+
+def batch_loss(params, obs: Array, actions: Array, targets: UnrollTargets, weights: Array,
+               *, model: MuZeroModel, cfg: MuZeroConfig) -> Tuple[Array, Dict[str, Array]]:
+    """``obs [B, K+1, ...]``, ``actions [B, K]``, targets with leading B, ``weights [B]``."""
+    chex.assert_rank(weights, 1)
+    losses, parts = jax.vmap(lambda o, a, t: example_loss(params, o, a, t, model=model, cfg=cfg)
+                             )(obs, actions, targets)
+    l2 = sum(jnp.sum(jnp.square(p)) for p in jax.tree_util.tree_leaves(params))
+    loss = jnp.mean(weights * losses) + cfg.weight_decay * l2
+    metrics = {name: value.mean() for name, value in parts.items() if name != "priority"}
+    metrics.update(loss=loss, l2=l2)
+    return loss, {"metrics": metrics, "priority": jax.lax.stop_gradient(parts["priority"])}
+
+
+def optimizer(cfg: MuZeroConfig) -> optax.GradientTransformation:
+    adam = optax.adam(cfg.learning_rate)
+    if cfg.max_grad_norm > 0:
+        return optax.chain(optax.clip_by_global_norm(cfg.max_grad_norm), adam)
+    return adam

@@ -1,0 +1,95 @@
+"""Value, reward and policy targets of a K-step unroll from one replay window.
+
+A window holds ``L = K + n`` consecutive steps of one environment (flashbax may let it run
+into the next episode). Step ``j`` has reward ``r_j`` (after action ``a_j`` in ``o_j``), flags
+``terminated_j`` / ``truncated_j`` (the episode ended at ``next_obs_j``), ``is_first_j``, the
+search policy ``pi_j`` and ``v_j``: the value of the state AFTER step j (``V(next_obs_j)``).
+
+* ``alive_k``: ``o_k`` belongs to the episode of ``o_0`` (no end among steps ``< k``).
+* ``absorbing_k``: that episode TERMINATED before ``o_k``: past a terminal the model must
+  predict value 0, reward 0 (MuZero's absorbing states); the policy there is not trained.
+* Past a truncation (time limit) nothing is known about the true continuation: masked.
+
+Value targets are n-step returns ``z_k = sum_{i<n} gamma^i r_{k+i} + gamma^n v_{k+n-1}`` cut at
+the episode end: a terminal zeroes the discount; a truncation at step j bootstraps on
+``V(next_obs_j)`` by folding ``gamma v_j`` into ``r_j`` and zeroing the discount after it.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import chex
+import jax
+import jax.numpy as jnp
+
+from core import rlmath
+
+Array = jax.Array
+
+
+class UnrollTargets(NamedTuple):
+    """Targets for unroll steps ``k = 0..K`` (index 0 of the reward fields is unused)."""
+
+    value: Array  # [K+1]
+    value_mask: Array  # [K+1]
+    reward: Array  # [K+1]
+    reward_mask: Array  # [K+1]
+    policy: Array  # [K+1, A]
+    policy_mask: Array  # [K+1]
+    alive: Array  # [K+1]: o_k is a real state of o_0's episode
+
+
+def episode_masks(terminated: Array, truncated: Array, is_first: Array):
+    """``(alive [L], absorbing [L])`` as float32 (see module doc)."""
+    done = (terminated | truncated).astype(jnp.float32)
+    new_episode = jnp.concatenate([jnp.zeros(1), jnp.maximum(done[:-1],
+                                                             is_first[1:].astype(jnp.float32))])
+    alive = jnp.cumprod(1.0 - new_episode)
+    ends_here = alive * terminated.astype(jnp.float32)  # step j ends o_0's episode by a terminal
+    absorbing = jnp.concatenate([jnp.zeros(1), jnp.cumsum(ends_here)[:-1]])
+    return alive, jnp.minimum(absorbing, 1.0)
+
+
+def n_step_value_targets(rewards: Array, terminated: Array, truncated: Array,
+                         values_after: Array, *, n_step: int, discount: float) -> Array:
+    """``[L]`` n-step returns, cut at terminals and bootstrapped at truncations."""
+    chex.assert_rank([rewards, terminated, truncated, values_after], 1)
+    trunc_only = truncated & ~terminated
+    rewards = rewards + jnp.where(trunc_only, discount * values_after, 0.0)
+    discounts = jnp.where(terminated | truncated, 0.0, discount)
+    return rlmath.n_step_returns(rewards, discounts, values_after, n_step)
+
+
+def unroll_targets(rewards: Array, terminated: Array, truncated: Array, is_first: Array,
+                   policies: Array, values_after: Array, *, unroll_steps: int, n_step: int,
+                   discount: float) -> UnrollTargets:
+    """One window (leaves ``[L]``, ``policies [L, A]``, ``L >= K + n``) -> targets."""
+    chex.assert_rank(policies, 2)
+    length, k1 = rewards.shape[0], unroll_steps + 1
+    if length < unroll_steps + n_step:
+        raise ValueError(f"window length {length} < unroll_steps + n_step = "
+                         f"{unroll_steps + n_step}")
+    alive, absorbing = episode_masks(terminated, truncated, is_first)
+    returns = n_step_value_targets(rewards, terminated, truncated, values_after,
+                                   n_step=n_step, discount=discount)
+    alive_k, absorbing_k = alive[:k1], absorbing[:k1]
+    value = alive_k * returns[:k1]
+    # reward target of step k is r_{k-1}: real while o_{k-1} is alive, 0 once absorbing.
+    prev_alive = jnp.concatenate([jnp.zeros(1), alive[:unroll_steps]])
+    prev_absorbing = jnp.concatenate([jnp.zeros(1), absorbing[:unroll_steps]])
+    reward = prev_alive * jnp.concatenate([jnp.zeros(1), rewards[:unroll_steps]])
+    has_policy = (policies[:k1].sum(-1) > 0).astype(jnp.float32)  # prefill steps store zeros
+    return UnrollTargets(value=value, value_mask=jnp.maximum(alive_k, absorbing_k),
+                         reward=reward, reward_mask=jnp.maximum(prev_alive, prev_absorbing),
+                         policy=policies[:k1], policy_mask=alive_k * has_policy, alive=alive_k)
+
+
+def importance_weights(probabilities: Array, exponent: float) -> Array:
+    """Prioritised-replay weights ``w_i = (N P(i))^-beta / max_j (N P(j))^-beta`` ``[B]``.
+
+    The max is over the batch, so ``N`` cancels: ``w_i = (P(i) / min_j P(j))^-beta``.
+    """
+    chex.assert_rank(probabilities, 1)
+    p = jnp.maximum(probabilities, 1e-12)
+    return (p / p.min()) ** (-exponent)

@@ -1,0 +1,259 @@
+"""Sample efficiency: PETS and MBPO against brax.training's PPO and SAC on the same task.
+
+``python -m experiments.sample_efficiency --env brax/inverted_pendulum --threshold 900
+--seeds 3 --budget pets=5000 --budget mbpo=5000 --budget brax_sac=100000
+--budget brax_ppo=2000000 --out runs/sample_efficiency/inverted_pendulum``
+
+Each method is trained for its budget of environment steps with ``--seeds`` seeds and its
+greedy evaluation return is recorded against environment steps:
+
+* ``pets``, ``mbpo``: ``experiments.train.build`` + ``core.runner.train`` (the task's preset,
+  all seeds vmapped in one program, logs under ``<out>/<method>``); the curve is read back
+  from ``metrics.jsonl`` (``eval_return_per_seed``);
+* ``brax_ppo``, ``brax_sac``: :func:`experiments.baselines.run_baseline`, one run per seed.
+
+The report (``<out>/report.json``, plot ``<out>/returns.png``) gives, per method,
+
+* ``steps_to_threshold``: per seed, the first evaluated env-step count whose return is
+  ``>= threshold`` (None if never within the budget), their mean over the seeds that reached it
+  and the number that did;
+* ``return_at``: per budget ``b`` of ``--report-at``, the mean over seeds of the last
+  evaluation at ``<= b`` steps;
+* ``ratios``: for each model-free method ``f`` and model-based ``m``, mean steps to threshold of
+  ``f`` / of ``m`` (the headline "10-100x fewer steps" claim); when ``f`` never reached the
+  threshold the ratio is a lower bound from its budget (``"lower_bound": true``).
+
+Finished methods are reused from an existing ``<out>/report.json`` when their budget and number
+of seeds match (so an interrupted comparison resumes); ``--fresh`` reruns everything.
+``--quick`` is a smoke mode (tiny presets, a few hundred steps, 1 seed) used by the tests.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import time
+from typing import Dict, List, Optional, Sequence
+
+MODEL_BASED = ("pets", "mbpo")
+MODEL_FREE = ("brax_ppo", "brax_sac")
+METHODS = MODEL_BASED + MODEL_FREE
+
+
+def steps_to_threshold(xs: Sequence[int], ys: Sequence[float], threshold: float
+                       ) -> Optional[int]:
+    """First ``x`` whose ``y >= threshold`` (curves are in increasing ``x``), else None."""
+    for x, y in zip(xs, ys):
+        if y is not None and math.isfinite(y) and y >= threshold:
+            return int(x)
+    return None
+
+
+def return_at(xs: Sequence[int], ys: Sequence[float], budget: int) -> Optional[float]:
+    """The last evaluated return at ``<= budget`` steps (None if none)."""
+    values = [y for x, y in zip(xs, ys) if x <= budget]
+    return float(values[-1]) if values else None
+
+
+def summarise(curves: List[Dict], threshold: float, report_at: Sequence[int],
+              budget: int) -> Dict:
+    """Statistics of one method's per-seed ``curves`` (``{"env_steps", "eval_return"}``)."""
+    reached = [steps_to_threshold(c["env_steps"], c["eval_return"], threshold) for c in curves]
+    hits = [r for r in reached if r is not None]
+    at = {}
+    for b in report_at:
+        values = [return_at(c["env_steps"], c["eval_return"], b) for c in curves]
+        values = [v for v in values if v is not None]
+        at[str(b)] = float(sum(values) / len(values)) if values else None
+    finals = [c["eval_return"][-1] for c in curves if c["eval_return"]]
+    return {"steps_to_threshold": reached,
+            "mean_steps_to_threshold": float(sum(hits) / len(hits)) if hits else None,
+            "seeds_reaching_threshold": len(hits), "num_seeds": len(curves),
+            "return_at": at, "final_return_mean": float(sum(finals) / len(finals))
+            if finals else None, "budget": int(budget)}
+
+
+def ratios(summary: Dict[str, Dict]) -> Dict[str, Dict]:
+    """``steps(model-free) / steps(model-based)`` for every pair present (see module doc)."""
+    out = {}
+    for free in MODEL_FREE:
+        for based in MODEL_BASED:
+            if free not in summary or based not in summary:
+                continue
+            mb = summary[based]["mean_steps_to_threshold"]
+            mf = summary[free]["mean_steps_to_threshold"]
+            key = f"{free}/{based}"
+            if mb is None:
+                out[key] = {"ratio": None, "note": f"{based} did not reach the threshold"}
+            elif mf is None:
+                out[key] = {"ratio": summary[free]["budget"] / mb, "lower_bound": True,
+                            "note": f"{free} did not reach the threshold within its budget"}
+            else:
+                out[key] = {"ratio": mf / mb, "lower_bound": False}
+    return out
+
+
+def run_model_based(method: str, env_id: str, *, steps: int, seeds: int, out: str,
+                    eval_every: int, quick: bool, extra: Sequence[str]) -> List[Dict]:
+    """Trains ``method`` through the shared loop; per-seed curves from its metrics.jsonl."""
+    from core import runner
+    from experiments import train
+
+    logdir = os.path.join(out, method)
+    argv = ["--agent", method, "--env", env_id, "--steps", str(steps), "--num-seeds",
+            str(seeds), "--logdir", logdir, "--eval-every", str(eval_every), "--no-progress",
+            "--checkpoint-every", "0"]
+    if quick:
+        argv += ["--preset", "tiny", "--log-every", str(eval_every)]
+    env, agent, run_cfg, record = train.build(argv + list(extra))
+    start = time.time()
+    runner.train(env, agent, run_cfg, record)
+    wall = time.time() - start
+    curves = [{"env_steps": [], "eval_return": [], "seed": i} for i in range(seeds)]
+    with open(os.path.join(logdir, "metrics.jsonl")) as f:
+        for line in f:
+            rec = json.loads(line)
+            for i, value in enumerate(rec.get("eval_return_per_seed", [])):
+                curves[i]["env_steps"].append(int(rec["env_steps"]))
+                curves[i]["eval_return"].append(float(value))
+    for c in curves:
+        c["wall_time"] = wall
+        c["logdir"] = logdir
+    return curves
+
+
+def plot(results: Dict[str, List[Dict]], threshold: float, env_id: str, path: str) -> None:
+    """Mean eval return vs env steps (log x) per method, min-max band over seeds."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for method, curves in results.items():
+        length = min(len(c["env_steps"]) for c in curves)
+        if length == 0:
+            continue
+        xs = np.asarray(curves[0]["env_steps"][:length], float)
+        ys = np.asarray([c["eval_return"][:length] for c in curves], float)
+        xs = np.maximum(xs, 1.0)
+        line, = ax.plot(xs, ys.mean(0), marker="o", ms=3, label=f"{method} ({len(curves)} seeds)")
+        ax.fill_between(xs, ys.min(0), ys.max(0), color=line.get_color(), alpha=0.2)
+    ax.axhline(threshold, color="k", ls="--", lw=1, label=f"threshold {threshold:g}")
+    ax.set_xscale("log")
+    ax.set_xlabel("environment steps")
+    ax.set_ylabel("evaluation return")
+    ax.set_title(f"{env_id}: return vs environment steps")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def _parse_budgets(items: Sequence[str]) -> Dict[str, int]:
+    out = {}
+    for item in items:
+        name, _, value = item.partition("=")
+        if name not in METHODS or not value:
+            raise ValueError(f"--budget takes METHOD=STEPS with METHOD in {METHODS}, got {item!r}")
+        out[name] = int(float(value))
+    return out
+
+
+_DEFAULT_BUDGETS = {"pets": 5_000, "mbpo": 5_000, "brax_sac": 100_000, "brax_ppo": 2_000_000}
+_QUICK_BUDGETS = {"pets": 300, "mbpo": 300, "brax_sac": 2_000, "brax_ppo": 20_000}
+
+
+def main(argv: Optional[List[str]] = None) -> Dict:
+    p = argparse.ArgumentParser(prog="python -m experiments.sample_efficiency",
+                                description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--env", default="brax/inverted_pendulum")
+    p.add_argument("--methods", default=",".join(METHODS), help="comma-separated subset")
+    p.add_argument("--threshold", type=float, default=900.0)
+    p.add_argument("--seeds", type=int, default=3)
+    p.add_argument("--budget", action="append", default=[], help="METHOD=STEPS (repeatable)")
+    p.add_argument("--seeds-for", action="append", default=[],
+                   help="METHOD=N: seeds of one method (default --seeds)")
+    p.add_argument("--evals", type=int, default=10, help="evaluations per run")
+    p.add_argument("--report-at", default="", help="comma-separated budgets for return_at")
+    p.add_argument("--extra", action="append", default=[],
+                   help="METHOD=ARGS: extra train.py flags for pets/mbpo, e.g. "
+                        "'mbpo=--updates_per_step 20'")
+    p.add_argument("--out", default="runs/sample_efficiency")
+    p.add_argument("--quick", action="store_true", help="tiny budgets and presets, 1 seed")
+    p.add_argument("--fresh", action="store_true", help="do not reuse curves in report.json")
+    args = p.parse_args(argv)
+
+    methods = [m for m in args.methods.split(",") if m]
+    unknown = sorted(set(methods) - set(METHODS))
+    if unknown:
+        raise ValueError(f"unknown methods {unknown}; known: {METHODS}")
+    budgets = dict(_QUICK_BUDGETS if args.quick else _DEFAULT_BUDGETS)
+    budgets.update(_parse_budgets(args.budget))
+    seeds = {m: 1 if args.quick else args.seeds for m in METHODS}
+    seeds.update(_parse_budgets(args.seeds_for))
+    extra = {m: [] for m in METHODS}
+    for item in args.extra:
+        name, _, flags = item.partition("=")
+        extra[name] = flags.split()
+    report_at = ([int(float(x)) for x in args.report_at.split(",") if x]
+                 or sorted({budgets[m] for m in methods}))
+    os.makedirs(args.out, exist_ok=True)
+
+    results: Dict[str, List[Dict]] = {}
+    previous = {} if args.fresh else _previous(args.out, args.env, budgets, seeds)
+    for method in methods:
+        if method in previous:
+            print(f"[sample_efficiency] {method}: reusing the curves in {args.out}/report.json")
+            results[method] = previous[method]
+            continue
+        print(f"[sample_efficiency] {method} on {args.env}: {budgets[method]} steps x "
+              f"{seeds[method]} seeds", flush=True)
+        if method in MODEL_BASED:
+            eval_every = max(1, budgets[method] // args.evals)
+            results[method] = run_model_based(
+                method, args.env, steps=budgets[method], seeds=seeds[method], out=args.out,
+                eval_every=eval_every, quick=args.quick, extra=extra[method])
+        else:
+            from experiments import baselines
+            results[method] = [baselines.run_baseline(
+                method.split("_", 1)[1], args.env, steps=budgets[method], seed=s,
+                num_evals=args.evals + 1) for s in range(seeds[method])]
+        _write(args, methods, budgets, seeds, report_at, results)
+    return _write(args, methods, budgets, seeds, report_at, results, final=True)
+
+
+def _previous(out: str, env_id: str, budgets: Dict[str, int], seeds: Dict[str, int]) -> Dict:
+    """Curves of ``<out>/report.json`` whose env, budget and number of seeds match."""
+    path = os.path.join(out, "report.json")
+    if not os.path.exists(path):
+        return {}
+    with open(path) as f:
+        old = json.load(f)
+    if old.get("env") != env_id:
+        return {}
+    return {m: curves for m, curves in old.get("curves", {}).items()
+            if old.get("budgets", {}).get(m) == budgets.get(m) and len(curves) == seeds.get(m)}
+
+
+def _write(args, methods, budgets, seeds, report_at, results, final=False) -> Dict:
+    """Writes report.json (and the plot when ``final``); called after every method."""
+    summary = {m: summarise(c, args.threshold, report_at, budgets[m]) for m, c in results.items()}
+    report = {"env": args.env, "threshold": args.threshold, "quick": args.quick,
+              "seeds": {m: seeds[m] for m in methods},
+              "methods": methods, "budgets": {m: budgets[m] for m in methods},
+              "report_at": report_at, "summary": summary, "ratios": ratios(summary),
+              "curves": results, "complete": final}
+    with open(os.path.join(args.out, "report.json"), "w") as f:
+        json.dump(report, f, indent=1)
+    if final:
+        plot(results, args.threshold, args.env, os.path.join(args.out, "returns.png"))
+        print(json.dumps({"summary": summary, "ratios": report["ratios"]}, indent=1))
+    return report
+
+
+if __name__ == "__main__":
+    main()

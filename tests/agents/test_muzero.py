@@ -1,0 +1,139 @@
+"""MuZero agent: targets and absorbing states by hand, priorities, and one learning test."""
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flashbax.buffers import sum_tree
+
+import envs
+from agents import gumbel_muzero, muzero
+from agents.muzero import targets
+from core.loop import make_loop
+from envs.api import EnvSpec, Environment
+
+F, T = False, True
+
+
+def _targets(rewards, terminated, truncated, is_first, values, k, n, discount=0.5):
+    length = len(rewards)
+    policies = jnp.tile(jnp.array([[0.25, 0.75]]), (length, 1))
+    return targets.unroll_targets(
+        jnp.asarray(rewards, jnp.float32), jnp.asarray(terminated), jnp.asarray(truncated),
+        jnp.asarray(is_first), policies, jnp.asarray(values, jnp.float32), unroll_steps=k,
+        n_step=n, discount=discount)
+
+
+def test_n_step_targets_without_episode_end():
+    # G_t = 1 + 0.5 * 1 + 0.25 * v = 1.5 + 0.25 * 8 = 3.5 for every t (n = 2).
+    out = _targets([1.0] * 4, [F] * 4, [F] * 4, [F] * 4, [8.0] * 4, k=2, n=2)
+    np.testing.assert_allclose(out.value, [3.5, 3.5, 3.5])
+    np.testing.assert_allclose(out.reward, [0, 1, 1])
+    np.testing.assert_allclose(out.reward_mask, [0, 1, 1])
+    np.testing.assert_allclose(out.value_mask, [1, 1, 1])
+    np.testing.assert_allclose(out.policy_mask, [1, 1, 1])
+
+
+def test_targets_past_a_terminal_are_absorbing():
+    # Step 1 terminates; the window then runs into the next episode (is_first at step 2).
+    # z_0 = 1 + 0.5 * 2 (no bootstrap past the terminal) = 2; z_1 = 2; past it: value 0,
+    # reward 0 (trained), policy not trained.
+    out = _targets([1.0, 2, 3, 4, 5], [F, T, F, F, F], [F] * 5, [F, F, T, F, F],
+                   [10.0, 20, 30, 40, 50], k=3, n=2)
+    np.testing.assert_allclose(out.value, [2, 2, 0, 0])
+    np.testing.assert_allclose(out.value_mask, [1, 1, 1, 1])
+    np.testing.assert_allclose(out.reward, [0, 1, 2, 0])
+    np.testing.assert_allclose(out.reward_mask, [0, 1, 1, 1])
+    np.testing.assert_allclose(out.policy_mask, [1, 1, 0, 0])
+    np.testing.assert_allclose(out.alive, [1, 1, 0, 0])
+
+
+def test_targets_at_a_truncation_bootstrap_then_mask():
+    # Step 1 is cut by the time limit: z_0 = 1 + 0.5 * 1 + 0.25 * V(next_obs_1) = 1.5 + 5 =
+    # 6.5; z_1 = 1 + 0.5 * 20 = 11; step 2 belongs to another episode: masked, not absorbing.
+    out = _targets([1.0] * 5, [F] * 5, [F, T, F, F, F], [F, F, T, F, F],
+                   [10.0, 20, 30, 40, 50], k=2, n=3)
+    np.testing.assert_allclose(out.value, [6.5, 11, 0])
+    np.testing.assert_allclose(out.value_mask, [1, 1, 0])
+    np.testing.assert_allclose(out.reward, [0, 1, 1])
+    np.testing.assert_allclose(out.reward_mask, [0, 1, 1])
+    np.testing.assert_allclose(out.policy_mask, [1, 1, 0])
+
+
+def test_importance_weights_by_hand():
+    p = jnp.array([0.1, 0.2, 0.4])
+    np.testing.assert_allclose(targets.importance_weights(p, 1.0), [1, 0.5, 0.25], rtol=1e-6)
+    np.testing.assert_allclose(targets.importance_weights(p, 0.5), [1, 2 ** -0.5, 0.5],
+                               rtol=1e-6)
+    np.testing.assert_allclose(targets.importance_weights(p, 0.0), [1, 1, 1])
+
+
+def test_config_validation_names_the_field():
+    with pytest.raises(ValueError, match="MuZeroConfig.search"):
+        muzero.MuZeroConfig(search="alphazero")
+    with pytest.raises(ValueError, match="MuZeroConfig.reanalyse_fraction"):
+        muzero.MuZeroConfig(reanalyse_fraction=1.5)
+    assert all(c.search == "gumbel" and c.num_simulations <= 16
+               for c in gumbel_muzero.PRESETS.values())
+    assert "cartpole_v1" in muzero.PRESETS and "cartpole_v1" in gumbel_muzero.PRESETS
+
+
+def test_update_writes_value_error_priorities():
+    """At initialisation every value head predicts 0 (zero-initialised), so the first update's
+    priority of a CartPole window (reward 1 per step) is |0 - z_0| = sum_{i<m} gamma^i, with
+    m the steps up to the episode's end within n; the buffer stores (priority + eps)^alpha."""
+    env = envs.make("gymnax/CartPole-v1")
+    cfg = dataclasses.replace(muzero.PRESETS["tiny"], reanalyse_fraction=0.5,
+                              priority_exponent=0.5)
+    agent = muzero.make(cfg, env, 2)
+    fns = make_loop(env, agent, num_envs=2, iterations=1, prefill_iterations=40)
+    state = jax.jit(fns.prefill)(fns.init(jax.random.PRNGKey(0)))[0]
+    key = jax.random.PRNGKey(3)
+    _, buffer_state, _ = jax.jit(agent.update)(state.agent, state.buffer, key)
+    sample = agent.buffer.sample(state.buffer, jax.random.split(key)[0])
+    done = np.asarray(sample.experience.terminated | sample.experience.truncated)[:, :cfg.n_step]
+    alive = np.cumprod(np.concatenate([np.ones((done.shape[0], 1)), 1 - done[:, :-1]], 1), 1)
+    z0 = (alive * cfg.discount ** np.arange(cfg.n_step)).sum(1)
+    stored = sum_tree.get_batch(buffer_state.sum_tree_state, sample.indices)
+    np.testing.assert_allclose(stored, (z0 + cfg.priority_eps) ** 0.5, rtol=1e-4)
+
+
+# "Copy the context": each step shows a random bit c (one-hot) and pays 1 for action c; four
+# steps per episode. Random play returns 2, the optimal policy 4.
+def _copy_env() -> Environment:
+    def observe(context, t):
+        return jnp.concatenate([jax.nn.one_hot(context, 2), (t / 4.0)[None]])
+
+    def reset(key):
+        context = jax.random.bernoulli(key).astype(jnp.int32)
+        return (context, jnp.zeros((), jnp.float32)), observe(context, jnp.zeros(()))
+
+    def step(inner, action, key):
+        context, t = inner
+        reward = (action == context).astype(jnp.float32)
+        new_context = jax.random.bernoulli(key).astype(jnp.int32)
+        return (new_context, t + 1), observe(new_context, t + 1), reward, t + 1 >= 4
+
+    spec = EnvSpec(env_id="test/copy", obs_shape=(3,), discrete=True, num_actions=2,
+                   max_episode_steps=10)
+    return Environment(spec=spec, adapter_reset=reset, adapter_step=step)
+
+
+def test_learns_to_copy_the_context():
+    """Fails if learning breaks: random play returns 2, the learned search policy ~4."""
+    env = _copy_env()
+    cfg = dataclasses.replace(muzero.PRESETS["tiny"], learning_rate=3e-3, batch_size=32,
+                              reanalyse_fraction=0.0, temperature_boundaries=(100, 200),
+                              updates_per_iteration=2, prefill_steps=64)
+    agent = muzero.make(cfg, env, 4)
+    fns = make_loop(env, agent, num_envs=4, iterations=150, prefill_iterations=16)
+    state = jax.jit(fns.prefill)(jax.jit(fns.init)(jax.random.PRNGKey(0)))[0]
+    train = jax.jit(fns.train)
+    returns = []
+    for _ in range(2):  # 2 x 600 env steps, 2 x 300 updates
+        state, stats = train(state)
+        returns.append(float(stats["episode_return_sum"] / stats["episodes"]))
+    # The second chunk acts at temperature 0.25 (after 200 updates).
+    assert returns[-1] >= 3.5, returns

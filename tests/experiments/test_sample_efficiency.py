@@ -1,0 +1,74 @@
+"""The sample-efficiency report: hand-computed statistics, and a quick real run whose numbers
+must match the training logs."""
+
+import json
+import os
+
+import pytest
+
+from experiments import baselines, sample_efficiency as se
+
+
+def test_steps_to_threshold_and_return_at_by_hand():
+    xs, ys = [0, 100, 200, 300], [10.0, 950.0, 880.0, 990.0]
+    assert se.steps_to_threshold(xs, ys, 900.0) == 100
+    assert se.steps_to_threshold(xs, ys, 1000.0) is None
+    assert se.return_at(xs, ys, 250) == 880.0  # the last evaluation at <= 250 steps
+    assert se.return_at(xs, ys, -1) is None
+
+
+def test_summary_and_ratios_by_hand():
+    curves_mb = [{"env_steps": [0, 500, 1000], "eval_return": [0.0, 950.0, 1000.0]},
+                 {"env_steps": [0, 500, 1000], "eval_return": [0.0, 100.0, 920.0]}]
+    curves_ppo = [{"env_steps": [0, 20_000, 40_000], "eval_return": [0.0, 500.0, 1000.0]}]
+    curves_sac = [{"env_steps": [0, 5_000], "eval_return": [0.0, 10.0]}]
+    summary = {"mbpo": se.summarise(curves_mb, 900.0, [500], 1000),
+               "brax_ppo": se.summarise(curves_ppo, 900.0, [500], 40_000),
+               "brax_sac": se.summarise(curves_sac, 900.0, [500], 5_000)}
+    mb = summary["mbpo"]
+    assert mb["steps_to_threshold"] == [500, 1000] and mb["mean_steps_to_threshold"] == 750.0
+    assert mb["return_at"]["500"] == pytest.approx((950.0 + 100.0) / 2)
+    assert mb["final_return_mean"] == pytest.approx(960.0)
+    ratios = se.ratios(summary)
+    assert ratios["brax_ppo/mbpo"] == {"ratio": 40_000 / 750.0, "lower_bound": False}
+    # SAC never reached 900 within 5000 steps: the ratio is a lower bound from its budget.
+    assert ratios["brax_sac/mbpo"]["ratio"] == pytest.approx(5_000 / 750.0)
+    assert ratios["brax_sac/mbpo"]["lower_bound"] is True
+
+
+def test_baseline_settings_and_validation():
+    ppo_dmc = baselines.settings("ppo", "dmc/cartpole_swingup", num_envs=64)
+    assert ppo_dmc["discounting"] == 0.995 and ppo_dmc["num_envs"] == 64
+    assert baselines.settings("sac", "brax/inverted_pendulum")["grad_updates_per_step"] == 8
+    with pytest.raises(ValueError, match="method"):
+        baselines.settings("a2c", "brax/inverted_pendulum")
+    with pytest.raises(ValueError, match="brax"):
+        baselines.brax_environment("gymnax/Pendulum-v1")
+    with pytest.raises(ValueError, match="methods"):
+        se.main(["--methods", "dreamer", "--quick"])
+
+
+def test_quick_report_comes_from_real_runs(tmp_path):
+    out = str(tmp_path / "se")
+    report = se.main(["--env", "linear/scalar_a0.5", "--methods", "mbpo", "--quick",
+                      "--threshold", "-20", "--budget", "mbpo=300", "--evals", "2",
+                      "--out", out])
+    with open(os.path.join(out, "report.json")) as f:
+        saved = json.load(f)
+    assert saved["complete"] and saved["methods"] == ["mbpo"] and saved["seeds"] == {"mbpo": 1}
+    assert os.path.getsize(os.path.join(out, "returns.png")) > 0
+    curve = report["curves"]["mbpo"][0]
+    # The curve is exactly the evaluations logged by the training run.
+    logged = []
+    with open(os.path.join(out, "mbpo", "metrics.jsonl")) as f:
+        for line in f:
+            rec = json.loads(line)
+            if "eval_return_per_seed" in rec:
+                logged.append((rec["env_steps"], rec["eval_return_per_seed"][0]))
+    assert logged and [tuple(p) for p in zip(curve["env_steps"], curve["eval_return"])] == logged
+    assert curve["env_steps"][-1] >= 300
+    summary = saved["summary"]["mbpo"]
+    assert summary["num_seeds"] == 1 and summary["budget"] == 300
+    reached = summary["steps_to_threshold"][0]
+    assert reached == se.steps_to_threshold(curve["env_steps"], curve["eval_return"], -20.0)
+    assert set(summary["return_at"]) == {"300"}

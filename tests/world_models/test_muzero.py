@@ -1,0 +1,106 @@
+"""MuZero model: value transform, supports, normalisation, gradient scaling, true-model search."""
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import mctx
+import numpy as np
+import pytest
+
+from agents.muzero import acting
+from agents.muzero.config import MuZeroConfig
+from core import rlmath
+from world_models import muzero
+from world_models.muzero_nets import min_max_normalise
+
+
+def test_value_transform_hand_values_and_inverse():
+    # h(3) = sqrt(4) - 1 + 0.003 = 1.003; h(-8) = -(3 - 1) - 0.008 = -2.008.
+    x = jnp.array([3.0, -8.0, 0.0])
+    np.testing.assert_allclose(rlmath.signed_hyperbolic(x), [1.003, -2.008, 0.0], atol=1e-6)
+    grid = jnp.linspace(-500.0, 500.0, 101)
+    np.testing.assert_allclose(rlmath.signed_parabolic(rlmath.signed_hyperbolic(grid)), grid,
+                               rtol=1e-4, atol=1e-3)
+
+
+def test_support_encode_by_hand_and_round_trip():
+    support = muzero.Support(5, 2.0)  # points -2, -1, 0, 1, 2 in transformed space
+    # T(3) = 1.003 -> 0.997 on the point 1 and 0.003 on the point 2.
+    np.testing.assert_allclose(support.encode(jnp.array(3.0)), [0, 0, 0, 0.997, 0.003],
+                               atol=1e-5)
+    wide = muzero.Support(41, 20.0)
+    x = jnp.array([-250.0, -3.7, 0.0, 0.4, 17.0, 300.0])
+    logits = jnp.log(wide.encode(x) + 1e-30)
+    np.testing.assert_allclose(wide.decode(logits), x, rtol=1e-3, atol=1e-3)
+    # Out of range values are clipped to the support's end: T^-1(2) = 8.0 (up to eps terms).
+    np.testing.assert_allclose(support.decode(jnp.log(support.encode(jnp.array(100.0)) + 1e-30)),
+                               rlmath.signed_parabolic(jnp.array(2.0)), rtol=1e-5)
+
+
+def test_min_max_normalisation_per_example():
+    s = jnp.array([[1.0, 3.0, 2.0], [-4.0, -4.0, 0.0]])
+    np.testing.assert_allclose(min_max_normalise(s, 1), [[0, 1, 0.5], [0, 0, 1]], atol=1e-4)
+    image = jax.random.normal(jax.random.PRNGKey(0), (2, 3, 3, 4)) * 5 + 7
+    out = min_max_normalise(image, 3)
+    np.testing.assert_allclose(out.reshape(2, -1).min(1), 0.0, atol=1e-6)
+    np.testing.assert_allclose(out.reshape(2, -1).max(1), 1.0, atol=1e-4)
+
+
+def test_scale_gradient_halves_gradient_keeps_value():
+    x = jnp.array([1.0, -2.0])
+    np.testing.assert_allclose(muzero.scale_gradient(x, 0.5), x)
+    grad = jax.grad(lambda v: jnp.sum(muzero.scale_gradient(v, 0.5) ** 2))(x)
+    np.testing.assert_allclose(grad, 0.5 * 2 * x)
+
+
+@pytest.mark.parametrize("obs_shape", [(4,), (5, 5, 2)])
+def test_model_unroll_shapes_and_normalised_hidden_states(obs_shape):
+    model = muzero.make_model(3, obs_shape, size="tiny", value_support=muzero.Support(11, 5.0),
+                              reward_support=muzero.Support(7, 2.0))
+    params = model.init(jax.random.PRNGKey(0), obs_shape)
+    obs = jax.random.normal(jax.random.PRNGKey(1), obs_shape)
+    out = model.unroll(params, obs, jnp.array([0, 2, 1]))
+    assert out.policy_logits.shape == (4, 3)
+    assert out.value_logits.shape == (4, 11) and out.reward_logits.shape == (4, 7)
+    flat = out.hidden.reshape(4, -1)
+    np.testing.assert_allclose(flat.min(1), 0.0, atol=1e-6)
+    np.testing.assert_allclose(flat.max(1), 1.0, atol=1e-3)
+    # Zero-initialised heads: the first predictions decode to exactly 0.
+    np.testing.assert_allclose(model.value_support.decode(out.value_logits), 0.0, atol=1e-5)
+
+
+# A small deterministic MDP. From position 0: action 0 pays 1 and ends; action 1 pays 0 and goes
+# to position 1; action 2 pays 0.5 and ends. From position 1: action 1 pays 3, others pay 0;
+# everything ends. Optimal first action: 1 (return 3 * discount). With zero leaf values and a
+# uniform prior the greedy action 0 looks best until the search has looked two steps deep.
+def _mdp_step(position, action):
+    reward = jnp.where(position == 0, jnp.array([1.0, 0.0, 0.5])[action],
+                       jnp.array([0.0, 3.0, 0.0])[action])
+    next_position = jnp.where((position == 0) & (action == 1), 1, 2)
+    terminated = ~((position == 0) & (action == 1))
+    return next_position, reward, terminated
+
+
+def _true_model(batch):
+    recurrent_fn = muzero.make_env_recurrent_fn(_mdp_step, num_actions=3, discount=0.9)
+
+    def root_fn(params, obs):
+        del params
+        return mctx.RootFnOutput(prior_logits=jnp.zeros((batch, 3)), value=jnp.zeros(batch),
+                                 embedding=muzero.EnvEmbedding(jnp.zeros(batch, jnp.int32),
+                                                               jnp.zeros(batch, bool)))
+
+    return root_fn, recurrent_fn
+
+
+@pytest.mark.parametrize("search,sims", [("muzero", 300), ("gumbel", 32)])
+def test_search_with_true_model_picks_optimal_action(search, sims):
+    cfg = dataclasses.replace(MuZeroConfig(), search=search, num_simulations=sims)
+    root_fn, recurrent_fn = _true_model(4)
+    out = jax.jit(lambda k: acting.search(cfg, root_fn, recurrent_fn, None, jnp.zeros((4, 1)),
+                                          k, explore=False))(jax.random.PRNGKey(0))
+    np.testing.assert_array_equal(out.action, [1, 1, 1, 1])
+    assert np.all(np.argmax(out.policy, -1) == 1)
+    # The greedy first step is worth 1; the search value moves towards 0.9 * 3 = 2.7.
+    assert np.all(out.root_value > 1.2) and np.all(out.root_value < 2.71)

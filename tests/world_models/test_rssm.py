@@ -1,0 +1,157 @@
+"""RSSM, DreamerV3 heads and world-model loss: hand-derived numbers and a short fit."""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from core import rlmath
+from world_models import dreamer_nets as nets
+from world_models import dreamer_wm as wm
+from world_models.rssm import (RSSM, categorical_kl, features, kl_balance,
+                               straight_through_sample, unimix_logits)
+
+
+def test_symlog_symexp_round_trip_and_gradient():
+    x = jnp.array([-1e4, -3.0, -0.5, 0.0, 0.5, 3.0, 1e4])
+    np.testing.assert_allclose(rlmath.symexp(rlmath.symlog(x)), x, rtol=1e-5)
+    # d/dx sign(x) log(1 + |x|) = 1 / (1 + |x|) (away from 0: jnp.sign has zero gradient there)
+    nonzero = x[x != 0]
+    grad = jax.vmap(jax.grad(rlmath.symlog))(nonzero)
+    np.testing.assert_allclose(grad, 1.0 / (1.0 + jnp.abs(nonzero)), rtol=1e-6)
+    np.testing.assert_allclose(jax.vmap(jax.grad(rlmath.symexp))(nonzero),
+                               jnp.exp(jnp.abs(nonzero)), rtol=1e-5)
+
+
+def test_two_hot_round_trip_mean_and_loss_gradient():
+    y = jnp.array([-250.0, -1.0, 0.0, 0.3, 7.0, 1234.0])
+    labels = rlmath.two_hot(rlmath.symlog(y), nets.bins())
+    np.testing.assert_allclose(labels.sum(-1), 1.0, rtol=1e-6)
+    np.testing.assert_allclose(rlmath.symexp(labels @ nets.bins()), y, rtol=1e-4, atol=1e-5)
+    # log of the two-hot labels as logits: the mean is symexp(E[bin]) = y.
+    np.testing.assert_allclose(nets.two_hot_mean(jnp.log(labels + 1e-12)), y, rtol=1e-3, atol=1e-5)
+    # d CE / d logits = softmax(logits) - labels; zero logits give the uniform softmax.
+    grad = jax.grad(lambda lg: nets.two_hot_loss(lg, y[4]))(jnp.zeros(nets.NUM_BINS))
+    np.testing.assert_allclose(grad, 1.0 / nets.NUM_BINS - labels[4], atol=1e-6)
+
+
+def test_two_hot_head_starts_at_zero():
+    head = nets.TwoHotHead(units=8, layers=1)
+    params = head.init(jax.random.PRNGKey(0), jnp.ones(5))
+    out = head.apply(params, jax.random.normal(jax.random.PRNGKey(1), (3, 5)))
+    np.testing.assert_allclose(nets.two_hot_mean(out), 0.0, atol=1e-6)
+
+
+def test_unimix_floor_and_straight_through_gradient():
+    logits = jnp.array([[10.0, -10.0, 0.0, 0.0]])
+    mixed = jnp.exp(unimix_logits(logits, 0.01))
+    assert float(mixed.min()) >= 0.01 / 4 - 1e-7
+    np.testing.assert_allclose(mixed.sum(), 1.0, rtol=1e-6)
+    w = jnp.array([[1.0, 2.0, 3.0, 4.0]])
+    sample = straight_through_sample(jax.random.PRNGKey(0), logits)
+    assert set(np.unique(np.asarray(sample)).tolist()) <= {0.0, 1.0}
+    g_st = jax.grad(lambda lg: (straight_through_sample(jax.random.PRNGKey(0), lg) * w).sum())
+    g_soft = jax.grad(lambda lg: (jax.nn.softmax(lg) * w).sum())
+    np.testing.assert_allclose(g_st(logits), g_soft(logits), atol=1e-6)
+
+
+def test_kl_balance_free_bits_by_hand():
+    p = jnp.log(jnp.array([[0.5, 0.5]]))
+    q = jnp.log(jnp.array([[0.9, 0.1]]))
+    hand = 0.5 * np.log(0.5 / 0.9) + 0.5 * np.log(0.5 / 0.1)  # 0.5108 nats
+    np.testing.assert_allclose(categorical_kl(p, q), hand, rtol=1e-5)
+    # below one free nat: both terms clipped to 1, no gradient
+    loss, _ = kl_balance(p, q, dyn_scale=0.5, rep_scale=0.1)
+    np.testing.assert_allclose(loss, 0.6, rtol=1e-6)
+    g = jax.grad(lambda a, b: kl_balance(a, b, dyn_scale=0.5, rep_scale=0.1)[0],
+                 argnums=(0, 1))(p, q)
+    assert float(jnp.abs(g[0]).max()) == 0.0 and float(jnp.abs(g[1]).max()) == 0.0
+    # three groups -> KL = 3 * 0.5108 = 1.532 > 1: loss = (dyn + rep) * KL
+    p3, q3 = jnp.repeat(p, 3, 0), jnp.repeat(q, 3, 0)
+    for dyn, rep in ((0.5, 0.1), (1.0, 0.1)):
+        loss, _ = kl_balance(p3, q3, dyn_scale=dyn, rep_scale=rep)
+        np.testing.assert_allclose(loss, (dyn + rep) * 3 * hand, rtol=1e-5)
+    # the dynamics term trains only the prior, the representation term only the posterior
+    g_post, g_prior = jax.grad(lambda a, b: kl_balance(a, b, dyn_scale=1.0, rep_scale=0.0)[0],
+                               argnums=(0, 1))(p3, q3)
+    assert float(jnp.abs(g_post).max()) == 0.0 and float(jnp.abs(g_prior).max()) > 0
+    g_post, g_prior = jax.grad(lambda a, b: kl_balance(a, b, dyn_scale=0.0, rep_scale=1.0)[0],
+                               argnums=(0, 1))(p3, q3)
+    assert float(jnp.abs(g_prior).max()) == 0.0 and float(jnp.abs(g_post).max()) > 0
+
+
+def test_rssm_shapes_under_vmap_and_scan():
+    rssm = RSSM(deter=16, hidden=8, groups=3, classes=5, blocks=4)
+    key = jax.random.PRNGKey(0)
+    params = rssm.init(key, rssm.initial(), jnp.zeros(2), jnp.zeros(7), key)
+    batch, steps = 6, 4
+    init = jax.tree_util.tree_map(lambda x: jnp.broadcast_to(x, (batch,) + x.shape),
+                                  rssm.initial())
+    embeds = jnp.ones((steps, batch, 7))
+    actions = jnp.ones((steps, batch, 2))
+
+    def step(state, inputs):
+        e, a, k = inputs
+        keys = jax.random.split(k, batch)
+        post, prior = jax.vmap(lambda s, a_, e_, k_: rssm.apply(
+            params, s, a_, e_, k_, method=RSSM.obs_step))(state, a, e, keys)
+        return post, (post, prior)
+
+    _, (post, prior) = jax.lax.scan(step, init, (embeds, actions, jax.random.split(key, steps)))
+    assert post.deter.shape == prior.deter.shape == (steps, batch, 16)
+    assert post.stoch.shape == prior.logits.shape == (steps, batch, 3, 5)
+    np.testing.assert_allclose(post.stoch.sum(-1), 1.0, rtol=1e-6)
+    np.testing.assert_array_equal(post.deter, prior.deter)
+    assert features(post).shape == (steps, batch, 16 + 15)
+    img = jax.vmap(lambda s, a_, k_: rssm.apply(params, s, a_, k_, method=RSSM.img_step))(
+        init, actions[0], jax.random.split(key, batch))
+    assert img.stoch.shape == (batch, 3, 5)
+
+
+def _fixed_batch(key, batch=4, length=12):
+    """Sequences of a noisy linear system with reward = first observation coordinate."""
+    obs = jax.random.normal(key, (batch, length + 1, 3))
+    obs = jnp.cumsum(obs * 0.3, axis=1)
+    action = jax.random.randint(jax.random.fold_in(key, 1), (batch, length), 0, 2)
+    return {"obs": obs[:, :-1], "next_obs": obs[:, 1:], "reward": obs[:, 1:, 0] * 5.0,
+            "terminated": jnp.zeros((batch, length), bool),
+            "is_first": jnp.zeros((batch, length), bool).at[:, 5].set(True),
+            "action": jax.nn.one_hot(action, 2)}
+
+
+@pytest.mark.parametrize("steps", [40])
+def test_world_model_fit_reduces_recon_and_reward_loss(steps):
+    model = wm.WorldModel(obs_shape=(3,), action_dim=2, deter=32, hidden=16, groups=4,
+                          classes=4, blocks=2, units=32, layers=1)
+    key = jax.random.PRNGKey(0)
+    params = model.init(key, jnp.zeros(3), jnp.zeros(2), key)
+    seq = _fixed_batch(jax.random.PRNGKey(1))
+    opt = optax.adam(3e-3)
+    loss = functools.partial(wm.loss_fn, model=model, kl_dyn=0.5, kl_rep=0.1, free_nats=1.0)
+
+    def total(p, k):
+        out, (_, metrics) = jax.vmap(lambda s, kk: loss(p, seq=s, key=kk))(
+            seq, jax.random.split(k, 4))
+        return out.mean(), jax.tree_util.tree_map(jnp.mean, metrics)
+
+    @jax.jit
+    def train(p, k):
+        def body(carry, kk):
+            p, s = carry
+            (_, m), g = jax.value_and_grad(total, has_aux=True)(p, kk)
+            upd, s = opt.update(g, s, p)
+            return (optax.apply_updates(p, upd), s), m
+
+        (p, _), ms = jax.lax.scan(body, (p, opt.init(p)), jax.random.split(k, steps))
+        return p, ms
+
+    _, ms = train(params, jax.random.PRNGKey(2))
+    first = {k: float(v[:3].mean()) for k, v in ms.items()}
+    last = {k: float(v[-3:].mean()) for k, v in ms.items()}
+    assert last["recon_loss"] < 0.7 * first["recon_loss"], (first, last)
+    assert last["reward_loss"] < 0.7 * first["reward_loss"], (first, last)

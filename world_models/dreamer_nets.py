@@ -1,0 +1,162 @@
+"""DreamerV3 encoders, decoders and heads (one example; callers vmap), with their losses.
+
+* Vector observations: ``MLPEncoder`` embeds ``symlog(obs)``; ``MLPDecoder`` predicts
+  ``symlog(obs)`` and is trained with ``||dec - symlog(obs)||^2`` summed over dimensions.
+* Image observations (uint8 ``[H, W, C]``, e.g. MinAtar 10x10xC): ``CNNEncoder`` (stride-2
+  convolutions of depth ``d, 2d, ...`` on ``obs / 255 - 0.5``) and ``CNNDecoder`` (transposed
+  convolutions back to ``[H, W, C]``); the image loss is the summed squared error on the
+  ``[-0.5, 0.5]`` scale (DreamerV3's MSE image loss).
+* ``TwoHotHead``: logits over 255 bins ``linspace(-20, 20)`` in symlog space; the loss is the
+  cross-entropy with ``two_hot(symlog(y))`` and the mean is ``symexp(softmax(l) @ bins)``.
+  Its output layer is zero-initialised, so initial predictions are exactly 0.
+* ``ContinueHead``: Bernoulli logit of "the episode continues".
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from core import rlmath
+from world_models.rssm import Dense
+
+Array = jax.Array
+
+NUM_BINS = 255
+
+
+def bins() -> Array:
+    """The 255 bin centres ``linspace(-20, 20)`` in symlog space."""
+    return jnp.linspace(-20.0, 20.0, NUM_BINS)
+
+
+class MLP(nn.Module):
+    """``layers`` x (Linear -> Norm -> SiLU)."""
+
+    units: int
+    layers: int
+    norm: str = "rms"
+
+    @nn.compact
+    def __call__(self, x):
+        for _ in range(self.layers):
+            x = Dense(self.units, self.norm)(x)
+        return x
+
+
+class MLPEncoder(nn.Module):
+    units: int
+    layers: int
+    norm: str = "rms"
+
+    @nn.compact
+    def __call__(self, obs):
+        return MLP(self.units, self.layers, self.norm)(rlmath.symlog(obs.reshape(-1)))
+
+
+class MLPDecoder(nn.Module):
+    """Features -> predicted ``symlog(obs)`` of shape ``obs_shape``."""
+
+    obs_shape: Sequence[int]
+    units: int
+    layers: int
+    norm: str = "rms"
+
+    @nn.compact
+    def __call__(self, feat):
+        x = MLP(self.units, self.layers, self.norm)(feat)
+        return nn.Dense(int(np.prod(self.obs_shape)))(x).reshape(tuple(self.obs_shape))
+
+
+def vector_recon_loss(pred: Array, obs: Array) -> Array:
+    """symlog-MSE ``sum_i (pred_i - symlog(obs_i))^2``."""
+    return jnp.square(pred - rlmath.symlog(obs.astype(jnp.float32))).sum()
+
+
+class CNNEncoder(nn.Module):
+    """uint8 image ``[H, W, C]`` -> embedding; stride-2 3x3 convs of depth ``d * 2^i``."""
+
+    depth: int
+    stages: int = 2
+    norm: str = "rms"
+
+    @nn.compact
+    def __call__(self, obs):
+        x = obs.astype(jnp.float32) / 255.0 - 0.5
+        for i in range(self.stages):
+            x = nn.Conv(self.depth * 2 ** i, (3, 3), strides=(2, 2), padding="SAME",
+                        use_bias=False)(x)
+            x = jax.nn.silu(nn.RMSNorm(epsilon=1e-4)(x) if self.norm == "rms"
+                            else nn.LayerNorm(epsilon=1e-3)(x))
+        return x.reshape(-1)
+
+
+class CNNDecoder(nn.Module):
+    """Features -> image ``[H, W, C]`` on the ``[-0.5, 0.5]`` scale (mirror of the encoder)."""
+
+    obs_shape: Sequence[int]
+    depth: int
+    stages: int = 2
+    norm: str = "rms"
+
+    @nn.compact
+    def __call__(self, feat):
+        h, w, c = self.obs_shape
+        scale = 2 ** self.stages
+        h0, w0 = -(-h // scale), -(-w // scale)
+        top = self.depth * 2 ** (self.stages - 1)
+        x = nn.Dense(h0 * w0 * top)(feat).reshape(h0, w0, top)
+        for i in reversed(range(self.stages)):
+            out = c if i == 0 else self.depth * 2 ** (i - 1)
+            x = nn.ConvTranspose(out, (3, 3), strides=(2, 2), padding="SAME")(x)
+            if i > 0:
+                x = jax.nn.silu(nn.RMSNorm(epsilon=1e-4)(x))
+        return x[:h, :w]
+
+
+def image_recon_loss(pred: Array, obs: Array) -> Array:
+    """Summed squared error against ``obs / 255 - 0.5``."""
+    return jnp.square(pred - (obs.astype(jnp.float32) / 255.0 - 0.5)).sum()
+
+
+class TwoHotHead(nn.Module):
+    """Features -> 255 logits (zero-initialised output layer)."""
+
+    units: int
+    layers: int
+    norm: str = "rms"
+
+    @nn.compact
+    def __call__(self, feat):
+        x = MLP(self.units, self.layers, self.norm)(feat)
+        return nn.Dense(NUM_BINS, kernel_init=nn.initializers.zeros)(x)
+
+
+def two_hot_loss(logits: Array, target: Array) -> Array:
+    """Cross-entropy ``-sum_k two_hot(symlog(y))_k log softmax(l)_k`` (any leading axes)."""
+    labels = rlmath.two_hot(rlmath.symlog(target), bins())
+    return -(labels * jax.nn.log_softmax(logits, axis=-1)).sum(-1)
+
+
+def two_hot_mean(logits: Array) -> Array:
+    """``symexp(softmax(l) @ bins)``."""
+    return rlmath.symexp(rlmath.expectation(logits, bins()))
+
+
+class ContinueHead(nn.Module):
+    units: int
+    layers: int
+    norm: str = "rms"
+
+    @nn.compact
+    def __call__(self, feat):
+        return nn.Dense(1)(MLP(self.units, self.layers, self.norm)(feat))[0]
+
+
+def continue_loss(logit: Array, cont: Array) -> Array:
+    """Bernoulli negative log-likelihood of ``cont`` in {0, 1}."""
+    return -(cont * jax.nn.log_sigmoid(logit) + (1.0 - cont) * jax.nn.log_sigmoid(-logit))

@@ -1,0 +1,154 @@
+"""DreamerV3 world model: encoder + RSSM + decoder + reward and continue heads.
+
+Replay stores transitions ``(o_t, a_t, r_t, o'_t, terminated_t, is_first_t)`` (``o'_t`` is the
+true successor; within an episode ``o'_t = o_{t+1}``). Along one replayed sequence:
+
+    s_t  = q(. | img(initial, 0), e(o_t))     where is_first_t or t = 0 (the RSSM is reset)
+         = s'_{t-1}                           otherwise
+    s'_t = q(. | img(s_t, a_t), e(o'_t))      (posterior of the successor)
+
+so sequences may cross episode boundaries, and terminal observations are encoded too: the
+heads on ``s'_t`` predict ``o'_t`` (decoder), ``r_t`` (two-hot) and ``1 - terminated_t``
+(continue). The KL term is the balanced KL of ``s'_t`` and, where the RSSM was reset, of ``s_t``
+(whose reconstruction of ``o_t`` is also trained). The states ``s_t`` start imagination.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Dict, Sequence, Tuple
+
+import chex
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from world_models import dreamer_nets as nets
+from world_models.rssm import RSSM, RSSMState, features, kl_balance, reset_where
+
+Array = jax.Array
+
+
+class WorldModel(nn.Module):
+    """All world-model networks; methods take one example (see module docstring)."""
+
+    obs_shape: Sequence[int]
+    action_dim: int
+    deter: int = 512
+    hidden: int = 64
+    groups: int = 32
+    classes: int = 4
+    blocks: int = 8
+    unimix: float = 0.01
+    norm: str = "rms"
+    units: int = 64
+    layers: int = 3
+    cnn_depth: int = 4
+
+    @property
+    def image(self) -> bool:
+        return len(self.obs_shape) == 3
+
+    def setup(self):
+        self.rssm = RSSM(deter=self.deter, hidden=self.hidden, groups=self.groups,
+                         classes=self.classes, blocks=self.blocks, unimix=self.unimix,
+                         norm=self.norm)
+        if self.image:
+            self.encoder = nets.CNNEncoder(self.cnn_depth, norm=self.norm)
+            self.decoder = nets.CNNDecoder(tuple(self.obs_shape), self.cnn_depth, norm=self.norm)
+        else:
+            self.encoder = nets.MLPEncoder(self.units, self.layers, self.norm)
+            self.decoder = nets.MLPDecoder(tuple(self.obs_shape), self.units, self.layers,
+                                           self.norm)
+        self.reward_head = nets.TwoHotHead(self.units, 1, self.norm)
+        self.cont_head = nets.ContinueHead(self.units, 1, self.norm)
+
+    def initial(self) -> RSSMState:
+        return RSSMState(deter=jnp.zeros((self.deter,)),
+                         stoch=jnp.zeros((self.groups, self.classes)),
+                         logits=jnp.zeros((self.groups, self.classes)))
+
+    def embed(self, obs):
+        return self.encoder(obs)
+
+    def obs_step(self, state, action, embed, key):
+        return self.rssm.obs_step(state, action, embed, key)
+
+    def img_step(self, state, action, key):
+        return self.rssm.img_step(state, action, key)
+
+    def heads(self, feat):
+        """``feat -> (decoded obs, reward logits [255], continue logit)``."""
+        return self.decoder(feat), self.reward_head(feat), self.cont_head(feat)
+
+    def __call__(self, obs, action, key):
+        post, _ = self.obs_step(self.initial(), action, self.embed(obs), key)
+        return self.heads(features(post))
+
+
+def recon_loss(model: WorldModel, pred: Array, obs: Array) -> Array:
+    if model.image:
+        return nets.image_recon_loss(pred, obs)
+    return nets.vector_recon_loss(pred, obs)
+
+
+def observe(model: WorldModel, params, seq: Dict[str, Array], key: Array
+            ) -> Tuple[RSSMState, RSSMState, RSSMState, RSSMState, RSSMState]:
+    """Posterior states of ONE sequence (leaves ``[T, ...]``).
+
+    ``seq`` has ``obs, next_obs [T, *obs]``, ``action [T, A]`` (float), ``is_first [T]``.
+    Returns ``(start_post, start_prior, s, next_post, next_prior)`` with leaves ``[T, ...]``:
+    the reset-state posterior/prior of ``o_t``, the state ``s_t`` used at ``t`` and the
+    successor posterior/prior ``s'_t``.
+    """
+    chex.assert_rank(seq["is_first"], 1)
+    length = seq["is_first"].shape[0]
+    apply = lambda method, *a: model.apply(params, *a, method=method)  # noqa: E731
+    embed = jax.vmap(lambda o: apply(WorldModel.embed, o))
+    e, e_next = embed(seq["obs"]), embed(seq["next_obs"])
+    initial = model.initial()
+    zero_action = jnp.zeros((model.action_dim,))
+    first = seq["is_first"] | (jnp.arange(length) == 0)
+
+    start_key, scan_key = jax.random.split(key)
+    start_post, start_prior = jax.vmap(
+        lambda e_t, k: apply(WorldModel.obs_step, initial, zero_action, e_t, k))(
+            e, jax.random.split(start_key, length))
+
+    def step(carry, inputs):
+        start_t, e_next_t, a_t, first_t, k = inputs
+        s_t = reset_where(first_t, carry, start_t)
+        next_post, next_prior = apply(WorldModel.obs_step, s_t, a_t, e_next_t, k)
+        return next_post, (s_t, next_post, next_prior)
+
+    keys = jax.random.split(scan_key, length)
+    _, (states, post, prior) = jax.lax.scan(
+        step, initial, (start_post, e_next, seq["action"], first, keys))
+    return start_post, start_prior, states, post, prior
+
+
+def loss_fn(params, model: WorldModel, seq: Dict[str, Array], key: Array, *, kl_dyn: float,
+            kl_rep: float, free_nats: float) -> Tuple[Array, Tuple[RSSMState, Dict[str, Any]]]:
+    """World-model loss of ONE sequence: ``recon + reward + continue + KL`` averaged over T.
+
+    ``seq`` additionally holds ``reward [T]`` and ``terminated [T]`` (bool).
+    Returns ``(loss, (s [T] states for imagination, metrics))``.
+    """
+    start_post, start_prior, states, post, prior = observe(model, params, seq, key)
+    first = (seq["is_first"] | (jnp.arange(seq["is_first"].shape[0]) == 0)).astype(jnp.float32)
+    heads = jax.vmap(lambda f: model.apply(params, f, method=WorldModel.heads))
+    dec, rew_logits, cont_logit = heads(features(post))
+    start_dec, _, _ = heads(features(start_post))
+    rl = jax.vmap(lambda p, o: recon_loss(model, p, o))
+    recon = rl(dec, seq["next_obs"]) + first * rl(start_dec, seq["obs"])
+    reward = nets.two_hot_loss(rew_logits, seq["reward"])
+    cont = nets.continue_loss(cont_logit, 1.0 - seq["terminated"].astype(jnp.float32))
+    kl, kl_metrics = kl_balance(post.logits, prior.logits, dyn_scale=kl_dyn,
+                                rep_scale=kl_rep, free_nats=free_nats)
+    kl_start, _ = kl_balance(start_post.logits, start_prior.logits, dyn_scale=kl_dyn,
+                             rep_scale=kl_rep, free_nats=free_nats)
+    total = recon + reward + cont + kl + first * kl_start
+    metrics = {"wm_loss": total.mean(), "recon_loss": recon.mean(), "reward_loss": reward.mean(),
+               "cont_loss": cont.mean(), "kl_dyn": kl_metrics["kl_dyn"].mean(),
+               "kl_rep": kl_metrics["kl_rep"].mean(),
+               "reward_pred": nets.two_hot_mean(rew_logits).mean()}
+    return total.mean(), (states, metrics)

@@ -1,0 +1,224 @@
+"""MuZero's learned model, usable on its own: inference, unrolls, and mctx search adapters.
+
+The model (Schrittwieser et al., 2020) has three functions on a hidden state ``s``:
+
+    s_0 = h(o),     (r_k, s_k) = g(s_{k-1}, a_k),     (p_k, v_k) = f(s_k).
+
+Values and rewards are categorical over a support in transformed space: with the invertible
+``T(x) = sign(x)(sqrt(|x|+1) - 1) + 0.001 x`` (``core.rlmath.signed_hyperbolic``), a scalar
+``x`` is encoded as ``two_hot(T(x), support)`` and a prediction is decoded as
+``T^-1(softmax(logits) @ support)``. Hidden states are min-max normalised per example
+(:mod:`world_models.muzero_nets`), and :meth:`MuZeroModel.unroll` scales the gradient flowing
+back into the dynamics by 0.5 at every step.
+
+Search (mctx) sees any model through two functions of mctx's types:
+
+* ``root_fn(params, obs [B, ...]) -> mctx.RootFnOutput``
+* ``recurrent_fn(params, key, action [B], embedding) -> (mctx.RecurrentFnOutput, embedding)``
+
+:func:`make_model_fns` builds them for the learned model; :func:`make_env_recurrent_fn` for a
+real environment's step (a perfect model, used in tests), and a test double only needs the
+same two signatures.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable, Dict, NamedTuple, Tuple
+
+import chex
+import jax
+import jax.numpy as jnp
+import mctx
+
+from core import rlmath
+from world_models.muzero_nets import MuZeroNet
+
+Array = jax.Array
+
+# Size presets of the networks (latent width/channels, hidden widths, residual blocks).
+NET_PRESETS: Dict[str, Dict[str, Any]] = {
+    "tiny": dict(latent_dim=16, hidden=(32,), num_blocks=1),
+    "small": dict(latent_dim=64, hidden=(64,), num_blocks=1),
+    "medium": dict(latent_dim=128, hidden=(128, 128), num_blocks=2),
+    "large": dict(latent_dim=256, hidden=(256, 256), num_blocks=4),
+}
+
+
+def scale_gradient(x: Array, scale: float) -> Array:
+    """Identity forward; multiplies the gradient by ``scale`` backward."""
+    return x * scale + jax.lax.stop_gradient(x) * (1.0 - scale)
+
+
+@dataclasses.dataclass(frozen=True)
+class Support:
+    """A categorical support ``[-max_value, max_value]`` with ``size`` bins in T-space.
+
+    ``encode(x)``: scalar ``[...]`` -> probabilities ``[..., size]``;
+    ``decode(logits)``: logits ``[..., size]`` -> scalar ``[...]``; ``decode(encode(x)) = x``
+    for ``|T(x)| <= max_value``.
+    """
+
+    size: int
+    max_value: float
+
+    def __post_init__(self):
+        if self.size < 2:
+            raise ValueError(f"Support.size must be >= 2, got {self.size}")
+        if self.max_value <= 0:
+            raise ValueError(f"Support.max_value must be > 0, got {self.max_value}")
+
+    @property
+    def points(self) -> Array:
+        return jnp.linspace(-self.max_value, self.max_value, self.size)
+
+    def encode(self, x: Array) -> Array:
+        return rlmath.two_hot(rlmath.signed_hyperbolic(x), self.points)
+
+    def decode(self, logits: Array) -> Array:
+        return rlmath.signed_parabolic(rlmath.expectation(logits, self.points))
+
+
+class Unroll(NamedTuple):
+    """Predictions of a K-step unroll (leading axis K + 1; step 0 is the root).
+
+    ``reward_logits[0]`` is unused (no transition leads to the root).
+    """
+
+    policy_logits: Array  # [K+1, A]
+    value_logits: Array  # [K+1, value_bins]
+    reward_logits: Array  # [K+1, reward_bins]
+    hidden: Array  # [K+1, *latent]: hidden states s_0..s_K
+
+
+@dataclasses.dataclass(frozen=True)
+class MuZeroModel:
+    """The networks plus their supports; all methods take the parameters explicitly."""
+
+    net: MuZeroNet
+    value_support: Support
+    reward_support: Support
+
+    @property
+    def num_actions(self) -> int:
+        return self.net.num_actions
+
+    def init(self, key: Array, obs_shape: Tuple[int, ...]) -> Any:
+        obs = jnp.zeros((1,) + tuple(obs_shape), jnp.float32)
+        return self.net.init(key, obs, jnp.zeros((1,), jnp.int32))
+
+    def represent(self, params, obs: Array) -> Array:
+        return self.net.apply(params, obs, method=MuZeroNet.represent)
+
+    def dynamics(self, params, s: Array, action: Array) -> Tuple[Array, Array]:
+        return self.net.apply(params, s, action, method=MuZeroNet.dynamics)
+
+    def predict(self, params, s: Array) -> Tuple[Array, Array]:
+        return self.net.apply(params, s, method=MuZeroNet.predict)
+
+    def project(self, params, s: Array, predictor: bool) -> Array:
+        return self.net.apply(params, s, predictor, method=MuZeroNet.project)
+
+    def value(self, params, obs: Array) -> Array:
+        """``obs [B, ...] -> V(obs) [B]`` (scalar, untransformed)."""
+        _, value_logits = self.predict(params, self.represent(params, obs))
+        return self.value_support.decode(value_logits)
+
+    def unroll(self, params, obs: Array, actions: Array, dynamics_grad_scale: float = 0.5
+               ) -> Unroll:
+        """One example: ``obs [*obs_shape]``, ``actions [K]`` -> :class:`Unroll` (K + 1 steps).
+
+        The hidden state entering each dynamics step has its gradient scaled by
+        ``dynamics_grad_scale`` (0.5 in the paper), so the total gradient into the dynamics
+        stays about the same whatever K is.
+        """
+        chex.assert_rank(actions, 1)
+        s0 = self.represent(params, obs[None])[0]
+
+        def step(s, action):
+            reward_logits, s_next = self.dynamics(
+                params, scale_gradient(s, dynamics_grad_scale)[None], action[None])
+            return s_next[0], (reward_logits[0], s_next[0])
+
+        _, (reward_logits, hidden) = jax.lax.scan(step, s0, actions)
+        hidden = jnp.concatenate([s0[None], hidden], axis=0)
+        policy_logits, value_logits = self.predict(params, hidden)
+        reward_logits = jnp.concatenate([jnp.zeros_like(reward_logits[:1]), reward_logits])
+        return Unroll(policy_logits, value_logits, reward_logits, hidden)
+
+
+def make_model(num_actions: int, obs_shape: Tuple[int, ...], *, size: str = "small",
+               value_support: Support = Support(21, 10.0),
+               reward_support: Support = Support(21, 10.0), projection_dim: int = 64,
+               **overrides) -> MuZeroModel:
+    """A model for ``obs_shape`` (rank 1 -> MLP, rank 3 -> residual CNN) and a size preset."""
+    if size not in NET_PRESETS:
+        raise ValueError(f"unknown size {size!r}; known: {', '.join(NET_PRESETS)}")
+    rank = len(obs_shape)
+    if rank not in (1, 3):
+        raise ValueError(f"observations must be vectors or images [H, W, C]; got {obs_shape}")
+    kwargs = dict(NET_PRESETS[size], **overrides)
+    net = MuZeroNet(num_actions=num_actions, kind="mlp" if rank == 1 else "resnet",
+                    obs_rank=rank, value_bins=value_support.size,
+                    reward_bins=reward_support.size, projection_dim=projection_dim, **kwargs)
+    return MuZeroModel(net=net, value_support=value_support, reward_support=reward_support)
+
+
+def make_model_fns(model: MuZeroModel, discount: float) -> Tuple[Callable, Callable]:
+    """``(root_fn, recurrent_fn)`` of the learned model in mctx's types.
+
+    ``root_fn(params, obs [B, ...])`` and ``recurrent_fn(params, key, action [B], s [B, ...])``;
+    the learned model never terminates, so every edge has discount ``discount``.
+    """
+
+    def root_fn(params, obs: Array) -> mctx.RootFnOutput:
+        s = model.represent(params, obs)
+        policy_logits, value_logits = model.predict(params, s)
+        return mctx.RootFnOutput(prior_logits=policy_logits,
+                                 value=model.value_support.decode(value_logits), embedding=s)
+
+    def recurrent_fn(params, key, action, s):
+        del key
+        reward_logits, s_next = model.dynamics(params, s, action)
+        policy_logits, value_logits = model.predict(params, s_next)
+        out = mctx.RecurrentFnOutput(
+            reward=model.reward_support.decode(reward_logits),
+            discount=jnp.full(action.shape, discount, jnp.float32),
+            prior_logits=policy_logits, value=model.value_support.decode(value_logits))
+        return out, s_next
+
+    return root_fn, recurrent_fn
+
+
+class EnvEmbedding(NamedTuple):
+    """The embedding of the true-model search: an environment state and an absorbing flag."""
+
+    state: Any  # the environment's own state pytree, leaves [B, ...]
+    done: Array  # [B] bool: a terminal was reached on the path to this node
+
+
+def make_env_recurrent_fn(step_fn: Callable, *, num_actions: int, discount: float,
+                          value_fn: Callable = None) -> Callable:
+    """mctx ``recurrent_fn`` that steps a real (deterministic) environment: a perfect model.
+
+    Args:
+      step_fn: one example, ``(state, action) -> (next_state, reward, terminated)``.
+      value_fn: one example, ``state -> value`` used as the leaf estimate (default 0).
+    Returns:
+      ``recurrent_fn(params, key, action [B], EnvEmbedding)``: uniform prior logits; after a
+      terminal the node is absorbing (reward 0, discount 0).
+    """
+    value_fn = value_fn or (lambda state: jnp.zeros((), jnp.float32))
+
+    def recurrent_fn(params, key, action, embedding: EnvEmbedding):
+        del params, key
+        next_state, reward, terminated = jax.vmap(step_fn)(embedding.state, action)
+        done = embedding.done | terminated
+        reward = jnp.where(embedding.done, 0.0, reward).astype(jnp.float32)
+        out = mctx.RecurrentFnOutput(
+            reward=reward, discount=jnp.where(done, 0.0, discount).astype(jnp.float32),
+            prior_logits=jnp.zeros(action.shape + (num_actions,), jnp.float32),
+            value=jnp.where(done, 0.0, jax.vmap(value_fn)(next_state)).astype(jnp.float32))
+        return out, EnvEmbedding(next_state, done)
+
+    return recurrent_fn

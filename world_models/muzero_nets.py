@@ -1,0 +1,147 @@
+"""MuZero's three functions as flax.linen modules: h(o) -> s, g(s, a) -> (r, s'), f(s) -> (p, v).
+
+Two variants share one interface (:class:`MuZeroNet`, methods ``represent``, ``dynamics``,
+``predict``, ``project``):
+
+* ``"mlp"`` for vector observations: hidden state ``s [..., latent_dim]``;
+* ``"resnet"`` for image observations ``[..., H, W, C]`` (MinAtar's 10x10xC): hidden state
+  ``s [..., H, W, channels]`` from a 3x3 convolution and residual blocks.
+
+Every hidden state leaving ``represent`` or ``dynamics`` is min-max normalised to [0, 1] per
+example over its latent axes (MuZero appendix G):  ``s <- (s - min s) / (max s - min s + eps)``.
+Reward and value heads output logits over a categorical support (see
+:mod:`world_models.muzero`); their last layers start at zero so the first predictions are the
+support's centre value (0 after the transform) rather than noise.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence, Tuple
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+Array = jax.Array
+
+NORM_EPS = 1e-5
+
+
+def min_max_normalise(s: Array, num_latent_axes: int) -> Array:
+    """Scales each example's hidden state to [0, 1] over its last ``num_latent_axes`` axes."""
+    axes = tuple(range(s.ndim - num_latent_axes, s.ndim))
+    low = jnp.min(s, axis=axes, keepdims=True)
+    high = jnp.max(s, axis=axes, keepdims=True)
+    return (s - low) / (high - low + NORM_EPS)
+
+
+class MLP(nn.Module):
+    """Dense + LayerNorm + ReLU layers, then a linear output (zero-initialised if asked)."""
+
+    hidden: Sequence[int]
+    out_dim: int
+    zero_init: bool = False
+
+    @nn.compact
+    def __call__(self, x: Array) -> Array:
+        for width in self.hidden:
+            x = nn.relu(nn.LayerNorm()(nn.Dense(width)(x)))
+        init = nn.initializers.zeros if self.zero_init else nn.initializers.lecun_normal()
+        return nn.Dense(self.out_dim, kernel_init=init)(x)
+
+
+class ResBlock(nn.Module):
+    """Pre-activation residual block: ``x + conv(relu(ln(conv(relu(ln(x))))))``."""
+
+    channels: int
+
+    @nn.compact
+    def __call__(self, x: Array) -> Array:
+        y = nn.Conv(self.channels, (3, 3))(nn.relu(nn.LayerNorm()(x)))
+        y = nn.Conv(self.channels, (3, 3))(nn.relu(nn.LayerNorm()(y)))
+        return x + y
+
+
+class MuZeroNet(nn.Module):
+    """Representation, dynamics, prediction and (EfficientZero) projection networks.
+
+    Attributes:
+      num_actions: size of the discrete action space.
+      kind: ``"mlp"`` or ``"resnet"``.
+      obs_rank: number of observation axes (1 for vectors, 3 for images).
+      latent_dim: hidden-state width (mlp) or channels (resnet).
+      hidden: widths of the hidden layers of each MLP (trunks and heads).
+      num_blocks: residual blocks per resnet trunk.
+      value_bins / reward_bins: sizes of the categorical supports.
+      projection_dim: width of the consistency-loss projection.
+    """
+
+    num_actions: int
+    kind: str = "mlp"
+    obs_rank: int = 1
+    latent_dim: int = 64
+    hidden: Sequence[int] = (64,)
+    num_blocks: int = 1
+    value_bins: int = 21
+    reward_bins: int = 21
+    projection_dim: int = 64
+
+    @property
+    def latent_axes(self) -> int:
+        return 1 if self.kind == "mlp" else 3
+
+    def setup(self):
+        self.representation = self._trunk()
+        self.dynamics_trunk = self._trunk()
+        self.reward_head = MLP(self.hidden, self.reward_bins, zero_init=True)
+        self.policy_head = MLP(self.hidden, self.num_actions, zero_init=True)
+        self.value_head = MLP(self.hidden, self.value_bins, zero_init=True)
+        self.projection = MLP(self.hidden, self.projection_dim)
+        self.projection_predictor = MLP(self.hidden, self.projection_dim)
+
+    def __call__(self, obs: Array, action: Array):
+        """Touches every sub-network once (for ``init``)."""
+        s = self.represent(obs)
+        reward_logits, s_next = self.dynamics(s, action)
+        policy_logits, value_logits = self.predict(s_next)
+        return reward_logits, policy_logits, value_logits, self.project(s, True)
+
+    def _trunk(self):
+        if self.kind == "mlp":
+            return MLP(self.hidden, self.latent_dim)
+        return nn.Sequential([nn.Conv(self.latent_dim, (3, 3))]
+                             + [ResBlock(self.latent_dim) for _ in range(self.num_blocks)])
+
+    def represent(self, obs: Array) -> Array:
+        """``obs [..., *obs_shape] -> s``, normalised to [0, 1] per example."""
+        x = obs.astype(jnp.float32)
+        if self.kind == "mlp":
+            x = x.reshape(x.shape[:x.ndim - self.obs_rank] + (-1,))
+        return min_max_normalise(self.representation(x), self.latent_axes)
+
+    def dynamics(self, s: Array, action: Array) -> Tuple[Array, Array]:
+        """``(s, action [...] int) -> (reward_logits [..., reward_bins], s')``."""
+        onehot = jax.nn.one_hot(action, self.num_actions)
+        if self.kind == "mlp":
+            x = jnp.concatenate([s, onehot], axis=-1)
+        else:
+            planes = jnp.broadcast_to(onehot[..., None, None, :],
+                                      s.shape[:-1] + onehot.shape[-1:])
+            x = jnp.concatenate([s, planes], axis=-1)
+        s_next = min_max_normalise(self.dynamics_trunk(x), self.latent_axes)
+        return self.reward_head(self._flat(s_next)), s_next
+
+    def predict(self, s: Array) -> Tuple[Array, Array]:
+        """``s -> (policy_logits [..., A], value_logits [..., value_bins])``."""
+        x = self._flat(s)
+        return self.policy_head(x), self.value_head(x)
+
+    def project(self, s: Array, predictor: bool) -> Array:
+        """EfficientZero's projection ``s -> z [..., projection_dim]`` (+ predictor head)."""
+        z = self.projection(self._flat(s))
+        return self.projection_predictor(z) if predictor else z
+
+    def _flat(self, s: Array) -> Array:
+        if self.kind == "mlp":
+            return s
+        return s.reshape(s.shape[:-3] + (-1,))

@@ -1,0 +1,201 @@
+"""Recurrent state-space model (RSSM) of DreamerV3, written for ONE example.
+
+State ``s = (deter h [D], stoch z [G, C] one-hot, logits [G, C])``. One step:
+
+    prior (imagination):  h' = GRU(h, [z, a]),        z' ~ p(z' | h')      (``img_step``)
+    posterior (observe):  h' as above,                z' ~ q(z' | h', e)    (``obs_step``)
+
+where ``e`` is the embedding of the observation. The stochastic state is ``G`` categorical
+groups of ``C`` classes; probabilities are mixed with 1% uniform ("unimix",
+``p = 0.99 softmax(l) + 0.01 / C``) and samples are straight-through one-hot vectors
+(``z = onehot + p - sg(p)``). The GRU is DreamerV3's normalised variant, optionally
+block-diagonal with ``blocks`` groups (each block sees its own slice of ``h`` and all inputs):
+
+    r, c, u = split(Norm(W [h_b, x]))    r = sigmoid(r), c = tanh(r * c), u = sigmoid(u - 1)
+    h' = u * c + (1 - u) * h
+
+Callers vmap over examples and scan over time. Features for heads: ``[h, flatten(z)]``.
+"""
+
+from __future__ import annotations
+
+from typing import Tuple
+
+import chex
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+from flax import struct
+
+Array = jax.Array
+
+
+@struct.dataclass
+class RSSMState:
+    deter: Array  # [D] float32: GRU state h
+    stoch: Array  # [G, C] float32: straight-through one-hot sample z
+    logits: Array  # [G, C] float32: unimix log-probabilities of z
+
+
+def unimix_logits(logits: Array, unimix: float) -> Array:
+    """``log((1 - unimix) softmax(logits) + unimix / C)`` over the last axis."""
+    probs = jax.nn.softmax(logits, axis=-1)
+    probs = (1.0 - unimix) * probs + unimix / logits.shape[-1]
+    return jnp.log(probs)
+
+
+def straight_through_sample(key: Array, logits: Array) -> Array:
+    """One-hot sample of ``Cat(softmax(logits))`` per group with straight-through gradients."""
+    probs = jax.nn.softmax(logits, axis=-1)
+    index = jax.random.categorical(key, logits, axis=-1)
+    onehot = jax.nn.one_hot(index, logits.shape[-1], dtype=probs.dtype)
+    return onehot + probs - jax.lax.stop_gradient(probs)
+
+
+def categorical_kl(logits_p: Array, logits_q: Array) -> Array:
+    """``KL(p || q) = sum_groups sum_c p_c (log p_c - log q_c)`` for ``[G, C]`` log-probs."""
+    logp = jax.nn.log_softmax(logits_p, axis=-1)
+    logq = jax.nn.log_softmax(logits_q, axis=-1)
+    return (jnp.exp(logp) * (logp - logq)).sum(axis=(-2, -1))
+
+
+def kl_balance(post_logits: Array, prior_logits: Array, *, dyn_scale: float, rep_scale: float,
+               free_nats: float = 1.0) -> Tuple[Array, dict]:
+    """DreamerV3's balanced KL with free bits (one example or any leading axes).
+
+    ``dyn = max(free, KL(sg(q) || p))`` trains the prior, ``rep = max(free, KL(q || sg(p)))``
+    the posterior; loss ``= dyn_scale dyn + rep_scale rep``.
+    """
+    sg = jax.lax.stop_gradient
+    dyn_kl = categorical_kl(sg(post_logits), prior_logits)
+    rep_kl = categorical_kl(post_logits, sg(prior_logits))
+    dyn = jnp.maximum(dyn_kl, free_nats)
+    rep = jnp.maximum(rep_kl, free_nats)
+    loss = dyn_scale * dyn + rep_scale * rep
+    return loss, {"kl_dyn": dyn_kl, "kl_rep": rep_kl}
+
+
+class Norm(nn.Module):
+    """LayerNorm or RMSNorm over the last axis (``kind`` = 'layer' | 'rms')."""
+
+    kind: str = "rms"
+
+    @nn.compact
+    def __call__(self, x):
+        if self.kind == "layer":
+            return nn.LayerNorm(epsilon=1e-3)(x)
+        return nn.RMSNorm(epsilon=1e-4)(x)
+
+
+class Dense(nn.Module):
+    """Linear -> Norm -> SiLU (DreamerV3's hidden layer; no bias before the norm)."""
+
+    units: int
+    norm: str = "rms"
+
+    @nn.compact
+    def __call__(self, x):
+        return jax.nn.silu(Norm(self.norm)(nn.Dense(self.units, use_bias=False)(x)))
+
+
+class BlockLinear(nn.Module):
+    """Block-diagonal linear map: ``x [blocks, n_in] -> [blocks, n_out]`` with one W per block."""
+
+    blocks: int
+    n_out: int
+
+    @nn.compact
+    def __call__(self, x):
+        n_in = x.shape[-1]
+        w = self.param("kernel", nn.initializers.lecun_normal(batch_axis=(0,)),
+                       (self.blocks, n_in, self.n_out))
+        b = self.param("bias", nn.initializers.zeros, (self.blocks, self.n_out))
+        return jnp.einsum("gi,gio->go", x, w) + b
+
+
+class RSSM(nn.Module):
+    """DreamerV3 RSSM for one example (see module docstring).
+
+    Attributes:
+      deter: GRU state size D (divisible by ``blocks``).
+      hidden: width of input projections and of the prior/posterior MLPs.
+      groups, classes: G categorical groups of C classes.
+      blocks: block-diagonal GRU blocks (1: dense GRU).
+      unimix: uniform mixture weight of the categorical probabilities.
+      norm: 'rms' or 'layer'.
+    """
+
+    deter: int = 512
+    hidden: int = 64
+    groups: int = 32
+    classes: int = 4
+    blocks: int = 1
+    unimix: float = 0.01
+    norm: str = "rms"
+
+    def setup(self):
+        self.in_deter = Dense(self.hidden, self.norm)
+        self.in_stoch = Dense(self.hidden, self.norm)
+        self.in_action = Dense(self.hidden, self.norm)
+        self.gru = BlockLinear(self.blocks, 3 * (self.deter // self.blocks))
+        self.gru_norm = Norm(self.norm)
+        self.prior_hidden = Dense(self.hidden, self.norm)
+        self.prior_out = nn.Dense(self.groups * self.classes)
+        self.post_hidden = Dense(self.hidden, self.norm)
+        self.post_out = nn.Dense(self.groups * self.classes)
+
+    def initial(self) -> RSSMState:
+        g, c = self.groups, self.classes
+        return RSSMState(deter=jnp.zeros((self.deter,)), stoch=jnp.zeros((g, c)),
+                         logits=jnp.zeros((g, c)))
+
+    def _core(self, deter: Array, stoch: Array, action: Array) -> Array:
+        x = jnp.concatenate([self.in_deter(deter), self.in_stoch(stoch.reshape(-1)),
+                             self.in_action(action)])
+        nb, per = self.blocks, self.deter // self.blocks
+        blocks_in = jnp.concatenate([deter.reshape(nb, per), jnp.broadcast_to(x, (nb,) + x.shape)],
+                                    axis=-1)
+        gates = self.gru_norm(self.gru(blocks_in))  # [nb, 3 per]
+        reset, cand, update = jnp.split(gates, 3, axis=-1)
+        reset = jax.nn.sigmoid(reset)
+        cand = jnp.tanh(reset * cand)
+        update = jax.nn.sigmoid(update - 1.0)
+        return (update * cand + (1.0 - update) * deter.reshape(nb, per)).reshape(-1)
+
+    def _logits(self, x: Array, hidden: nn.Module, out: nn.Module) -> Array:
+        logits = out(hidden(x))
+        return unimix_logits(logits.reshape(self.groups, self.classes), self.unimix)
+
+    def img_step(self, state: RSSMState, action: Array, key: Array) -> RSSMState:
+        """Prior step ``(s, a) -> s'`` with ``z' ~ p(z' | h')`` (action [A] float)."""
+        chex.assert_rank(action, 1)
+        deter = self._core(state.deter, state.stoch, action)
+        logits = self._logits(deter, self.prior_hidden, self.prior_out)
+        return RSSMState(deter=deter, stoch=straight_through_sample(key, logits), logits=logits)
+
+    def obs_step(self, state: RSSMState, action: Array, embed: Array, key: Array
+                 ) -> Tuple[RSSMState, RSSMState]:
+        """Posterior step: returns ``(posterior, prior)`` for the same ``h'``."""
+        chex.assert_rank([action, embed], 1)
+        prior_key, post_key = jax.random.split(key)
+        prior = self.img_step(state, action, prior_key)
+        logits = self._logits(jnp.concatenate([prior.deter, embed]), self.post_hidden,
+                             self.post_out)
+        post = RSSMState(deter=prior.deter, stoch=straight_through_sample(post_key, logits),
+                         logits=logits)
+        return post, prior
+
+    def __call__(self, state: RSSMState, action: Array, embed: Array, key: Array):
+        """Initialisation entry point (creates every parameter)."""
+        return self.obs_step(state, action, embed, key)
+
+
+def features(state: RSSMState) -> Array:
+    """``[..., D + G C]``: the input of every head."""
+    lead = state.deter.shape[:-1]
+    return jnp.concatenate([state.deter, state.stoch.reshape(lead + (-1,))], axis=-1)
+
+
+def reset_where(first: Array, state: RSSMState, initial: RSSMState) -> RSSMState:
+    """``initial`` where ``first`` (scalar bool, one example) else ``state``."""
+    return jax.tree_util.tree_map(lambda a, b: jnp.where(first, b, a), state, initial)
