@@ -3,6 +3,10 @@
 orbax writes each step into a temporary directory and renames it when complete, so a run
 killed mid-save leaves the previous checkpoint intact; a resumed run starts from the newest
 complete one.
+
+orbax cannot write zero-size arrays (MJX environment states have some, e.g. ``data.act`` of
+a system without activations), so the state is stored as ``{leaf index: leaf}`` for its
+non-empty leaves only, and the empty ones are rebuilt from the restore target's shapes.
 """
 
 from __future__ import annotations
@@ -11,7 +15,12 @@ import os
 from typing import Any, Dict, Optional, Tuple
 
 import jax
+import jax.numpy as jnp
 import orbax.checkpoint as ocp
+
+
+def _non_empty(leaves) -> Dict[str, Any]:
+    return {str(i): leaf for i, leaf in enumerate(leaves) if leaf.size > 0}
 
 
 class Checkpointer:
@@ -26,7 +35,8 @@ class Checkpointer:
         return self.manager.latest_step()
 
     def save(self, step: int, state: Any, meta: Dict) -> None:
-        args = ocp.args.Composite(state=ocp.args.StandardSave(state),
+        leaves = jax.tree_util.tree_leaves(state)
+        args = ocp.args.Composite(state=ocp.args.StandardSave(_non_empty(leaves)),
                                   meta=ocp.args.JsonSave(meta))
         self.manager.save(step, args=args, force=True)
         self.manager.wait_until_finished()
@@ -34,10 +44,22 @@ class Checkpointer:
     def restore(self, abstract_state: Any, step: Optional[int] = None) -> Tuple[Any, Dict]:
         """Restores onto the shapes, dtypes and shardings of ``abstract_state``."""
         step = self.latest_step() if step is None else step
-        args = ocp.args.Composite(state=ocp.args.StandardRestore(abstract_state),
-                                  meta=ocp.args.JsonRestore())
+        abstract_leaves, treedef = jax.tree_util.tree_flatten(abstract_state)
+        args = ocp.args.Composite(
+            state=ocp.args.StandardRestore(_non_empty(abstract_leaves)),
+            meta=ocp.args.JsonRestore())
         restored = self.manager.restore(step, args=args)
-        return restored["state"], dict(restored["meta"])
+        saved = restored["state"]
+
+        def leaf(i, abstract):
+            if str(i) in saved:
+                return saved[str(i)]
+            empty = jnp.zeros(abstract.shape, abstract.dtype)
+            sharding = getattr(abstract, "sharding", None)
+            return jax.device_put(empty, sharding) if sharding is not None else empty
+
+        leaves = [leaf(i, a) for i, a in enumerate(abstract_leaves)]
+        return jax.tree_util.tree_unflatten(treedef, leaves), dict(restored["meta"])
 
     def close(self) -> None:
         self.manager.close()

@@ -35,7 +35,8 @@ class RunConfig:
       num_seeds: independent seeds trained in one program (vmapped).
       seed: base seed; seed ``i`` of the run uses ``split(PRNGKey(seed), num_seeds)[i]``.
       logdir: output directory (rerun with the same one to resume); None writes nothing.
-      log_every: environment steps between metric lines (rounded to whole iterations).
+      log_every: environment steps between metric lines (rounded to whole iterations; at most
+        ``steps``).
       eval_every: environment steps between evaluations (0: only at the end; -1: never).
       eval_episodes: episodes per evaluation and seed.
       checkpoint_every: environment steps between checkpoints (0: only at the end).
@@ -106,7 +107,8 @@ def train(env: Environment, agent: Agent, cfg: RunConfig, config_record: Optiona
     """
     schedule = agent.schedule
     steps_per_iteration = cfg.num_envs * schedule.env_steps_per_iteration
-    iterations = max(1, cfg.log_every // steps_per_iteration)
+    # A run shorter than log_every is one chunk of (about) cfg.steps, not a whole log_every.
+    iterations = max(1, min(cfg.log_every, cfg.steps) // steps_per_iteration)
     prefill_iterations = max(1, math.ceil(schedule.prefill_steps / cfg.num_envs))
     fns = make_loop(env, agent, num_envs=cfg.num_envs, iterations=iterations,
                     prefill_iterations=prefill_iterations, eval_envs=cfg.eval_episodes)
