@@ -29,9 +29,29 @@ def make_buffer(*, num_envs: int, capacity: int, batch_size: int, sequence_lengt
                   sample_sequence_length=sequence_length, period=period,
                   min_length_time_axis=sequence_length, max_length_time_axis=per_env)
     if prioritised:
-        return fbx.make_prioritised_trajectory_buffer(priority_exponent=priority_exponent,
-                                                      device="cpu", **kwargs)
+        return _strong_types(fbx.make_prioritised_trajectory_buffer(
+            priority_exponent=priority_exponent, device="cpu", **kwargs))
     return fbx.make_trajectory_buffer(**kwargs)
+
+
+def _strong_types(buffer):
+    """The buffer with an ``init`` whose state has no weak-typed leaves.
+
+    flashbax's prioritised buffer initialises ``max_recorded_priority`` weakly typed and
+    ``add`` returns it strongly typed, so every jitted chunk after the first would be
+    recompiled (the runner feeds a chunk's output state to the next call).
+    """
+    def init(example):
+        return jax.tree_util.tree_map(lambda x: jax.lax.convert_element_type(x, x.dtype),
+                                      buffer.init(example))
+
+    return buffer.replace(init=init)
+
+
+def _filled(buffer_state) -> Tuple[int, int, jax.Array]:
+    """``(num_envs, time capacity, steps written per env row)`` of a trajectory buffer state."""
+    num_envs, length = jax.tree_util.tree_leaves(buffer_state.experience)[0].shape[:2]
+    return num_envs, length, jnp.where(buffer_state.is_full, length, buffer_state.current_index)
 
 
 def add_step(buffer, buffer_state, transition):
@@ -46,8 +66,7 @@ def all_steps(buffer_state) -> Tuple[object, jax.Array]:
     ensembles trained on all data). Rows not yet written have mask 0.
     """
     experience = buffer_state.experience
-    num_envs, length = jax.tree_util.tree_leaves(experience)[0].shape[:2]
-    filled = jnp.where(buffer_state.is_full, length, buffer_state.current_index)
+    num_envs, length, filled = _filled(buffer_state)
     valid_t = jnp.arange(length) < filled
     mask = jnp.broadcast_to(valid_t[None, :], (num_envs, length)).reshape(-1)
     flat = jax.tree_util.tree_map(lambda x: x.reshape((num_envs * length,) + x.shape[2:]),
@@ -57,7 +76,18 @@ def all_steps(buffer_state) -> Tuple[object, jax.Array]:
 
 def num_stored(buffer_state) -> jax.Array:
     """Number of steps currently stored (summed over environments)."""
-    experience = buffer_state.experience
-    num_envs, length = jax.tree_util.tree_leaves(experience)[0].shape[:2]
-    filled = jnp.where(buffer_state.is_full, length, buffer_state.current_index)
+    num_envs, _, filled = _filled(buffer_state)
     return filled * num_envs
+
+
+def sample_steps(buffer_state, key: jax.Array, batch_size: int):
+    """``batch_size`` stored steps drawn uniformly (with replacement), leaves ``[n, ...]``.
+
+    Rows are ``(env e ~ U[0, E), time t ~ U[0, filled))`` of the flashbax experience
+    ``[E, T, ...]``; every env row holds the same number of steps.
+    """
+    num_envs, _, filled = _filled(buffer_state)
+    env_key, time_key = jax.random.split(key)
+    env_idx = jax.random.randint(env_key, (batch_size,), 0, num_envs)
+    time_idx = jax.random.randint(time_key, (batch_size,), 0, jnp.maximum(filled, 1))
+    return jax.tree_util.tree_map(lambda x: x[env_idx, time_idx], buffer_state.experience)

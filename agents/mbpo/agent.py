@@ -54,19 +54,8 @@ class MBPOState:
     model_metrics: Dict[str, Array]  # () float32 each: metrics of the latest fit
 
 
-def sample_real(buffer_state, key: Array, batch_size: int) -> Transition:
-    """``batch_size`` stored steps drawn uniformly (with replacement), leaves ``[n, ...]``.
-
-    Rows are ``(env e ~ U[0, E), time t ~ U[0, filled))`` of the flashbax experience
-    ``[E, T, ...]``; every env row holds the same number of steps.
-    """
-    experience = buffer_state.experience
-    num_envs, length = jax.tree_util.tree_leaves(experience)[0].shape[:2]
-    filled = jnp.where(buffer_state.is_full, length, buffer_state.current_index)
-    env_key, time_key = jax.random.split(key)
-    env_idx = jax.random.randint(env_key, (batch_size,), 0, num_envs)
-    time_idx = jax.random.randint(time_key, (batch_size,), 0, jnp.maximum(filled, 1))
-    return jax.tree_util.tree_map(lambda x: x[env_idx, time_idx], experience)
+# Uniform draws of stored real steps (the shared replay helper; kept under MBPO's name).
+sample_real = replay.sample_steps
 
 
 def mixed_batch(real: Transition, model_rows) -> Batch:

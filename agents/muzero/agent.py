@@ -65,20 +65,6 @@ def _flat_apply(fn, x: Array, batch_axes: int = 2):
     return jax.tree_util.tree_map(lambda y: y.reshape(lead + y.shape[1:]), out)
 
 
-def _strong_types(buffer):
-    """The buffer with an ``init`` whose state has no weak-typed leaves.
-
-    flashbax's prioritised buffer initialises ``max_recorded_priority`` weakly typed and
-    ``add`` returns it strongly typed, so every jitted chunk after the first would be
-    recompiled (the runner feeds a chunk's output state to the next call).
-    """
-    def init(example):
-        return jax.tree_util.tree_map(lambda x: jax.lax.convert_element_type(x, x.dtype),
-                                      buffer.init(example))
-
-    return buffer.replace(init=init)
-
-
 def _check_env(env: Environment) -> None:
     spec = env.spec
     if not spec.discrete:
@@ -97,10 +83,10 @@ def make(cfg: MuZeroConfig, env: Environment, num_envs: int) -> Agent:
     root_fn, recurrent_fn = make_model_fns(model, cfg.discount)
     opt = losses.optimizer(cfg)
     length = cfg.sequence_length
-    buffer = _strong_types(replay.make_buffer(num_envs=num_envs,
+    buffer = replay.make_buffer(num_envs=num_envs,
                                 capacity=max(cfg.buffer_size, num_envs * (length + 1)),
                                 batch_size=cfg.batch_size, sequence_length=length,
-                                prioritised=True, priority_exponent=cfg.priority_exponent))
+                                prioritised=True, priority_exponent=cfg.priority_exponent)
     num_reanalyse = int(round(cfg.reanalyse_fraction * cfg.batch_size))
 
     def init(key: Array) -> MuZeroState:
