@@ -10,6 +10,16 @@ their moments with smoothing ``alpha`` (the weight kept on the old value, as in 
 
     mean <- alpha * mean + (1 - alpha) * mean(elites)
     std  <- alpha * std  + (1 - alpha) * std(elites)
+
+Three options from iCEM (Pinneri et al., 2020), all off by default (plain CEM as in PETS):
+
+* ``noise_beta > 0``: the sampling noise is coloured along the horizon, power spectrum
+  ``1 / f^beta`` (``beta = 2``: smooth, low-frequency action sequences) rescaled to unit variance
+  per sequence, instead of white noise;
+* ``keep_elites``: the elites of one iteration replace the last ``elites`` samples of the next;
+* ``return_best``: the plan returned (executed, then shifted into the warm start) is the best
+  sampled one over all iterations instead of the final mean, so no averaging of tied plans
+  executes a blurred action.
 """
 
 from __future__ import annotations
@@ -36,8 +46,16 @@ class CEMConfig:
     alpha: float = 0.1
     init_std: float = 0.5  # initial std as a fraction of the action range (high - low)
     min_std: float = 1e-3  # std floor as a fraction of the action range
+    noise_beta: float = 0.0  # iCEM coloured noise exponent (0: white noise)
+    keep_elites: bool = False  # iCEM: carry the elites into the next iteration's population
+    return_best: bool = False  # iCEM: return the best sampled plan, not the final mean
 
     def __post_init__(self):
+        if self.noise_beta < 0:
+            raise ValueError(f"CEM noise_beta must be >= 0 (0: white noise), got {self.noise_beta}")
+        if self.keep_elites and self.elites >= self.population:
+            raise ValueError(f"CEM keep_elites needs elites < population, got elites={self.elites}"
+                             f" and population={self.population}")
         if not 0 < self.elites <= self.population:
             raise ValueError(f"CEM elites must be in [1, population={self.population}], "
                              f"got {self.elites}")
@@ -58,19 +76,41 @@ def shift(mean: Array, low: Array, high: Array) -> Array:
     return jnp.concatenate([mean[1:], ((low + high) / 2.0)[None]], axis=0)
 
 
+def coloured_noise(key: Array, shape: Tuple[int, ...], beta: float) -> Array:
+    """Standard-normal-like noise ``[P, H, m]`` with power spectrum ``1 / f^beta`` along ``H``.
+
+    ``beta = 0`` is white noise. Each ``(p, :, j)`` sequence is rescaled to unit variance.
+    """
+    if beta == 0.0 or shape[1] < 2:
+        return jax.random.normal(key, shape)
+    pop, horizon, dims = shape
+    freqs = jnp.fft.rfftfreq(horizon)
+    freqs = freqs.at[0].set(freqs[1])  # the constant component gets the lowest frequency's power
+    scale = freqs ** (-beta / 2.0)
+    re_key, im_key = jax.random.split(key)
+    spectrum = (jax.random.normal(re_key, (pop, dims, freqs.shape[0]))
+                + 1j * jax.random.normal(im_key, (pop, dims, freqs.shape[0]))) * scale
+    x = jnp.fft.irfft(spectrum, n=horizon, axis=-1)
+    x = x / jnp.maximum(jnp.std(x, axis=-1, keepdims=True), 1e-6)
+    return jnp.swapaxes(x, 1, 2)
+
+
 def optimize(objective: Objective, mean: Array, key: Array, cfg: CEMConfig, low: Array,
              high: Array) -> Tuple[Array, Dict[str, Array]]:
-    """Runs CEM from ``mean [H, m]``; returns the final mean plan and diagnostics."""
+    """Runs CEM from ``mean [H, m]``; returns the final mean (or best, ``return_best``) plan
+    and diagnostics."""
     chex.assert_rank(mean, 2)
     chex.assert_equal_shape([low, high])
     span = high - low
     std = jnp.broadcast_to(cfg.init_std * span, mean.shape)
 
     def iteration(carry, it_key):
-        mean, std, best_value, best_plan = carry
+        mean, std, best_value, best_plan, kept = carry
         noise_key, eval_key = jax.random.split(it_key)
-        eps = jax.random.normal(noise_key, (cfg.population,) + mean.shape)
+        eps = coloured_noise(noise_key, (cfg.population,) + mean.shape, cfg.noise_beta)
         plans = jnp.clip(mean + std * eps, low, high)
+        if cfg.keep_elites:
+            plans = jnp.concatenate([plans[:cfg.population - cfg.elites], kept], axis=0)
         values = objective(plans, eval_key)
         chex.assert_shape(values, (cfg.population,))
         values = jnp.where(jnp.isfinite(values), values, -jnp.inf)
@@ -82,13 +122,15 @@ def optimize(objective: Objective, mean: Array, key: Array, cfg: CEMConfig, low:
         better = top_values[0] > best_value
         best_plan = jnp.where(better, elites[0], best_plan)
         best_value = jnp.maximum(best_value, top_values[0])
-        return (new_mean, new_std, best_value, best_plan), top_values.mean()
+        return (new_mean, new_std, best_value, best_plan, elites), top_values.mean()
 
-    init = (mean, std, jnp.array(-jnp.inf, jnp.float32), mean)
-    (mean, std, best_value, _), elite_means = jax.lax.scan(
+    # The first iteration's "kept elites" are copies of the warm start (evaluated once more).
+    init = (mean, std, jnp.array(-jnp.inf, jnp.float32), mean,
+            jnp.broadcast_to(mean, (cfg.elites,) + mean.shape))
+    (mean, std, best_value, best_plan, _), elite_means = jax.lax.scan(
         iteration, init, jax.random.split(key, cfg.iterations))
-    return mean, {"plan_value": elite_means[-1], "best_value": best_value,
-                  "final_std": std.mean()}
+    return (best_plan if cfg.return_best else mean), {
+        "plan_value": elite_means[-1], "best_value": best_value, "final_std": std.mean()}
 
 
 def check_spec(spec, agent: str) -> None:

@@ -29,6 +29,13 @@ Rewards are weighted by the probability of still being alive (needed e.g. by
 brax/inverted_pendulum, whose reward is a constant 1 per step until the pole falls): from the
 environment's known ``termination_fn`` when ``use_true_termination`` and it has one, else from
 the ensemble's termination head when ``predict_termination``.
+
+Two optional additions to the plan score, both off by default: ``obs_cost`` (a planning-only
+quadratic cost on the imagined observations, e.g. on the cart position of
+brax/inverted_pendulum, whose survival reward says nothing about the end of the rail until it
+is too late) and ``terminal_value`` (a TD(0)-learned value of the last imagined state,
+:mod:`agents.pets.value`). The planner can also use iCEM's options (``noise_beta``,
+``keep_elites``, ``return_best``; :mod:`agents.mpc.cem`).
 """
 
 from __future__ import annotations
@@ -44,6 +51,7 @@ from agents.mpc import cem
 from core import replay
 from core.types import Agent, Schedule
 from envs.api import Environment
+from agents.pets import value as pets_value
 from world_models import ensemble, ensemble_fit
 
 Array = jax.Array
@@ -56,6 +64,7 @@ class PETSConfig:
 
     Attributes:
       horizon, population, elites, cem_iterations, alpha, init_std: the CEM planner.
+      noise_beta, keep_elites, return_best: iCEM's options (:mod:`agents.mpc.cem`; off = CEM).
       num_particles: particles per candidate plan (its value is their mean return).
       propagation: one of :data:`PROPAGATIONS` (see the module doc).
       ensemble_members, ensemble_elites: members trained / used for prediction.
@@ -66,6 +75,14 @@ class PETSConfig:
         learned reward is used anyway).
       use_true_termination: plan with ``env.termination_fn`` when the environment has one
         (else the termination head if ``predict_termination``, else no termination).
+      terminal_value: score plans with a learned value of their last state
+        (:mod:`agents.pets.value`): ``sum_t gamma^t alive_t r_t + gamma^H alive_H V(s_H)``
+        with ``gamma = value_discount``.
+      value_hidden, value_discount, value_learning_rate, value_train_steps, value_batch_size,
+        value_tau: the value network and its TD(0) fit after each ensemble refit.
+      obs_cost: planning-only quadratic cost weights, one per observation dimension (empty:
+        none): each imagined step's reward is lowered by ``sum_i obs_cost[i] * s'_i^2``. The
+        agent's returns (logged and evaluated) stay the environment's own.
       refit_every: environment steps (per environment) between ensemble refits.
       prefill_steps: random-action steps (summed over environments) before the first fit.
       buffer_size: replay capacity in steps (all of it is used in each fit).
@@ -77,6 +94,9 @@ class PETSConfig:
     cem_iterations: int = 5
     alpha: float = 0.1
     init_std: float = 0.5
+    noise_beta: float = 0.0
+    keep_elites: bool = False
+    return_best: bool = False
     num_particles: int = 20
     propagation: str = "tsinf"
     ensemble_members: int = 5
@@ -91,12 +111,22 @@ class PETSConfig:
     predict_termination: bool = False
     use_true_reward: bool = True
     use_true_termination: bool = True
+    obs_cost: Tuple[float, ...] = ()
+    terminal_value: bool = False
+    value_hidden: Tuple[int, ...] = (64, 64)
+    value_discount: float = 0.99
+    value_learning_rate: float = 1e-3
+    value_train_steps: int = 500
+    value_batch_size: int = 256
+    value_tau: float = 0.01
     refit_every: int = 200
     prefill_steps: int = 1000
     buffer_size: int = 100_000
 
     def __post_init__(self):
         object.__setattr__(self, "hidden_sizes", tuple(int(h) for h in self.hidden_sizes))
+        object.__setattr__(self, "obs_cost", tuple(float(w) for w in self.obs_cost))
+        object.__setattr__(self, "value_hidden", tuple(int(h) for h in self.value_hidden))
         checks = [
             ("horizon", self.horizon >= 1, ">= 1"),
             ("population", self.population >= 1, ">= 1"),
@@ -110,6 +140,13 @@ class PETSConfig:
             ("refit_every", self.refit_every >= 1, ">= 1"),
             ("prefill_steps", self.prefill_steps >= 0, ">= 0"),
             ("buffer_size", self.buffer_size >= 1, ">= 1"),
+            ("obs_cost", all(w >= 0 for w in self.obs_cost), "non-negative weights"),
+            ("value_discount", 0.0 <= self.value_discount < 1.0, "in [0, 1)"),
+            ("value_learning_rate", self.value_learning_rate > 0, "> 0"),
+            ("value_train_steps", self.value_train_steps >= 1, ">= 1"),
+            ("value_batch_size", self.value_batch_size >= 1, ">= 1"),
+            ("value_tau", 0.0 < self.value_tau <= 1.0, "in (0, 1]"),
+            ("value_hidden", all(h >= 1 for h in self.value_hidden), "positive widths"),
         ]
         for name, ok, expected in checks:
             if not ok:
@@ -124,7 +161,9 @@ class PETSConfig:
     def cem(self) -> cem.CEMConfig:
         return cem.CEMConfig(horizon=self.horizon, population=self.population,
                              elites=self.elites, iterations=self.cem_iterations,
-                             alpha=self.alpha, init_std=self.init_std)
+                             alpha=self.alpha, init_std=self.init_std,
+                             noise_beta=self.noise_beta, keep_elites=self.keep_elites,
+                             return_best=self.return_best)
 
     def ensemble(self) -> ensemble.EnsembleConfig:
         return ensemble.EnsembleConfig(
@@ -157,8 +196,14 @@ PRESETS: Dict[str, PETSConfig] = {
                        prefill_steps=40, buffer_size=2_000),
     # brax/inverted_pendulum on CPU: the env's known reward (1 per step) and termination
     # (|pole angle| > 0.2) are used for planning, as PETS uses known costs; the ensemble learns
-    # the dynamics. Sized to fit 3 seeds x 5,000 steps on a 2-core CPU.
-    "inverted_pendulum": PETSConfig(horizon=15, population=100, elites=10, cem_iterations=3,
+    # the dynamics. Sized to fit 3 seeds x 5,000 steps on a 2-core CPU. A 15-step horizon
+    # cannot see the cart running into the end of its rail, even with the true simulator as
+    # the model (experiments.oracle_mpc), so: horizon 30, iCEM's coloured noise / kept elites /
+    # best plan, the deterministic elite-mean rollout (sampled particles diverge over 30 steps
+    # of this unstable system) and a planning-only cost 0.1 x^2 on the cart position.
+    "inverted_pendulum": PETSConfig(horizon=30, population=100, elites=10, cem_iterations=3,
+                                    noise_beta=2.0, keep_elites=True, return_best=True,
+                                    propagation="mean", obs_cost=(0.1, 0.0, 0.0, 0.0),
                                     num_particles=5, ensemble_members=5, ensemble_elites=5,
                                     hidden_sizes=(64, 64, 64), batch_size=128, train_steps=1000,
                                     fit_eval_every=100, refit_every=100, prefill_steps=500,
@@ -170,6 +215,7 @@ PRESETS: Dict[str, PETSConfig] = {
 class PETSState:
     model: ensemble.EnsembleState  # the probabilistic ensemble
     fits: Array  # () int32: number of refits so far
+    value: Optional[pets_value.ValueState] = None  # the terminal value (terminal_value=True)
 
 
 def member_assignment(key: Array, elites: Array, num_particles: int, horizon: int,
@@ -236,7 +282,10 @@ def _mean_step(model: ensemble.EnsembleState, s: Array, a: Array):
 def particle_returns(model: ensemble.EnsembleState, obs: Array, plans: Array, key: Array,
                      propagation: str, num_particles: int,
                      reward_fn: Optional[RewardFn] = None,
-                     termination_fn: Optional[RewardFn] = None) -> Array:
+                     termination_fn: Optional[RewardFn] = None,
+                     obs_cost: Optional[Array] = None,
+                     terminal_value: Optional[Callable[[Array], Array]] = None,
+                     discount: float = 1.0) -> Array:
     """Returns ``[Pop, P]`` of the plans ``[Pop, H, m]`` from ``obs [d_s]`` per particle.
 
     All plans share the member assignment and the sampling noise (common random numbers). With
@@ -244,6 +293,9 @@ def particle_returns(model: ensemble.EnsembleState, obs: Array, plans: Array, ke
     ``reward_fn=None`` uses the learned reward (sampled with ``ts1``/``tsinf``). Step rewards
     are weighted by the probability of not having terminated before the step: from the known
     ``termination_fn`` when given, else from the ensemble's termination head if it has one.
+    ``obs_cost [d_s]`` (optional) subtracts ``sum_i obs_cost[i] * s'_i^2`` from each step's reward.
+    ``terminal_value`` (optional, ``V(s [..., d_s]) -> [...]``) adds ``discount^H alive_H V(s_H)``
+    and discounts step ``t``'s reward by ``discount^t`` (``discount`` is used only with it).
     """
     pop, horizon = plans.shape[:2]
     d_s = obs.shape[-1]
@@ -269,12 +321,24 @@ def particle_returns(model: ensemble.EnsembleState, obs: Array, plans: Array, ke
             r = jax.vmap(jax.vmap(reward_fn))(s, act, s_next)
         else:
             r = pred.reward_mean + jnp.sqrt(pred.reward_var) * zr
+        if obs_cost is not None:
+            r = r - jnp.sum(obs_cost * s_next ** 2, axis=-1)
         return (s_next, alive * (1.0 - p_term)), alive * r
 
     s0 = jnp.broadcast_to(obs.astype(jnp.float32), (pop, num_particles, d_s))
-    _, rewards = jax.lax.scan(step, (s0, jnp.ones((pop, num_particles))),
-                              (jnp.swapaxes(plans, 0, 1), members.T, z_obs, z_rew))
-    return rewards.sum(axis=0)
+    (s_last, alive), rewards = jax.lax.scan(step, (s0, jnp.ones((pop, num_particles))),
+                                            (jnp.swapaxes(plans, 0, 1), members.T, z_obs, z_rew))
+    if terminal_value is None:
+        return rewards.sum(axis=0)
+    weights = discount ** jnp.arange(horizon, dtype=jnp.float32)
+    return (jnp.tensordot(weights, rewards, axes=1)
+            + discount ** horizon * alive * terminal_value(s_last))
+
+
+def _obs_stats(model: ensemble.EnsembleState) -> Tuple[Array, Array]:
+    """The ensemble's input normaliser restricted to the observation columns."""
+    d_s = model.obs_size
+    return model.normaliser.input_mean[:d_s], model.normaliser.input_std[:d_s]
 
 
 def make(cfg: PETSConfig, env: Environment, num_envs: int) -> Agent:
@@ -289,36 +353,65 @@ def make(cfg: PETSConfig, env: Environment, num_envs: int) -> Agent:
     high = jnp.asarray(spec.action_high, jnp.float32)
     buffer = replay.make_buffer(num_envs=num_envs, capacity=cfg.buffer_size, batch_size=1)
     obs_size, action_size = spec.obs_shape[0], spec.action_shape[0]
+    if cfg.obs_cost and len(cfg.obs_cost) != obs_size:
+        raise ValueError(f"PETSConfig.obs_cost has {len(cfg.obs_cost)} weights but {spec.env_id} "
+                         f"observations have {obs_size} dimensions; give one weight per "
+                         f"dimension or none")
+    obs_cost = jnp.asarray(cfg.obs_cost, jnp.float32) if cfg.obs_cost else None
 
     def init(key):
-        return PETSState(model=ensemble.init(key, obs_size, action_size, ens_cfg),
-                         fits=jnp.zeros((), jnp.int32))
+        model_key, value_key = jax.random.split(key)
+        value = (pets_value.init(value_key, obs_size, cfg.value_hidden, cfg.value_learning_rate)
+                 if cfg.terminal_value else None)
+        return PETSState(model=ensemble.init(model_key, obs_size, action_size, ens_cfg),
+                         fits=jnp.zeros((), jnp.int32), value=value)
 
     def initial_carry(n_envs):
         return cem.initial_plans(planner, low, high, n_envs)
 
-    def objective_for(model, obs):
+    def objective_for(state, obs):
+        terminal = None
+        if cfg.terminal_value:
+            obs_mean, obs_std = _obs_stats(state.model)
+            terminal = lambda s: pets_value.apply(state.value.params, cfg.value_hidden, s,
+                                                  obs_mean, obs_std, cfg.value_discount)
+
         def objective(plans, eval_key):
-            returns = particle_returns(model, obs, plans, eval_key, cfg.propagation,
-                                       cfg.num_particles, reward_fn, termination_fn)
+            returns = particle_returns(state.model, obs, plans, eval_key, cfg.propagation,
+                                       cfg.num_particles, reward_fn, termination_fn, obs_cost,
+                                       terminal, cfg.value_discount)
             return returns.mean(axis=1)
         return objective
 
     def act(state: PETSState, obs, is_first, carry, key, explore: bool):
         del explore  # planning is the exploration; nothing is added
-        action, next_carry, _ = cem.plan_batch(lambda o: objective_for(state.model, o),
+        action, next_carry, _ = cem.plan_batch(lambda o: objective_for(state, o),
                                                obs.astype(jnp.float32), is_first, carry, key,
                                                planner, low, high)
         return action, next_carry, {}
 
     def update(state: PETSState, buffer_state, key):
         data, mask = replay.all_steps(buffer_state)
-        model, fit_metrics = ensemble_fit.fit_transitions(state.model, data, mask, key)
+        model_key, value_key = jax.random.split(key)
+        model, fit_metrics = ensemble_fit.fit_transitions(state.model, data, mask, model_key)
         metrics = {name: jnp.asarray(fit_metrics[name], jnp.float32)
                    for name in ("train_nll", "elite_holdout_mse", "holdout_mse_mean",
                                 "num_train", "num_holdout")}
         metrics["mean_train_steps"] = jnp.mean(fit_metrics["train_steps"].astype(jnp.float32))
-        return PETSState(model=model, fits=state.fits + 1), buffer_state, metrics
+        value = state.value
+        if cfg.terminal_value:
+            rows = mask.shape[0]
+            obs_mean, obs_std = _obs_stats(model)
+            value, value_metrics = pets_value.fit(
+                value, data.obs.reshape(rows, -1).astype(jnp.float32), data.reward.reshape(rows),
+                data.next_obs.reshape(rows, -1).astype(jnp.float32),
+                data.terminated.reshape(rows).astype(jnp.float32), mask, obs_mean, obs_std,
+                value_key, hidden=cfg.value_hidden, discount=cfg.value_discount,
+                learning_rate=cfg.value_learning_rate, steps=cfg.value_train_steps,
+                batch_size=cfg.value_batch_size, tau=cfg.value_tau)
+            metrics.update(value_metrics)
+        return (PETSState(model=model, fits=state.fits + 1, value=value), buffer_state,
+                metrics)
 
     schedule = Schedule(env_steps_per_iteration=cfg.refit_every, updates_per_iteration=1,
                         prefill_steps=cfg.prefill_steps)

@@ -36,3 +36,30 @@ def test_cem_respects_bounds_and_shift():
 def test_cem_config_errors(kwargs):
     with pytest.raises(ValueError):
         cem.CEMConfig(population=400, **kwargs)
+
+
+def test_coloured_noise_is_unit_variance_and_smoother_than_white():
+    key = jax.random.PRNGKey(0)
+    white = np.asarray(cem.coloured_noise(key, (2000, 16, 1), 0.0))
+    red = np.asarray(cem.coloured_noise(key, (2000, 16, 1), 2.0))
+    assert red.shape == (2000, 16, 1)
+    np.testing.assert_allclose(red.std(axis=1).mean(), 1.0, rtol=0.02)
+    lag1 = lambda x: np.mean(x[:, 1:] * x[:, :-1]) / np.mean(x * x)
+    assert abs(lag1(white)) < 0.05 and lag1(red) > 0.5
+
+
+def test_icem_options_find_the_optimum_and_return_the_best_plan():
+    target = jnp.array([[0.3], [0.2], [0.1], [0.0], [-0.1], [-0.2]])
+    low, high = -jnp.ones(1), jnp.ones(1)
+    objective = lambda plans, key: -((plans - target) ** 2).sum(axis=(1, 2))
+    cfg = cem.CEMConfig(horizon=6, population=128, elites=12, iterations=6, noise_beta=2.0,
+                        keep_elites=True, return_best=True)
+    plan, info = cem.optimize(objective, cem.initial_mean(cfg, low, high),
+                              jax.random.PRNGKey(2), cfg, low, high)
+    # The returned plan is the best one evaluated, so its value is the reported best value.
+    np.testing.assert_allclose(objective(plan[None], None)[0], info["best_value"], rtol=1e-5)
+    np.testing.assert_allclose(plan, target, atol=0.1)
+    with pytest.raises(ValueError, match="keep_elites"):
+        cem.CEMConfig(population=10, elites=10, keep_elites=True)
+    with pytest.raises(ValueError, match="noise_beta"):
+        cem.CEMConfig(noise_beta=-1.0)

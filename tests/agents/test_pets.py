@@ -104,6 +104,36 @@ def test_mean_propagation_is_deterministic_and_sampling_is_not():
     assert not np.allclose(ret("mean", 0, env.reward_fn), mean_a)
 
 
+def test_obs_cost_lowers_each_step_by_the_quadratic_cost():
+    model, cfg = _model()
+    plans = jax.random.uniform(jax.random.PRNGKey(3), (4, cfg.horizon, 1), minval=-1, maxval=1)
+    obs = jnp.array([0.5])
+    zero = lambda s, a, s2: jnp.zeros(())
+    no_cost = pets.particle_returns(model, obs, plans, jax.random.PRNGKey(0), "mean", 1, zero)
+    cost = pets.particle_returns(model, obs, plans, jax.random.PRNGKey(0), "mean", 1, zero,
+                                 obs_cost=jnp.array([0.3]))
+    np.testing.assert_array_equal(no_cost, 0.0)
+    # With a zero reward the returns are minus the cost summed along the mean rollout.
+    step = lambda s, a: jnp.mean(jax.vmap(lambda m: ensemble.predict(model, m, s, a)
+                                          .next_obs_mean)(model.elites), axis=0)
+    s, expected = obs, []
+    for plan in np.asarray(plans):
+        s, total = obs, 0.0
+        for a in plan:
+            s = step(s, jnp.asarray(a))
+            total -= 0.3 * float(s[0]) ** 2
+        expected.append(total)
+    np.testing.assert_allclose(np.asarray(cost)[:, 0], expected, rtol=1e-4, atol=1e-5)
+    with pytest.raises(ValueError, match="one weight per"):
+        pets.make(dataclasses.replace(pets.PRESETS["tiny"], obs_cost=(1.0, 1.0)), env_1d(), 1)
+    with pytest.raises(ValueError, match="obs_cost"):
+        pets.PETSConfig(obs_cost=(-1.0,))
+
+
+def env_1d():
+    return envs.make("linear/scalar_a1.1")
+
+
 def test_config_validation_and_presets():
     for name in ("default", "tiny", "inverted_pendulum"):
         cfg = pets.PRESETS[name]
@@ -129,3 +159,31 @@ def test_pets_rejects_discrete_actions():
         adapter_reset=env.adapter_reset, adapter_step=env.adapter_step)
     with pytest.raises(ValueError, match="discrete"):
         pets.make(pets.PRESETS["tiny"], discrete, 1)
+
+
+def test_terminal_value_fits_td_targets_and_scores_the_last_state():
+    from agents.pets import value as pets_value
+    key = jax.random.PRNGKey(0)
+    obs = jax.random.uniform(key, (512, 2), minval=-1, maxval=1)
+    loop = obs[:, 0] > 0  # a self-loop with reward 1 (V = 1 / (1 - 0.5) = 2) ...
+    reward = jnp.where(loop, 1.0, 0.5)  # ... or a terminal step with reward 0.5 (V = 0.5)
+    state = pets_value.init(key, 2, (32, 32), 3e-3)
+    stats = (jnp.zeros(2), jnp.ones(2))
+    state, metrics = jax.jit(lambda s: pets_value.fit(
+        s, obs, reward, obs, (~loop).astype(jnp.float32), jnp.ones(512), *stats,
+        jax.random.PRNGKey(1), hidden=(32, 32), discount=0.5, learning_rate=3e-3, steps=1500,
+        batch_size=128, tau=0.05))(state)
+    v = np.asarray(pets_value.apply(state.params, (32, 32), obs, *stats, 0.5))
+    np.testing.assert_allclose(v[np.asarray(loop)].mean(), 2.0, atol=0.15)
+    np.testing.assert_allclose(v[~np.asarray(loop)].mean(), 0.5, atol=0.15)
+    assert np.isfinite(float(metrics["value_loss"]))
+
+    # In the plan score: sum_t gamma^t r_t + gamma^H V(s_H) (no termination here).
+    model, cfg = _model()
+    plans = jnp.zeros((3, cfg.horizon, 1))
+    one = lambda s, a, s2: jnp.ones(())
+    score = pets.particle_returns(model, jnp.array([0.5]), plans, key, "mean", 1, one,
+                                  terminal_value=lambda s: jnp.full(s.shape[:-1], 10.0),
+                                  discount=0.9)
+    h = cfg.horizon
+    np.testing.assert_allclose(score, (1 - 0.9 ** h) / 0.1 + 0.9 ** h * 10.0, rtol=1e-5)
