@@ -1,0 +1,171 @@
+"""Compounding error of the trained RSSM along real trajectories.
+
+``python -m agents.dreamer.evaluation --logdir runs/<dreamer run> [--horizon 15]`` restores a
+trained run, plays ``--trajectories`` real episodes with the actor's mode, filters each with the
+world model's posterior (``q(z_t | h_t, o_t)``), and from every posterior state rolls the prior
+(imagination, ``p(z' | h')``, sampled) open loop on the real actions
+(:func:`world_models.evaluation.k_step_error`):
+
+    s_t = posterior(o_<=t),  s_{t+k} = img_step(s_{t+k-1}, a_{t+k-1}),
+
+decoding ``s_{t+k}`` into an observation (``symexp`` of the symlog decoder) and a reward (the
+two-hot head's mean), compared with the real ``o_{t+k}`` and ``r_{t+k-1}`` for ``k = 1..horizon``
+(imagination uses ``horizon`` 15 in training). ``k = 0`` (reconstruction from the posterior) is
+reported as ``reconstruction_abs_error`` for reference.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from typing import Dict, List, Optional
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from agents.dreamer.agent import Dreamer
+from core import rlmath
+from world_models import dreamer_nets as nets
+from world_models import dreamer_wm as wm
+from world_models.evaluation import k_step_error
+from world_models.rssm import RSSMState, features
+
+Array = jax.Array
+
+
+def _pack(state: RSSMState) -> Array:
+    lead = state.deter.shape[:-1]
+    return jnp.concatenate([state.deter, state.stoch.reshape(lead + (-1,)),
+                            state.logits.reshape(lead + (-1,))], axis=-1)
+
+
+def _unpack(packed: Array, deter: int, groups: int, classes: int) -> RSSMState:
+    lead = packed.shape[:-1]
+    size = groups * classes
+    return RSSMState(deter=packed[..., :deter],
+                     stoch=packed[..., deter:deter + size].reshape(lead + (groups, classes)),
+                     logits=packed[..., deter + size:].reshape(lead + (groups, classes)))
+
+
+def rssm_k_step_errors(dreamer: Dreamer, params, obs: Array, actions: Array, rewards: Array,
+                       horizon: int, key: Array) -> Dict[str, Dict]:
+    """Open-loop errors of the world model ``params`` (``DreamerState.wm_params``).
+
+    Args:
+      obs: ``[N, T+1, *obs_shape]`` real observations of ``N`` episodes (no resets inside).
+      actions: ``[N, T, A]`` float model actions (``dreamer.to_model_action`` of env actions).
+      rewards: ``[N, T]`` real rewards (``rewards[:, t]`` follows ``actions[:, t]``).
+    Returns ``{"obs": ..., "reward": ...}`` (each :func:`k_step_error`'s dict as lists) and
+    ``reconstruction_abs_error`` (mean ``||decode(posterior_t) - o_t||``).
+    """
+    model, cfg = dreamer.model, dreamer.cfg
+    num, length = rewards.shape
+    apply = lambda method, *a: model.apply(params, *a, method=method)  # noqa: E731
+    unpack = lambda p: _unpack(p, cfg.deter, cfg.groups, cfg.classes)  # noqa: E731
+
+    def posteriors(o, a, k):
+        seq = {"obs": o[:-1], "next_obs": o[1:], "action": a,
+               "is_first": jnp.zeros((length,), bool)}
+        _, _, states, post, _ = wm.observe(model, params, seq, k)
+        return jax.tree_util.tree_map(lambda s, p: jnp.concatenate([s[:1], p], 0), states, post)
+
+    filter_key, obs_key, reward_key = jax.random.split(key, 3)
+    latent = jax.vmap(posteriors)(obs, actions, jax.random.split(filter_key, num))
+    packed = _pack(latent)  # [N, T+1, D]
+
+    def step_fn(p, action, k):
+        return _pack(apply(wm.WorldModel.img_step, unpack(p), action, k))
+
+    def decode_obs(p):
+        decoded, _, _ = apply(wm.WorldModel.heads, features(unpack(p)))
+        return rlmath.symexp(decoded)
+
+    def decode_reward(p):
+        _, reward_logits, _ = apply(wm.WorldModel.heads, features(unpack(p)))
+        return nets.two_hot_mean(reward_logits).reshape(())
+
+    recon = jax.vmap(jax.vmap(decode_obs))(packed)
+    recon_err = jnp.linalg.norm((recon - obs).reshape(num, length + 1, -1), axis=-1).mean()
+    out = {"obs": k_step_error(step_fn, packed, actions, horizon, key=obs_key,
+                               observe_fn=decode_obs, targets=obs[:, 1:]),
+           "reward": k_step_error(step_fn, packed, actions, horizon, key=reward_key,
+                                  observe_fn=decode_reward, targets=rewards)}
+    result = {name: {k: np.asarray(v).tolist() for k, v in res.items()}
+              for name, res in out.items()}
+    result["reconstruction_abs_error"] = float(recon_err)
+    return result
+
+
+def play(env, dreamer: Dreamer, state, key: Array, num: int, length: int):
+    """``num`` episodes of ``length`` steps with the actor's mode (adapter level, no reset).
+
+    Returns ``(obs [N, T+1, ...], model actions [N, T, A], rewards [N, T], terminated [N])``.
+    """
+    def body(carry, step_key):
+        inner, obs, act_carry, first, ended = carry
+        act_key, env_key = jax.random.split(step_key)
+        action, act_carry, _ = dreamer.act(state, obs, first, act_carry, act_key, False)
+        inner, next_obs, reward, terminated = jax.vmap(env.adapter_step)(
+            inner, action, jax.random.split(env_key, num))
+        return ((inner, next_obs, act_carry, jnp.zeros((num,), bool), ended | terminated),
+                (next_obs, act_carry.action, reward))
+
+    @jax.jit
+    def run(key):
+        reset_key, loop_key = jax.random.split(key)
+        inner, obs = jax.vmap(env.adapter_reset)(jax.random.split(reset_key, num))
+        init = (inner, obs, dreamer.initial_carry(num), jnp.ones((num,), bool),
+                jnp.zeros((num,), bool))
+        (_, _, _, _, ended), (next_obs, actions, rewards) = jax.lax.scan(
+            body, init, jax.random.split(loop_key, length))
+        all_obs = jnp.concatenate([obs[None], next_obs], axis=0)
+        return (jnp.swapaxes(all_obs, 0, 1).astype(jnp.float32), jnp.swapaxes(actions, 0, 1),
+                rewards.T.astype(jnp.float32), ended)
+
+    return run(key)
+
+
+def main(argv: Optional[List[str]] = None) -> Dict:
+    from agents.muzero.evaluation import _tuples
+    from core import runner
+    from experiments import train
+
+    p = argparse.ArgumentParser(prog="python -m agents.dreamer.evaluation", description=__doc__)
+    p.add_argument("--logdir", required=True)
+    p.add_argument("--seed-index", type=int, default=0)
+    p.add_argument("--horizon", type=int, default=15)
+    p.add_argument("--trajectories", type=int, default=16)
+    p.add_argument("--length", type=int, default=60)
+    p.add_argument("--json", default=None)
+    args = p.parse_args(argv)
+    with open(f"{args.logdir}/config.json") as f:
+        record = json.load(f)
+    if record["agent"] != "dreamer":
+        raise ValueError(f"{args.logdir} is a run of agent {record['agent']!r}, not dreamer")
+    cli = [a for a in record["argv"] if a != "--no-progress"]
+    if cli and not cli[0].startswith("-"):  # sys.argv[0], the program
+        cli = cli[1:]
+    env, agent, run_cfg, _ = train.build(cli + ["--logdir", args.logdir, "--no-progress"])
+    state = runner.seed_slice(runner.restore(env, agent, run_cfg), args.seed_index).agent
+    from agents.dreamer.config import DreamerConfig
+    dreamer = Dreamer(DreamerConfig(**_tuples(record["agent_config"])), env)
+    obs, actions, rewards, ended = play(env, dreamer, state, jax.random.PRNGKey(7),
+                                        args.trajectories, args.length)
+    result = rssm_k_step_errors(dreamer, state.wm_params, obs, actions, rewards, args.horizon,
+                                jax.random.PRNGKey(8))
+    result.update(logdir=args.logdir, trajectories=args.trajectories, length=args.length,
+                  terminated_fraction=float(np.mean(ended)))
+    print("reconstruction (k=0) abs error:", round(result["reconstruction_abs_error"], 4))
+    for name in ("obs", "reward"):
+        print(name, "abs error by k:", np.round(result[name]["abs_error"], 4).tolist())
+        print(name, "pooled relative error by k:",
+              np.round(result[name]["pooled_relative_error"], 4).tolist())
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(result, f, indent=2)
+    return result
+
+
+if __name__ == "__main__":
+    main()
