@@ -68,9 +68,13 @@ def make_actor(env: envs.Environment, planner: cem.CEMConfig, obs_cost: Optional
 
 
 def run_episode(env: envs.Environment, planner: cem.CEMConfig, seed: int, steps: int,
-                obs_cost: Optional[jax.Array] = None) -> Dict:
-    """One episode of at most ``steps`` steps; returns its length, return and trajectory."""
-    act = make_actor(env, planner, obs_cost)
+                obs_cost: Optional[jax.Array] = None, act=None) -> Dict:
+    """One episode of at most ``steps`` steps; returns its length, return and trajectory.
+
+    ``act`` (optional) is :func:`make_actor`'s function for the same arguments, to reuse its
+    compilation across episodes.
+    """
+    act = act or make_actor(env, planner, obs_cost)
     low = jnp.asarray(env.spec.action_low, jnp.float32)
     high = jnp.asarray(env.spec.action_high, jnp.float32)
     inner, obs = env.adapter_reset(jax.random.PRNGKey(seed))
@@ -132,9 +136,10 @@ def main(argv: Optional[List[str]] = None) -> List[Dict]:
         obs_cost = jnp.asarray(weights, jnp.float32)
     print(f"[oracle_mpc] {args.env} planner={planner} obs_cost={args.obs_cost or None}")
     results = []
+    act = make_actor(env, planner, obs_cost)
     for seed in [int(s) for s in args.seeds.split(",") if s]:
         start = time.time()
-        result = run_episode(env, planner, seed, args.steps, obs_cost)
+        result = run_episode(env, planner, seed, args.steps, obs_cost, act)
         result["wall_time"] = time.time() - start
         results.append(result)
         print(f"[oracle_mpc] seed {seed}: length {result['length']}, return "
