@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
+import os
 import sys
 from typing import Dict, List, Optional
 
@@ -79,6 +81,41 @@ def build(argv: Optional[List[str]] = None):
               "run": dataclasses.asdict(run_cfg), "agent_config": dataclasses.asdict(agent_cfg),
               "argv": list(sys.argv if argv is None else argv)}
     return env, agent, run_cfg, record
+
+
+def evaluation_parser(prog: str, description: str, horizon: int) -> argparse.ArgumentParser:
+    """The command line of the evaluations of a trained run (``--logdir`` and the rollouts)."""
+    p = argparse.ArgumentParser(prog=prog, description=description)
+    p.add_argument("--logdir", required=True)
+    p.add_argument("--seed-index", type=int, default=0)
+    p.add_argument("--horizon", type=int, default=horizon)
+    p.add_argument("--trajectories", type=int, default=16)
+    p.add_argument("--length", type=int, default=60)
+    p.add_argument("--json", default=None)
+    return p
+
+
+def load_run(logdir: str, seed_index: int = 0):
+    """A finished (or checkpointed) run of ``logdir``, rebuilt from its ``config.json``.
+
+    Returns ``(env, agent_config, state, record)``: ``state`` is the latest checkpoint's run
+    state of seed ``seed_index`` (no seed axis) and ``agent_config`` the agent's config dataclass
+    as it was trained. Used by the compounding-error evaluations of trained agents.
+    """
+    from agents import registry as agents
+    from core import runner
+
+    with open(os.path.join(logdir, "config.json")) as f:
+        record = json.load(f)
+    cli = [a for a in record["argv"] if a != "--no-progress"]
+    if cli and not cli[0].startswith("-"):  # sys.argv[0], the program
+        cli = cli[1:]
+    env, agent, run_cfg, _ = build(cli + ["--logdir", logdir, "--no-progress"])
+    state = runner.seed_slice(runner.restore(env, agent, run_cfg), seed_index)
+    fields = {k: tuple(v) if isinstance(v, list) else v
+              for k, v in record["agent_config"].items()}
+    agent_cfg = type(agents.preset(record["agent"]))(**fields)
+    return env, agent_cfg, state, record
 
 
 def main(argv: Optional[List[str]] = None) -> Dict:

@@ -16,7 +16,6 @@ reported as ``reconstruction_abs_error`` for reference.
 
 from __future__ import annotations
 
-import argparse
 import json
 from typing import Dict, List, Optional
 
@@ -127,29 +126,15 @@ def play(env, dreamer: Dreamer, state, key: Array, num: int, length: int):
 
 
 def main(argv: Optional[List[str]] = None) -> Dict:
-    from agents.muzero.evaluation import _tuples
-    from core import runner
     from experiments import train
 
-    p = argparse.ArgumentParser(prog="python -m agents.dreamer.evaluation", description=__doc__)
-    p.add_argument("--logdir", required=True)
-    p.add_argument("--seed-index", type=int, default=0)
-    p.add_argument("--horizon", type=int, default=15)
-    p.add_argument("--trajectories", type=int, default=16)
-    p.add_argument("--length", type=int, default=60)
-    p.add_argument("--json", default=None)
-    args = p.parse_args(argv)
-    with open(f"{args.logdir}/config.json") as f:
-        record = json.load(f)
+    args = train.evaluation_parser("python -m agents.dreamer.evaluation", __doc__,
+                                   horizon=15).parse_args(argv)
+    env, cfg, run_state, record = train.load_run(args.logdir, args.seed_index)
     if record["agent"] != "dreamer":
         raise ValueError(f"{args.logdir} is a run of agent {record['agent']!r}, not dreamer")
-    cli = [a for a in record["argv"] if a != "--no-progress"]
-    if cli and not cli[0].startswith("-"):  # sys.argv[0], the program
-        cli = cli[1:]
-    env, agent, run_cfg, _ = train.build(cli + ["--logdir", args.logdir, "--no-progress"])
-    state = runner.seed_slice(runner.restore(env, agent, run_cfg), args.seed_index).agent
-    from agents.dreamer.config import DreamerConfig
-    dreamer = Dreamer(DreamerConfig(**_tuples(record["agent_config"])), env)
+    state = run_state.agent
+    dreamer = Dreamer(cfg, env)
     obs, actions, rewards, ended = play(env, dreamer, state, jax.random.PRNGKey(7),
                                         args.trajectories, args.length)
     result = rssm_k_step_errors(dreamer, state.wm_params, obs, actions, rewards, args.horizon,

@@ -13,7 +13,6 @@ dynamics lose), for ``k = 1..horizon`` (beyond the training unroll K when horizo
 
 from __future__ import annotations
 
-import argparse
 import json
 from typing import Dict, List, Optional
 
@@ -80,27 +79,13 @@ def play(env, cfg, model: MuZeroModel, params, key: Array, num: int, length: int
 
 
 def main(argv: Optional[List[str]] = None) -> Dict:
-    from core import runner
+    from agents import registry
     from experiments import train
 
-    p = argparse.ArgumentParser(prog="python -m agents.muzero.evaluation", description=__doc__)
-    p.add_argument("--logdir", required=True)
-    p.add_argument("--seed-index", type=int, default=0)
-    p.add_argument("--horizon", type=int, default=10)
-    p.add_argument("--trajectories", type=int, default=16)
-    p.add_argument("--length", type=int, default=60)
-    p.add_argument("--json", default=None)
-    args = p.parse_args(argv)
-    with open(f"{args.logdir}/config.json") as f:
-        record = json.load(f)
-    cli = [a for a in record["argv"] if a != "--no-progress"]
-    if cli and not cli[0].startswith("-"):  # sys.argv[0], the program
-        cli = cli[1:]
-    env, agent, run_cfg, _ = train.build(cli + ["--logdir", args.logdir, "--no-progress"])
-    state = runner.seed_slice(runner.restore(env, agent, run_cfg), args.seed_index)
-    from agents import registry
+    args = train.evaluation_parser("python -m agents.muzero.evaluation", __doc__,
+                                   horizon=10).parse_args(argv)
+    env, cfg, state, record = train.load_run(args.logdir, args.seed_index)
     module = registry.agent_module(record["agent"])
-    cfg = type(registry.preset(record["agent"]))(**_tuples(record["agent_config"]))
     model = module.build_model(cfg, env)
     obs, actions, rewards, ended = play(env, cfg, model, state.agent.params,
                                         jax.random.PRNGKey(7), args.trajectories, args.length)
@@ -116,10 +101,6 @@ def main(argv: Optional[List[str]] = None) -> Dict:
         with open(args.json, "w") as f:
             json.dump(result, f, indent=2)
     return result
-
-
-def _tuples(fields: Dict) -> Dict:
-    return {k: tuple(v) if isinstance(v, list) else v for k, v in fields.items()}
 
 
 if __name__ == "__main__":

@@ -1,5 +1,6 @@
 """The host loop: outputs, seeds as an axis, resume after SIGKILL, sharding, NaN guard, CLI."""
 
+import dataclasses
 import json
 import os
 import signal
@@ -40,6 +41,11 @@ def test_cli_outputs_and_overrides(tmp_path):
     files = os.listdir(logdir)
     assert "returns.png" in files and any(f.startswith("events.out.tfevents") for f in files)
     assert os.listdir(os.path.join(logdir, "checkpoints"))
+    # The evaluations of trained runs rebuild the run from its logdir.
+    env, agent_cfg, state, record = train.load_run(logdir)
+    assert env.spec.env_id == "linear/scalar_a1.1" and record["agent"] == "mpc"
+    assert agent_cfg.horizon == 6 and dataclasses.asdict(agent_cfg) == record["agent_config"]
+    assert int(np.asarray(state.env_steps)) == summary["env_steps"]  # seed 0, no seed axis
 
 
 @pytest.mark.parametrize("argv, message", [
