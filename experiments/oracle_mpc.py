@@ -7,8 +7,8 @@ scored by stepping a copy of the real environment state (``env.adapter_step``), 
 model. If the planner fails here, no model can make PETS succeed at these settings.
 
     python -m experiments.oracle_mpc --env brax/inverted_pendulum --preset inverted_pendulum \
-        --steps 1000 --seeds 0,1,2 [--horizon 30 --noise-beta 2 --keep-elites --return-best \
-        --obs-cost 0.1,0,0,0]
+        --steps 1000 --seeds 0,1,2 [--horizon 15 --noise-beta 0 --no-keep-elites \
+        --no-return-best --obs-cost 0.1,0,0,0]
 
 The imagined return is the environment's own reward, weighted by survival (a terminated copy
 earns nothing afterwards), minus the optional planning-only ``obs_cost`` (as in PETS). Printed:
@@ -34,7 +34,7 @@ from agents.mpc import cem
 
 
 def make_actor(env: envs.Environment, planner: cem.CEMConfig, obs_cost: Optional[jax.Array]):
-    """Jitted ``(inner, plan, key) -> (action, next plan, next inner, obs, reward, terminated)``.
+    """``(inner, plan, key) -> (next plan, next inner, obs, reward, terminated)``: one step.
 
     Plans are scored by rolling out copies of the simulator state ``inner``.
     """
@@ -54,45 +54,60 @@ def make_actor(env: envs.Environment, planner: cem.CEMConfig, obs_cost: Optional
         _, rewards = jax.lax.scan(step, (inner, jnp.ones(())), (plan, keys))
         return rewards.sum()
 
-    @jax.jit
     def act(inner, plan, key):
         plan_key, step_key = jax.random.split(key)
         objective = lambda plans, k: jax.vmap(imagined_return, in_axes=(None, 0, None))(
             inner, plans, k)
         best, _ = cem.optimize(objective, plan, plan_key, planner, low, high)
-        action = best[0]
-        inner, obs, reward, terminated = env.adapter_step(inner, action, step_key)
-        return action, cem.shift(best, low, high), inner, obs, reward, terminated
+        inner, obs, reward, terminated = env.adapter_step(inner, best[0], step_key)
+        return cem.shift(best, low, high), inner, obs, reward, terminated
 
     return act
 
 
-def run_episode(env: envs.Environment, planner: cem.CEMConfig, seed: int, steps: int,
-                obs_cost: Optional[jax.Array] = None, act=None) -> Dict:
-    """One episode of at most ``steps`` steps; returns its length, return and trajectory.
+def make_episode(env: envs.Environment, planner: cem.CEMConfig, steps: int,
+                 obs_cost: Optional[jax.Array] = None):
+    """Jitted ``seed -> (obs [steps + 1, ...], rewards [steps], terminated [steps])``.
 
-    ``act`` (optional) is :func:`make_actor`'s function for the same arguments, to reuse its
-    compilation across episodes.
+    One ``lax.scan`` of ``steps`` planning steps from ``env.adapter_reset(PRNGKey(seed))``; the
+    simulator keeps stepping after a termination (callers cut the episode there).
     """
-    act = act or make_actor(env, planner, obs_cost)
+    act = make_actor(env, planner, obs_cost)
     low = jnp.asarray(env.spec.action_low, jnp.float32)
     high = jnp.asarray(env.spec.action_high, jnp.float32)
-    inner, obs = env.adapter_reset(jax.random.PRNGKey(seed))
-    plan = cem.initial_mean(planner, low, high)
-    key = jax.random.PRNGKey(10_000 + seed)
-    observations: List[List[float]] = [np.asarray(obs).tolist()]
-    total, length = 0.0, 0
-    for _ in range(steps):
-        key, step_key = jax.random.split(key)
-        _, plan, inner, obs, reward, terminated = act(inner, plan, step_key)
-        total += float(reward)
-        length += 1
-        observations.append(np.asarray(obs).tolist())
-        if bool(terminated):
-            break
-    return {"seed": seed, "length": length, "return": total,
-            "max_abs_obs0": float(np.max(np.abs(np.asarray(observations)[:, 0]))),
-            "observations": observations}
+
+    @jax.jit
+    def episode(seed):
+        inner, obs = env.adapter_reset(jax.random.PRNGKey(seed))
+
+        def body(carry, key):
+            inner, plan = carry
+            plan, inner, obs, reward, terminated = act(inner, plan, key)
+            return (inner, plan), (obs, reward, terminated)
+
+        keys = jax.random.split(jax.random.PRNGKey(10_000 + seed), steps)
+        _, (next_obs, rewards, terminated) = jax.lax.scan(
+            body, (inner, cem.initial_mean(planner, low, high)), keys)
+        return jnp.concatenate([obs[None], next_obs]), rewards, terminated
+
+    return episode
+
+
+def run_episode(env: envs.Environment, planner: cem.CEMConfig, seed: int, steps: int,
+                obs_cost: Optional[jax.Array] = None, episode=None) -> Dict:
+    """One episode of at most ``steps`` steps; returns its length, return and trajectory.
+
+    ``episode`` (optional) is :func:`make_episode`'s function for the same arguments, to reuse
+    its compilation across seeds.
+    """
+    episode = episode or make_episode(env, planner, steps, obs_cost)
+    obs, rewards, terminated = jax.device_get(episode(seed))
+    ended = np.flatnonzero(terminated)
+    length = int(ended[0]) + 1 if ended.size else steps
+    observations = np.asarray(obs[:length + 1])
+    return {"seed": seed, "length": length, "return": float(np.sum(rewards[:length])),
+            "max_abs_obs0": float(np.max(np.abs(observations[:, 0]))),
+            "observations": observations.tolist()}
 
 
 def main(argv: Optional[List[str]] = None) -> List[Dict]:
@@ -106,8 +121,8 @@ def main(argv: Optional[List[str]] = None) -> List[Dict]:
     p.add_argument("--population", type=int)
     p.add_argument("--iterations", type=int)
     p.add_argument("--noise-beta", type=float)
-    p.add_argument("--keep-elites", action="store_true")
-    p.add_argument("--return-best", action="store_true")
+    p.add_argument("--keep-elites", action=argparse.BooleanOptionalAction)
+    p.add_argument("--return-best", action=argparse.BooleanOptionalAction)
     p.add_argument("--obs-cost", default="", help="comma-separated weights, one per obs dim")
     p.add_argument("--out", default="", help="JSON file for the results and trajectories")
     args = p.parse_args(argv)
@@ -120,10 +135,9 @@ def main(argv: Optional[List[str]] = None) -> List[Dict]:
     overrides = {k: v for k, v in overrides.items() if v is not None}
     if args.population is not None:
         overrides["elites"] = max(1, args.population // 10)
-    if args.keep_elites:
-        overrides["keep_elites"] = True
-    if args.return_best:
-        overrides["return_best"] = True
+    for name in ("keep_elites", "return_best"):
+        if getattr(args, name) is not None:
+            overrides[name] = getattr(args, name)
     planner = dataclasses.replace(planner, **overrides)
     env = envs.make(args.env)
     cem.check_spec(env.spec, "oracle_mpc")
@@ -136,10 +150,10 @@ def main(argv: Optional[List[str]] = None) -> List[Dict]:
         obs_cost = jnp.asarray(weights, jnp.float32)
     print(f"[oracle_mpc] {args.env} planner={planner} obs_cost={args.obs_cost or None}")
     results = []
-    act = make_actor(env, planner, obs_cost)
+    episode = make_episode(env, planner, args.steps, obs_cost)
     for seed in [int(s) for s in args.seeds.split(",") if s]:
         start = time.time()
-        result = run_episode(env, planner, seed, args.steps, obs_cost, act)
+        result = run_episode(env, planner, seed, args.steps, obs_cost, episode)
         result["wall_time"] = time.time() - start
         results.append(result)
         print(f"[oracle_mpc] seed {seed}: length {result['length']}, return "

@@ -31,3 +31,15 @@ def test_oracle_mpc_cli_errors():
     with pytest.raises(ValueError, match="one per"):
         oracle_mpc.main(["--env", "linear/scalar_a1.1", "--preset", "tiny", "--obs-cost", "1,2",
                          "--steps", "1"])
+
+
+def test_oracle_mpc_cli_planner_overrides(tmp_path):
+    import json
+    out = str(tmp_path / "oracle.json")
+    results = oracle_mpc.main(["--env", "linear/scalar_a1.1", "--preset", "tiny", "--steps", "3",
+                               "--seeds", "0,1", "--horizon", "4", "--keep-elites",
+                               "--no-return-best", "--noise-beta", "2", "--out", out])
+    planner = json.load(open(out))["planner"]
+    assert (planner["horizon"], planner["keep_elites"], planner["return_best"],
+            planner["noise_beta"]) == (4, True, False, 2.0)
+    assert [r["length"] for r in results] == [3, 3]
