@@ -131,21 +131,34 @@ def make_loop(env: Environment, agent: Agent, *, num_envs: int, iterations: int,
 
     def evaluate(state: RunState, key: Array) -> Metrics:
         """Greedy (``explore=False``) return of one episode in each of ``eval_envs`` envs."""
-        reset_key, loop_key = jax.random.split(key)
-        init = (batch_reset(env, reset_key, eval_envs), jnp.ones((eval_envs,), bool),
-                agent.initial_carry(eval_envs), jnp.zeros((eval_envs,), bool),
-                jnp.zeros((eval_envs,), jnp.float32), loop_key)
-
-        def body(c, _):
-            env_state, first, carry, finished, returns, k = c
-            k, act_key, env_key = jax.random.split(k, 3)
-            action, carry, _ = agent.act(state.agent, env_state.obs, first, carry, act_key, False)
-            env_state, ts = batch_step(env, env_state, action, env_key)
-            returns = jnp.where(ts.done & ~finished, ts.episode_return, returns)
-            return (env_state, ts.done, carry, finished | ts.done, returns, k), None
-
-        final, _ = jax.lax.scan(body, init, None, length=spec.max_episode_steps)
-        return {"eval_return_mean": final[4].mean(), "eval_return_std": final[4].std(),
-                "eval_return_min": final[4].min(), "eval_return_max": final[4].max()}
+        return greedy_returns(env, agent.act, agent.initial_carry, state.agent, eval_envs, key)
 
     return LoopFns(init=init, prefill=prefill, train=train, evaluate=evaluate)
+
+
+def greedy_returns(env: Environment, act, initial_carry, params, num_envs: int,
+                   key: Array) -> Metrics:
+    """Return of one greedy episode in each of ``num_envs`` copies of ``env``.
+
+    ``act(params, obs, is_first, carry, key, explore)`` has :class:`core.types.Agent`'s
+    signature (called with ``explore=False``) and ``initial_carry(num_envs)`` its carry; every
+    episode runs to its end or the time limit. Used by the loop's evaluation and by baselines
+    that do not run through the loop (``experiments.ppo``).
+    """
+    reset_key, loop_key = jax.random.split(key)
+    init = (batch_reset(env, reset_key, num_envs), jnp.ones((num_envs,), bool),
+            initial_carry(num_envs), jnp.zeros((num_envs,), bool),
+            jnp.zeros((num_envs,), jnp.float32), loop_key)
+
+    def body(c, _):
+        env_state, first, carry, finished, returns, k = c
+        k, act_key, env_key = jax.random.split(k, 3)
+        action, carry, _ = act(params, env_state.obs, first, carry, act_key, False)
+        env_state, ts = batch_step(env, env_state, action, env_key)
+        returns = jnp.where(ts.done & ~finished, ts.episode_return, returns)
+        return (env_state, ts.done, carry, finished | ts.done, returns, k), None
+
+    final, _ = jax.lax.scan(body, init, None, length=env.spec.max_episode_steps)
+    returns = final[4]
+    return {"eval_return_mean": returns.mean(), "eval_return_std": returns.std(),
+            "eval_return_min": returns.min(), "eval_return_max": returns.max()}

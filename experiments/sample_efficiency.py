@@ -1,4 +1,4 @@
-"""Sample efficiency: PETS and MBPO against brax.training's PPO and SAC on the same task.
+"""Sample efficiency: model-based agents against model-free learners on the same task.
 
 ``python -m experiments.sample_efficiency --env brax/inverted_pendulum --threshold 900
 --seeds 3 --budget pets=5000 --budget mbpo=5000 --budget brax_sac=100000
@@ -7,10 +7,18 @@
 Each method is trained for its budget of environment steps with ``--seeds`` seeds and its
 greedy evaluation return is recorded against environment steps:
 
-* ``pets``, ``mbpo``: ``experiments.train.build`` + ``core.runner.train`` (the task's preset,
-  all seeds vmapped in one program, logs under ``<out>/<method>``); the curve is read back
-  from ``metrics.jsonl`` (``eval_return_per_seed``);
-* ``brax_ppo``, ``brax_sac``: :func:`experiments.baselines.run_baseline`, one run per seed.
+* model-based ``pets``, ``mbpo`` (continuous actions), ``muzero``, ``gumbel_muzero``,
+  ``dreamer``: ``experiments.train.build`` + ``core.runner.train`` (the task's preset, all
+  seeds vmapped in one program, logs under ``<out>/<method>``); the curve is read back from
+  ``metrics.jsonl`` (``eval_return_per_seed``);
+* model-free ``brax_ppo``, ``brax_sac`` (brax/* and dmc/*):
+  :func:`experiments.baselines.run_baseline`, one run per seed;
+* model-free ``ppo`` (discrete actions, gymnax/*): :func:`experiments.ppo.train`, all seeds in
+  one program, logs under ``<out>/ppo``.
+
+``python -m experiments.sample_efficiency --env gymnax/Breakout-MinAtar --methods muzero,ppo
+--threshold 10 --budget muzero=100000 --budget ppo=100000 --out runs/sample_efficiency/breakout``
+is the MinAtar comparison.
 
 The report (``<out>/report.json``, plot ``<out>/returns.png``) gives, per method,
 
@@ -37,8 +45,8 @@ import os
 import time
 from typing import Dict, List, Optional, Sequence
 
-MODEL_BASED = ("pets", "mbpo")
-MODEL_FREE = ("brax_ppo", "brax_sac")
+MODEL_BASED = ("pets", "mbpo", "muzero", "gumbel_muzero", "dreamer")
+MODEL_FREE = ("brax_ppo", "brax_sac", "ppo")
 METHODS = MODEL_BASED + MODEL_FREE
 
 
@@ -162,8 +170,11 @@ def _parse_budgets(items: Sequence[str]) -> Dict[str, int]:
     return out
 
 
-_DEFAULT_BUDGETS = {"pets": 5_000, "mbpo": 5_000, "brax_sac": 100_000, "brax_ppo": 2_000_000}
-_QUICK_BUDGETS = {"pets": 300, "mbpo": 300, "brax_sac": 2_000, "brax_ppo": 20_000}
+_DEFAULT_BUDGETS = {"pets": 5_000, "mbpo": 5_000, "muzero": 100_000, "gumbel_muzero": 100_000,
+                    "dreamer": 100_000, "brax_sac": 100_000, "brax_ppo": 2_000_000,
+                    "ppo": 1_000_000}
+_QUICK_BUDGETS = {"pets": 300, "mbpo": 300, "muzero": 300, "gumbel_muzero": 300,
+                  "dreamer": 300, "brax_sac": 2_000, "brax_ppo": 20_000, "ppo": 2_000}
 
 
 def main(argv: Optional[List[str]] = None) -> Dict:
@@ -171,7 +182,8 @@ def main(argv: Optional[List[str]] = None) -> Dict:
                                 description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--env", default="brax/inverted_pendulum")
-    p.add_argument("--methods", default=",".join(METHODS), help="comma-separated subset")
+    p.add_argument("--methods", default="pets,mbpo,brax_ppo,brax_sac",
+                   help=f"comma-separated subset of {METHODS}")
     p.add_argument("--threshold", type=float, default=900.0)
     p.add_argument("--seeds", type=int, default=3)
     p.add_argument("--budget", action="append", default=[], help="METHOD=STEPS (repeatable)")
@@ -180,7 +192,7 @@ def main(argv: Optional[List[str]] = None) -> Dict:
     p.add_argument("--evals", type=int, default=10, help="evaluations per run")
     p.add_argument("--report-at", default="", help="comma-separated budgets for return_at")
     p.add_argument("--extra", action="append", default=[],
-                   help="METHOD=ARGS: extra train.py flags for pets/mbpo, e.g. "
+                   help="METHOD=ARGS: extra train.py flags for a model-based method, e.g. "
                         "'mbpo=--updates_per_step 20'")
     p.add_argument("--out", default="runs/sample_efficiency")
     p.add_argument("--quick", action="store_true", help="tiny budgets and presets, 1 seed")
@@ -217,6 +229,12 @@ def main(argv: Optional[List[str]] = None) -> Dict:
             results[method] = run_model_based(
                 method, args.env, steps=budgets[method], seeds=seeds[method], out=args.out,
                 eval_every=eval_every, quick=args.quick, extra=extra[method])
+        elif method == "ppo":
+            from experiments import ppo
+            results[method] = ppo.train(
+                args.env, steps=budgets[method], seeds=seeds[method],
+                eval_every=max(1, budgets[method] // args.evals),
+                out=os.path.join(args.out, "ppo"), preset="tiny" if args.quick else None)
         else:
             from experiments import baselines
             results[method] = [baselines.run_baseline(

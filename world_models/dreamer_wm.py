@@ -127,10 +127,15 @@ def observe(model: WorldModel, params, seq: Dict[str, Array], key: Array
 
 
 def loss_fn(params, model: WorldModel, seq: Dict[str, Array], key: Array, *, kl_dyn: float,
-            kl_rep: float, free_nats: float) -> Tuple[Array, Tuple[RSSMState, Dict[str, Any]]]:
-    """World-model loss of ONE sequence: ``recon + reward + continue + KL`` averaged over T.
+            kl_rep: float, free_nats: float, recon_scale: float = 1.0
+            ) -> Tuple[Array, Tuple[RSSMState, Dict[str, Any]]]:
+    """World-model loss of ONE sequence: ``recon_scale recon + reward + continue + KL``
+    averaged over T.
 
-    ``seq`` additionally holds ``reward [T]`` and ``terminated [T]`` (bool).
+    ``seq`` additionally holds ``reward [T]`` and ``terminated [T]`` (bool). ``recon_scale``
+    is the official implementation's decoder loss scale (1 by default): the reconstruction is
+    the only term that pays for information in the posterior beyond the free nats, so on
+    observations of small magnitude a larger scale is what makes the latent state precise.
     Returns ``(loss, (s [T] states for imagination, metrics))``.
     """
     start_post, start_prior, states, post, prior = observe(model, params, seq, key)
@@ -146,7 +151,7 @@ def loss_fn(params, model: WorldModel, seq: Dict[str, Array], key: Array, *, kl_
                                 rep_scale=kl_rep, free_nats=free_nats)
     kl_start, _ = kl_balance(start_post.logits, start_prior.logits, dyn_scale=kl_dyn,
                              rep_scale=kl_rep, free_nats=free_nats)
-    total = recon + reward + cont + kl + first * kl_start
+    total = recon_scale * recon + reward + cont + kl + first * kl_start
     metrics = {"wm_loss": total.mean(), "recon_loss": recon.mean(), "reward_loss": reward.mean(),
                "cont_loss": cont.mean(), "kl_dyn": kl_metrics["kl_dyn"].mean(),
                "kl_rep": kl_metrics["kl_rep"].mean(),

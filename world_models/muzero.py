@@ -38,10 +38,10 @@ Array = jax.Array
 
 # Size presets of the networks (latent width/channels, hidden widths, residual blocks).
 NET_PRESETS: Dict[str, Dict[str, Any]] = {
-    "tiny": dict(latent_dim=16, hidden=(32,), num_blocks=1),
-    "small": dict(latent_dim=64, hidden=(64,), num_blocks=1),
-    "medium": dict(latent_dim=128, hidden=(128, 128), num_blocks=2),
-    "large": dict(latent_dim=256, hidden=(256, 256), num_blocks=4),
+    "tiny": dict(latent_dim=16, hidden=(32,), num_blocks=1, head_channels=4),
+    "small": dict(latent_dim=64, hidden=(64,), num_blocks=1, head_channels=8),
+    "medium": dict(latent_dim=128, hidden=(128, 128), num_blocks=2, head_channels=16),
+    "large": dict(latent_dim=256, hidden=(256, 256), num_blocks=4, head_channels=32),
 }
 
 

@@ -5,7 +5,10 @@ Two variants share one interface (:class:`MuZeroNet`, methods ``represent``, ``d
 
 * ``"mlp"`` for vector observations: hidden state ``s [..., latent_dim]``;
 * ``"resnet"`` for image observations ``[..., H, W, C]`` (MinAtar's 10x10xC): hidden state
-  ``s [..., H, W, channels]`` from a 3x3 convolution and residual blocks.
+  ``s [..., H, W, channels]`` from a 3x3 convolution and residual blocks. As in AlphaZero's
+  and MuZero's heads, each head first reduces the channels with its own 1x1 convolution
+  (``head_channels``) and then flattens, so the heads' dense layers see
+  ``H * W * head_channels`` inputs instead of ``H * W * channels``.
 
 Every hidden state leaving ``represent`` or ``dynamics`` is min-max normalised to [0, 1] per
 example over its latent axes (MuZero appendix G):  ``s <- (s - min s) / (max s - min s + eps)``.
@@ -72,6 +75,7 @@ class MuZeroNet(nn.Module):
       latent_dim: hidden-state width (mlp) or channels (resnet).
       hidden: widths of the hidden layers of each MLP (trunks and heads).
       num_blocks: residual blocks per resnet trunk.
+      head_channels: channels of each head's 1x1 reducing convolution (resnet).
       value_bins / reward_bins: sizes of the categorical supports.
       projection_dim: width of the consistency-loss projection.
     """
@@ -82,6 +86,7 @@ class MuZeroNet(nn.Module):
     latent_dim: int = 64
     hidden: Sequence[int] = (64,)
     num_blocks: int = 1
+    head_channels: int = 8
     value_bins: int = 21
     reward_bins: int = 21
     projection_dim: int = 64
@@ -98,6 +103,9 @@ class MuZeroNet(nn.Module):
         self.value_head = MLP(self.hidden, self.value_bins, zero_init=True)
         self.projection = MLP(self.hidden, self.projection_dim)
         self.projection_predictor = MLP(self.hidden, self.projection_dim)
+        if self.kind == "resnet":
+            self.reduce = {name: nn.Conv(self.head_channels, (1, 1))
+                           for name in ("reward", "prediction", "projection")}
 
     def __call__(self, obs: Array, action: Array):
         """Touches every sub-network once (for ``init``)."""
@@ -129,19 +137,20 @@ class MuZeroNet(nn.Module):
                                       s.shape[:-1] + onehot.shape[-1:])
             x = jnp.concatenate([s, planes], axis=-1)
         s_next = min_max_normalise(self.dynamics_trunk(x), self.latent_axes)
-        return self.reward_head(self._flat(s_next)), s_next
+        return self.reward_head(self._flat(s_next, "reward")), s_next
 
     def predict(self, s: Array) -> Tuple[Array, Array]:
         """``s -> (policy_logits [..., A], value_logits [..., value_bins])``."""
-        x = self._flat(s)
+        x = self._flat(s, "prediction")
         return self.policy_head(x), self.value_head(x)
 
     def project(self, s: Array, predictor: bool) -> Array:
         """EfficientZero's projection ``s -> z [..., projection_dim]`` (+ predictor head)."""
-        z = self.projection(self._flat(s))
+        z = self.projection(self._flat(s, "projection"))
         return self.projection_predictor(z) if predictor else z
 
-    def _flat(self, s: Array) -> Array:
+    def _flat(self, s: Array, head: str) -> Array:
         if self.kind == "mlp":
             return s
-        return s.reshape(s.shape[:-3] + (-1,))
+        x = self.reduce[head](s)
+        return x.reshape(x.shape[:-3] + (-1,))

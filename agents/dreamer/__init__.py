@@ -11,7 +11,7 @@ from agents.dreamer.config import PRESETS, SIZES, DreamerConfig, sized
 RUN_DEFAULTS = {
     "*": dict(steps=100_000, num_envs=4, log_every=5_000, eval_every=10_000, eval_episodes=8,
               checkpoint_every=0),
-    "gymnax/CartPole-v1": dict(steps=50_000, num_envs=4, log_every=2_500, eval_every=5_000,
+    "gymnax/CartPole-v1": dict(steps=50_000, num_envs=4, log_every=2_500, eval_every=2_500,
                                eval_episodes=8, checkpoint_every=0),
 }
 

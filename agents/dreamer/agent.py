@@ -172,7 +172,8 @@ class Dreamer:
         def wm_total(params):
             losses, (states, metrics) = jax.vmap(
                 lambda s, k: wm.loss_fn(params, self.model, s, k, kl_dyn=cfg.kl_dyn,
-                                        kl_rep=cfg.kl_rep, free_nats=cfg.free_nats)
+                                        kl_rep=cfg.kl_rep, free_nats=cfg.free_nats,
+                                        recon_scale=cfg.recon_scale)
             )(seq, jax.random.split(key, b))
             return losses.mean(), (states, jax.tree_util.tree_map(jnp.mean, metrics))
 

@@ -45,7 +45,7 @@ def test_baseline_settings_and_validation():
     with pytest.raises(ValueError, match="brax"):
         baselines.brax_environment("gymnax/Pendulum-v1")
     with pytest.raises(ValueError, match="methods"):
-        se.main(["--methods", "dreamer", "--quick"])
+        se.main(["--methods", "a2c", "--quick"])
 
 
 def test_quick_report_comes_from_real_runs(tmp_path):
@@ -72,3 +72,18 @@ def test_quick_report_comes_from_real_runs(tmp_path):
     reached = summary["steps_to_threshold"][0]
     assert reached == se.steps_to_threshold(curve["env_steps"], curve["eval_return"], -20.0)
     assert set(summary["return_at"]) == {"300"}
+
+
+def test_quick_ppo_report_for_discrete_tasks(tmp_path):
+    out = str(tmp_path / "se")
+    report = se.main(["--env", "gymnax/CartPole-v1", "--methods", "ppo", "--quick",
+                      "--threshold", "400", "--budget", "ppo=64", "--evals", "2", "--out", out])
+    curve = report["curves"]["ppo"][0]
+    assert curve["env_steps"] == [0, 32, 64]
+    logged = []
+    with open(os.path.join(out, "ppo", "metrics.jsonl")) as f:
+        for line in f:
+            rec = json.loads(line)
+            logged.append((rec["env_steps"], rec["eval_return_per_seed"][0]))
+    assert [tuple(p) for p in zip(curve["env_steps"], curve["eval_return"])] == logged
+    assert report["summary"]["ppo"]["budget"] == 64

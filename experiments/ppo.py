@@ -1,0 +1,370 @@
+"""A model-free PPO baseline for discrete-action tasks (gymnax classic control and MinAtar).
+
+brax.training's PPO (:mod:`experiments.baselines`) only has continuous (tanh-Gaussian)
+policies, so the MuZero and Dreamer comparisons on ``gymnax/*`` use this one: clipped-ratio
+PPO (Schulman et al., 2017) with GAE, a categorical policy and a separate value head, written
+as one jitted program that is vmapped over seeds (all seeds train together, as in
+:mod:`core.runner`):
+
+* every iteration collects ``num_steps`` vectorised steps of ``num_envs`` environments through
+  :mod:`envs.api` (auto-reset, time limits as truncations), computes GAE(lambda) advantages
+  and runs ``epochs`` passes of ``minibatches`` minibatch updates (Adam, global-norm clip,
+  optional linear learning-rate decay);
+* a time-limit truncation bootstraps with ``V(next_obs)``; a termination with 0;
+* networks: an MLP (tanh) for vector observations, and for images (MinAtar's ``10 x 10 x C``)
+  one 3x3 convolution of 16 channels followed by an MLP (ReLU);
+* evaluation: :func:`core.loop.greedy_returns` (argmax action, one episode in each of
+  ``eval_episodes`` environments) every ``eval_every`` environment steps.
+
+``python -m experiments.ppo --env gymnax/CartPole-v1 --steps 200000 --seeds 3 --out runs/ppo``
+writes ``<out>/metrics.jsonl`` (``env_steps``, ``eval_return_per_seed``, ``wall_time``), the
+format :mod:`experiments.sample_efficiency` reads.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import time
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from core.loop import greedy_returns
+from envs import registry
+from envs.api import Environment, batch_reset, batch_step
+
+Array = jax.Array
+
+
+@dataclasses.dataclass(frozen=True)
+class PPOConfig:
+    """PPO settings (defaults: CartPole-sized; ``PRESETS['minatar']`` for the MinAtar games).
+
+    Attributes:
+      num_envs, num_steps: environments per seed and vectorised steps per iteration.
+      epochs, minibatches: passes over each iteration's batch and minibatches per pass.
+      learning_rate, anneal_lr, max_grad_norm: Adam step (linearly decayed to 0 over the run
+        when ``anneal_lr``) and global-norm clip.
+      gamma, gae_lambda: discount and GAE lambda.
+      clip_eps, entropy_coef, value_coef: PPO ratio clip, entropy bonus, value-loss weight.
+      hidden, layers: MLP width and depth (torso of both heads).
+      conv_channels: channels of the 3x3 convolution for image observations.
+    """
+
+    num_envs: int = 4
+    num_steps: int = 128
+    epochs: int = 4
+    minibatches: int = 4
+    learning_rate: float = 2.5e-4
+    anneal_lr: bool = True
+    max_grad_norm: float = 0.5
+    gamma: float = 0.99
+    gae_lambda: float = 0.95
+    clip_eps: float = 0.2
+    entropy_coef: float = 0.01
+    value_coef: float = 0.5
+    hidden: int = 64
+    layers: int = 2
+    conv_channels: int = 16
+
+    def __post_init__(self):
+        for name in ("num_envs", "num_steps", "epochs", "minibatches", "hidden", "layers",
+                     "conv_channels"):
+            if int(getattr(self, name)) < 1:
+                raise ValueError(f"PPOConfig.{name} must be >= 1, got {getattr(self, name)!r}")
+        if (self.num_envs * self.num_steps) % self.minibatches:
+            raise ValueError(f"PPOConfig.minibatches={self.minibatches} must divide num_envs x "
+                             f"num_steps = {self.num_envs * self.num_steps}")
+        for name in ("gamma", "gae_lambda"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"PPOConfig.{name} must be in [0, 1], got {getattr(self, name)}")
+        for name in ("learning_rate", "clip_eps"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"PPOConfig.{name} must be > 0, got {getattr(self, name)}")
+        for name in ("max_grad_norm", "entropy_coef", "value_coef"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"PPOConfig.{name} must be >= 0, got {getattr(self, name)}")
+
+    @property
+    def batch_steps(self) -> int:
+        """Environment steps per iteration (per seed)."""
+        return self.num_envs * self.num_steps
+
+
+PRESETS: Dict[str, PPOConfig] = {
+    "default": PPOConfig(),
+    "minatar": PPOConfig(num_envs=64, num_steps=128, epochs=4, minibatches=8,
+                         learning_rate=5e-4, hidden=128, layers=1),
+    "tiny": PPOConfig(num_envs=2, num_steps=16, epochs=1, minibatches=2, hidden=16, layers=1,
+                      conv_channels=4),
+}
+
+
+def preset_for(env_id: str) -> str:
+    return "minatar" if env_id.endswith("-MinAtar") else "default"
+
+
+class ActorCritic(nn.Module):
+    """``obs -> (logits [A], value)``; separate torsos for the two heads."""
+
+    num_actions: int
+    hidden: int
+    layers: int
+    conv_channels: int
+
+    @nn.compact
+    def __call__(self, obs):
+        image = obs.ndim == 3
+
+        def torso(x, name):
+            act = jax.nn.relu if image else jnp.tanh
+            if image:
+                x = act(nn.Conv(self.conv_channels, (3, 3), name=f"{name}_conv")(x)).reshape(-1)
+            for i in range(self.layers):
+                x = act(nn.Dense(self.hidden, kernel_init=nn.initializers.orthogonal(np.sqrt(2)),
+                                 name=f"{name}_{i}")(x))
+            return x
+
+        logits = nn.Dense(self.num_actions, kernel_init=nn.initializers.orthogonal(0.01),
+                          name="policy")(torso(obs, "pi"))
+        value = nn.Dense(1, kernel_init=nn.initializers.orthogonal(1.0),
+                         name="value")(torso(obs, "v"))[0]
+        return logits, value
+
+
+def gae(rewards: Array, values: Array, next_values: Array, terminated: Array, done: Array,
+        gamma: float, lambda_: float) -> Array:
+    """GAE(lambda) advantages over time (axis 0) of ``[T, ...]`` arrays.
+
+    ``delta_t = r_t + gamma (1 - terminated_t) V(next_obs_t) - V(obs_t)`` and
+    ``A_t = delta_t + gamma lambda (1 - done_t) A_{t+1}``: a truncation bootstraps from the
+    true successor but, like a termination, cuts the trace (the next row is a new episode).
+    """
+    deltas = rewards + gamma * (1.0 - terminated) * next_values - values
+
+    def back(adv, x):
+        delta, d = x
+        adv = delta + gamma * lambda_ * (1.0 - d) * adv
+        return adv, adv
+
+    _, adv = jax.lax.scan(back, jnp.zeros_like(deltas[0]), (deltas, done), reverse=True)
+    return adv
+
+
+class PPO:
+    """The pure functions of PPO for one environment (one seed; callers vmap over seeds)."""
+
+    def __init__(self, cfg: PPOConfig, env: Environment, total_iterations: int):
+        if not env.spec.discrete:
+            raise ValueError(f"experiments.ppo handles discrete actions; {env.spec.env_id} is "
+                             "continuous: use experiments.baselines (brax.training's PPO)")
+        self.cfg, self.env = cfg, env
+        self.net = ActorCritic(env.spec.num_actions, cfg.hidden, cfg.layers, cfg.conv_channels)
+        updates = max(1, total_iterations) * cfg.epochs * cfg.minibatches
+        lr = (optax.linear_schedule(cfg.learning_rate, 0.0, updates) if cfg.anneal_lr
+              else cfg.learning_rate)
+        self.opt = optax.chain(optax.clip_by_global_norm(cfg.max_grad_norm),
+                               optax.adam(lr, eps=1e-5))
+
+    def init(self, key: Array) -> Dict[str, Any]:
+        net_key, env_key, run_key = jax.random.split(key, 3)
+        params = self.net.init(net_key, jnp.zeros(self.env.spec.obs_shape, jnp.float32))
+        return {"params": params, "opt": self.opt.init(params),
+                "env": batch_reset(self.env, env_key, self.cfg.num_envs), "key": run_key,
+                "env_steps": jnp.zeros((), jnp.int32)}
+
+    def apply(self, params, obs):
+        return jax.vmap(lambda o: self.net.apply(params, o))(obs)
+
+    def act(self, params, obs, is_first, carry, key, explore: bool):
+        """:class:`core.types.Agent`'s ``act`` signature (stateless: the carry is unused)."""
+        del is_first
+        logits, _ = self.apply(params, obs)
+        if explore:
+            action = jax.random.categorical(key, logits)
+        else:
+            action = jnp.argmax(logits, -1)
+        return action.astype(jnp.int32), carry, {}
+
+    def loss(self, params, batch):
+        cfg = self.cfg
+        logits, values = self.apply(params, batch["obs"])
+        logp_all = jax.nn.log_softmax(logits)
+        logp = jnp.take_along_axis(logp_all, batch["action"][:, None], -1)[:, 0]
+        ratio = jnp.exp(logp - batch["logp"])
+        adv = batch["adv"]
+        adv = (adv - adv.mean()) / (adv.std() + 1e-8)
+        pg = -jnp.minimum(ratio * adv,
+                          jnp.clip(ratio, 1 - cfg.clip_eps, 1 + cfg.clip_eps) * adv).mean()
+        v_clipped = batch["value"] + jnp.clip(values - batch["value"], -cfg.clip_eps,
+                                              cfg.clip_eps)
+        v_loss = 0.5 * jnp.maximum(jnp.square(values - batch["target"]),
+                                   jnp.square(v_clipped - batch["target"])).mean()
+        entropy = -(jnp.exp(logp_all) * logp_all).sum(-1).mean()
+        total = pg + cfg.value_coef * v_loss - cfg.entropy_coef * entropy
+        return total, {"policy_loss": pg, "value_loss": v_loss, "entropy": entropy,
+                       "approx_kl": ((ratio - 1) - jnp.log(ratio)).mean()}
+
+    def iteration(self, state: Dict[str, Any], _) -> Tuple[Dict[str, Any], Dict[str, Array]]:
+        cfg = self.cfg
+
+        def step(c, _):
+            env_state, key = c
+            key, act_key, env_key = jax.random.split(key, 3)
+            obs = env_state.obs
+            logits, value = self.apply(state["params"], obs)
+            action = jax.random.categorical(act_key, logits).astype(jnp.int32)
+            logp = jnp.take_along_axis(jax.nn.log_softmax(logits), action[:, None], -1)[:, 0]
+            env_state, ts = batch_step(self.env, env_state, action, env_key)
+            row = {"obs": obs, "action": action, "logp": logp, "value": value,
+                   "reward": ts.reward, "next_obs": ts.next_obs,
+                   "terminated": ts.terminated.astype(jnp.float32),
+                   "done": ts.done.astype(jnp.float32),
+                   "episode_return": ts.episode_return}
+            return (env_state, key), row
+
+        key, roll_key, perm_key = jax.random.split(state["key"], 3)
+        (env_state, _), rows = jax.lax.scan(step, (state["env"], roll_key), None,
+                                            length=cfg.num_steps)
+        _, next_values = jax.vmap(lambda o: self.apply(state["params"], o))(rows["next_obs"])
+        adv = gae(rows["reward"], rows["value"], next_values, rows["terminated"], rows["done"],
+                  cfg.gamma, cfg.gae_lambda)
+        flat = {k: rows[k].reshape((-1,) + rows[k].shape[2:])
+                for k in ("obs", "action", "logp", "value")}
+        flat["adv"] = adv.reshape(-1)
+        flat["target"] = flat["adv"] + flat["value"]
+
+        def epoch(c, k):
+            params, opt = c
+            perm = jax.random.permutation(k, cfg.batch_steps)
+            shuffled = jax.tree_util.tree_map(
+                lambda x: x[perm].reshape((cfg.minibatches, -1) + x.shape[1:]), flat)
+
+            def minibatch(c, batch):
+                params, opt = c
+                grad, metrics = jax.grad(self.loss, has_aux=True)(params, batch)
+                updates, opt = self.opt.update(grad, opt, params)
+                return (optax.apply_updates(params, updates), opt), metrics
+
+            return jax.lax.scan(minibatch, (params, opt), shuffled)
+
+        (params, opt), metrics = jax.lax.scan(epoch, (state["params"], state["opt"]),
+                                              jax.random.split(perm_key, cfg.epochs))
+        done = rows["done"]
+        out = jax.tree_util.tree_map(jnp.mean, metrics)
+        out["episodes"] = done.sum()
+        out["episode_return_sum"] = (rows["episode_return"] * done).sum()
+        new = {"params": params, "opt": opt, "env": env_state, "key": key,
+               "env_steps": state["env_steps"] + cfg.batch_steps}
+        return new, out
+
+
+def train(env_id: str, *, steps: int, seeds: int = 1, seed: int = 0, eval_every: int = 0,
+          eval_episodes: int = 10, out: Optional[str] = None, preset: Optional[str] = None,
+          **overrides) -> List[Dict[str, Any]]:
+    """Trains ``seeds`` PPO runs together; returns per-seed curves.
+
+    Each curve is ``{"env_steps", "eval_return", "wall_time", "seed"}`` with an evaluation at
+    step 0 and then every ``eval_every`` steps (rounded up to whole iterations; 0: ten
+    evaluations over the budget). ``out``: write ``metrics.jsonl`` and ``config.json`` there.
+    """
+    env = registry.make(env_id)
+    cfg = dataclasses.replace(PRESETS[preset or preset_for(env_id)], **overrides)
+    iterations = max(1, -(-int(steps) // cfg.batch_steps))
+    eval_every = eval_every or max(1, steps // 10)
+    chunk = max(1, min(iterations, -(-int(eval_every) // cfg.batch_steps)))
+    ppo = PPO(cfg, env, iterations)
+    keys = jax.random.split(jax.random.PRNGKey(seed), seeds)
+    state = jax.jit(jax.vmap(ppo.init))(keys)
+
+    @jax.jit
+    def run_chunk(state):
+        return jax.vmap(lambda s: jax.lax.scan(ppo.iteration, s, None, length=chunk))(state)
+
+    @jax.jit
+    def evaluate(state, key):
+        return jax.vmap(lambda p, k: greedy_returns(env, ppo.act, lambda n: (), p,
+                                                    eval_episodes, k)["eval_return_mean"]
+                        )(state["params"], jax.random.split(key, seeds))
+
+    if out:
+        os.makedirs(out, exist_ok=True)
+        with open(os.path.join(out, "config.json"), "w") as f:
+            json.dump({"env": env_id, "steps": steps, "seeds": seeds, "seed": seed,
+                       "preset": preset or preset_for(env_id), **dataclasses.asdict(cfg)}, f,
+                      indent=1)
+    log = open(os.path.join(out, "metrics.jsonl"), "w") if out else None
+    curves = [{"env_steps": [], "eval_return": [], "wall_time": [], "seed": seed + i}
+              for i in range(seeds)]
+    start = time.time()
+    eval_key = jax.random.PRNGKey(seed + 10_000)
+    done_iterations, metrics = 0, {}
+    while True:
+        eval_key, k = jax.random.split(eval_key)
+        returns = np.asarray(evaluate(state, k))
+        env_steps = done_iterations * cfg.batch_steps
+        record = {"env_steps": env_steps, "eval_return_per_seed": returns.tolist(),
+                  "eval_return_mean": float(returns.mean()), "wall_time": time.time() - start}
+        if done_iterations:
+            # metrics leaves: [seeds, chunk]
+            record.update({k: float(np.mean(v)) for k, v in metrics.items()
+                           if k not in ("episodes", "episode_return_sum")})
+            record["episode_return_mean"] = float(
+                np.sum(metrics["episode_return_sum"]) / max(1.0, np.sum(metrics["episodes"])))
+        for i, c in enumerate(curves):
+            c["env_steps"].append(env_steps)
+            c["eval_return"].append(float(returns[i]))
+            c["wall_time"].append(record["wall_time"])
+        print(f"[ppo] {env_id}: {env_steps} steps, eval return per seed "
+              f"{np.round(returns, 1).tolist()} ({record['wall_time']:.0f} s)", flush=True)
+        if log:
+            log.write(json.dumps(record) + "\n")
+            log.flush()
+        if done_iterations >= iterations:
+            break
+        state, metrics = run_chunk(state)
+        done_iterations += chunk
+    if log:
+        log.close()
+    return curves
+
+
+def main(argv: Optional[Sequence[str]] = None) -> List[Dict[str, Any]]:
+    p = argparse.ArgumentParser(prog="python -m experiments.ppo", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--env", default="gymnax/CartPole-v1")
+    p.add_argument("--steps", type=int, default=100_000)
+    p.add_argument("--seeds", type=int, default=1)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--eval-every", type=int, default=0)
+    p.add_argument("--eval-episodes", type=int, default=10)
+    p.add_argument("--preset", choices=sorted(PRESETS), default=None)
+    p.add_argument("--out", default=None)
+    p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
+                   help="override a PPOConfig field (repeatable)")
+    args = p.parse_args(argv)
+    fields = {f.name: f.type for f in dataclasses.fields(PPOConfig)}
+    overrides = {}
+    for item in args.set:
+        name, _, value = item.partition("=")
+        if name not in fields or not value:
+            raise SystemExit(f"--set takes FIELD=VALUE with FIELD in {sorted(fields)}, "
+                             f"got {item!r}")
+        default = getattr(PPOConfig(), name)
+        overrides[name] = (value.lower() in ("1", "true", "yes") if isinstance(default, bool)
+                           else type(default)(float(value) if isinstance(default, int)
+                                              else value))
+    return train(args.env, steps=args.steps, seeds=args.seeds, seed=args.seed,
+                 eval_every=args.eval_every, eval_episodes=args.eval_episodes, out=args.out,
+                 preset=args.preset, **overrides)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,43 @@
+"""The discrete-action PPO baseline: GAE against a hand-worked example, input checks, and a
+short CartPole run that must learn."""
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from experiments import ppo
+
+
+def test_gae_hand_worked():
+    # one env, 3 steps: a step, a truncation (bootstraps from V(next_obs)=5 but cuts the
+    # trace), then a termination (bootstraps with 0).
+    gamma, lam = 0.9, 0.5
+    rewards = jnp.array([[1.0], [2.0], [3.0]])
+    values = jnp.array([[0.5], [1.0], [2.0]])
+    next_values = jnp.array([[1.0], [5.0], [7.0]])
+    terminated = jnp.array([[0.0], [0.0], [1.0]])
+    done = jnp.array([[0.0], [1.0], [1.0]])
+    adv = ppo.gae(rewards, values, next_values, terminated, done, gamma, lam)
+    d2 = 3.0 - 2.0
+    d1 = 2.0 + 0.9 * 5.0 - 1.0
+    d0 = 1.0 + 0.9 * 1.0 - 0.5
+    expected = [d0 + gamma * lam * d1, d1, d2]
+    np.testing.assert_allclose(np.asarray(adv)[:, 0], expected, rtol=1e-6)
+
+
+def test_bad_input_names_the_problem():
+    with pytest.raises(ValueError, match="minibatches"):
+        ppo.PPOConfig(num_envs=3, num_steps=5, minibatches=2)
+    with pytest.raises(ValueError, match="continuous"):
+        ppo.train("gymnax/Pendulum-v1", steps=100, preset="tiny")
+
+
+def test_ppo_learns_cartpole(tmp_path):
+    # untrained greedy policies score 9-42; after 40,960 steps 396-458 (4 seeds checked)
+    curves = ppo.train("gymnax/CartPole-v1", steps=40_960, seeds=2, eval_every=40_960,
+                       out=str(tmp_path), num_envs=4, num_steps=128)
+    for c in curves:
+        assert c["env_steps"] == [0, 40_960]
+        assert c["eval_return"][0] < 100
+        assert c["eval_return"][-1] > 250, c["eval_return"]
+    assert (tmp_path / "metrics.jsonl").exists()
