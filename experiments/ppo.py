@@ -39,6 +39,7 @@ import optax
 from core.loop import greedy_returns
 from envs import registry
 from envs.api import Environment, batch_reset, batch_step
+from world_models.conv import Conv
 
 Array = jax.Array
 
@@ -126,7 +127,7 @@ class ActorCritic(nn.Module):
         def torso(x, name):
             act = jax.nn.relu if image else jnp.tanh
             if image:
-                x = act(nn.Conv(self.conv_channels, (3, 3), name=f"{name}_conv")(x)).reshape(-1)
+                x = act(Conv(self.conv_channels, (3, 3), name=f"{name}_conv")(x)).reshape(-1)
             for i in range(self.layers):
                 x = act(nn.Dense(self.hidden, kernel_init=nn.initializers.orthogonal(np.sqrt(2)),
                                  name=f"{name}_{i}")(x))

@@ -22,6 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from core import rlmath
+from world_models.conv import Conv
 from world_models.rssm import Dense
 
 Array = jax.Array
@@ -88,8 +89,8 @@ class CNNEncoder(nn.Module):
     def __call__(self, obs):
         x = obs.astype(jnp.float32) / 255.0 - 0.5
         for i in range(self.stages):
-            x = nn.Conv(self.depth * 2 ** i, (3, 3), strides=(2, 2), padding="SAME",
-                        use_bias=False)(x)
+            x = Conv(self.depth * 2 ** i, (3, 3), strides=(2, 2), padding="SAME",
+                     use_bias=False)(x)
             x = jax.nn.silu(nn.RMSNorm(epsilon=1e-4)(x) if self.norm == "rms"
                             else nn.LayerNorm(epsilon=1e-3)(x))
         return x.reshape(-1)

@@ -25,6 +25,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from world_models.conv import Conv
+
 Array = jax.Array
 
 NORM_EPS = 1e-5
@@ -60,8 +62,8 @@ class ResBlock(nn.Module):
 
     @nn.compact
     def __call__(self, x: Array) -> Array:
-        y = nn.Conv(self.channels, (3, 3))(nn.relu(nn.LayerNorm()(x)))
-        y = nn.Conv(self.channels, (3, 3))(nn.relu(nn.LayerNorm()(y)))
+        y = Conv(self.channels, (3, 3))(nn.relu(nn.LayerNorm()(x)))
+        y = Conv(self.channels, (3, 3))(nn.relu(nn.LayerNorm()(y)))
         return x + y
 
 
@@ -104,7 +106,7 @@ class MuZeroNet(nn.Module):
         self.projection = MLP(self.hidden, self.projection_dim)
         self.projection_predictor = MLP(self.hidden, self.projection_dim)
         if self.kind == "resnet":
-            self.reduce = {name: nn.Conv(self.head_channels, (1, 1))
+            self.reduce = {name: Conv(self.head_channels, (1, 1))
                            for name in ("reward", "prediction", "projection")}
 
     def __call__(self, obs: Array, action: Array):
@@ -117,7 +119,7 @@ class MuZeroNet(nn.Module):
     def _trunk(self):
         if self.kind == "mlp":
             return MLP(self.hidden, self.latent_dim)
-        return nn.Sequential([nn.Conv(self.latent_dim, (3, 3))]
+        return nn.Sequential([Conv(self.latent_dim, (3, 3))]
                              + [ResBlock(self.latent_dim) for _ in range(self.num_blocks)])
 
     def represent(self, obs: Array) -> Array:

@@ -137,8 +137,13 @@ _CARTPOLE = dict(model_size="small", num_simulations=16, discount=0.99, n_step=5
 PRESETS: Dict[str, MuZeroConfig] = {
     "default": MuZeroConfig(),
     "cartpole_v1": MuZeroConfig(**_CARTPOLE),
-    "minatar": MuZeroConfig(model_size="small", num_simulations=16, learning_rate=1e-3,
-                            buffer_size=100_000, reanalyse_fraction=0.25, prefill_steps=1_000),
+    # MinAtar on a 2-core CPU: 32-channel residual nets, 8 simulations, one update (batch 32)
+    # per 8-env vectorised step, no reanalyse (about 60 env steps/s with the CPU conv path).
+    "minatar": MuZeroConfig(model_size="small", latent_dim=32, num_simulations=8,
+                            batch_size=32, learning_rate=1e-3, buffer_size=100_000,
+                            priority_exponent=0.6, importance_exponent=0.4,
+                            reanalyse_fraction=0.0, temperature_boundaries=(5_000, 10_000),
+                            updates_per_iteration=1, prefill_steps=1_000),
     "tiny": MuZeroConfig(model_size="tiny", num_simulations=4, batch_size=16, n_step=3,
                          unroll_steps=3, buffer_size=2_000, prefill_steps=32,
                          value_support_size=11, value_support_max=5.0, reward_support_size=5,
