@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import json
 import os
 import time
@@ -273,21 +274,23 @@ def train(env_id: str, *, steps: int, seeds: int = 1, seed: int = 0, eval_every:
     """Trains ``seeds`` PPO runs together; returns per-seed curves.
 
     Each curve is ``{"env_steps", "eval_return", "wall_time", "seed"}`` with an evaluation at
-    step 0 and then every ``eval_every`` steps (rounded up to whole iterations; 0: ten
-    evaluations over the budget). ``out``: write ``metrics.jsonl`` and ``config.json`` there.
+    step 0, then every ``eval_every`` steps (rounded up to whole iterations; 0: ten
+    evaluations over the budget) and at the end. The run takes ``steps // (num_envs *
+    num_steps)`` iterations (at least one), so it never exceeds ``steps`` unless ``steps`` is
+    below one iteration. ``out``: write ``metrics.jsonl`` and ``config.json`` there.
     """
     env = registry.make(env_id)
     cfg = dataclasses.replace(PRESETS[preset or preset_for(env_id)], **overrides)
-    iterations = max(1, -(-int(steps) // cfg.batch_steps))
+    iterations = max(1, int(steps) // cfg.batch_steps)
     eval_every = eval_every or max(1, steps // 10)
     chunk = max(1, min(iterations, -(-int(eval_every) // cfg.batch_steps)))
     ppo = PPO(cfg, env, iterations)
     keys = jax.random.split(jax.random.PRNGKey(seed), seeds)
     state = jax.jit(jax.vmap(ppo.init))(keys)
 
-    @jax.jit
-    def run_chunk(state):
-        return jax.vmap(lambda s: jax.lax.scan(ppo.iteration, s, None, length=chunk))(state)
+    @functools.partial(jax.jit, static_argnums=1)
+    def run_chunk(state, length):
+        return jax.vmap(lambda s: jax.lax.scan(ppo.iteration, s, None, length=length))(state)
 
     @jax.jit
     def evaluate(state, key):
@@ -330,8 +333,9 @@ def train(env_id: str, *, steps: int, seeds: int = 1, seed: int = 0, eval_every:
             log.flush()
         if done_iterations >= iterations:
             break
-        state, metrics = run_chunk(state)
-        done_iterations += chunk
+        length = min(chunk, iterations - done_iterations)  # a shorter last chunk if needed
+        state, metrics = run_chunk(state, length)
+        done_iterations += length
     if log:
         log.close()
     return curves
@@ -359,9 +363,19 @@ def main(argv: Optional[Sequence[str]] = None) -> List[Dict[str, Any]]:
             raise SystemExit(f"--set takes FIELD=VALUE with FIELD in {sorted(fields)}, "
                              f"got {item!r}")
         default = getattr(PPOConfig(), name)
-        overrides[name] = (value.lower() in ("1", "true", "yes") if isinstance(default, bool)
-                           else type(default)(float(value) if isinstance(default, int)
-                                              else value))
+        try:
+            if isinstance(default, bool):
+                if value.lower() not in ("true", "false", "1", "0"):
+                    raise ValueError(value)
+                overrides[name] = value.lower() in ("true", "1")
+            elif isinstance(default, int):
+                if float(value) != int(float(value)):
+                    raise ValueError(value)
+                overrides[name] = int(float(value))
+            else:
+                overrides[name] = float(value)
+        except ValueError:
+            raise SystemExit(f"--set {name}: expected a {type(default).__name__}, got {value!r}")
     return train(args.env, steps=args.steps, seeds=args.seeds, seed=args.seed,
                  eval_every=args.eval_every, eval_episodes=args.eval_episodes, out=args.out,
                  preset=args.preset, **overrides)

@@ -16,9 +16,12 @@ greedy evaluation return is recorded against environment steps:
 * model-free ``ppo`` (discrete actions, gymnax/*): :func:`experiments.ppo.train`, all seeds in
   one program, logs under ``<out>/ppo``.
 
-``python -m experiments.sample_efficiency --env gymnax/Breakout-MinAtar --methods muzero,ppo
---threshold 10 --budget muzero=100000 --budget ppo=100000 --out runs/sample_efficiency/breakout``
-is the MinAtar comparison.
+``python -m experiments.sample_efficiency --env gymnax/Breakout-MinAtar --methods ppo,muzero
+--seeds 1 --seeds-for ppo=3 --threshold 5 --budget muzero=100000 --budget ppo=100000
+--extra "muzero=--preset minatar" --out runs/sample_efficiency/breakout`` is the MinAtar
+comparison (PPO's ``minatar`` preset collects 8,192 steps per iteration, so at 100k steps it
+makes 12 iterations; ``python -m experiments.ppo`` with a larger ``--steps`` shows where it
+goes next).
 
 The report (``<out>/report.json``, plot ``<out>/returns.png``) gives, per method,
 

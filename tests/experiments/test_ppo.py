@@ -41,3 +41,10 @@ def test_ppo_learns_cartpole(tmp_path):
         assert c["eval_return"][0] < 100
         assert c["eval_return"][-1] > 250, c["eval_return"]
     assert (tmp_path / "metrics.jsonl").exists()
+
+
+def test_budget_is_not_exceeded_and_last_chunk_is_shorter():
+    # tiny preset: 2 envs x 16 steps = 32 steps per iteration; 100 steps -> 3 iterations,
+    # evaluations every 2 iterations and at the end.
+    curves = ppo.train("gymnax/CartPole-v1", steps=100, eval_every=64, preset="tiny")
+    assert curves[0]["env_steps"] == [0, 64, 96]
