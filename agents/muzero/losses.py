@@ -82,7 +82,10 @@ def batch_loss(params, obs: Array, actions: Array, targets: UnrollTargets, weigh
 
 
 def optimizer(cfg: MuZeroConfig) -> optax.GradientTransformation:
-    adam = optax.adam(cfg.learning_rate)
+    lr = cfg.learning_rate
+    if cfg.lr_decay_steps > 0:
+        lr = optax.linear_schedule(lr, lr * cfg.lr_final_fraction, cfg.lr_decay_steps)
+    adam = optax.adam(lr)
     if cfg.max_grad_norm > 0:
         return optax.chain(optax.clip_by_global_norm(cfg.max_grad_norm), adam)
     return adam

@@ -137,3 +137,21 @@ def test_learns_to_copy_the_context():
         returns.append(float(stats["episode_return_sum"] / stats["episodes"]))
     # The second chunk acts at temperature 0.25 (after 200 updates).
     assert returns[-1] >= 3.5, returns
+
+
+def test_learning_rate_decays_linearly_then_stays():
+    from agents.muzero import losses
+    cfg = muzero.MuZeroConfig(learning_rate=1e-2, lr_decay_steps=10, lr_final_fraction=0.1,
+                              max_grad_norm=0.0)
+    opt = losses.optimizer(cfg)
+    params = {"w": jnp.zeros(())}
+    state = opt.init(params)
+    sizes = []
+    for _ in range(14):  # constant gradient: Adam's step is the learning rate
+        update, state = opt.update({"w": jnp.ones(())}, state, params)
+        sizes.append(float(-update["w"]))
+    np.testing.assert_allclose(sizes[0], 1e-2, rtol=1e-3)
+    np.testing.assert_allclose(sizes[5], 1e-2 * (1 - 0.9 * 5 / 10), rtol=1e-3)
+    np.testing.assert_allclose(sizes[10:], 1e-3, rtol=1e-3)
+    with pytest.raises(ValueError, match="lr_final_fraction"):
+        muzero.MuZeroConfig(lr_final_fraction=1.5)
