@@ -179,8 +179,7 @@ class PPO:
         net_key, env_key, run_key = jax.random.split(key, 3)
         params = self.net.init(net_key, jnp.zeros(self.env.spec.obs_shape, jnp.float32))
         return {"params": params, "opt": self.opt.init(params),
-                "env": batch_reset(self.env, env_key, self.cfg.num_envs), "key": run_key,
-                "env_steps": jnp.zeros((), jnp.int32)}
+                "env": batch_reset(self.env, env_key, self.cfg.num_envs), "key": run_key}
 
     def apply(self, params, obs):
         return jax.vmap(lambda o: self.net.apply(params, o))(obs)
@@ -263,8 +262,7 @@ class PPO:
         out = jax.tree_util.tree_map(jnp.mean, metrics)
         out["episodes"] = done.sum()
         out["episode_return_sum"] = (rows["episode_return"] * done).sum()
-        new = {"params": params, "opt": opt, "env": env_state, "key": key,
-               "env_steps": state["env_steps"] + cfg.batch_steps}
+        new = {"params": params, "opt": opt, "env": env_state, "key": key}
         return new, out
 
 

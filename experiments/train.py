@@ -118,6 +118,20 @@ def load_run(logdir: str, seed_index: int = 0):
     return env, agent_cfg, state, record
 
 
+def report_errors(result: Dict, names, json_path: Optional[str]) -> None:
+    """Prints each ``result[name]``'s k-step ``abs_error`` and ``pooled_relative_error`` (as
+    :func:`world_models.evaluation.k_step_errors` returns them) and writes ``result`` to
+    ``json_path`` when given. Shared by the evaluations of trained runs."""
+    import numpy as np
+    for name in names:
+        print(name, "abs error by k:", np.round(result[name]["abs_error"], 4).tolist())
+        print(name, "pooled relative error by k:",
+              np.round(result[name]["pooled_relative_error"], 4).tolist())
+    if json_path:
+        with open(json_path, "w") as f:
+            json.dump(result, f, indent=2)
+
+
 def main(argv: Optional[List[str]] = None) -> Dict:
     args, _ = _parser().parse_known_args(argv)
     if args.distributed:

@@ -16,7 +16,6 @@ reported as ``reconstruction_abs_error`` for reference.
 
 from __future__ import annotations
 
-import json
 from typing import Dict, List, Optional
 
 import jax
@@ -142,13 +141,7 @@ def main(argv: Optional[List[str]] = None) -> Dict:
     result.update(logdir=args.logdir, trajectories=args.trajectories, length=args.length,
                   terminated_fraction=float(np.mean(ended)))
     print("reconstruction (k=0) abs error:", round(result["reconstruction_abs_error"], 4))
-    for name in ("obs", "reward"):
-        print(name, "abs error by k:", np.round(result[name]["abs_error"], 4).tolist())
-        print(name, "pooled relative error by k:",
-              np.round(result[name]["pooled_relative_error"], 4).tolist())
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(result, f, indent=2)
+    train.report_errors(result, ("obs", "reward"), args.json)
     return result
 
 

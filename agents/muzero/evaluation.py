@@ -13,7 +13,6 @@ dynamics lose), for ``k = 1..horizon`` (beyond the training unroll K when horizo
 
 from __future__ import annotations
 
-import json
 from typing import Dict, List, Optional
 
 import jax
@@ -95,11 +94,7 @@ def main(argv: Optional[List[str]] = None) -> Dict:
                   trajectories=args.trajectories, length=args.length,
                   terminated_fraction=float(np.mean(ended)),
                   unroll_steps=cfg.unroll_steps)
-    for name in ("reward", "value"):
-        print(name, "abs error by k:", np.round(result[name]["abs_error"], 4).tolist())
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(result, f, indent=2)
+    train.report_errors(result, ("reward", "value"), args.json)
     return result
 
 

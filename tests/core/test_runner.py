@@ -154,3 +154,17 @@ def test_nonfinite_metric_stops_with_name_and_step(tmp_path):
     with pytest.raises(runner.NonFiniteMetricError, match=r"'loss' is nan at env_steps=40"):
         runner.train(env, agent, cfg)
     assert max(int(d) for d in os.listdir(tmp_path / "nan" / "checkpoints")) == 30
+
+
+def test_report_errors_prints_both_curves_and_writes_json(tmp_path, capsys):
+    import json
+
+    from experiments import train
+    result = {"obs": {"abs_error": [0.5, 0.25], "pooled_relative_error": [0.1, 0.2]}}
+    path = str(tmp_path / "errors.json")
+    train.report_errors(result, ("obs",), path)
+    out = capsys.readouterr().out
+    assert "obs abs error by k: [0.5, 0.25]" in out
+    assert "obs pooled relative error by k: [0.1, 0.2]" in out
+    with open(path) as f:
+        assert json.load(f) == result
