@@ -13,6 +13,9 @@ greedy evaluation return is recorded against environment steps:
   ``metrics.jsonl`` (``eval_return_per_seed``);
 * model-free ``brax_ppo``, ``brax_sac`` (brax/* and dmc/*):
   :func:`experiments.baselines.run_baseline`, one run per seed;
+* a model-based method given ``--extra "METHOD=--env-option action_repeat=R"`` acts every R
+  control steps: it runs for ``budget / R`` agent steps and its curve is reported in control
+  steps (agent steps x R), the unit of every other method and of the budgets;
 * model-free ``ppo`` (discrete actions, gymnax/*): :func:`experiments.ppo.train`, all seeds in
   one program, logs under ``<out>/ppo``.
 
@@ -106,6 +109,19 @@ def ratios(summary: Dict[str, Dict]) -> Dict[str, Dict]:
     return out
 
 
+def action_repeat(extra: Sequence[str]) -> int:
+    """The ``action_repeat`` of ``--env-option action_repeat=R`` in a method's extra flags
+    (1 when absent)."""
+    from experiments import train
+
+    items = [a.split("=", 1)[1] for a in extra if a.startswith("--env-option=")]
+    items += [b for a, b in zip(extra, extra[1:]) if a == "--env-option"]
+    repeat = int(train.env_options(items).get("action_repeat", 1))
+    if repeat < 1:
+        raise ValueError(f"action_repeat must be >= 1, got {repeat}")
+    return repeat
+
+
 def run_model_based(method: str, env_id: str, *, steps: int, seeds: int, out: str,
                     eval_every: int, quick: bool, extra: Sequence[str]) -> List[Dict]:
     """Trains ``method`` through the shared loop; per-seed curves from its metrics.jsonl."""
@@ -113,8 +129,10 @@ def run_model_based(method: str, env_id: str, *, steps: int, seeds: int, out: st
     from experiments import train
 
     logdir = os.path.join(out, method)
-    argv = ["--agent", method, "--env", env_id, "--steps", str(steps), "--num-seeds",
-            str(seeds), "--logdir", logdir, "--eval-every", str(eval_every), "--no-progress",
+    repeat = action_repeat(extra)
+    argv = ["--agent", method, "--env", env_id, "--steps", str(math.ceil(steps / repeat)),
+            "--num-seeds", str(seeds), "--logdir", logdir,
+            "--eval-every", str(max(1, eval_every // repeat)), "--no-progress",
             "--checkpoint-every", "0"]
     if quick:
         argv += ["--preset", "tiny", "--log-every", str(eval_every)]
@@ -127,11 +145,12 @@ def run_model_based(method: str, env_id: str, *, steps: int, seeds: int, out: st
         for line in f:
             rec = json.loads(line)
             for i, value in enumerate(rec.get("eval_return_per_seed", [])):
-                curves[i]["env_steps"].append(int(rec["env_steps"]))
+                curves[i]["env_steps"].append(int(rec["env_steps"]) * repeat)
                 curves[i]["eval_return"].append(float(value))
     for c in curves:
         c["wall_time"] = wall
         c["logdir"] = logdir
+        c["action_repeat"] = repeat
     return curves
 
 

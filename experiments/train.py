@@ -26,6 +26,10 @@ def _parser() -> argparse.ArgumentParser:
                "`--agent NAME --help-agent` lists them.")
     p.add_argument("--agent", required=True, help="agent name (mpc, random, ...)")
     p.add_argument("--env", required=True, help="environment id, e.g. linear/scalar_a1.1")
+    p.add_argument("--env-option", action="append", default=[], metavar="KEY=VALUE",
+                   help="keyword argument of the environment's constructor (repeatable), e.g. "
+                        "action_repeat=4 for dmc/*, max_episode_steps=200; values are Python "
+                        "literals, else strings")
     p.add_argument("--preset", default=None,
                    help="agent preset (default: the environment's preset if any, else 'default')")
     p.add_argument("--steps", type=int, default=None, help="environment steps per seed")
@@ -45,6 +49,31 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+def env_options(items: List[str]) -> Dict:
+    """``["action_repeat=4", ...]`` -> ``{"action_repeat": 4, ...}`` (Python literals, else
+    strings); raises ValueError naming a malformed item."""
+    import ast
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.isidentifier():
+            raise ValueError(f"--env-option expects KEY=VALUE (e.g. action_repeat=4), got {item!r}")
+        try:
+            out[key] = ast.literal_eval(value)
+        except (ValueError, SyntaxError):
+            out[key] = value
+    return out
+
+
+def make_env(env_id: str, options: Dict):
+    """``envs.make(env_id, **options)`` with a ValueError that names a bad option."""
+    import envs
+    try:
+        return envs.make(env_id, **options)
+    except TypeError as err:
+        raise ValueError(f"{env_id}: bad --env-option {sorted(options)}: {err}") from err
+
+
 def _override(cfg, args: List[str], agent: str):
     """Applies ``--field value`` overrides to the frozen agent config with tyro."""
     import tyro
@@ -56,11 +85,11 @@ def build(argv: Optional[List[str]] = None):
     """Parses the command line into ``(env, agent, run_config, record)``."""
     from agents import registry as agents
     from core.runner import RunConfig
-    import envs
 
     args, rest = _parser().parse_known_args(argv)
     module = agents.agent_module(args.agent)
-    env = envs.make(args.env)  # fails early with the list of known ids
+    env_opts = env_options(args.env_option)
+    env = make_env(args.env, env_opts)  # fails early with the list of known ids
     preset_name = args.preset or presets.default_preset(args.agent, args.env)
     agent_cfg = agents.preset(args.agent, preset_name)
     if args.help_agent:
@@ -77,7 +106,8 @@ def build(argv: Optional[List[str]] = None):
                         num_devices=args.num_devices, progress=not args.no_progress,
                         **run_fields)
     agent = module.make(agent_cfg, env, run_cfg.num_envs)
-    record = {"agent": args.agent, "env": args.env, "preset": preset_name,
+    record = {"agent": args.agent, "env": args.env, "env_options": env_opts,
+              "preset": preset_name,
               "run": dataclasses.asdict(run_cfg), "agent_config": dataclasses.asdict(agent_cfg),
               "argv": list(sys.argv if argv is None else argv)}
     return env, agent, run_cfg, record
@@ -139,7 +169,8 @@ def main(argv: Optional[List[str]] = None) -> Dict:
         jax.distributed.initialize()
     from core import runner
     env, agent, run_cfg, record = build(argv)
-    print(f"[train] agent={record['agent']} preset={record['preset']} env={record['env']} "
+    options = record["env_options"] or ""
+    print(f"[train] agent={record['agent']} preset={record['preset']} env={record['env']}{options} "
           f"steps={run_cfg.steps} num_envs={run_cfg.num_envs} num_seeds={run_cfg.num_seeds} "
           f"logdir={run_cfg.logdir}", flush=True)
     result = runner.train(env, agent, run_cfg, record)

@@ -189,6 +189,15 @@ PRESETS: Dict[str, PETSConfig] = {
     "cartpole_swingup": PETSConfig(horizon=25, population=400, elites=40, cem_iterations=5,
                                    num_particles=20, hidden_sizes=(200, 200, 200),
                                    refit_every=250, prefill_steps=1000),
+    # dmc/cartpole_swingup on a 2-core CPU, meant for `--env-option action_repeat=4` (the agent
+    # acts every 4 control steps, 250 actions per episode, so the 25-step horizon sees 1 s
+    # ahead): population 100, 3 CEM iterations, 5 TS-inf particles, 5 members of 128 x 3, the
+    # learned reward (the known reward is exact only without action repeat), refits every 125
+    # steps per environment.
+    "cartpole_swingup_cpu": PETSConfig(horizon=25, population=100, elites=10, cem_iterations=3,
+                                       num_particles=5, hidden_sizes=(128, 128, 128),
+                                       use_true_reward=False, refit_every=125,
+                                       prefill_steps=500),
     # Seconds on CPU: for tests on linear/* systems.
     "tiny": PETSConfig(horizon=8, population=64, elites=8, cem_iterations=3, num_particles=4,
                        ensemble_members=3, ensemble_elites=2, hidden_sizes=(32, 32),

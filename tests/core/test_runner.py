@@ -31,9 +31,10 @@ def _run(args, extra_env=None, **kwargs):
 def test_cli_outputs_and_overrides(tmp_path):
     logdir = str(tmp_path / "run")
     summary = train.main(TINY + ["--steps", "120", "--logdir", logdir, "--eval-every", "0",
-                                 "--horizon", "6"])
+                                 "--horizon", "6", "--env-option", "max_episode_steps=30"])
     config = json.load(open(os.path.join(logdir, "config.json")))
     assert config["agent_config"]["horizon"] == 6 and config["run"]["num_envs"] == 2
+    assert config["env_options"] == {"max_episode_steps": 30}
     lines = [json.loads(x) for x in open(os.path.join(logdir, "metrics.jsonl"))]
     assert all("env_steps" in r and "wall_time" in r for r in lines)
     assert any("episode_return_mean" in r for r in lines)
@@ -44,6 +45,7 @@ def test_cli_outputs_and_overrides(tmp_path):
     # The evaluations of trained runs rebuild the run from its logdir.
     env, agent_cfg, state, record = train.load_run(logdir)
     assert env.spec.env_id == "linear/scalar_a1.1" and record["agent"] == "mpc"
+    assert env.spec.max_episode_steps == 30  # the env options travel with the run
     assert agent_cfg.horizon == 6 and dataclasses.asdict(agent_cfg) == record["agent_config"]
     assert int(np.asarray(state.env_steps)) == summary["env_steps"]  # seed 0, no seed axis
 
@@ -55,6 +57,9 @@ def test_cli_outputs_and_overrides(tmp_path):
     (["--agent", "mpc", "--env", "linear/scalar_a0.5", "--preset", "huge"], "known presets"),
     (["--agent", "mpc", "--env", "linear/scalar_a0.5", "--num-envs", "0"], "num_envs must be"),
     (["--agent", "mpc", "--env", "linear/scalar_a0.5", "--elites", "9999"], "elites must be"),
+    (["--agent", "mpc", "--env", "linear/scalar_a0.5", "--env-option", "4"], "KEY=VALUE"),
+    (["--agent", "mpc", "--env", "linear/scalar_a0.5", "--env-option", "bogus=1"],
+     "unknown option.*bogus"),
 ])
 def test_cli_errors_name_the_problem(argv, message):
     with pytest.raises(ValueError, match=message):

@@ -87,3 +87,11 @@ def test_quick_ppo_report_for_discrete_tasks(tmp_path):
             logged.append((rec["env_steps"], rec["eval_return_per_seed"][0]))
     assert [tuple(p) for p in zip(curve["env_steps"], curve["eval_return"])] == logged
     assert report["summary"]["ppo"]["budget"] == 64
+
+
+def test_action_repeat_is_read_from_the_extra_flags():
+    assert se.action_repeat([]) == 1
+    assert se.action_repeat(["--preset", "x", "--env-option", "action_repeat=4"]) == 4
+    assert se.action_repeat(["--env-option=action_repeat=2", "--env-option", "impl='jax'"]) == 2
+    with pytest.raises(ValueError, match="KEY=VALUE"):
+        se.action_repeat(["--env-option", "4"])
