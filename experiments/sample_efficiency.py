@@ -130,12 +130,12 @@ def run_model_based(method: str, env_id: str, *, steps: int, seeds: int, out: st
 
     logdir = os.path.join(out, method)
     repeat = action_repeat(extra)
+    agent_eval_every = max(1, eval_every // repeat)
     argv = ["--agent", method, "--env", env_id, "--steps", str(math.ceil(steps / repeat)),
             "--num-seeds", str(seeds), "--logdir", logdir,
-            "--eval-every", str(max(1, eval_every // repeat)), "--no-progress",
-            "--checkpoint-every", "0"]
+            "--eval-every", str(agent_eval_every), "--no-progress", "--checkpoint-every", "0"]
     if quick:
-        argv += ["--preset", "tiny", "--log-every", str(eval_every)]
+        argv += ["--preset", "tiny", "--log-every", str(agent_eval_every)]
     env, agent, run_cfg, record = train.build(argv + list(extra))
     start = time.time()
     runner.train(env, agent, run_cfg, record)
