@@ -169,14 +169,6 @@ PRESETS: Dict[str, MBPOConfig] = {
         model_train_steps=1000, model_max_holdout=1000, model_train_every=250,
         rollout_batch_size=20, rollout_schedule=(0, 10, 1, 5), epoch_length=500,
         model_buffer_size=50_000, prefill_steps=1000, buffer_size=100_000),
-    # The same for `--env-option action_repeat=4` (250 agent steps per episode): epochs,
-    # refits and the random prefill scaled by 1/4 in agent steps (the same control steps).
-    "cartpole_swingup_cpu": MBPOConfig(
-        actor_hidden=(128, 128), critic_hidden=(128, 128), sac_learning_rate=1e-3,
-        updates_per_step=10, ensemble_members=5, ensemble_elites=3, model_hidden=(128, 128, 128),
-        model_train_steps=1000, model_max_holdout=1000, model_train_every=125,
-        rollout_batch_size=20, rollout_schedule=(0, 10, 1, 5), epoch_length=125,
-        model_buffer_size=50_000, prefill_steps=250, buffer_size=100_000),
     # gymnax/Pendulum-v1 (obs 3, action 1 in [-2, 2], 200-step episodes, no termination).
     "pendulum_v1": MBPOConfig(
         actor_hidden=(64, 64), critic_hidden=(64, 64), sac_learning_rate=1e-3,
@@ -185,3 +177,9 @@ PRESETS: Dict[str, MBPOConfig] = {
         rollout_batch_size=20, rollout_schedule=(0, 5, 1, 5), epoch_length=200,
         model_buffer_size=20_000, prefill_steps=400, buffer_size=50_000),
 }
+
+# dmc/cartpole_swingup with `--env-option action_repeat=4` (250 agent steps per episode): the
+# `cartpole_swingup` preset with epochs, refits and the random prefill scaled by 1/4 in agent
+# steps (the same control steps).
+PRESETS["cartpole_swingup_cpu"] = dataclasses.replace(
+    PRESETS["cartpole_swingup"], model_train_every=125, epoch_length=125, prefill_steps=250)
