@@ -9,11 +9,14 @@ learned model open loop on the real actions (:func:`world_models.evaluation.k_st
 comparing ``r̂`` with the real rewards and ``v̂`` with ``V(f(h(o_{t+k})))``, the value the same
 network assigns to the real observation (so the value error isolates what the unrolled
 dynamics lose), for ``k = 1..horizon`` (beyond the training unroll K when horizon > K).
+It also reports :func:`action_value_errors`: the model's one-step action values, for the
+action taken and for the others, against the real next states' values, next to the real gap
+between the actions' values.
 """
 
 from __future__ import annotations
 
-from typing import Dict, List, Optional
+from typing import Callable, Dict, List, Optional
 
 import jax
 import jax.numpy as jnp
@@ -49,11 +52,10 @@ def model_k_step_errors(model: MuZeroModel, params, obs: Array, actions: Array,
     return {name: {k: np.asarray(v).tolist() for k, v in res.items()} for name, res in out.items()}
 
 
-def play(env, cfg, model: MuZeroModel, params, key: Array, num: int, length: int):
-    """``num`` greedy-search trajectories of ``length`` steps without reset (adapter level).
-
-    Returns ``(obs [N, T+1, ...], actions [N, T], rewards [N, T], terminated [N])``.
-    """
+def _rollout(env, cfg, model: MuZeroModel, params, key: Array, num: int, length: int,
+             probe: Optional[Callable] = None):
+    """Greedy-search trajectories; ``probe(inner, obs, keys)`` (optional) runs at every step
+    before the action is taken and its outputs are stacked ``[T, ...]``."""
     root_fn, recurrent_fn = make_model_fns(model, cfg.discount)
 
     def body(carry, step_key):
@@ -62,19 +64,79 @@ def play(env, cfg, model: MuZeroModel, params, key: Array, num: int, length: int
         keys = jax.random.split(env_key, num)
         action = acting.search(cfg, root_fn, recurrent_fn, params, obs, search_key,
                                explore=False).action
+        probed = probe(inner, obs, keys) if probe is not None else ()
         inner, next_obs, reward, terminated = jax.vmap(env.adapter_step)(inner, action, keys)
-        return (inner, next_obs, ended | terminated), (next_obs, action, reward)
+        return (inner, next_obs, ended | terminated), (next_obs, action, reward, ended, probed)
 
     @jax.jit
     def run(key):
         reset_key, loop_key = jax.random.split(key)
         inner, obs = jax.vmap(env.adapter_reset)(jax.random.split(reset_key, num))
-        (_, _, ended), (next_obs, actions, rewards) = jax.lax.scan(
+        (_, _, ended), (next_obs, actions, rewards, ended_before, probed) = jax.lax.scan(
             body, (inner, obs, jnp.zeros(num, bool)), jax.random.split(loop_key, length))
         all_obs = jnp.concatenate([obs[None], next_obs], axis=0)
-        return (jnp.swapaxes(all_obs, 0, 1), actions.T, rewards.T.astype(jnp.float32), ended)
+        return (jnp.swapaxes(all_obs, 0, 1), actions.T, rewards.T.astype(jnp.float32), ended,
+                ~ended_before.T, probed)
 
     return run(key)
+
+
+def play(env, cfg, model: MuZeroModel, params, key: Array, num: int, length: int):
+    """``num`` greedy-search trajectories of ``length`` steps without reset (adapter level).
+
+    Returns ``(obs [N, T+1, ...], actions [N, T], rewards [N, T], terminated [N])``.
+    """
+    return _rollout(env, cfg, model, params, key, num, length)[:4]
+
+
+def action_value_errors(env, cfg, model: MuZeroModel, params, key: Array, num: int,
+                        length: int) -> Dict[str, float]:
+    """How well the model ranks the actions the search compares, along greedy trajectories.
+
+    At every state ``o_t`` before the episode's end and for every action ``a``:
+
+        Q_model(o_t, a) = r̂ + gamma V(f(g(h(o_t), a)))
+        Q_real(o_t, a)  = r(o_t, a) + gamma (1 - terminal) V(f(h(o'_a)))
+
+    with ``o'_a`` the environment's real next observation under ``a`` (one step of the
+    adapter from the same state and key) and ``V`` the network's value. The model is trained
+    only on the actions that were taken, so the error on the others (``other_error``) is the
+    counterfactual error the search relies on; ``real_gap`` / ``model_gap`` are the mean spread
+    ``max_a Q - min_a Q``: where the error exceeds the real gap, the search ranks the actions
+    by noise. Returns mean absolute errors over alive steps.
+    """
+    num_actions = env.spec.num_actions
+    value = lambda o: model.value(params, o)
+
+    def probe(inner, obs, keys):
+        def real_q(action):
+            act = jnp.full((num,), action, jnp.int32)
+            _, next_obs, reward, terminated = jax.vmap(env.adapter_step)(inner, act, keys)
+            return (reward.astype(jnp.float32)
+                    + cfg.discount * jnp.where(terminated, 0.0, value(next_obs)))
+
+        def model_q(action):
+            reward_logits, s_next = model.dynamics(params, model.represent(params, obs),
+                                                   jnp.full((num,), action, jnp.int32))
+            _, value_logits = model.predict(params, s_next)
+            return (model.reward_support.decode(reward_logits)
+                    + cfg.discount * model.value_support.decode(value_logits))
+
+        actions = jnp.arange(num_actions)
+        return jax.lax.map(real_q, actions).T, jax.lax.map(model_q, actions).T  # [N, A] each
+
+    _, actions, _, _, alive, (q_real, q_model) = _rollout(env, cfg, model, params, key, num,
+                                                          length, probe)
+    alive = np.asarray(alive)  # [N, T]
+    q_real = np.swapaxes(np.asarray(q_real), 0, 1)[alive]  # [M, A]
+    q_model = np.swapaxes(np.asarray(q_model), 0, 1)[alive]
+    taken = np.asarray(jax.nn.one_hot(actions, num_actions), bool)[alive]
+    error = np.abs(q_model - q_real)
+    return {"taken_error": float(error[taken].mean()),
+            "other_error": float(error[~taken].mean()) if num_actions > 1 else 0.0,
+            "real_gap": float((q_real.max(1) - q_real.min(1)).mean()),
+            "model_gap": float((q_model.max(1) - q_model.min(1)).mean()),
+            "steps": int(alive.sum())}
 
 
 def main(argv: Optional[List[str]] = None) -> Dict:
@@ -90,10 +152,15 @@ def main(argv: Optional[List[str]] = None) -> Dict:
                                         jax.random.PRNGKey(7), args.trajectories, args.length)
     result = model_k_step_errors(model, state.agent.params, obs, actions, rewards,
                                  args.horizon)
+    result["action_values"] = action_value_errors(env, cfg, model, state.agent.params,
+                                                  jax.random.PRNGKey(7), args.trajectories,
+                                                  args.length)
     result.update(logdir=args.logdir, env_steps=int(np.asarray(state.env_steps)),
                   trajectories=args.trajectories, length=args.length,
                   terminated_fraction=float(np.mean(ended)),
                   unroll_steps=cfg.unroll_steps)
+    print("one-step action values (model vs real next state), mean abs:",
+          {k: round(v, 3) for k, v in result["action_values"].items()})
     train.report_errors(result, ("reward", "value"), args.json)
     return result
 

@@ -155,3 +155,24 @@ def test_learning_rate_decays_linearly_then_stays():
     np.testing.assert_allclose(sizes[10:], 1e-3, rtol=1e-3)
     with pytest.raises(ValueError, match="lr_final_fraction"):
         muzero.MuZeroConfig(lr_final_fraction=1.5)
+
+
+def test_action_value_errors_against_the_real_step_by_hand():
+    """Untrained nets predict reward 0 and value 0 (zero-initialised heads), so Q_model = 0 and
+    Q_real(o, a) = [a == context] in the copy task: at every alive step exactly one action has
+    error 1, the real gap is 1, the model gap 0, and only the 4 steps of each episode count."""
+    from agents.muzero import evaluation
+    env = _copy_env()
+    cfg = muzero.PRESETS["tiny"]
+    model = muzero.build_model(cfg, env)
+    params = model.init(jax.random.PRNGKey(0), env.spec.obs_shape)
+    out = evaluation.action_value_errors(env, cfg, model, params, jax.random.PRNGKey(1),
+                                         num=3, length=6)
+    assert out["steps"] == 3 * 4
+    np.testing.assert_allclose(out["real_gap"], 1.0, atol=1e-4)
+    np.testing.assert_allclose(out["model_gap"], 0.0, atol=1e-4)
+    np.testing.assert_allclose(out["taken_error"] + out["other_error"], 1.0, atol=1e-4)
+    obs, actions, rewards, ended = evaluation.play(env, cfg, model, params,
+                                                   jax.random.PRNGKey(1), 3, 6)
+    np.testing.assert_allclose(out["taken_error"], np.asarray(rewards)[:, :4].mean(), atol=1e-4)
+    assert np.asarray(ended).all() and obs.shape == (3, 7, 3)
