@@ -26,6 +26,24 @@ class SearchOutput(NamedTuple):
     root_value: Array  # [B]: value of the root after search
 
 
+def qtransform_by_tree_min_max(tree: mctx.Tree, node_index: Array, *,
+                               epsilon: float = 1e-8) -> Array:
+    """Q-values of ``node_index``'s children scaled to [0, 1] by the min and max of every
+    visited edge's ``r + gamma v`` in the whole (unbatched) tree, as in the MuZero paper's
+    pseudocode (``MinMaxStats``); unvisited children get 0. mctx's default
+    (``qtransform_by_parent_and_siblings``) scales by the parent and its siblings only, which
+    stretches even a tiny difference between two children to the full [0, 1]."""
+    chex.assert_shape(node_index, ())
+    all_q = tree.children_rewards + tree.children_discounts * tree.children_values
+    seen = tree.children_visits > 0
+    low = jnp.min(jnp.where(seen, all_q, jnp.inf))
+    high = jnp.max(jnp.where(seen, all_q, -jnp.inf))
+    low, high = jnp.where(jnp.any(seen), low, 0.0), jnp.where(jnp.any(seen), high, 0.0)
+    visited = tree.children_visits[node_index] > 0
+    scaled = (tree.qvalues(node_index) - low) / jnp.maximum(high - low, epsilon)
+    return jnp.where(visited, scaled, 0.0)
+
+
 def temperature(cfg: MuZeroConfig, updates: Array) -> Array:
     """Visit-count temperature after ``updates`` updates: piecewise constant."""
     index = jnp.searchsorted(jnp.asarray(cfg.temperature_boundaries, jnp.int32), updates,
@@ -48,7 +66,9 @@ def search(cfg: MuZeroConfig, root_fn: Callable, recurrent_fn: Callable, params,
             params, key, root, recurrent_fn, cfg.num_simulations,
             dirichlet_fraction=cfg.dirichlet_fraction if explore else 0.0,
             dirichlet_alpha=cfg.dirichlet_alpha, pb_c_init=cfg.pb_c_init,
-            temperature=temp if explore else 0.0)
+            temperature=temp if explore else 0.0,
+            qtransform=(qtransform_by_tree_min_max if cfg.q_normalisation == "tree"
+                        else mctx.qtransform_by_parent_and_siblings))
     else:
         out = mctx.gumbel_muzero_policy(
             params, key, root, recurrent_fn, cfg.num_simulations,

@@ -8,6 +8,7 @@ from typing import Dict, Tuple
 from world_models.muzero import NET_PRESETS
 
 SEARCHES = ("muzero", "gumbel")
+Q_NORMALISATIONS = ("siblings", "tree")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -20,6 +21,10 @@ class MuZeroConfig:
         halving, the improved policy as the policy target).
       num_simulations: simulations per search (acting and reanalyse).
       dirichlet_alpha, dirichlet_fraction, pb_c_init: muzero search root noise and PUCT constant.
+      q_normalisation: how the muzero search scales Q-values to [0, 1] for PUCT: ``"siblings"``
+        (mctx's default: min and max over the parent's value and its children) or ``"tree"``
+        (min and max over every visited edge of the tree, the paper's ``MinMaxStats``;
+        :func:`agents.muzero.acting.qtransform_by_tree_min_max`).
       temperatures, temperature_boundaries: visit-count temperature ``temperatures[i]`` once
         ``temperature_boundaries[i-1]`` updates have been made (muzero search only).
       max_num_considered_actions, gumbel_scale: gumbel search settings.
@@ -53,6 +58,7 @@ class MuZeroConfig:
     dirichlet_alpha: float = 0.25
     dirichlet_fraction: float = 0.25
     pb_c_init: float = 1.25
+    q_normalisation: str = "siblings"
     temperatures: Tuple[float, ...] = (1.0, 0.5, 0.25)
     temperature_boundaries: Tuple[int, ...] = (50_000, 75_000)
     max_num_considered_actions: int = 16
@@ -100,6 +106,8 @@ class MuZeroConfig:
                 raise ValueError(f"MuZeroConfig.{name} must be {what}, got {getattr(self, name)!r}")
 
         check("search", self.search in SEARCHES, f"one of {SEARCHES}")
+        check("q_normalisation", self.q_normalisation in Q_NORMALISATIONS,
+              f"one of {Q_NORMALISATIONS}")
         check("model_size", self.model_size in NET_PRESETS, f"one of {tuple(NET_PRESETS)}")
         for name in ("num_simulations", "n_step", "unroll_steps", "batch_size",
                      "max_num_considered_actions", "target_update_period",

@@ -94,9 +94,12 @@ def _true_model(batch):
     return root_fn, recurrent_fn
 
 
-@pytest.mark.parametrize("search,sims", [("muzero", 300), ("gumbel", 32)])
-def test_search_with_true_model_picks_optimal_action(search, sims):
-    cfg = dataclasses.replace(MuZeroConfig(), search=search, num_simulations=sims)
+@pytest.mark.parametrize("search,sims,q_norm", [("muzero", 300, "siblings"),
+                                                 ("muzero", 300, "tree"),
+                                                 ("gumbel", 32, "siblings")])
+def test_search_with_true_model_picks_optimal_action(search, sims, q_norm):
+    cfg = dataclasses.replace(MuZeroConfig(), search=search, num_simulations=sims,
+                              q_normalisation=q_norm)
     root_fn, recurrent_fn = _true_model(4)
     out = jax.jit(lambda k: acting.search(cfg, root_fn, recurrent_fn, None, jnp.zeros((4, 1)),
                                           k, explore=False))(jax.random.PRNGKey(0))
@@ -104,3 +107,23 @@ def test_search_with_true_model_picks_optimal_action(search, sims):
     assert np.all(np.argmax(out.policy, -1) == 1)
     # The greedy first step is worth 1; the search value moves towards 0.9 * 3 = 2.7.
     assert np.all(out.root_value > 1.2) and np.all(out.root_value < 2.71)
+
+
+def test_tree_min_max_qtransform_by_hand():
+    """After a search on the MDP above, the root's children are scaled by the min and max of
+    r + gamma v over every visited edge of the tree (not only the root's)."""
+    root_fn, recurrent_fn = _true_model(2)
+    out = mctx.muzero_policy(None, jax.random.PRNGKey(0), root_fn(None, jnp.zeros((2, 1))),
+                             recurrent_fn, 300, dirichlet_fraction=0.0)
+    tree = jax.tree_util.tree_map(lambda x: x[0], out.search_tree)
+    q = np.asarray(tree.children_rewards + tree.children_discounts * tree.children_values)
+    seen = np.asarray(tree.children_visits) > 0
+    low, high = q[seen].min(), q[seen].max()
+    root = tree.ROOT_INDEX
+    expected = np.where(seen[root], (q[root] - low) / (high - low), 0.0)
+    got = acting.qtransform_by_tree_min_max(tree, jnp.asarray(root))
+    np.testing.assert_allclose(got, expected, rtol=1e-5)
+    # The deeper edge (position 1, action 1: reward 3, then the end) sets the maximum, so the
+    # root's best child (Q near 0.9 * 3 = 2.7) scales below 1, unlike with siblings only.
+    np.testing.assert_allclose(high, 3.0, rtol=1e-5)
+    assert seen[root].all() and float(got.max()) < 0.95
