@@ -8,6 +8,7 @@ the policy target, and the root value used for priorities and diagnostics.
 
 from __future__ import annotations
 
+import functools
 from typing import Callable, NamedTuple
 
 import chex
@@ -73,6 +74,8 @@ def search(cfg: MuZeroConfig, root_fn: Callable, recurrent_fn: Callable, params,
         out = mctx.gumbel_muzero_policy(
             params, key, root, recurrent_fn, cfg.num_simulations,
             max_num_considered_actions=min(cfg.max_num_considered_actions, num_actions),
-            gumbel_scale=cfg.gumbel_scale if explore else 0.0)
+            gumbel_scale=cfg.gumbel_scale if explore else 0.0,
+            qtransform=functools.partial(mctx.qtransform_completed_by_mix_value,
+                                         value_scale=cfg.gumbel_value_scale))
     root_value = out.search_tree.summary().value
     return SearchOutput(out.action.astype(jnp.int32), out.action_weights, root_value)

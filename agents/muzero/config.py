@@ -28,6 +28,10 @@ class MuZeroConfig:
       temperatures, temperature_boundaries: visit-count temperature ``temperatures[i]`` once
         ``temperature_boundaries[i-1]`` updates have been made (muzero search only).
       max_num_considered_actions, gumbel_scale: gumbel search settings.
+      gumbel_value_scale: ``c_scale`` of the gumbel search's
+        ``sigma(q) = (c_visit + max_b N(b)) c_scale q`` on min-max-rescaled completed Q-values
+        (mctx's ``qtransform_completed_by_mix_value``, default 0.1): the weight of the search's
+        action values against the prior logits in acting and in the policy target.
       model_size: network size preset (``world_models.muzero.NET_PRESETS``).
       latent_dim, hidden: override the preset's widths when > 0 / non-empty.
       value_support_size, value_support_max: bins and range (transformed space) of values;
@@ -63,6 +67,7 @@ class MuZeroConfig:
     temperature_boundaries: Tuple[int, ...] = (50_000, 75_000)
     max_num_considered_actions: int = 16
     gumbel_scale: float = 1.0
+    gumbel_value_scale: float = 0.1
     model_size: str = "small"
     latent_dim: int = 0
     hidden: Tuple[int, ...] = ()
@@ -115,7 +120,8 @@ class MuZeroConfig:
             check(name, getattr(self, name) >= 1, ">= 1")
         for name in ("updates_per_iteration", "prefill_steps", "latent_dim", "weight_decay",
                      "max_grad_norm", "value_loss_weight", "reward_loss_weight",
-                     "policy_loss_weight", "consistency_loss_weight", "gumbel_scale"):
+                     "policy_loss_weight", "consistency_loss_weight", "gumbel_scale",
+                     "gumbel_value_scale"):
             check(name, getattr(self, name) >= 0, ">= 0")
         check("hidden", all(int(w) >= 1 for w in self.hidden), "positive widths (or empty)")
         check("temperatures", len(self.temperatures) == len(self.temperature_boundaries) + 1

@@ -127,3 +127,18 @@ def test_tree_min_max_qtransform_by_hand():
     # root's best child (Q near 0.9 * 3 = 2.7) scales below 1, unlike with siblings only.
     np.testing.assert_allclose(high, 3.0, rtol=1e-5)
     assert seen[root].all() and float(got.max()) < 0.95
+
+
+def test_gumbel_value_scale_weighs_the_action_values():
+    """sigma(q) = (c_visit + max N) c_scale q: with c_scale = 0 the gumbel policy target is the
+    prior (uniform here); with the default 0.1 the search's values tilt it towards action 1."""
+    root_fn, recurrent_fn = _true_model(2)
+    policies = {}
+    for scale in (0.0, 0.1):
+        cfg = dataclasses.replace(MuZeroConfig(), search="gumbel", num_simulations=32,
+                                  gumbel_value_scale=scale)
+        policies[scale] = np.asarray(acting.search(cfg, root_fn, recurrent_fn, None,
+                                                   jnp.zeros((2, 1)), jax.random.PRNGKey(0),
+                                                   explore=False).policy)
+    np.testing.assert_allclose(policies[0.0], 1.0 / 3.0, atol=1e-6)
+    assert np.all(np.argmax(policies[0.1], -1) == 1) and np.all(policies[0.1][:, 1] > 0.5)
