@@ -113,6 +113,9 @@ class MuZeroConfig:
         check("search", self.search in SEARCHES, f"one of {SEARCHES}")
         check("q_normalisation", self.q_normalisation in Q_NORMALISATIONS,
               f"one of {Q_NORMALISATIONS}")
+        check("q_normalisation", self.search == "muzero" or self.q_normalisation == "siblings",
+              "'siblings' with search='gumbel' (the gumbel search rescales its completed "
+              "Q-values itself; see gumbel_value_scale)")
         check("model_size", self.model_size in NET_PRESETS, f"one of {tuple(NET_PRESETS)}")
         for name in ("num_simulations", "n_step", "unroll_steps", "batch_size",
                      "max_num_considered_actions", "target_update_period",

@@ -75,6 +75,10 @@ def test_config_validation_names_the_field():
         muzero.MuZeroConfig(search="alphazero")
     with pytest.raises(ValueError, match="MuZeroConfig.reanalyse_fraction"):
         muzero.MuZeroConfig(reanalyse_fraction=1.5)
+    with pytest.raises(ValueError, match="MuZeroConfig.q_normalisation"):
+        muzero.MuZeroConfig(q_normalisation="global")
+    with pytest.raises(ValueError, match="with search='gumbel'"):
+        muzero.MuZeroConfig(search="gumbel", q_normalisation="tree")
     assert all(c.search == "gumbel" and c.num_simulations <= 16
                for c in gumbel_muzero.PRESETS.values())
     assert "cartpole_v1" in muzero.PRESETS and "cartpole_v1" in gumbel_muzero.PRESETS
