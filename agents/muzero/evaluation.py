@@ -115,9 +115,10 @@ def action_value_errors(env, cfg, model: MuZeroModel, params, key: Array, num: i
             return (reward.astype(jnp.float32)
                     + cfg.discount * jnp.where(terminated, 0.0, value(next_obs)))
 
+        s = model.represent(params, obs)
+
         def model_q(action):
-            reward_logits, s_next = model.dynamics(params, model.represent(params, obs),
-                                                   jnp.full((num,), action, jnp.int32))
+            reward_logits, s_next = model.dynamics(params, s, jnp.full((num,), action, jnp.int32))
             _, value_logits = model.predict(params, s_next)
             return (model.reward_support.decode(reward_logits)
                     + cfg.discount * model.value_support.decode(value_logits))
