@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import time
 from typing import Dict, List, Optional
 
@@ -27,7 +26,7 @@ from agents.dreamer import actor_critic as ac
 from agents.dreamer.agent import Dreamer, schedule_for
 from agents.dreamer.config import PRESETS
 from core.types import Transition
-from experiments.benchmark import _device, _peak_memory, agent_throughput
+from experiments.benchmark import _device, agent_throughput, write_json
 
 
 def _time(fn, *args, min_seconds: float):
@@ -122,11 +121,8 @@ def main(argv: Optional[List[str]] = None) -> Dict:
         row["scaling"] = runs
         row.update({k: runs[0][k] for k in ("updates_per_s", "env_steps_per_s", "compile_s")})
         result["sizes"][size] = row
-    result.update(_peak_memory())
+        write_json(args.json, result, complete=False)
+    write_json(args.json, result, complete=True)
     print(f"peak memory {result['peak_memory_bytes'] / 2**20:,.0f} MiB "
           f"({result['peak_memory_source']})")
-    if args.json:
-        os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
-        with open(args.json, "w") as f:
-            json.dump(result, f, indent=2)
     return result

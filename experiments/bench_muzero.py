@@ -18,8 +18,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
-import os
 from typing import Dict, List, Optional
 
 import jax
@@ -29,7 +27,7 @@ from agents import registry
 from agents.muzero import acting
 from core.loop import make_loop
 from experiments import presets
-from experiments.benchmark import _device, _peak_memory, _time_calls, agent_throughput
+from experiments.benchmark import _device, _time_calls, agent_throughput, write_json
 from world_models.muzero import make_model_fns
 
 
@@ -112,9 +110,11 @@ def main(argv: Optional[List[str]] = None) -> Dict:
             result["acting"].append(row)
             print(f"  acting sims={sims:>3} envs={batch:>5}: {row['searches_per_s']:>12,.0f} "
                   f"searches/s  compile {row['compile_s']:.1f} s", flush=True)
+            write_json(args.json, result, complete=False)
     result["training"] = update_throughput(args.agent, env, cfg, num_envs, args.min_seconds)
     print(f"  training: {result['training']['updates_per_s']:,.1f} updates/s "
           f"(compile {result['training']['compile_s']:.1f} s)", flush=True)
+    write_json(args.json, result, complete=False)
     result["seed_scaling"] = []
     for seeds in [int(x) for x in args.scaling_seeds.split(",") if x]:
         row = agent_throughput(args.agent, env, cfg, num_envs, seeds, args.iterations,
@@ -123,9 +123,8 @@ def main(argv: Optional[List[str]] = None) -> Dict:
         print(f"  loop seeds={seeds}: {row['env_steps_per_s']:,.0f} env steps/s, "
               f"{row['updates_per_s']:,.1f} updates/s, compile {row['compile_s']:.1f} s",
               flush=True)
-    result.update(_peak_memory())
-    if args.json:
-        os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
-        with open(args.json, "w") as f:
-            json.dump(result, f, indent=2)
+        write_json(args.json, result, complete=False)
+    write_json(args.json, result, complete=True)
+    print(f"  peak memory {result['peak_memory_bytes'] / 2**20:,.0f} MiB "
+          f"({result['peak_memory_source']})", flush=True)
     return result

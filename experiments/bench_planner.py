@@ -19,8 +19,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
-import os
 import time
 from typing import Dict, List, Optional
 
@@ -30,7 +28,7 @@ import jax.numpy as jnp
 import envs
 from agents import pets
 from agents import registry
-from experiments.benchmark import _device, _peak_memory
+from experiments.benchmark import _device, write_json
 
 
 def _best_time(fn, *args, min_seconds: float) -> float:
@@ -120,9 +118,6 @@ def main(argv: Optional[List[str]] = None) -> Dict:
               f"{result['matmul_flops_per_s'] / 1e9:,.1f} GFLOP/s (layer-shaped matmul "
               f"{result['matmul_layer_shape'] / 1e9:,.1f} GFLOP/s); compile "
               f"{row['compile_s']:.1f} s", flush=True)
-    result.update(_peak_memory())
-    if args.json:
-        os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
-        with open(args.json, "w") as f:
-            json.dump(result, f, indent=2)
+        write_json(args.json, result, complete=False)
+    write_json(args.json, result, complete=True)
     return result

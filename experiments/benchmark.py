@@ -11,7 +11,8 @@ remaining flags passed to it (``python -m experiments.benchmark --suite planner 
 ``--agent random`` measures the raw environment: a jitted ``lax.scan`` of batched steps with
 uniformly random actions, no replay. Prints a table and writes one JSON object (``--json``).
 Peak memory is the accelerator's ``peak_bytes_in_use`` when it reports one, else the process's
-peak resident set size (CPU).
+peak resident set size (CPU). Every suite rewrites its ``--json`` after each measured row
+(``"complete": false`` until the last), so a run stopped by a time limit keeps what it measured.
 """
 
 from __future__ import annotations
@@ -47,6 +48,18 @@ def _peak_memory() -> Dict:
                 "peak_memory_source": "device peak_bytes_in_use"}
     return {"peak_memory_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
             "peak_memory_source": "host peak RSS (CPU)"}
+
+
+def write_json(path: Optional[str], result: Dict, complete: bool) -> None:
+    """Writes ``result`` (with the peak memory so far and ``complete``) to ``path`` atomically."""
+    result.update(_peak_memory())
+    result["complete"] = complete
+    if not path:
+        return
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(path + ".tmp", "w") as f:
+        json.dump(result, f, indent=2)
+    os.replace(path + ".tmp", path)
 
 
 def _time_calls(fn: Callable, state, min_seconds: float, max_calls: int = 1000):
@@ -150,6 +163,7 @@ def main(argv: Optional[List[str]] = None) -> Dict:
                        else agent_throughput(args.agent, env, agent_cfg, n, 1, args.iterations,
                                              args.min_seconds))
         _print_row(scaling[-1])
+        write_json(args.json, {**result, "scaling": scaling}, complete=False)
     for s in seed_list:
         if s == 1:
             continue
@@ -158,16 +172,13 @@ def main(argv: Optional[List[str]] = None) -> Dict:
                        agent_throughput(args.agent, env, agent_cfg, num_envs, s, args.iterations,
                                         args.min_seconds))
         _print_row(scaling[-1])
+        write_json(args.json, {**result, "scaling": scaling}, complete=False)
     result["scaling"] = scaling
-    result.update(_peak_memory())
+    write_json(args.json, result, complete=True)
     print(f"{args.agent} on {args.env} [{result['device']['device_kind']}]: "
           f"{result['env_steps_per_s']:,.0f} env steps/s, {result['updates_per_s']:,.1f} "
           f"updates/s, compile {result['compile_s']:.1f} s, peak memory "
           f"{result['peak_memory_bytes'] / 2**20:,.0f} MiB ({result['peak_memory_source']})")
-    if args.json:
-        os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
-        with open(args.json, "w") as f:
-            json.dump(result, f, indent=2)
     return result
 
 

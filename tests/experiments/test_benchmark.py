@@ -18,6 +18,31 @@ def test_benchmark_json_fields(tmp_path):
     assert result["env_steps_per_s"] > 0 and result["peak_memory_bytes"] > 0
     assert [(r["num_envs"], r["num_seeds"]) for r in result["scaling"]] == [(1, 1), (8, 1), (4, 2)]
     assert all(r["env_steps_per_s"] > 0 for r in result["scaling"])
+    assert result["complete"] is True
+
+
+def test_a_stopped_benchmark_keeps_the_rows_it_measured(tmp_path, monkeypatch):
+    path = tmp_path / "bench.json"
+    measure = benchmark.raw_env_throughput
+    calls = []
+
+    def stop_at_the_second_row(*args):
+        calls.append(args)
+        if len(calls) == 2:
+            raise KeyboardInterrupt  # what a time limit does to the run
+        return measure(*args)
+
+    monkeypatch.setattr(benchmark, "raw_env_throughput", stop_at_the_second_row)
+    try:
+        benchmark.main(["--agent", "random", "--env", "linear/scalar_a0.5", "--num-envs", "2",
+                        "--scaling-envs", "1,8", "--scaling-seeds", "1", "--min-seconds",
+                        "0.05", "--iterations", "2", "--json", str(path)])
+    except KeyboardInterrupt:
+        pass
+    result = json.loads(path.read_text())
+    assert result["complete"] is False
+    assert [r["num_envs"] for r in result["scaling"]] == [1]
+    assert result["scaling"][0]["env_steps_per_s"] > 0 and result["peak_memory_bytes"] > 0
 
 
 def test_planner_suite_counts_flops_and_measures_the_ceiling(tmp_path):
@@ -26,6 +51,7 @@ def test_planner_suite_counts_flops_and_measures_the_ceiling(tmp_path):
                              "tiny", "--num-envs", "1,2", "--min-seconds", "0.05",
                              "--matmul-sizes", "128", "--json", str(path)])
     assert json.loads(path.read_text())["suite"] == "planner"
+    assert json.loads(path.read_text())["complete"] is True
     cfg = result["config"]
     # tiny: 4 + 2 inputs -> 32 -> 32 -> 2 * (4 + 1) outputs
     per_prediction = 2 * (6 * 32 + 32 * 32 + 32 * 10)
