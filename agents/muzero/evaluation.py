@@ -105,7 +105,13 @@ def action_value_errors(env, cfg, model: MuZeroModel, params, key: Array, num: i
     ``max_a Q - min_a Q``: where the error exceeds the real gap, the search ranks the actions
     by noise. Returns mean absolute errors over alive steps.
     """
-    num_actions = env.spec.num_actions
+    rollout = _rollout(env, cfg, model, params, key, num, length,
+                       _action_value_probe(env, cfg, model, params, num))
+    return _action_value_summary(env.spec.num_actions, rollout)
+
+
+def _action_value_probe(env, cfg, model: MuZeroModel, params, num: int) -> Callable:
+    """The ``_rollout`` probe of :func:`action_value_errors`: ``(Q_real, Q_model)``, [N, A]."""
     value = lambda o: model.value(params, o)
 
     def probe(inner, obs, keys):
@@ -123,11 +129,14 @@ def action_value_errors(env, cfg, model: MuZeroModel, params, key: Array, num: i
             return (model.reward_support.decode(reward_logits)
                     + cfg.discount * model.value_support.decode(value_logits))
 
-        actions = jnp.arange(num_actions)
-        return jax.lax.map(real_q, actions).T, jax.lax.map(model_q, actions).T  # [N, A] each
+        actions = jnp.arange(env.spec.num_actions)
+        return jax.lax.map(real_q, actions).T, jax.lax.map(model_q, actions).T
 
-    _, actions, _, _, alive, (q_real, q_model) = _rollout(env, cfg, model, params, key, num,
-                                                          length, probe)
+    return probe
+
+
+def _action_value_summary(num_actions: int, rollout) -> Dict[str, float]:
+    _, actions, _, _, alive, (q_real, q_model) = rollout
     alive = np.asarray(alive)  # [N, T]
     q_real = np.swapaxes(np.asarray(q_real), 0, 1)[alive]  # [M, A]
     q_model = np.swapaxes(np.asarray(q_model), 0, 1)[alive]
@@ -149,13 +158,14 @@ def main(argv: Optional[List[str]] = None) -> Dict:
     env, cfg, state, record = train.load_run(args.logdir, args.seed_index)
     module = registry.agent_module(record["agent"])
     model = module.build_model(cfg, env)
-    obs, actions, rewards, ended = play(env, cfg, model, state.agent.params,
-                                        jax.random.PRNGKey(7), args.trajectories, args.length)
-    result = model_k_step_errors(model, state.agent.params, obs, actions, rewards,
-                                 args.horizon)
-    result["action_values"] = action_value_errors(env, cfg, model, state.agent.params,
-                                                  jax.random.PRNGKey(7), args.trajectories,
-                                                  args.length)
+    params = state.agent.params
+    # One set of greedy trajectories serves both measurements (the probe does not change them).
+    rollout = _rollout(env, cfg, model, params, jax.random.PRNGKey(7), args.trajectories,
+                       args.length, _action_value_probe(env, cfg, model, params,
+                                                        args.trajectories))
+    obs, actions, rewards, ended = rollout[:4]
+    result = model_k_step_errors(model, params, obs, actions, rewards, args.horizon)
+    result["action_values"] = _action_value_summary(env.spec.num_actions, rollout)
     result.update(logdir=args.logdir, env_steps=int(np.asarray(state.env_steps)),
                   trajectories=args.trajectories, length=args.length,
                   terminated_fraction=float(np.mean(ended)),
