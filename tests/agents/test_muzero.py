@@ -79,6 +79,9 @@ def test_config_validation_names_the_field():
         muzero.MuZeroConfig(q_normalisation="global")
     with pytest.raises(ValueError, match="with search='gumbel'"):
         muzero.MuZeroConfig(search="gumbel", q_normalisation="tree")
+    with pytest.raises(ValueError, match="gumbel_value_scale must be left at 0.1 with search"):
+        muzero.MuZeroConfig(search="muzero", gumbel_value_scale=0.02)
+    assert muzero.MuZeroConfig(search="gumbel", gumbel_value_scale=0.02).gumbel_value_scale == 0.02
     assert all(c.search == "gumbel" and c.num_simulations <= 16
                for c in gumbel_muzero.PRESETS.values())
     assert "cartpole_v1" in muzero.PRESETS and "cartpole_v1" in gumbel_muzero.PRESETS
