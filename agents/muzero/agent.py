@@ -124,6 +124,17 @@ def make(cfg: MuZeroConfig, env: Environment, num_envs: int) -> Agent:
         return jax.vmap(fn)(window.reward, window.terminated, window.truncated, window.is_first,
                             policies, jax.lax.stop_gradient(values_after))
 
+    def shrink_and_perturb(params, steps: Array, key: Array):
+        """Every ``shrink_period`` updates (up to ``shrink_stop``): ``keep * params + (1 - keep)
+        * fresh init``."""
+        fresh = model.init(key, spec.obs_shape)
+        due = steps % cfg.shrink_period == 0
+        if cfg.shrink_stop > 0:
+            due = due & (steps <= cfg.shrink_stop)
+        keep = cfg.shrink_keep
+        return jax.tree.map(lambda p, f: jnp.where(due, keep * p + (1 - keep) * f, p),
+                            params, fresh)
+
     def update(state: MuZeroState, buffer_state, key) -> Tuple[MuZeroState, Any, dict]:
         sample_key, search_key = jax.random.split(key)
         sample = buffer.sample(buffer_state, sample_key)
@@ -137,6 +148,8 @@ def make(cfg: MuZeroConfig, env: Environment, num_envs: int) -> Agent:
         step, opt_state = opt.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, step)
         steps = state.steps + 1
+        if cfg.shrink_period > 0:
+            params = shrink_and_perturb(params, steps, jax.random.fold_in(search_key, 1))
         if cfg.target_tau > 0:
             target = optax.incremental_update(params, state.target_params, cfg.target_tau)
         else:

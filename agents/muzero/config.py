@@ -52,6 +52,11 @@ class MuZeroConfig:
         ``target_tau == 0``); target_tau: EMA rate of the target network otherwise.
       reanalyse_fraction: fraction of each batch whose policy and value targets are recomputed
         by a fresh search with the target network inside the update.
+      shrink_period, shrink_keep, shrink_stop: every ``shrink_period`` updates (0: never) up
+        to update ``shrink_stop`` (0: no end) the parameters are shrunk and perturbed towards a
+        fresh initialisation (Ash & Adams 2020):
+        ``theta <- shrink_keep * theta + (1 - shrink_keep) * theta_init_fresh``; against the loss
+        of plasticity at high replay ratios (optimiser state and target network unchanged).
       env_steps_per_iteration, updates_per_iteration: the replay ratio (updates per vectorised
         env step is their ratio).
       prefill_steps: random-action steps (summed over envs) before learning.
@@ -96,6 +101,9 @@ class MuZeroConfig:
     target_update_period: int = 100
     target_tau: float = 0.0
     reanalyse_fraction: float = 0.5
+    shrink_period: int = 0
+    shrink_keep: float = 0.8
+    shrink_stop: int = 0
     env_steps_per_iteration: int = 1
     updates_per_iteration: int = 1
     prefill_steps: int = 500
@@ -139,6 +147,9 @@ class MuZeroConfig:
         check("learning_rate", self.learning_rate > 0, "> 0")
         check("lr_decay_steps", self.lr_decay_steps >= 0, ">= 0")
         check("lr_final_fraction", 0.0 <= self.lr_final_fraction <= 1.0, "in [0, 1]")
+        check("shrink_period", self.shrink_period >= 0, ">= 0 (0: never)")
+        check("shrink_keep", 0.0 <= self.shrink_keep <= 1.0, "in [0, 1]")
+        check("shrink_stop", self.shrink_stop >= 0, ">= 0 (0: no end)")
         for name in ("value_support_max", "reward_support_max", "priority_eps"):
             check(name, getattr(self, name) > 0, "> 0")
         for name in ("dirichlet_fraction", "priority_exponent", "importance_exponent",

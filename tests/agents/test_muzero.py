@@ -107,6 +107,39 @@ def test_update_writes_value_error_priorities():
     np.testing.assert_allclose(stored, (z0 + cfg.priority_eps) ** 0.5, rtol=1e-4)
 
 
+def test_shrink_and_perturb_every_period_updates():
+    """keep = 0 replaces the parameters by a fresh initialisation at every ``shrink_period``-th
+    update up to ``shrink_stop`` only (LayerNorm scales, trained away from 1, return to 1)."""
+    env = envs.make("gymnax/CartPole-v1")
+    base = dataclasses.replace(muzero.PRESETS["tiny"], reanalyse_fraction=0.0)
+
+    def two_updates(**kw):
+        agent = muzero.make(dataclasses.replace(base, **kw), env, 2)
+        fns = make_loop(env, agent, num_envs=2, iterations=1, prefill_iterations=40)
+        state = jax.jit(fns.prefill)(fns.init(jax.random.PRNGKey(0)))[0]
+        update = jax.jit(agent.update)
+        a1, b1, _ = update(state.agent, state.buffer, jax.random.PRNGKey(1))
+        a2, _, _ = update(a1, b1, jax.random.PRNGKey(2))
+        return a1.params, a2.params
+
+    def leaves(tree, name=None):
+        flat = jax.tree_util.tree_flatten_with_path(tree)[0]
+        return [np.asarray(v) for p, v in flat if name is None or name in jax.tree_util.keystr(p)]
+
+    off1, off2 = two_updates()
+    reset1, reset2 = two_updates(shrink_period=2, shrink_keep=0.0)
+    for a, b in zip(leaves(reset1), leaves(off1)):  # update 1: not due
+        np.testing.assert_array_equal(a, b)
+    trained_scales = leaves(off2, "scale")
+    assert trained_scales and not all(np.allclose(s, 1.0) for s in trained_scales)
+    assert all(np.array_equal(s, np.ones_like(s)) for s in leaves(reset2, "scale"))
+    stopped1, stopped2 = two_updates(shrink_period=1, shrink_keep=0.0, shrink_stop=1)
+    assert all(np.array_equal(s, np.ones_like(s)) for s in leaves(stopped1, "scale"))
+    assert not all(np.array_equal(s, np.ones_like(s)) for s in leaves(stopped2, "scale"))
+    with pytest.raises(ValueError, match="MuZeroConfig.shrink_keep"):
+        muzero.MuZeroConfig(shrink_keep=1.5)
+
+
 # "Copy the context": each step shows a random bit c (one-hot) and pays 1 for action c; four
 # steps per episode. Random play returns 2, the optimal policy 4.
 def _copy_env() -> Environment:
