@@ -6,7 +6,9 @@ Measures, for the agent's preset on one environment:
   (search on every environment, batched environment step), for ``--simulations`` (16, 50) and
   ``--batches`` environments (default 1,16,256 on CPU; pass up to 1024 on an accelerator);
 * training: updates per second of the compiled update (sampling, reanalyse, loss, Adam,
-  priorities) on a prefilled buffer;
+  priorities) on a prefilled buffer, at the preset's batch size and at each of
+  ``--update-batch-sizes`` (on a GPU the update is latency-bound: larger batches are nearly
+  free, which sizes a GPU preset);
 * scaling with ``num_seeds``: env steps and updates per second of the whole training loop
   (``core.loop``) vmapped over 1, 2, 4 seeds;
 * compile time of each measured program and the peak memory.
@@ -92,6 +94,8 @@ def main(argv: Optional[List[str]] = None) -> Dict:
     p.add_argument("--simulations", default="16,50")
     p.add_argument("--batches", default="1,16,256", help="env batches for acting (<= 1024)")
     p.add_argument("--num-envs", type=int, default=None, help="envs per seed for training")
+    p.add_argument("--update-batch-sizes", default="",
+                   help="more batch sizes for the training rows, e.g. 256,1024")
     p.add_argument("--scaling-seeds", default="1,2,4")
     p.add_argument("--iterations", type=int, default=4, help="loop iterations per chunk")
     p.add_argument("--min-seconds", type=float, default=1.0)
@@ -112,8 +116,15 @@ def main(argv: Optional[List[str]] = None) -> Dict:
                   f"searches/s  compile {row['compile_s']:.1f} s", flush=True)
             write_json(args.json, result, complete=False)
     result["training"] = update_throughput(args.agent, env, cfg, num_envs, args.min_seconds)
-    print(f"  training: {result['training']['updates_per_s']:,.1f} updates/s "
-          f"(compile {result['training']['compile_s']:.1f} s)", flush=True)
+    result["training_by_batch"] = [result["training"]]
+    for batch in [int(x) for x in args.update_batch_sizes.split(",") if x]:
+        if batch != cfg.batch_size:
+            result["training_by_batch"].append(update_throughput(
+                args.agent, env, dataclasses.replace(cfg, batch_size=batch), num_envs,
+                args.min_seconds))
+    for row in result["training_by_batch"]:
+        print(f"  training (batch {row['batch_size']}): {row['updates_per_s']:,.1f} updates/s "
+              f"(compile {row['compile_s']:.1f} s)", flush=True)
     write_json(args.json, result, complete=False)
     result["seed_scaling"] = []
     for seeds in [int(x) for x in args.scaling_seeds.split(",") if x]:
