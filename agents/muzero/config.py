@@ -124,9 +124,11 @@ class MuZeroConfig:
         check("q_normalisation", self.search == "muzero" or self.q_normalisation == "siblings",
               "'siblings' with search='gumbel' (the gumbel search rescales its completed "
               "Q-values itself; see gumbel_value_scale)")
-        check("gumbel_value_scale", self.search == "gumbel" or self.gumbel_value_scale == 0.1,
-              "left at 0.1 with search='muzero' (it only scales the gumbel search's Q-values; "
-              "use --agent gumbel_muzero)")
+        default_scale = type(self).gumbel_value_scale  # the field's default
+        check("gumbel_value_scale",
+              self.search == "gumbel" or self.gumbel_value_scale == default_scale,
+              f"left at {default_scale} with search='muzero' (it only scales the gumbel "
+              "search's Q-values; use --agent gumbel_muzero)")
         check("model_size", self.model_size in NET_PRESETS, f"one of {tuple(NET_PRESETS)}")
         for name in ("num_simulations", "n_step", "unroll_steps", "batch_size",
                      "max_num_considered_actions", "target_update_period",
