@@ -11,7 +11,9 @@ network assigns to the real observation (so the value error isolates what the un
 dynamics lose), for ``k = 1..horizon`` (beyond the training unroll K when horizon > K).
 It also reports :func:`action_value_errors`: the model's one-step action values, for the
 action taken and for the others, against the real next states' values, next to the real gap
-between the actions' values.
+between the actions' values; and with ``--policy-values-every N``,
+:func:`policy_action_values`: the greedy policy's own action values by rollout (exact on a
+deterministic environment) against the model's.
 """
 
 from __future__ import annotations
@@ -121,18 +123,110 @@ def _action_value_probe(env, cfg, model: MuZeroModel, params, num: int) -> Calla
             return (reward.astype(jnp.float32)
                     + cfg.discount * jnp.where(terminated, 0.0, value(next_obs)))
 
-        s = model.represent(params, obs)
-
-        def model_q(action):
-            reward_logits, s_next = model.dynamics(params, s, jnp.full((num,), action, jnp.int32))
-            _, value_logits = model.predict(params, s_next)
-            return (model.reward_support.decode(reward_logits)
-                    + cfg.discount * model.value_support.decode(value_logits))
-
         actions = jnp.arange(env.spec.num_actions)
-        return jax.lax.map(real_q, actions).T, jax.lax.map(model_q, actions).T
+        return (jax.lax.map(real_q, actions).T,
+                model_action_values(model, params, obs, cfg.discount))
 
     return probe
+
+
+def model_action_values(model: MuZeroModel, params, obs: Array, discount: float) -> Array:
+    """The model's one-step action values ``r̂ + gamma V(f(g(h(o), a)))``: ``obs [N, ...] ->
+    [N, A]``."""
+    s = model.represent(params, obs)
+
+    def q(action):
+        reward_logits, s_next = model.dynamics(params, s,
+                                               jnp.full(obs.shape[:1], action, jnp.int32))
+        _, value_logits = model.predict(params, s_next)
+        return (model.reward_support.decode(reward_logits)
+                + discount * model.value_support.decode(value_logits))
+
+    return jax.lax.map(q, jnp.arange(model.num_actions)).T
+
+
+def policy_action_values(env, cfg, model: MuZeroModel, params, key: Array, length: int,
+                         every: int = 1) -> Dict[str, np.ndarray]:
+    """Action values of the greedy search policy by rollout, next to the model's.
+
+    Plays one greedy-search episode of up to ``length`` steps from a reset (adapter level).
+    At every ``every``-th state ``s_t`` before its end and for every action ``a`` it rolls
+    out: take ``a``, then follow the greedy search policy up to step ``length`` or the
+    episode's end:
+
+        Q^pi(s_t, a) = sum_{k < length - t} gamma^k r_{t+k}.
+
+    This is exact for a deterministic environment (CartPole, the classic-control tasks). For a
+    stochastic one it is one sample. Pass the environment's time limit as ``length`` so that
+    the cut is the real one. Next to it, :func:`model_action_values`: what a one-step
+    search compares. Where the true gaps between actions are smaller than the model's errors,
+    the search ranks the actions by model error.
+
+    Returns ``t [M]``, ``obs [M, ...]``, ``action [M]`` (taken), ``q_policy [M, A]``,
+    ``q_model [M, A]``.
+    """
+    root_fn, recurrent_fn = make_model_fns(model, cfg.discount)
+
+    def policy(obs, k):
+        return acting.search(cfg, root_fn, recurrent_fn, params, obs, k, explore=False).action
+
+    def episode_step(c, k):
+        inner, obs, ended = c
+        action = policy(obs[None], k)[0]
+        inner_next, obs_next, _, terminated = env.adapter_step(inner, action, k)
+        return (inner_next, obs_next, ended | terminated), (inner, obs, action, ended)
+
+    @jax.jit
+    def episode(key):
+        reset_key, loop_key = jax.random.split(key)
+        inner, obs = env.adapter_reset(reset_key)
+        return jax.lax.scan(episode_step, (inner, obs, jnp.zeros((), bool)),
+                            jax.random.split(loop_key, length))[1]
+
+    @jax.jit
+    def returns(inner, obs, first_action, horizon, key):
+        n = first_action.shape[0]
+
+        def step(c, xs):
+            inner, obs, ended, ret, disc = c
+            k, i = xs
+            action = jnp.where(i == 0, first_action, policy(obs, k))
+            inner, obs, reward, terminated = jax.vmap(env.adapter_step)(
+                inner, action, jax.random.split(k, n))
+            ret = ret + jnp.where(~ended & (i < horizon), disc * reward, 0.0)
+            return (inner, obs, ended | terminated, ret, disc * cfg.discount), None
+
+        init = (inner, obs, jnp.zeros(n, bool), jnp.zeros(n), jnp.ones(n))
+        return jax.lax.scan(step, init, (jax.random.split(key, length), jnp.arange(length))
+                            )[0][3]
+
+    episode_key, rollout_key = jax.random.split(key)
+    inners, obs, actions, ended_before = episode(episode_key)
+    t = np.arange(0, int((~np.asarray(ended_before)).sum()), every)
+    num_actions = env.spec.num_actions
+    pick = np.repeat(t, num_actions)  # every state once per action
+    q = returns(jax.tree.map(lambda x: x[pick], inners), obs[pick],
+                jnp.tile(jnp.arange(num_actions), len(t)), jnp.asarray(length - pick),
+                rollout_key)
+    return {"t": t, "obs": np.asarray(obs[t]), "action": np.asarray(actions[t]),
+            "q_policy": np.asarray(q).reshape(len(t), num_actions),
+            "q_model": np.asarray(model_action_values(model, params, obs[t], cfg.discount))}
+
+
+def policy_action_value_summary(out: Dict[str, np.ndarray]) -> Dict[str, float]:
+    """Mean true and model gaps ``max_a Q - min_a Q``, the model's mean absolute error and how
+    often its best action is the true best (states where the true values are not all equal).
+
+    The rollouts stop at step ``length`` and the model does not, so near that cut the error
+    also holds the value the model rightly expects beyond it."""
+    q, m = out["q_policy"], out["q_model"]
+    true_gap, model_gap = q.max(1) - q.min(1), m.max(1) - m.min(1)
+    decided = true_gap > 1e-6
+    agree = (m.argmax(1) == q.argmax(1))[decided]
+    return {"states": int(len(q)), "true_gap": float(true_gap.mean()),
+            "model_gap": float(model_gap.mean()), "model_error": float(np.abs(m - q).mean()),
+            "best_action_agreement": float(agree.mean()) if agree.size else float("nan"),
+            "decided_states": int(decided.sum())}
 
 
 def _action_value_summary(num_actions: int, rollout) -> Dict[str, float]:
@@ -153,8 +247,13 @@ def main(argv: Optional[List[str]] = None) -> Dict:
     from agents import registry
     from experiments import train
 
-    args = train.evaluation_parser("python -m agents.muzero.evaluation", __doc__,
-                                   horizon=10).parse_args(argv)
+    parser = train.evaluation_parser("python -m agents.muzero.evaluation", __doc__, horizon=10)
+    parser.add_argument("--policy-values-every", type=int, default=0,
+                        help="also roll out the greedy policy's action values at every N-th "
+                             "state of one episode (policy_action_values; 0: off)")
+    parser.add_argument("--policy-length", type=int, default=500,
+                        help="episode length cut for --policy-values-every (the time limit)")
+    args = parser.parse_args(argv)
     env, cfg, state, record = train.load_run(args.logdir, args.seed_index)
     module = registry.agent_module(record["agent"])
     model = module.build_model(cfg, env)
@@ -172,6 +271,12 @@ def main(argv: Optional[List[str]] = None) -> Dict:
                   unroll_steps=cfg.unroll_steps)
     print("one-step action values (model vs real next state), mean abs:",
           {k: round(v, 3) for k, v in result["action_values"].items()})
+    if args.policy_values_every > 0:
+        out = policy_action_values(env, cfg, model, params, jax.random.PRNGKey(8),
+                                   args.policy_length, args.policy_values_every)
+        result["policy_action_values"] = policy_action_value_summary(out)
+        print("greedy policy's action values by rollout vs the model's one-step ones:",
+              {k: round(v, 3) for k, v in result["policy_action_values"].items()})
     train.report_errors(result, ("reward", "value"), args.json)
     return result
 

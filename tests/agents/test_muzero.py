@@ -216,3 +216,38 @@ def test_action_value_errors_against_the_real_step_by_hand():
                                                    jax.random.PRNGKey(1), 3, 6)
     np.testing.assert_allclose(out["taken_error"], np.asarray(rewards)[:, :4].mean(), atol=1e-4)
     assert np.asarray(ended).all() and obs.shape == (3, 7, 3)
+
+
+def test_policy_action_values_by_rollout_by_hand():
+    """Only the first action matters (1 pays 1, 0 pays 0.5; every later step pays 0.5; four
+    steps), so the policy's action values are known whatever the policy does; a length cut at
+    2 steps shortens every rollout; the untrained model predicts 0 everywhere."""
+    from agents.muzero import evaluation
+
+    def reset(key):
+        return jnp.zeros((), jnp.int32), jnp.zeros((1,))
+
+    def step(t, action, key):
+        reward = jnp.where((t == 0) & (action == 1), 1.0, 0.5)
+        return t + 1, ((t + 1) / 4.0)[None], reward, t + 1 >= 4
+
+    env = Environment(spec=EnvSpec(env_id="test/first", obs_shape=(1,), discrete=True,
+                                   num_actions=2, max_episode_steps=10),
+                      adapter_reset=reset, adapter_step=step)
+    cfg = dataclasses.replace(muzero.PRESETS["tiny"], discount=0.9)
+    model = muzero.build_model(cfg, env)
+    params = model.init(jax.random.PRNGKey(0), env.spec.obs_shape)
+    tail = lambda n: sum(0.5 * 0.9 ** k for k in range(n))  # n steps paying 0.5
+    out = evaluation.policy_action_values(env, cfg, model, params, jax.random.PRNGKey(1),
+                                          length=6)
+    np.testing.assert_array_equal(out["t"], [0, 1, 2, 3])  # the episode's four states
+    expected = [[0.5 + 0.9 * tail(3), 1.0 + 0.9 * tail(3)]] + [[tail(n)] * 2 for n in (3, 2, 1)]
+    np.testing.assert_allclose(out["q_policy"], expected, rtol=1e-5)
+    np.testing.assert_allclose(out["q_model"], 0.0, atol=1e-4)
+    summary = evaluation.policy_action_value_summary(out)
+    assert summary["decided_states"] == 1 and summary["best_action_agreement"] == 0.0
+    np.testing.assert_allclose(summary["true_gap"], 0.5 / 4, rtol=1e-5)
+    cut = evaluation.policy_action_values(env, cfg, model, params, jax.random.PRNGKey(1),
+                                          length=2)
+    np.testing.assert_allclose(cut["q_policy"], [[0.5 + 0.9 * 0.5, 1.0 + 0.9 * 0.5],
+                                                 [0.5, 0.5]], rtol=1e-5)
