@@ -165,6 +165,9 @@ def policy_action_values(env, cfg, model: MuZeroModel, params, key: Array, lengt
     Returns ``t [M]``, ``obs [M, ...]``, ``action [M]`` (taken), ``q_policy [M, A]``,
     ``q_model [M, A]``.
     """
+    if length < 1 or every < 1:
+        raise ValueError(f"policy_action_values needs length >= 1 and every >= 1, got "
+                         f"length={length}, every={every}")
     root_fn, recurrent_fn = make_model_fns(model, cfg.discount)
 
     def policy(obs, k):
@@ -251,8 +254,9 @@ def main(argv: Optional[List[str]] = None) -> Dict:
     parser.add_argument("--policy-values-every", type=int, default=0,
                         help="also roll out the greedy policy's action values at every N-th "
                              "state of one episode (policy_action_values; 0: off)")
-    parser.add_argument("--policy-length", type=int, default=500,
-                        help="episode length cut for --policy-values-every (the time limit)")
+    parser.add_argument("--policy-length", type=int, default=0,
+                        help="episode length cut for --policy-values-every (default: the "
+                             "environment's time limit)")
     args = parser.parse_args(argv)
     env, cfg, state, record = train.load_run(args.logdir, args.seed_index)
     module = registry.agent_module(record["agent"])
@@ -273,7 +277,8 @@ def main(argv: Optional[List[str]] = None) -> Dict:
           {k: round(v, 3) for k, v in result["action_values"].items()})
     if args.policy_values_every > 0:
         out = policy_action_values(env, cfg, model, params, jax.random.PRNGKey(8),
-                                   args.policy_length, args.policy_values_every)
+                                   args.policy_length or env.spec.max_episode_steps,
+                                   args.policy_values_every)
         result["policy_action_values"] = policy_action_value_summary(out)
         print("greedy policy's action values by rollout vs the model's one-step ones:",
               {k: round(v, 3) for k, v in result["policy_action_values"].items()})

@@ -251,3 +251,6 @@ def test_policy_action_values_by_rollout_by_hand():
                                           length=2)
     np.testing.assert_allclose(cut["q_policy"], [[0.5 + 0.9 * 0.5, 1.0 + 0.9 * 0.5],
                                                  [0.5, 0.5]], rtol=1e-5)
+    with pytest.raises(ValueError, match="every >= 1"):
+        evaluation.policy_action_values(env, cfg, model, params, jax.random.PRNGKey(1),
+                                        length=6, every=0)
