@@ -173,19 +173,6 @@ def policy_action_values(env, cfg, model: MuZeroModel, params, key: Array, lengt
     def policy(obs, k):
         return acting.search(cfg, root_fn, recurrent_fn, params, obs, k, explore=False).action
 
-    def episode_step(c, k):
-        inner, obs, ended = c
-        action = policy(obs[None], k)[0]
-        inner_next, obs_next, _, terminated = env.adapter_step(inner, action, k)
-        return (inner_next, obs_next, ended | terminated), (inner, obs, action, ended)
-
-    @jax.jit
-    def episode(key):
-        reset_key, loop_key = jax.random.split(key)
-        inner, obs = env.adapter_reset(reset_key)
-        return jax.lax.scan(episode_step, (inner, obs, jnp.zeros((), bool)),
-                            jax.random.split(loop_key, length))[1]
-
     @jax.jit
     def returns(inner, obs, first_action, horizon, key):
         n = first_action.shape[0]
@@ -204,8 +191,12 @@ def policy_action_values(env, cfg, model: MuZeroModel, params, key: Array, lengt
                             )[0][3]
 
     episode_key, rollout_key = jax.random.split(key)
-    inners, obs, actions, ended_before = episode(episode_key)
-    t = np.arange(0, int((~np.asarray(ended_before)).sum()), every)
+    # one greedy episode (_rollout with num=1), its environment states probed at every step
+    all_obs, actions, _, _, alive, inners = _rollout(
+        env, cfg, model, params, episode_key, 1, length, lambda inner, obs, keys: inner)
+    inners = jax.tree.map(lambda x: x[:, 0], inners)  # [T, ...]
+    obs, actions = all_obs[0, :length], actions[0]
+    t = np.arange(0, int(np.asarray(alive[0]).sum()), every)
     num_actions = env.spec.num_actions
     pick = np.repeat(t, num_actions)  # every state once per action
     q = returns(jax.tree.map(lambda x: x[pick], inners), obs[pick],
