@@ -123,6 +123,31 @@ RewardFn = Callable[[Array, Array, Array], Array]
 
 
 @dataclasses.dataclass(frozen=True)
+class Symmetry:
+    """An exact symmetry of a discrete-action MDP, for data augmentation.
+
+    ``obs`` maps one observation to its mirror image and action ``a`` becomes
+    ``action_permutation[a]``; the environment must satisfy
+    ``P(obs(s') | obs(s), perm[a]) = P(s' | s, a)`` with the same reward and termination
+    (e.g. CartPole under ``x -> -x``: every position, velocity and angle negated, left and right
+    swapped). Agents that learn from replay may train on mirrored copies of their samples
+    (``MuZeroConfig.mirror_augmentation``): domain knowledge, off by default.
+    """
+
+    obs: Callable[[Array], Array]
+    action_permutation: Tuple[int, ...]
+
+    def action(self, action: Array) -> Array:
+        """The mirrored discrete action(s)."""
+        return jnp.asarray(self.action_permutation, jnp.int32)[action]
+
+    def action_values(self, x: Array) -> Array:
+        """A per-action array ``[..., num_actions]`` (policy, Q) of the mirrored state."""
+        inverse = np.argsort(self.action_permutation)
+        return x[..., inverse]
+
+
+@dataclasses.dataclass(frozen=True)
 class Environment:
     """An adapter wrapped with a time limit, auto-reset and episode statistics.
 
@@ -133,6 +158,7 @@ class Environment:
         for planners that use the true reward (as in the PETS paper); None if unknown.
       termination_fn: optional known ``terminated(obs, action, next_obs) -> bool`` for one
         example (MBPO's "static" termination functions); None if unknown or never terminating.
+      symmetry: optional exact mirror symmetry (:class:`Symmetry`); None if none is declared.
     """
 
     spec: EnvSpec
@@ -140,6 +166,7 @@ class Environment:
     adapter_step: StepFn
     reward_fn: Optional[RewardFn] = None
     termination_fn: Optional[RewardFn] = None
+    symmetry: Optional[Symmetry] = None
 
     def reset(self, key: Array) -> EnvState:
         inner, obs = self.adapter_reset(key)

@@ -38,7 +38,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from envs.api import EnvSpec, Environment
+from envs.api import EnvSpec, Environment, Symmetry
 
 CLASSIC_CONTROL = ("CartPole-v1", "Pendulum-v1", "Acrobot-v1", "MountainCar-v0",
                    "MountainCarContinuous-v0")
@@ -46,6 +46,13 @@ MINATAR = ("Asterix-MinAtar", "Breakout-MinAtar", "Freeway-MinAtar", "Seaquest-M
            "SpaceInvaders-MinAtar")
 BSUITE = ("Catch-bsuite",)
 NAMES = CLASSIC_CONTROL + MINATAR + BSUITE
+
+# Exact mirror symmetries (envs.api.Symmetry), for agents' data augmentation. CartPole-v1
+# under x -> -x: (x, x_dot, theta, theta_dot) all negate and push-left / push-right swap;
+# reward (1 per step) and termination (|x| > 2.4 or |theta| > 12 degrees) are unchanged.
+SYMMETRIES = {
+    "CartPole-v1": Symmetry(obs=lambda o: -o, action_permutation=(1, 0)),
+}
 
 # gymnax compares ``state.time >= max_steps_in_episode`` in int32; this is never reached.
 _NEVER = 2**30
@@ -118,4 +125,5 @@ def make(name: str, *, max_episode_steps: Optional[int] = None, **env_params) ->
 
     spec = EnvSpec(env_id=f"gymnax/{name}", obs_shape=obs_shape, obs_dtype=np.float32,
                    max_episode_steps=limit, **action_kw)
-    return Environment(spec=spec, adapter_reset=reset, adapter_step=step)
+    return Environment(spec=spec, adapter_reset=reset, adapter_step=step,
+                       symmetry=SYMMETRIES.get(name))

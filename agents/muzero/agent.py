@@ -28,7 +28,7 @@ from agents.muzero import acting, losses, targets
 from agents.muzero.config import MuZeroConfig
 from core import replay
 from core.types import Agent, Schedule
-from envs.api import Environment
+from envs.api import Environment, Symmetry
 from world_models.muzero import MuZeroModel, Support, make_model, make_model_fns
 
 Array = jax.Array
@@ -75,10 +75,33 @@ def _check_env(env: Environment) -> None:
                          f"{spec.env_id} has shape {spec.obs_shape}")
 
 
+def mirror_windows(window, symmetry: Symmetry, key: Array):
+    """``window`` (leaves ``[B, L, ...]``) with each sequence, with probability 1/2, replaced by
+    its mirror image: observations through ``symmetry.obs``, actions and stored search
+    policies permuted; rewards, episode flags and root values are invariant."""
+    flip = jax.random.bernoulli(key, 0.5, window.reward.shape[:1])  # [B]
+
+    def pick(mirrored, x):
+        return jnp.where(flip.reshape(flip.shape + (1,) * (x.ndim - 1)), mirrored, x)
+
+    obs_fn = lambda o: _flat_apply(jax.vmap(symmetry.obs), o)  # noqa: E731
+    extras = dict(window.extras)
+    extras["search_policy"] = pick(symmetry.action_values(extras["search_policy"]),
+                                   extras["search_policy"])
+    return window.replace(obs=pick(obs_fn(window.obs), window.obs),
+                          next_obs=pick(obs_fn(window.next_obs), window.next_obs),
+                          action=pick(symmetry.action(window.action), window.action),
+                          extras=extras)
+
+
 def make(cfg: MuZeroConfig, env: Environment, num_envs: int) -> Agent:
     """Builds the agent for ``num_envs`` copies of ``env``."""
     _check_env(env)
     spec = env.spec
+    if cfg.mirror_augmentation and env.symmetry is None:
+        raise ValueError(f"mirror_augmentation needs an environment with a declared symmetry "
+                         f"(envs.api.Symmetry); {spec.env_id} declares none. Drop "
+                         f"--mirror-augmentation or add the symmetry to its adapter.")
     model = build_model(cfg, env)
     root_fn, recurrent_fn = make_model_fns(model, cfg.discount)
     opt = losses.optimizer(cfg)
@@ -139,6 +162,8 @@ def make(cfg: MuZeroConfig, env: Environment, num_envs: int) -> Agent:
         sample_key, search_key = jax.random.split(key)
         sample = buffer.sample(buffer_state, sample_key)
         window = sample.experience  # leaves [B, L, ...]
+        if cfg.mirror_augmentation:
+            window = mirror_windows(window, env.symmetry, jax.random.fold_in(sample_key, 1))
         unroll_targets = compute_targets(state, window, search_key)
         weights = targets.importance_weights(sample.probabilities, cfg.importance_exponent)
         k1 = cfg.unroll_steps + 1

@@ -57,6 +57,12 @@ class MuZeroConfig:
         fresh initialisation (Ash & Adams 2020):
         ``theta <- shrink_keep * theta + (1 - shrink_keep) * theta_init_fresh``; against the loss
         of plasticity at high replay ratios (optimiser state and target network unchanged).
+      mirror_augmentation: train on each sampled window or, with probability 1/2, on its mirror
+        image under the environment's declared exact symmetry (``Environment.symmetry``, e.g.
+        CartPole's ``x -> -x``): observations mirrored, actions and policy targets permuted,
+        rewards and values unchanged. Domain knowledge, as AlphaGo Zero's board symmetries; off
+        by default (on in the ``cartpole_v1`` presets), and an error for an environment without
+        a declared symmetry.
       env_steps_per_iteration, updates_per_iteration: the replay ratio (updates per vectorised
         env step is their ratio).
       prefill_steps: random-action steps (summed over envs) before learning.
@@ -104,6 +110,7 @@ class MuZeroConfig:
     shrink_period: int = 0
     shrink_keep: float = 0.8
     shrink_stop: int = 0
+    mirror_augmentation: bool = False
     env_steps_per_iteration: int = 1
     updates_per_iteration: int = 1
     prefill_steps: int = 500
@@ -170,14 +177,17 @@ class MuZeroConfig:
 # targets help. Share of seeds reaching 475 within 10k steps over the README's runs (27-35
 # seeds each): discount 0.997 with 30-step targets 25 of 35, with 10-step targets 16 of 27,
 # discount 0.99 with 5-step targets 12 of 30. Gumbel MuZero keeps discount 0.99
-# (agents.gumbel_muzero).
+# (agents.gumbel_muzero). Mirror augmentation with CartPole's x -> -x symmetry (session 10):
+# 55 of 64 seeds within 10k steps against 45 of 64 without, on the same eight 8-seed groups
+# (53 against 38 at the run's end); failing seeds without it drift into one end of the rail.
 _CARTPOLE = dict(model_size="small", num_simulations=16, discount=0.997, n_step=30,
                  batch_size=64, learning_rate=1e-3, buffer_size=20_000,
                  priority_exponent=0.6, importance_exponent=0.4, reanalyse_fraction=0.0,
                  temperature_boundaries=(1_000, 2_000), value_support_size=41,
                  value_support_max=20.0, reward_support_size=11, reward_support_max=2.0,
                  env_steps_per_iteration=1, updates_per_iteration=8, prefill_steps=256,
-                 target_update_period=50, lr_decay_steps=10_000, lr_final_fraction=0.1)
+                 target_update_period=50, lr_decay_steps=10_000, lr_final_fraction=0.1,
+                 mirror_augmentation=True)
 
 PRESETS: Dict[str, MuZeroConfig] = {
     "default": MuZeroConfig(),

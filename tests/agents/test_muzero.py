@@ -10,8 +10,10 @@ from flashbax.buffers import sum_tree
 
 import envs
 from agents import gumbel_muzero, muzero
+from agents.muzero import agent as muzero_agent
 from agents.muzero import targets
 from core.loop import make_loop
+from core.types import Transition
 from envs.api import EnvSpec, Environment
 
 F, T = False, True
@@ -138,6 +140,38 @@ def test_shrink_and_perturb_every_period_updates():
     assert not all(np.array_equal(s, np.ones_like(s)) for s in leaves(stopped2, "scale"))
     with pytest.raises(ValueError, match="MuZeroConfig.shrink_keep"):
         muzero.MuZeroConfig(shrink_keep=1.5)
+
+
+def test_mirror_augmentation_flips_half_the_windows_consistently():
+    """Each window is either untouched or mirrored as a whole: observations negated, actions
+    and policies swapped (CartPole's symmetry); rewards and root values never change."""
+    sym = envs.make("gymnax/CartPole-v1").symmetry
+    b, length = 64, 3
+    keys = jax.random.split(jax.random.PRNGKey(0), 4)
+    policy = jax.nn.softmax(jax.random.normal(keys[0], (b, length, 2)))
+    window = Transition(
+        obs=jax.random.normal(keys[1], (b, length, 4)),
+        action=jax.random.randint(keys[2], (b, length), 0, 2),
+        reward=jax.random.normal(keys[3], (b, length)),
+        next_obs=jax.random.normal(keys[0], (b, length, 4)) + 5.0,
+        terminated=jnp.zeros((b, length), bool), truncated=jnp.zeros((b, length), bool),
+        is_first=jnp.zeros((b, length), bool),
+        extras={"search_policy": policy, "root_value": jnp.ones((b, length))})
+    out = jax.jit(muzero_agent.mirror_windows, static_argnums=1)(window, sym,
+                                                                 jax.random.PRNGKey(7))
+    flipped = np.asarray(out.action != window.action)[:, 0]
+    assert 10 < flipped.sum() < b - 10
+    for new, old, mirrored in ((out.obs, window.obs, -window.obs),
+                               (out.next_obs, window.next_obs, -window.next_obs),
+                               (out.action, window.action, 1 - window.action),
+                               (out.extras["search_policy"], policy, policy[..., ::-1])):
+        np.testing.assert_array_equal(new[flipped], mirrored[flipped])
+        np.testing.assert_array_equal(new[~flipped], old[~flipped])
+    np.testing.assert_array_equal(out.reward, window.reward)
+    np.testing.assert_array_equal(out.extras["root_value"], window.extras["root_value"])
+    cfg = dataclasses.replace(muzero.PRESETS["tiny"], mirror_augmentation=True)
+    with pytest.raises(ValueError, match="Acrobot-v1 declares none"):
+        muzero.make(cfg, envs.make("gymnax/Acrobot-v1"), 2)
 
 
 # "Copy the context": each step shows a random bit c (one-hot) and pays 1 for action c; four

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from envs import gymnax_env
-from envs.api import batch_reset, batch_step
+from envs.api import Symmetry, batch_reset, batch_step
 from tests.envs.test_linear import NUM_ENVS, check_episodes, check_timestep_types, make_rollout
 
 REQUIRED = ("CartPole-v1", "Pendulum-v1", "Acrobot-v1", "MountainCar-v0",
@@ -126,3 +126,34 @@ def test_catch_terminates_with_plus_minus_one():
     finished = check_episodes(timesteps, lengths, env.spec.max_episode_steps)
     assert len(finished) == 2 * NUM_ENVS  # the ball falls for 9 steps
     assert all(term and length == 9 and ret in (-1.0, 1.0) for _, length, ret, term in finished)
+
+
+def test_cartpole_mirror_symmetry_is_exact():
+    """Stepping the mirrored state with the mirrored action gives the mirrored successor, the same
+    reward and the same termination, from states near and past the failure bands."""
+    env = gymnax_env.make("CartPole-v1")
+    sym = env.symmetry
+    assert gymnax_env.make("Pendulum-v1").symmetry is None
+    keys = jax.random.split(jax.random.PRNGKey(5), 4)
+    scale = jnp.array([2.5, 2.0, 0.22, 2.0])
+    values = jax.random.uniform(keys[0], (64, 4), minval=-1.0, maxval=1.0) * scale
+    actions = jax.random.randint(keys[1], (64,), 0, 2)
+    inner, _ = env.adapter_reset(keys[2])
+
+    def step(v, a):
+        state = inner.replace(x=v[0], x_dot=v[1], theta=v[2], theta_dot=v[3])
+        _, obs, reward, terminated = env.adapter_step(state, a, keys[3])
+        return obs, reward, terminated
+
+    obs, reward, term = jax.vmap(step)(values, actions)
+    m_obs, m_reward, m_term = jax.vmap(step)(jax.vmap(sym.obs)(values), sym.action(actions))
+    np.testing.assert_allclose(m_obs, jax.vmap(sym.obs)(obs), atol=1e-6)
+    np.testing.assert_array_equal(m_reward, reward)
+    np.testing.assert_array_equal(m_term, term)
+    assert 0 < int(term.sum()) < 64  # both outcomes are exercised
+    np.testing.assert_array_equal(sym.action(jnp.array([0, 1])), [1, 0])
+    np.testing.assert_array_equal(sym.action_values(jnp.array([[0.25, 0.75]])), [[0.75, 0.25]])
+    # A value of action a moves to the mirrored action perm[a] (a 3-cycle is not self-inverse).
+    cycle = Symmetry(obs=lambda o: o, action_permutation=(1, 2, 0))
+    np.testing.assert_array_equal(cycle.action_values(jnp.array([10.0, 20.0, 30.0])),
+                                  [30.0, 10.0, 20.0])
