@@ -174,6 +174,24 @@ def test_mirror_augmentation_flips_half_the_windows_consistently():
         muzero.make(cfg, envs.make("gymnax/Acrobot-v1"), 2)
 
 
+def test_update_trains_on_mirrored_windows_when_asked():
+    """The update applies the augmentation: from the same state and key, two updates without it
+    agree exactly, and the update with it moves the parameters elsewhere."""
+    env = envs.make("gymnax/CartPole-v1")
+    base = dataclasses.replace(muzero.PRESETS["tiny"], reanalyse_fraction=0.0)
+
+    def one_update(mirror):
+        agent = muzero.make(dataclasses.replace(base, mirror_augmentation=mirror), env, 2)
+        fns = make_loop(env, agent, num_envs=2, iterations=1, prefill_iterations=40)
+        state = jax.jit(fns.prefill)(fns.init(jax.random.PRNGKey(0)))[0]
+        params = jax.jit(agent.update)(state.agent, state.buffer, jax.random.PRNGKey(1))[0].params
+        return np.concatenate([np.ravel(x) for x in jax.tree_util.tree_leaves(params)])
+
+    plain = one_update(False)
+    np.testing.assert_array_equal(one_update(False), plain)
+    assert np.abs(one_update(True) - plain).max() > 1e-6
+
+
 # "Copy the context": each step shows a random bit c (one-hot) and pays 1 for action c; four
 # steps per episode. Random play returns 2, the optimal policy 4.
 def _copy_env() -> Environment:
