@@ -30,8 +30,21 @@ def make_buffer(*, num_envs: int, capacity: int, batch_size: int, sequence_lengt
                   min_length_time_axis=sequence_length, max_length_time_axis=per_env)
     if prioritised:
         return _strong_types(fbx.make_prioritised_trajectory_buffer(
-            priority_exponent=priority_exponent, device="cpu", **kwargs))
+            priority_exponent=priority_exponent, device=sum_tree_backend(), **kwargs))
     return fbx.make_trajectory_buffer(**kwargs)
+
+
+def sum_tree_backend() -> str:
+    """flashbax's ``device`` argument for the default JAX backend.
+
+    It picks how priorities are written into the sum tree: ``"cpu"`` scans the batch one leaf
+    at a time (fastest on a CPU), ``"gpu"`` / ``"tpu"`` write the whole batch at once. The scan
+    on a GPU costs about 0.3 ms per sampled window and per added step (an H100, session 11:
+    3.4 updates/s at batch 1,024 with it, linear in the batch), so the choice must follow the
+    device the program runs on.
+    """
+    backend = jax.default_backend()
+    return backend if backend in ("cpu", "gpu", "tpu") else "gpu"  # "cuda"/"rocm" plugins
 
 
 def _strong_types(buffer):

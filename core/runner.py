@@ -42,6 +42,9 @@ class RunConfig:
       checkpoint_every: environment steps between checkpoints (0: only at the end).
       num_devices: devices of the data-parallel mesh (0: all visible devices).
       progress: show progress (a bar in a terminal, else one plain line per chunk).
+      max_seconds: wall-clock budget of one ``train`` call (0: none). Once a chunk ends past
+        it, the run stops as if ``steps`` were reached: a final evaluation, metric line and
+        checkpoint, so rerunning with the same logdir resumes from there.
     """
 
     steps: int = 10_000
@@ -55,6 +58,7 @@ class RunConfig:
     checkpoint_every: int = 0
     num_devices: int = 0
     progress: bool = True
+    max_seconds: float = 0.0
 
     def __post_init__(self):
         for name in ("steps", "num_envs", "num_seeds", "log_every", "eval_episodes"):
@@ -63,6 +67,8 @@ class RunConfig:
         for name in ("eval_every", "checkpoint_every", "num_devices"):
             if getattr(self, name) < (-1 if name == "eval_every" else 0):
                 raise ValueError(f"{name} is out of range: {getattr(self, name)}")
+        if not self.max_seconds >= 0:
+            raise ValueError(f"max_seconds must be >= 0 (0: no limit), got {self.max_seconds}")
 
 
 @dataclasses.dataclass
@@ -144,6 +150,7 @@ def train(env: Environment, agent: Agent, cfg: RunConfig, config_record: Optiona
         log = logger.MetricsLogger(cfg.logdir, resume_env_steps=env_steps if env_steps else None)
     progress = logger.Progress(cfg.steps, env_steps, enabled=cfg.progress)
     start = time.time() - float(meta["wall_time"])
+    deadline = time.time() + cfg.max_seconds if cfg.max_seconds else math.inf
     history: List[Dict] = []
     last_ckpt = env_steps if env_steps else None
     next_eval = _next_multiple(env_steps, cfg.eval_every)
@@ -162,13 +169,18 @@ def train(env: Environment, agent: Agent, cfg: RunConfig, config_record: Optiona
             emit({"env_steps": env_steps, "phase": "prefill",
                   **_summarise(jax.tree_util.tree_map(np.asarray, stats))})
         meta["prefilled"] = True
-        while env_steps < cfg.steps:
+        done = env_steps >= cfg.steps
+        while not done:
             state, metrics = train_fn(state)
             env_steps = int(np.asarray(state.env_steps)[0])
             record = {"env_steps": env_steps,
                       **_summarise(jax.tree_util.tree_map(np.asarray, metrics))}
             _check_finite(record, last_ckpt)
-            done = env_steps >= cfg.steps
+            done = env_steps >= cfg.steps or time.time() >= deadline
+            if done and env_steps < cfg.steps:
+                record["stopped_by"] = "max_seconds"
+                print(f"[train] max_seconds={cfg.max_seconds:g} reached at env_steps={env_steps}"
+                      f" (of {cfg.steps}); rerun with the same logdir to go on", flush=True)
             if cfg.eval_every >= 0 and (done or (cfg.eval_every and env_steps >= next_eval)):
                 eval_keys = jax.random.split(jax.random.fold_in(keys[0], env_steps),
                                              cfg.num_seeds)

@@ -94,6 +94,10 @@ def main(argv: Optional[List[str]] = None) -> Dict:
     p.add_argument("--simulations", default="16,50")
     p.add_argument("--batches", default="1,16,256", help="env batches for acting (<= 1024)")
     p.add_argument("--num-envs", type=int, default=None, help="envs per seed for training")
+    p.add_argument("--batch-size", type=int, default=None,
+                   help="override the preset's training batch size (all training rows)")
+    p.add_argument("--updates-per-iteration", type=int, default=None,
+                   help="override the preset's updates per loop iteration (seed scaling rows)")
     p.add_argument("--update-batch-sizes", default="",
                    help="more batch sizes for the training rows, e.g. 256,1024")
     p.add_argument("--scaling-seeds", default="1,2,4")
@@ -104,6 +108,10 @@ def main(argv: Optional[List[str]] = None) -> Dict:
 
     env = envs.make(args.env)
     cfg = registry.preset(args.agent, args.preset or presets.default_preset(args.agent, args.env))
+    overrides = {k: v for k, v in (("batch_size", args.batch_size),
+                                   ("updates_per_iteration", args.updates_per_iteration))
+                 if v is not None}
+    cfg = dataclasses.replace(cfg, **overrides)  # validated by the config's __post_init__
     num_envs = args.num_envs or presets.run_defaults(args.agent, args.env)["num_envs"]
     result: Dict = {"suite": "muzero", "agent": args.agent, "env": args.env,
                     "device": _device(), "config": dataclasses.asdict(cfg), "acting": []}

@@ -140,17 +140,39 @@ def run_model_based(method: str, env_id: str, *, steps: int, seeds: int, out: st
     start = time.time()
     runner.train(env, agent, run_cfg, record)
     wall = time.time() - start
-    curves = [{"env_steps": [], "eval_return": [], "seed": i} for i in range(seeds)]
-    with open(os.path.join(logdir, "metrics.jsonl")) as f:
-        for line in f:
-            rec = json.loads(line)
-            for i, value in enumerate(rec.get("eval_return_per_seed", [])):
-                curves[i]["env_steps"].append(int(rec["env_steps"]) * repeat)
-                curves[i]["eval_return"].append(float(value))
+    curves = curves_from_log(logdir, repeat)
     for c in curves:
         c["wall_time"] = wall
-        c["logdir"] = logdir
-        c["action_repeat"] = repeat
+    return curves
+
+
+def curves_from_log(logdir: str, repeat: int = 1) -> List[Dict]:
+    """Per-seed curves of the evaluations in ``<logdir>/metrics.jsonl``.
+
+    Both ``experiments.train`` and ``experiments.ppo`` write that file (``env_steps``,
+    ``eval_return_per_seed``, ``wall_time``), also while they run, so a run stopped early
+    (a time limit, ``--max-seconds``) still gives its curve up to its last evaluation.
+    ``repeat``: the action repeat (agent steps x repeat = control steps).
+    """
+    path = os.path.join(logdir, "metrics.jsonl")
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"no metrics.jsonl in {logdir}: pass the directory a training "
+                                f"run (experiments.train or experiments.ppo) wrote")
+    curves: List[Dict] = []
+    wall = 0.0
+    with open(path) as f:
+        for line in f:
+            rec = json.loads(line)
+            wall = max(wall, float(rec.get("wall_time", 0.0)))
+            for i, value in enumerate(rec.get("eval_return_per_seed", [])):
+                if i == len(curves):
+                    curves.append({"env_steps": [], "eval_return": [], "seed": i})
+                curves[i]["env_steps"].append(int(rec["env_steps"]) * repeat)
+                curves[i]["eval_return"].append(float(value))
+    if not curves:
+        raise ValueError(f"{path} holds no evaluation (eval_return_per_seed)")
+    for c in curves:
+        c.update(wall_time=wall, logdir=logdir, action_repeat=repeat)
     return curves
 
 
@@ -204,8 +226,9 @@ def main(argv: Optional[List[str]] = None) -> Dict:
                                 description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--env", default="brax/inverted_pendulum")
-    p.add_argument("--methods", default="pets,mbpo,brax_ppo,brax_sac",
-                   help=f"comma-separated subset of {METHODS}")
+    p.add_argument("--methods", default=None,
+                   help=f"comma-separated subset of {METHODS} (default: those of --from-logs, "
+                        f"else pets,mbpo,brax_ppo,brax_sac)")
     p.add_argument("--threshold", type=float, default=900.0)
     p.add_argument("--seeds", type=int, default=3)
     p.add_argument("--budget", action="append", default=[], help="METHOD=STEPS (repeatable)")
@@ -216,12 +239,19 @@ def main(argv: Optional[List[str]] = None) -> Dict:
     p.add_argument("--extra", action="append", default=[],
                    help="METHOD=ARGS: extra train.py flags for a model-based method, e.g. "
                         "'mbpo=--updates_per_step 20'")
+    p.add_argument("--from-logs", action="append", default=[],
+                   help="METHOD=DIR[,DIR...]: take the method's curves from the metrics.jsonl "
+                        "of runs already made (experiments.train / experiments.ppo logdirs; "
+                        "several dirs: their seeds together) instead of training; its budget "
+                        "is the runs' last evaluated step unless --budget names one")
     p.add_argument("--out", default="runs/sample_efficiency")
     p.add_argument("--quick", action="store_true", help="tiny budgets and presets, 1 seed")
     p.add_argument("--fresh", action="store_true", help="do not reuse curves in report.json")
     args = p.parse_args(argv)
 
-    methods = [m for m in args.methods.split(",") if m]
+    default_methods = ",".join(i.partition("=")[0] for i in args.from_logs) or \
+        "pets,mbpo,brax_ppo,brax_sac"
+    methods = [m for m in (args.methods or default_methods).split(",") if m]
     unknown = sorted(set(methods) - set(METHODS))
     if unknown:
         raise ValueError(f"unknown methods {unknown}; known: {METHODS}")
@@ -233,6 +263,23 @@ def main(argv: Optional[List[str]] = None) -> Dict:
     for item in args.extra:
         name, _, flags = item.partition("=")
         extra[name] = flags.split()
+    from_logs = {}
+    for item in args.from_logs:
+        name, _, logdir = item.partition("=")
+        if name not in METHODS or not logdir:
+            raise ValueError(f"--from-logs takes METHOD=DIR with METHOD in {METHODS}, "
+                             f"got {item!r}")
+        from_logs[name] = []
+        for one in logdir.split(","):  # separate runs' seeds, one curve list
+            _check_logged_env(one, args.env)
+            from_logs[name] += curves_from_log(one, action_repeat(extra[name]))
+        for i, curve in enumerate(from_logs[name]):
+            curve["seed"] = i
+        if name not in methods:
+            methods.append(name)
+        if name not in _parse_budgets(args.budget):
+            budgets[name] = max(c["env_steps"][-1] for c in from_logs[name])
+        seeds[name] = len(from_logs[name])
     report_at = ([int(float(x)) for x in args.report_at.split(",") if x]
                  or sorted({budgets[m] for m in methods}))
     os.makedirs(args.out, exist_ok=True)
@@ -240,6 +287,11 @@ def main(argv: Optional[List[str]] = None) -> Dict:
     results: Dict[str, List[Dict]] = {}
     previous = {} if args.fresh else _previous(args.out, args.env, budgets, seeds)
     for method in methods:
+        if method in from_logs:
+            print(f"[sample_efficiency] {method}: curves from "
+                  f"{from_logs[method][0]['logdir']}/metrics.jsonl")
+            results[method] = from_logs[method]
+            continue
         if method in previous:
             print(f"[sample_efficiency] {method}: reusing the curves in {args.out}/report.json")
             results[method] = previous[method]
@@ -264,6 +316,16 @@ def main(argv: Optional[List[str]] = None) -> Dict:
                 num_evals=args.evals + 1) for s in range(seeds[method])]
         _write(args, methods, budgets, seeds, report_at, results)
     return _write(args, methods, budgets, seeds, report_at, results, final=True)
+
+
+def _check_logged_env(logdir: str, env_id: str) -> None:
+    """Raises when ``<logdir>/config.json`` names another environment than ``--env``."""
+    path = os.path.join(logdir, "config.json")
+    if os.path.exists(path):
+        with open(path) as f:
+            logged = json.load(f).get("env")
+        if logged is not None and logged != env_id:
+            raise ValueError(f"{logdir} is a run on {logged}, not on --env {env_id}")
 
 
 def _previous(out: str, env_id: str, budgets: Dict[str, int], seeds: Dict[str, int]) -> Dict:

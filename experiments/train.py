@@ -41,6 +41,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--eval-every", type=int, default=None, help="0: at the end only, -1: never")
     p.add_argument("--eval-episodes", type=int, default=None)
     p.add_argument("--checkpoint-every", type=int, default=None, help="0: at the end only")
+    p.add_argument("--max-seconds", type=float, default=0.0,
+                   help="stop (final evaluation and checkpoint) at the first chunk boundary after "
+                        "this many seconds of this call; rerun with the same --logdir to go on "
+                        "(0: no limit)")
     p.add_argument("--num-devices", type=int, default=0, help="data-parallel devices (0: all)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar or lines")
     p.add_argument("--distributed", action="store_true",
@@ -104,6 +108,7 @@ def build(argv: Optional[List[str]] = None):
     logdir = args.logdir or f"runs/{args.agent}_{args.env.replace('/', '_')}_s{args.seed}"
     run_cfg = RunConfig(seed=args.seed, num_seeds=args.num_seeds, logdir=logdir,
                         num_devices=args.num_devices, progress=not args.no_progress,
+                        max_seconds=args.max_seconds,
                         **run_fields)
     agent = module.make(agent_cfg, env, run_cfg.num_envs)
     record = {"agent": args.agent, "env": args.env, "env_options": env_opts,

@@ -83,6 +83,23 @@ def test_four_seeds_in_one_program():
     np.testing.assert_array_equal(np.asarray(result.state.env_steps), [100] * 4)
 
 
+def test_max_seconds_stops_with_final_eval_and_checkpoint_then_resumes(tmp_path):
+    env = envs.make("linear/scalar_a0.5")
+    agent = random_agent.make(random_agent.RandomConfig(buffer_size=64), env, num_envs=2)
+    cfg = runner.RunConfig(steps=200, num_envs=2, log_every=20, eval_every=0, eval_episodes=2,
+                           progress=False, logdir=str(tmp_path), max_seconds=1e-9)
+    stopped = runner.train(env, agent, cfg)
+    assert stopped.env_steps == 20  # one chunk, then the wall-clock budget is spent
+    last = stopped.history[-1]
+    assert last["stopped_by"] == "max_seconds" and "eval_return_mean" in last
+    assert os.listdir(os.path.join(str(tmp_path), "checkpoints"))
+    finished = runner.train(env, agent, dataclasses.replace(cfg, max_seconds=0.0))
+    assert finished.env_steps == 200 and finished.history[0]["env_steps"] == 40  # resumed
+    assert "stopped_by" not in finished.history[-1]
+    with pytest.raises(ValueError, match="max_seconds must be >= 0"):
+        runner.RunConfig(max_seconds=-1.0)
+
+
 def test_resume_after_sigkill_matches_uninterrupted(tmp_path):
     target = 400
     killed = str(tmp_path / "killed")

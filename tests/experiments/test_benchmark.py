@@ -74,14 +74,16 @@ def test_unknown_suite_is_named():
 def test_muzero_suite_measures_acting_training_and_seed_scaling(tmp_path):
     path = tmp_path / "muzero.json"
     result = benchmark.main(["--suite", "muzero", "--preset", "tiny", "--simulations", "2",
-                             "--batches", "1,3", "--num-envs", "2", "--update-batch-sizes",
+                             "--batches", "1,3", "--num-envs", "2", "--batch-size", "12",
+                             "--updates-per-iteration", "2", "--update-batch-sizes",
                              "8", "--scaling-seeds", "2", "--iterations", "1",
                              "--min-seconds", "0.01", "--json", str(path)])
     written = json.loads(path.read_text())
     assert written["suite"] == "muzero" and written["complete"] is True
     assert [(r["num_simulations"], r["num_envs"]) for r in result["acting"]] == [(2, 1), (2, 3)]
     assert all(r["searches_per_s"] > 0 and r["compile_s"] > 0 for r in result["acting"])
-    assert [r["batch_size"] for r in result["training_by_batch"]] == [16, 8]  # tiny's, then 8
+    assert written["config"]["batch_size"] == 12 and written["config"]["updates_per_iteration"] == 2
+    assert [r["batch_size"] for r in result["training_by_batch"]] == [12, 8]  # --batch-size, 8
     assert all(r["updates_per_s"] > 0 for r in result["training_by_batch"])
     assert [r["num_seeds"] for r in result["seed_scaling"]] == [2]
     assert all(r["env_steps_per_s"] > 0 for r in result["seed_scaling"])

@@ -95,3 +95,39 @@ def test_action_repeat_is_read_from_the_extra_flags():
     assert se.action_repeat(["--env-option=action_repeat=2", "--env-option", "impl='jax'"]) == 2
     with pytest.raises(ValueError, match="KEY=VALUE"):
         se.action_repeat(["--env-option", "4"])
+
+
+def test_from_logs_reports_runs_already_made(tmp_path):
+    # Two runs made elsewhere (e.g. concurrently on one GPU), one cut short by a time limit.
+    logs = {"muzero": tmp_path / "mz", "ppo": tmp_path / "ppo"}
+    rows = {"muzero": [(0, [1.0, 2.0]), (500, [3.0, 9.0])],  # stopped at 500 steps
+            "ppo": [(0, [0.0, 1.0]), (400, [2.0, 4.0]), (800, [6.0, 8.0])]}
+    for method, logdir in logs.items():
+        logdir.mkdir()
+        (logdir / "config.json").write_text(json.dumps({"env": "gymnax/Breakout-MinAtar"}))
+        with open(logdir / "metrics.jsonl", "w") as f:
+            f.write(json.dumps({"env_steps": 10, "loss": 1.0, "wall_time": 1.0}) + "\n")
+            for steps, per_seed in rows[method]:
+                f.write(json.dumps({"env_steps": steps, "eval_return_per_seed": per_seed,
+                                    "wall_time": steps / 100}) + "\n")
+    out = str(tmp_path / "se")
+    report = se.main(["--env", "gymnax/Breakout-MinAtar", "--threshold", "5",
+                      "--from-logs", f"muzero={logs['muzero']}", "--from-logs",
+                      f"ppo={logs['ppo']}", "--report-at", "500", "--out", out])
+    assert report["methods"] == ["muzero", "ppo"]
+    assert report["budgets"] == {"muzero": 500, "ppo": 800}
+    assert report["curves"]["muzero"][1]["eval_return"] == [2.0, 9.0]
+    summary = report["summary"]
+    assert summary["muzero"]["steps_to_threshold"] == [None, 500]
+    assert summary["ppo"]["steps_to_threshold"] == [800, 800]
+    assert summary["ppo"]["return_at"]["500"] == 3.0  # the 400-step evaluation
+    assert report["ratios"]["ppo/muzero"]["ratio"] == 800 / 500
+    assert os.path.getsize(os.path.join(out, "returns.png")) > 0
+    # Seeds of separate runs (comma-separated dirs) form one method's curves.
+    both = se.main(["--env", "gymnax/Breakout-MinAtar", "--from-logs",
+                    f"ppo={logs['ppo']},{logs['muzero']}", "--threshold", "5", "--out", out])
+    assert [c["eval_return"][-1] for c in both["curves"]["ppo"]] == [6.0, 8.0, 3.0, 9.0]
+    assert both["seeds"] == {"ppo": 4} and both["budgets"] == {"ppo": 800}
+    with pytest.raises(ValueError, match="is a run on gymnax/Breakout-MinAtar"):
+        se.main(["--env", "gymnax/Asterix-MinAtar", "--from-logs", f"ppo={logs['ppo']}",
+                 "--out", out])
