@@ -95,6 +95,19 @@ def _summarise(metrics: Dict[str, np.ndarray]) -> Dict:
     return out
 
 
+def _check_skipped(metrics: Dict[str, np.ndarray], env_steps: int,
+                   last_checkpoint: Optional[int]) -> None:
+    """Stops when a seed skipped every update of a chunk (``skipped_updates``, the fraction of
+    updates an agent dropped for non-finite gradients, is 1): that run no longer learns."""
+    skipped = np.atleast_1d(metrics.get("skipped_updates", np.zeros(1)))
+    if np.any(skipped >= 1.0):
+        raise NonFiniteMetricError(
+            f"every update of the last chunk had non-finite gradients (seeds "
+            f"{np.flatnonzero(skipped >= 1.0).tolist()}) at env_steps={env_steps}; stopping. The "
+            f"last good checkpoint (env_steps={last_checkpoint}) is kept; lower the learning "
+            f"rate or check the inputs, then rerun to resume from it.")
+
+
 def _check_finite(record: Dict, last_checkpoint: Optional[int]) -> None:
     for name, value in record.items():
         if isinstance(value, float) and not math.isfinite(value):
@@ -173,8 +186,9 @@ def train(env: Environment, agent: Agent, cfg: RunConfig, config_record: Optiona
         while not done:
             state, metrics = train_fn(state)
             env_steps = int(np.asarray(state.env_steps)[0])
-            record = {"env_steps": env_steps,
-                      **_summarise(jax.tree_util.tree_map(np.asarray, metrics))}
+            metrics = jax.tree_util.tree_map(np.asarray, metrics)
+            _check_skipped(metrics, env_steps, last_ckpt)
+            record = {"env_steps": env_steps, **_summarise(metrics)}
             _check_finite(record, last_ckpt)
             done = env_steps >= cfg.steps or time.time() >= deadline
             if done and env_steps < cfg.steps:

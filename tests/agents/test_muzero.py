@@ -12,6 +12,7 @@ import envs
 from agents import gumbel_muzero, muzero
 from agents.muzero import agent as muzero_agent
 from agents.muzero import targets
+from core import runner
 from core.loop import make_loop
 from core.types import Transition
 from envs.api import EnvSpec, Environment
@@ -190,6 +191,27 @@ def test_update_trains_on_mirrored_windows_when_asked():
     plain = one_update(False)
     np.testing.assert_array_equal(one_update(False), plain)
     assert np.abs(one_update(True) - plain).max() > 1e-6
+
+
+def test_update_with_nonfinite_gradients_is_skipped_and_counted():
+    """An update whose gradients are not finite keeps the parameters and Adam state and reports
+    ``skipped_updates`` = 1 (core.runner stops a seed that skips a whole chunk)."""
+    env = envs.make("gymnax/CartPole-v1")
+    agent = muzero.make(dataclasses.replace(muzero.PRESETS["tiny"], reanalyse_fraction=0.0),
+                        env, 2)
+    fns = make_loop(env, agent, num_envs=2, iterations=1, prefill_iterations=40)
+    state = jax.jit(fns.prefill)(fns.init(jax.random.PRNGKey(0)))[0]
+    update = jax.jit(agent.update)
+    good, _, metrics = update(state.agent, state.buffer, jax.random.PRNGKey(1))
+    assert float(metrics["skipped_updates"]) == 0.0 and float(metrics["grad_norm"]) > 0
+    experience = state.buffer.experience
+    broken = state.buffer.replace(experience=experience.replace(
+        obs=jnp.full_like(experience.obs, jnp.inf)))
+    bad, _, metrics = update(state.agent, broken, jax.random.PRNGKey(1))
+    assert float(metrics["skipped_updates"]) == 1.0 and float(metrics["grad_norm"]) == 0.0
+    assert runner.tree_allclose((bad.params, bad.opt_state),
+                                (state.agent.params, state.agent.opt_state), rtol=0, atol=0)
+    assert not runner.tree_allclose(good.params, state.agent.params, rtol=0, atol=0)
 
 
 # "Copy the context": each step shows a random bit c (one-hot) and pays 1 for action c; four

@@ -178,6 +178,26 @@ def test_nonfinite_metric_stops_with_name_and_step(tmp_path):
     assert max(int(d) for d in os.listdir(tmp_path / "nan" / "checkpoints")) == 30
 
 
+def test_a_seed_skipping_every_update_of_a_chunk_stops_the_run(tmp_path):
+    env = envs.make("linear/scalar_a0.5")
+    base = random_agent.make(random_agent.RandomConfig(buffer_size=64), env, num_envs=2)
+
+    def update(state, buffer_state, key):  # skips update 3 and 4 on: chunk 2 half, chunk 3 all
+        skipped = jnp.where((state == 3) | (state >= 4), 1.0, 0.0)
+        return state + 1, buffer_state, {"loss": jnp.ones(()), "skipped_updates": skipped}
+
+    from core.types import Agent, Schedule
+    agent = Agent(init=base.init, initial_carry=base.initial_carry, act=base.act, update=update,
+                  buffer=base.buffer, schedule=Schedule(env_steps_per_iteration=5))
+    cfg = runner.RunConfig(steps=200, num_envs=2, log_every=20, eval_every=-1,
+                           logdir=str(tmp_path / "skip"), progress=False)
+    with pytest.raises(runner.NonFiniteMetricError,
+                       match=r"every update of the last chunk.*seeds \[0\]\) at env_steps=60"):
+        runner.train(env, agent, cfg)
+    lines = [json.loads(x) for x in open(tmp_path / "skip" / "metrics.jsonl")]
+    assert [r["skipped_updates"] for r in lines if "skipped_updates" in r] == [0.0, 0.5]
+
+
 def test_report_errors_prints_both_curves_and_writes_json(tmp_path, capsys):
     import json
 
