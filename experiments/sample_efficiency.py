@@ -37,6 +37,13 @@ The report (``<out>/report.json``, plot ``<out>/returns.png``) gives, per method
   ``f`` / of ``m`` (the headline "10-100x fewer steps" claim); when ``f`` never reached the
   threshold the ratio is a lower bound from its budget (``"lower_bound": true``).
 
+``--from-logs METHOD=DIR[,DIR...]`` takes a method's curves from runs already made (the
+``metrics.jsonl`` of ``experiments.train`` or ``experiments.ppo`` logdirs; several dirs give
+their seeds together) instead of training it, e.g. runs made concurrently on one GPU, or cut short
+by a time limit or ``--max-seconds``: ``python -m experiments.sample_efficiency --env
+gymnax/Breakout-MinAtar --from-logs muzero=runs/a,runs/b --from-logs ppo=runs/c/ppo --threshold
+3 --out runs/compare_breakout``.
+
 Finished methods are reused from an existing ``<out>/report.json`` when their budget and number
 of seeds match (so an interrupted comparison resumes); ``--fresh`` reruns everything.
 ``--quick`` is a smoke mode (tiny presets, a few hundred steps, 1 seed) used by the tests.
