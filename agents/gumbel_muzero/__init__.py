@@ -6,7 +6,7 @@ Same code as :mod:`agents.muzero`; only the presets differ (``search="gumbel"``)
 import dataclasses
 
 from agents.muzero import PRESETS as _MUZERO_PRESETS
-from agents.muzero import RUN_DEFAULTS, MuZeroConfig, make
+from agents.muzero import RUN_DEFAULTS, MuZeroConfig, MuZeroState, build_model, make
 
 PRESETS = {name: dataclasses.replace(cfg, search="gumbel",
                                      num_simulations=min(cfg.num_simulations, 16))
@@ -17,4 +17,4 @@ PRESETS = {name: dataclasses.replace(cfg, search="gumbel",
 # and one update per step, and 57 (47) with session 10's discount 0.99 and one update per step;
 # 46 (36) before mirror augmentation.
 
-__all__ = ["PRESETS", "RUN_DEFAULTS", "MuZeroConfig", "make"]
+__all__ = ["PRESETS", "RUN_DEFAULTS", "MuZeroConfig", "MuZeroState", "build_model", "make"]
