@@ -38,10 +38,11 @@ def sum_tree_backend() -> str:
     """flashbax's ``device`` argument for the default JAX backend.
 
     It picks how priorities are written into the sum tree: ``"cpu"`` scans the batch one leaf
-    at a time (fastest on a CPU), ``"gpu"`` / ``"tpu"`` write the whole batch at once. The scan
-    on a GPU costs about 0.3 ms per sampled window and per added step (an H100, session 11:
-    3.4 updates/s at batch 1,024 with it, linear in the batch), so the choice must follow the
-    device the program runs on.
+    at a time (fastest on a CPU), ``"gpu"`` / ``"tpu"`` write the whole batch at once. On a GPU
+    the scan costs about 0.3 ms per sampled window (an H100, session 11: 3.4 MuZero updates/s
+    at batch 1,024, inversely proportional to the batch; 137/s with the GPU path), and ``add``
+    writes its new leaves the same way, so the choice must follow the device the program runs
+    on.
     """
     backend = jax.default_backend()
     return backend if backend in ("cpu", "gpu", "tpu") else "gpu"  # "cuda"/"rocm" plugins
