@@ -295,8 +295,8 @@ def main(argv: Optional[List[str]] = None) -> Dict:
     previous = {} if args.fresh else _previous(args.out, args.env, budgets, seeds)
     for method in methods:
         if method in from_logs:
-            print(f"[sample_efficiency] {method}: curves from "
-                  f"{from_logs[method][0]['logdir']}/metrics.jsonl")
+            dirs = list(dict.fromkeys(c["logdir"] for c in from_logs[method]))
+            print(f"[sample_efficiency] {method}: curves from the metrics.jsonl of {dirs}")
             results[method] = from_logs[method]
             continue
         if method in previous:
