@@ -12,6 +12,7 @@ from typing import Tuple
 
 import flashbax as fbx
 import jax
+from flashbax.buffers import sum_tree
 import jax.numpy as jnp
 
 
@@ -46,6 +47,20 @@ def sum_tree_backend() -> str:
     """
     backend = jax.default_backend()
     return backend if backend in ("cpu", "gpu", "tpu") else "gpu"  # "cuda"/"rocm" plugins
+
+
+def stored_priorities(buffer_state, indices: jax.Array, priority_exponent: float) -> jax.Array:
+    """The priorities ``p`` last written at ``indices`` of a prioritised buffer state.
+
+    flashbax stores ``p ** priority_exponent`` in the sum tree (0 for p = 0); this inverts it,
+    so ``set_priorities(state, indices, stored_priorities(state, indices, alpha))`` leaves the
+    tree as it was (up to rounding). With exponent 0 every stored value is 1 or 0, and writing
+    that back stores the same.
+    """
+    leaves = sum_tree.get_batch(buffer_state.sum_tree_state, indices)
+    if priority_exponent == 0:
+        return leaves
+    return leaves ** (1.0 / priority_exponent)
 
 
 def _strong_types(buffer):

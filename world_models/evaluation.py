@@ -16,6 +16,8 @@ norm over all non-batch axes):
 ``norm_floor`` guards a division by a (near) zero real state; ``pooled_relative_error`` is the
 ratio of means, which is not dominated by the few starts whose real state is tiny. "Starts" are
 all ``(trajectory, t)`` pairs, ``N · (T - H + 1)`` of them, vmapped; time is a ``lax.scan``.
+With a ``valid`` mask (e.g. real transitions before an episode's end) the error at ``k`` is
+averaged over the starts whose transitions ``t .. t+k-1`` are all valid.
 """
 
 from __future__ import annotations
@@ -39,7 +41,7 @@ def _identity(x):
 def k_step_error(step_fn: Callable, states: Array, actions: Array, horizon: int, *,
                  key: Optional[Array] = None, encode_fn: Optional[Callable] = None,
                  observe_fn: Optional[Callable] = None, targets: Optional[Array] = None,
-                 norm_floor: float = 1e-6) -> dict:
+                 valid: Optional[Array] = None, norm_floor: float = 1e-6) -> dict:
     """Open-loop k-step error of a model for ``k = 1..horizon`` (see module doc for the maths).
 
     Args:
@@ -55,10 +57,16 @@ def k_step_error(step_fn: Callable, states: Array, actions: Array, horizon: int,
         reward head, in which case pass the matching ``targets``.
       targets: real quantities ``[N, T, ...]`` aligned with transitions (``targets[:, t]``
         belongs to ``s_{t+1}``); default ``states[:, 1:]``.
+      valid: optional ``[N, T]`` bool, ``valid[:, t]`` marks transition ``s_t -> s_{t+1}`` as
+        one to score (e.g. False after a terminal, where the real system has no next state);
+        a start counts at horizon ``k`` only if its transitions ``t .. t+k-1`` are all valid.
+        Default: all valid.
       norm_floor: lower bound of the denominator of ``relative_error``.
     Returns:
       dict with ``horizons [H]`` (1..H), ``relative_error [H]``, ``pooled_relative_error [H]``,
-      ``abs_error [H]``, ``target_norm [H]`` (mean ||y||) and ``num_starts`` (int).
+      ``abs_error [H]``, ``target_norm [H]`` (mean ||y||), ``num_starts`` (int) and
+      ``num_scored [H]`` (starts counted at each horizon; ``num_starts`` without a mask).
+      The errors are NaN at a horizon where no start is valid.
     """
     num_traj, length = actions.shape[0], actions.shape[1]
     chex.assert_axis_dimension(states, 0, num_traj)
@@ -69,12 +77,15 @@ def k_step_error(step_fn: Callable, states: Array, actions: Array, horizon: int,
     observe_fn = observe_fn or _identity
     targets = states[:, 1:] if targets is None else targets
     chex.assert_equal_shape_prefix([targets, actions], 2)
+    valid = jnp.ones(actions.shape[:2], bool) if valid is None else jnp.asarray(valid, bool)
+    chex.assert_shape(valid, actions.shape[:2])
     num_starts = length - horizon + 1
     stochastic = key is not None
 
-    def one_start(traj_states, traj_actions, traj_targets, t, start_key):
+    def one_start(traj, t, start_key):
         window = lambda x: jax.lax.dynamic_slice_in_dim(x, t, horizon)
         step_keys = jax.random.split(start_key, horizon) if stochastic else None
+        traj_states, traj_actions, traj_targets, traj_valid = traj
 
         def body(model_state, inputs):
             action, step_key = inputs
@@ -87,22 +98,27 @@ def k_step_error(step_fn: Callable, states: Array, actions: Array, horizon: int,
         real = window(traj_targets)
         flat = lambda x: jnp.reshape(x, (horizon, -1)).astype(jnp.float32)
         return (jnp.linalg.norm(flat(predicted) - flat(real), axis=-1),
-                jnp.linalg.norm(flat(real), axis=-1))
+                jnp.linalg.norm(flat(real), axis=-1), jnp.cumprod(window(traj_valid)))
 
     starts = jnp.arange(num_starts)
     keys = jax.random.split(key, (num_traj, num_starts)) if stochastic else None
-    per_start = jax.vmap(one_start, in_axes=(None, None, None, 0, 0))
-    err, norm = jax.vmap(per_start, in_axes=(0, 0, 0, None, 0))(
-        states, actions, targets, starts, keys)  # [N, S, H]
-    err, norm = err.reshape(-1, horizon), norm.reshape(-1, horizon)
-    abs_error, target_norm = err.mean(0), norm.mean(0)
+    per_start = jax.vmap(one_start, in_axes=(None, 0, 0))
+    err, norm, mask = jax.vmap(per_start, in_axes=(0, None, 0))(
+        (states, actions, targets, valid), starts, keys)  # [N, S, H]
+    err, norm, mask = (x.reshape(-1, horizon).astype(jnp.float32) for x in (err, norm, mask))
+    num_scored = mask.sum(0)
+    mean = lambda x: jnp.where(num_scored > 0,
+                               jnp.where(mask > 0, x, 0.0).sum(0) / jnp.maximum(num_scored, 1.0),
+                               jnp.nan)
+    abs_error, target_norm = mean(err), mean(norm)
     return {
         "horizons": jnp.arange(1, horizon + 1),
-        "relative_error": jnp.mean(err / jnp.maximum(norm, norm_floor), axis=0),
+        "relative_error": mean(err / jnp.maximum(norm, norm_floor)),
         "pooled_relative_error": abs_error / jnp.maximum(target_norm, norm_floor),
         "abs_error": abs_error,
         "target_norm": target_norm,
         "num_starts": num_traj * num_starts,
+        "num_scored": num_scored.astype(jnp.int32),
     }
 
 

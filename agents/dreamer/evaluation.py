@@ -47,13 +47,16 @@ def _unpack(packed: Array, deter: int, groups: int, classes: int) -> RSSMState:
 
 
 def rssm_k_step_errors(dreamer: Dreamer, params, obs: Array, actions: Array, rewards: Array,
-                       horizon: int, key: Array) -> Dict[str, Dict]:
+                       horizon: int, key: Array, valid: Optional[Array] = None
+                       ) -> Dict[str, Dict]:
     """Open-loop errors of the world model ``params`` (``DreamerState.wm_params``).
 
     Args:
       obs: ``[N, T+1, *obs_shape]`` real observations of ``N`` episodes (no resets inside).
       actions: ``[N, T, A]`` float model actions (``dreamer.to_model_action`` of env actions).
       rewards: ``[N, T]`` real rewards (``rewards[:, t]`` follows ``actions[:, t]``).
+      valid: optional ``[N, T]`` bool, the transitions before an episode's end (``play`` steps
+        on past a terminal without reset; later states are not scored).
     Returns ``{"obs": ..., "reward": ...}`` (each :func:`k_step_error`'s dict as lists) and
     ``reconstruction_abs_error`` (mean ``||decode(posterior_t) - o_t||``).
     """
@@ -86,9 +89,9 @@ def rssm_k_step_errors(dreamer: Dreamer, params, obs: Array, actions: Array, rew
     recon = jax.vmap(jax.vmap(decode_obs))(packed)
     recon_err = jnp.linalg.norm((recon - obs).reshape(num, length + 1, -1), axis=-1).mean()
     out = {"obs": k_step_error(step_fn, packed, actions, horizon, key=obs_key,
-                               observe_fn=decode_obs, targets=obs[:, 1:]),
+                               observe_fn=decode_obs, targets=obs[:, 1:], valid=valid),
            "reward": k_step_error(step_fn, packed, actions, horizon, key=reward_key,
-                                  observe_fn=decode_reward, targets=rewards)}
+                                  observe_fn=decode_reward, targets=rewards, valid=valid)}
     result = {name: {k: np.asarray(v).tolist() for k, v in res.items()}
               for name, res in out.items()}
     result["reconstruction_abs_error"] = float(recon_err)
@@ -98,7 +101,8 @@ def rssm_k_step_errors(dreamer: Dreamer, params, obs: Array, actions: Array, rew
 def play(env, dreamer: Dreamer, state, key: Array, num: int, length: int):
     """``num`` episodes of ``length`` steps with the actor's mode (adapter level, no reset).
 
-    Returns ``(obs [N, T+1, ...], model actions [N, T, A], rewards [N, T], terminated [N])``.
+    Returns ``(obs [N, T+1, ...], model actions [N, T, A], rewards [N, T], terminated [N],
+    alive [N, T])``; ``alive[:, t]``: no terminal before step ``t``.
     """
     def body(carry, step_key):
         inner, obs, act_carry, first, ended = carry
@@ -107,7 +111,7 @@ def play(env, dreamer: Dreamer, state, key: Array, num: int, length: int):
         inner, next_obs, reward, terminated = jax.vmap(env.adapter_step)(
             inner, action, jax.random.split(env_key, num))
         return ((inner, next_obs, act_carry, jnp.zeros((num,), bool), ended | terminated),
-                (next_obs, act_carry.action, reward))
+                (next_obs, act_carry.action, reward, ended))
 
     @jax.jit
     def run(key):
@@ -115,11 +119,11 @@ def play(env, dreamer: Dreamer, state, key: Array, num: int, length: int):
         inner, obs = jax.vmap(env.adapter_reset)(jax.random.split(reset_key, num))
         init = (inner, obs, dreamer.initial_carry(num), jnp.ones((num,), bool),
                 jnp.zeros((num,), bool))
-        (_, _, _, _, ended), (next_obs, actions, rewards) = jax.lax.scan(
+        (_, _, _, _, ended), (next_obs, actions, rewards, ended_before) = jax.lax.scan(
             body, init, jax.random.split(loop_key, length))
         all_obs = jnp.concatenate([obs[None], next_obs], axis=0)
         return (jnp.swapaxes(all_obs, 0, 1).astype(jnp.float32), jnp.swapaxes(actions, 0, 1),
-                rewards.T.astype(jnp.float32), ended)
+                rewards.T.astype(jnp.float32), ended, ~ended_before.T)
 
     return run(key)
 
@@ -134,10 +138,10 @@ def main(argv: Optional[List[str]] = None) -> Dict:
         raise ValueError(f"{args.logdir} is a run of agent {record['agent']!r}, not dreamer")
     state = run_state.agent
     dreamer = Dreamer(cfg, env)
-    obs, actions, rewards, ended = play(env, dreamer, state, jax.random.PRNGKey(7),
-                                        args.trajectories, args.length)
+    obs, actions, rewards, ended, alive = play(env, dreamer, state, jax.random.PRNGKey(7),
+                                               args.trajectories, args.length)
     result = rssm_k_step_errors(dreamer, state.wm_params, obs, actions, rewards, args.horizon,
-                                jax.random.PRNGKey(8))
+                                jax.random.PRNGKey(8), valid=alive)
     result.update(logdir=args.logdir, trajectories=args.trajectories, length=args.length,
                   terminated_fraction=float(np.mean(ended)))
     print("reconstruction (k=0) abs error:", round(result["reconstruction_abs_error"], 4))

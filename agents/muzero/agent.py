@@ -94,6 +94,11 @@ def mirror_windows(window, symmetry: Symmetry, key: Array):
                           extras=extras)
 
 
+def reanalyse_rows(key: Array, batch_size: int, num: int) -> Array:
+    """``num`` distinct rows of a batch of ``batch_size``, uniformly at random."""
+    return jax.random.permutation(key, batch_size)[:num]
+
+
 def make(cfg: MuZeroConfig, env: Environment, num_envs: int) -> Agent:
     """Builds the agent for ``num_envs`` copies of ``env``."""
     _check_env(env)
@@ -124,16 +129,23 @@ def make(cfg: MuZeroConfig, env: Environment, num_envs: int) -> Agent:
         return out.action, carry, {"search_policy": out.policy, "root_value": out.root_value}
 
     def reanalyse(state: MuZeroState, window, values_after: Array, key: Array):
-        """Fresh search (target network) for the first ``num_reanalyse`` windows."""
-        obs = window.obs[:num_reanalyse]
-        roots = jnp.concatenate([obs, window.next_obs[:num_reanalyse, -1:]], axis=1)
+        """Fresh search (target network) for ``num_reanalyse`` windows drawn at random.
+
+        The draw is uniform over the batch's rows: flashbax's stratified sampling orders the
+        batch by buffer position, so a fixed slice (e.g. the first rows) would reanalyse the
+        same environments' data every time and never the rest.
+        """
+        pick_key, search_key = jax.random.split(key)
+        rows = reanalyse_rows(pick_key, cfg.batch_size, num_reanalyse)
+        roots = jnp.concatenate([window.obs[rows], window.next_obs[rows, -1:]], axis=1)
         out = _flat_apply(lambda o: acting.search(cfg, root_fn, recurrent_fn,
-                                                  state.target_params, o, key, explore=True),
+                                                  state.target_params, o, search_key,
+                                                  explore=True),
                           roots)
-        done = window.terminated[:num_reanalyse] | window.truncated[:num_reanalyse]
-        fresh_values = jnp.where(done, values_after[:num_reanalyse], out.root_value[:, 1:])
-        policies = window.extras["search_policy"].at[:num_reanalyse].set(out.policy[:, :-1])
-        return policies, values_after.at[:num_reanalyse].set(fresh_values)
+        done = window.terminated[rows] | window.truncated[rows]
+        fresh_values = jnp.where(done, values_after[rows], out.root_value[:, 1:])
+        policies = window.extras["search_policy"].at[rows].set(out.policy[:, :-1])
+        return policies, values_after.at[rows].set(fresh_values)
 
     def compute_targets(state: MuZeroState, window, key: Array):
         values_after = _flat_apply(lambda o: model.value(state.target_params, o),
@@ -187,8 +199,13 @@ def make(cfg: MuZeroConfig, env: Environment, num_envs: int) -> Agent:
         else:
             target = optax.periodic_update(params, state.target_params, steps,
                                            cfg.target_update_period)
-        buffer_state = buffer.set_priorities(buffer_state, sample.indices,
-                                             aux["priority"] + cfg.priority_eps)
+        # A skipped update (or a non-finite priority) keeps the windows' stored priorities:
+        # one NaN in the sum tree would corrupt every later draw.
+        priority = jnp.where(finite & jnp.isfinite(aux["priority"]),
+                             aux["priority"] + cfg.priority_eps,
+                             replay.stored_priorities(buffer_state, sample.indices,
+                                                      cfg.priority_exponent))
+        buffer_state = buffer.set_priorities(buffer_state, sample.indices, priority)
         metrics = dict(aux["metrics"], value_target=unroll_targets.value[:, 0].mean(),
                        importance_weight=weights.mean(), priority=aux["priority"].mean(),
                        grad_norm=jnp.where(finite, grad_norm, 0.0),

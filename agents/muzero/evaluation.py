@@ -32,8 +32,13 @@ Array = jax.Array
 
 
 def model_k_step_errors(model: MuZeroModel, params, obs: Array, actions: Array,
-                        rewards: Array, horizon: int) -> Dict[str, Dict]:
-    """``obs [N, T+1, ...]``, ``actions [N, T]``, ``rewards [N, T]`` -> reward and value errors."""
+                        rewards: Array, horizon: int, valid: Optional[Array] = None
+                        ) -> Dict[str, Dict]:
+    """``obs [N, T+1, ...]``, ``actions [N, T]``, ``rewards [N, T]`` -> reward and value errors.
+
+    ``valid [N, T]`` (optional) marks the transitions before an episode's end: the rollouts
+    step on past a terminal without reset, and those states are scored only where valid.
+    """
     def step_fn(model_state, action):
         s, _ = model_state
         reward_logits, s_next = model.dynamics(params, s[None], action[None])
@@ -48,9 +53,9 @@ def model_k_step_errors(model: MuZeroModel, params, obs: Array, actions: Array,
 
     real_values = jax.vmap(lambda o: model.value(params, o))(obs[:, 1:])  # [N, T]
     out = {"reward": k_step_error(step_fn, obs, actions, horizon, encode_fn=encode_fn,
-                                  observe_fn=lambda ms: ms[1], targets=rewards),
+                                  observe_fn=lambda ms: ms[1], targets=rewards, valid=valid),
            "value": k_step_error(step_fn, obs, actions, horizon, encode_fn=encode_fn,
-                                 observe_fn=value_of, targets=real_values)}
+                                 observe_fn=value_of, targets=real_values, valid=valid)}
     return {name: {k: np.asarray(v).tolist() for k, v in res.items()} for name, res in out.items()}
 
 
@@ -257,8 +262,9 @@ def main(argv: Optional[List[str]] = None) -> Dict:
     rollout = _rollout(env, cfg, model, params, jax.random.PRNGKey(7), args.trajectories,
                        args.length, _action_value_probe(env, cfg, model, params,
                                                         args.trajectories))
-    obs, actions, rewards, ended = rollout[:4]
-    result = model_k_step_errors(model, params, obs, actions, rewards, args.horizon)
+    obs, actions, rewards, ended, alive = rollout[:5]
+    result = model_k_step_errors(model, params, obs, actions, rewards, args.horizon,
+                                 valid=alive)
     result["action_values"] = _action_value_summary(env.spec.num_actions, rollout)
     result.update(logdir=args.logdir, env_steps=int(np.asarray(state.env_steps)),
                   trajectories=args.trajectories, length=args.length,

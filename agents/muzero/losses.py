@@ -34,9 +34,10 @@ def _cross_entropy(target_probs: Array, logits: Array) -> Array:
 
 
 def _neg_cosine(a: Array, b: Array) -> Array:
-    a = a / (jnp.linalg.norm(a, axis=-1, keepdims=True) + 1e-8)
-    b = b / (jnp.linalg.norm(b, axis=-1, keepdims=True) + 1e-8)
-    return -jnp.sum(a * b, axis=-1)
+    """``-cos(a, b)`` over the last axis; the epsilon sits inside the square root, so the
+    gradient stays finite at a zero vector (that of ``norm`` is NaN there)."""
+    unit = lambda x: x * jax.lax.rsqrt(jnp.sum(x * x, axis=-1, keepdims=True) + 1e-12)
+    return -jnp.sum(unit(a) * unit(b), axis=-1)
 
 
 def example_loss(params, obs: Array, actions: Array, targets: UnrollTargets,

@@ -210,11 +210,24 @@ def test_update_with_nonfinite_gradients_is_skipped_and_counted():
     experience = state.buffer.experience
     broken = state.buffer.replace(experience=experience.replace(
         obs=jnp.full_like(experience.obs, jnp.inf)))
-    bad, _, metrics = update(state.agent, broken, jax.random.PRNGKey(1))
+    bad, bad_buffer, metrics = update(state.agent, broken, jax.random.PRNGKey(1))
     assert float(metrics["skipped_updates"]) == 1.0 and float(metrics["grad_norm"]) == 0.0
     assert runner.tree_allclose((bad.params, bad.opt_state),
                                 (state.agent.params, state.agent.opt_state), rtol=0, atol=0)
     assert not runner.tree_allclose(good.params, state.agent.params, rtol=0, atol=0)
+    # Its priorities (NaN here) are not written: the sum tree keeps what it had.
+    assert np.isnan(float(metrics["priority"]))
+    np.testing.assert_allclose(bad_buffer.sum_tree_state.nodes, broken.sum_tree_state.nodes,
+                               rtol=1e-5)
+
+
+def test_reanalysed_rows_are_drawn_at_random():
+    """flashbax returns a batch ordered by buffer position, so reanalysing a fixed slice of it
+    would always refresh the same environments' data; the rows are a fresh random draw."""
+    from agents.muzero.agent import reanalyse_rows
+    draws = [np.asarray(reanalyse_rows(jax.random.PRNGKey(i), 8, 3)) for i in range(30)]
+    assert all(len(set(d.tolist())) == 3 and d.min() >= 0 and d.max() < 8 for d in draws)
+    assert set(np.concatenate(draws).tolist()) == set(range(8))
 
 
 # "Copy the context": each step shows a random bit c (one-hot) and pays 1 for action c; four
@@ -331,3 +344,47 @@ def test_policy_action_values_by_rollout_by_hand():
     with pytest.raises(ValueError, match="every >= 1"):
         evaluation.policy_action_values(env, cfg, model, params, jax.random.PRNGKey(1),
                                         length=6, every=0)
+
+
+def test_negative_cosine_and_its_gradient_at_zero():
+    from agents.muzero.losses import _neg_cosine
+    a = jnp.array([[1.0, 2.0, -1.0], [1.0, 0.0, 0.0]])
+    b = jnp.array([[2.0, 4.0, -2.0], [0.0, 3.0, 0.0]])
+    np.testing.assert_allclose(_neg_cosine(a, b), [-1.0, 0.0], atol=1e-6)
+    # A zero projection (e.g. a dead layer) must not turn the update into NaN.
+    grad = jax.grad(lambda x: _neg_cosine(x, b[0]))(jnp.zeros(3))
+    assert np.isfinite(np.asarray(grad)).all()
+
+
+def test_consistency_loss_trains_the_projection_only_when_on():
+    """EfficientZero's loss: -cos(predictor(proj(g(s, a))), sg(proj(h(o')))) over the unroll,
+    in [-1, 1]; without it the projection heads get no gradient (weight decay off here)."""
+    from agents.muzero import losses
+    from agents.muzero.agent import build_model
+    from agents.muzero.targets import UnrollTargets
+    env = envs.make("gymnax/CartPole-v1")
+    base = dataclasses.replace(muzero.PRESETS["tiny"], weight_decay=0.0)
+    k, batch, num_actions = base.unroll_steps, 4, env.spec.num_actions
+    model = build_model(base, env)
+    params = model.init(jax.random.PRNGKey(0), env.spec.obs_shape)
+    obs = jax.random.normal(jax.random.PRNGKey(1), (batch, k + 1, 4))
+    actions = jax.random.randint(jax.random.PRNGKey(2), (batch, k), 0, num_actions)
+    ones = jnp.ones((batch, k + 1))
+    tgt = UnrollTargets(value=ones, value_mask=ones, reward=ones, reward_mask=ones,
+                        policy=jnp.full((batch, k + 1, num_actions), 1.0 / num_actions),
+                        policy_mask=ones, alive=ones)
+
+    def projection_grads(on: bool):
+        cfg = dataclasses.replace(base, use_consistency_loss=on)
+        grads, aux = jax.grad(losses.batch_loss, has_aux=True)(
+            params, obs, actions, tgt, jnp.ones(batch), model=model, cfg=cfg)
+        flat = jax.tree_util.tree_flatten_with_path(grads)[0]
+        heads = [np.abs(np.asarray(g)).sum() for p, g in flat
+                 if "projection" in jax.tree_util.keystr(p)]
+        return heads, aux["metrics"]
+
+    off, metrics_off = projection_grads(False)
+    on, metrics_on = projection_grads(True)
+    assert len(off) >= 2 and max(off) == 0.0 and "consistency_loss" not in metrics_off
+    assert min(on) > 0.0
+    assert -1.0 <= float(metrics_on["consistency_loss"]) <= 1.0

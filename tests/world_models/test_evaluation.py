@@ -61,6 +61,28 @@ def test_abs_and_relative_error_averaged_over_starts():
     np.testing.assert_allclose(result["pooled_relative_error"], ks / (starts.mean() + ks))
 
 
+def test_valid_mask_scores_only_starts_before_the_end():
+    """The same system, but the episode ends after transition 3 (s_4 is its last real state)
+    and the states after it are garbage (1e6): a start counts at horizon k only if its k
+    transitions are valid, so the garbage never enters the means."""
+    length, horizon = 6, 3
+    states = np.arange(length + 1, dtype=np.float32)[None, :, None]
+    states[0, 5:] = 1e6
+    actions = np.ones((1, length, 1), np.float32)
+    valid = np.arange(length)[None] < 4  # transitions 0..3
+    result = evaluation.k_step_error(lambda s, a: s, states, actions, horizon, valid=valid)
+    ks = np.arange(1, horizon + 1)
+    counted = [[t for t in range(length - horizon + 1) if t + k <= 4] for k in ks]
+    np.testing.assert_array_equal(result["num_scored"], [len(c) for c in counted])  # 4, 3, 2
+    np.testing.assert_allclose(result["abs_error"], ks, rtol=1e-6)
+    expected = [np.mean([k / (t + k) for t in c]) for k, c in zip(ks, counted)]
+    np.testing.assert_allclose(result["relative_error"], expected, rtol=1e-6)
+    none_valid = evaluation.k_step_error(lambda s, a: s, states, actions, horizon,
+                                         valid=np.zeros((1, length), bool))
+    assert np.isnan(none_valid["abs_error"]).all()
+    assert none_valid["num_scored"].tolist() == [0, 0, 0]
+
+
 def test_zero_real_states_use_the_norm_floor():
     states, actions = np.zeros((1, 4, 2), np.float32), np.zeros((1, 3, 1), np.float32)
     result = evaluation.k_step_error(lambda s, a: s + 1.0, states, actions, 2, norm_floor=0.5)
