@@ -139,8 +139,10 @@ class MuZeroConfig:
         check("model_size", self.model_size in NET_PRESETS, f"one of {tuple(NET_PRESETS)}")
         for name in ("num_simulations", "n_step", "unroll_steps", "batch_size",
                      "max_num_considered_actions", "target_update_period",
-                     "env_steps_per_iteration", "value_support_size", "reward_support_size"):
+                     "env_steps_per_iteration"):
             check(name, getattr(self, name) >= 1, ">= 1")
+        for name in ("value_support_size", "reward_support_size"):
+            check(name, getattr(self, name) >= 2, ">= 2 (a categorical support needs two bins)")
         for name in ("updates_per_iteration", "prefill_steps", "latent_dim", "weight_decay",
                      "max_grad_norm", "value_loss_weight", "reward_loss_weight",
                      "policy_loss_weight", "consistency_loss_weight", "gumbel_scale",
@@ -150,8 +152,10 @@ class MuZeroConfig:
         check("temperatures", len(self.temperatures) == len(self.temperature_boundaries) + 1
               and all(t >= 0 for t in self.temperatures),
               "non-negative, one more than temperature_boundaries")
-        check("temperature_boundaries", list(self.temperature_boundaries)
-              == sorted(self.temperature_boundaries), "increasing")
+        bounds = list(self.temperature_boundaries)
+        check("temperature_boundaries",
+              all(b > 0 for b in bounds) and all(a < b for a, b in zip(bounds, bounds[1:])),
+              "positive update counts in strictly increasing order")
         check("discount", 0.0 <= self.discount < 1.0, "in [0, 1)")
         check("learning_rate", self.learning_rate > 0, "> 0")
         check("lr_decay_steps", self.lr_decay_steps >= 0, ">= 0")
@@ -164,6 +168,10 @@ class MuZeroConfig:
         for name in ("dirichlet_fraction", "priority_exponent", "importance_exponent",
                      "target_tau", "reanalyse_fraction"):
             check(name, 0.0 <= getattr(self, name) <= 1.0, "in [0, 1]")
+        check("reanalyse_fraction", self.reanalyse_fraction == 0
+              or self.reanalyse_fraction * self.batch_size >= 1,
+              f"0 or at least one window of the batch of {self.batch_size}, i.e. >= "
+              f"1 / batch_size = {1 / self.batch_size:.3g}")
         check("dirichlet_alpha", self.dirichlet_alpha > 0, "> 0")
         check("pb_c_init", self.pb_c_init > 0, "> 0")
         check("buffer_size", self.buffer_size >= self.sequence_length,

@@ -78,6 +78,12 @@ def test_config_validation_names_the_field():
         muzero.MuZeroConfig(search="alphazero")
     with pytest.raises(ValueError, match="MuZeroConfig.reanalyse_fraction"):
         muzero.MuZeroConfig(reanalyse_fraction=1.5)
+    with pytest.raises(ValueError, match="at least one window of the batch of 32"):
+        muzero.MuZeroConfig(reanalyse_fraction=0.01, batch_size=32)  # would round to none
+    with pytest.raises(ValueError, match="strictly increasing"):
+        muzero.MuZeroConfig(temperature_boundaries=(100, 100), temperatures=(1.0, 0.5, 0.25))
+    with pytest.raises(ValueError, match="MuZeroConfig.value_support_size must be >= 2"):
+        muzero.MuZeroConfig(value_support_size=1)
     with pytest.raises(ValueError, match="MuZeroConfig.q_normalisation"):
         muzero.MuZeroConfig(q_normalisation="global")
     with pytest.raises(ValueError, match="with search='gumbel'"):
