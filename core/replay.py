@@ -12,8 +12,8 @@ from typing import Tuple
 
 import flashbax as fbx
 import jax
-from flashbax.buffers import sum_tree
 import jax.numpy as jnp
+from flashbax.buffers import sum_tree
 
 
 def make_buffer(*, num_envs: int, capacity: int, batch_size: int, sequence_length: int = 1,
