@@ -4,6 +4,10 @@ orbax writes each step into a temporary directory and renames it when complete, 
 killed mid-save leaves the previous checkpoint intact; a resumed run starts from the newest
 complete one.
 
+A checkpoint that fails to restore (damaged files, a crash of the file system) is set aside as
+``checkpoints/<env_steps>.damaged`` by :meth:`Checkpointer.restore_newest`, which then resumes
+from the newest one that restores.
+
 orbax cannot write zero-size arrays (MJX environment states have some, e.g. ``data.act`` of
 a system without activations), so the state is stored as ``{leaf index: leaf}`` for its
 non-empty leaves only, and the empty ones are rebuilt from the restore target's shapes.
@@ -12,7 +16,7 @@ non-empty leaves only, and the empty ones are rebuilt from the restore target's 
 from __future__ import annotations
 
 import os
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import jax
 import jax.numpy as jnp
@@ -61,8 +65,70 @@ class Checkpointer:
         leaves = [leaf(i, a) for i, a in enumerate(abstract_leaves)]
         return jax.tree_util.tree_unflatten(treedef, leaves), dict(restored["meta"])
 
+    def restore_newest(self, abstract_state: Any, report: Callable[[str], None] = print
+                       ) -> Tuple[Any, Dict, int]:
+        """Restores the newest checkpoint that restores; returns ``(state, meta, step)``.
+
+        Each newer one that fails is reported in one line through ``report`` and set aside
+        (renamed ``<step>.damaged``, kept on disk) once an older one restores. When none
+        restores, nothing is renamed and :class:`CheckpointError` names the newest failure.
+        """
+        failures: List[Tuple[int, BaseException]] = []
+        for step in sorted(self.manager.all_steps(), reverse=True):
+            try:
+                state, meta = self.restore(abstract_state, step)
+            except Exception as err:  # orbax / tensorstore raise many kinds
+                failures.append((step, err))
+                continue
+            for bad, err in failures:
+                target = self.set_aside(bad)
+                report(f"[train] checkpoint at env_steps={bad} does not restore "
+                       f"({_reason(err)}); set aside as {target}, resuming from env_steps={step}")
+            return state, meta, step
+        if not failures:
+            raise CheckpointError(f"no checkpoint under {self.directory}")
+        step, err = failures[0]
+        raise CheckpointError(
+            f"no checkpoint under {self.directory} restores (newest, env_steps={step}: "
+            f"{_reason(err)}); if the library or the configuration changed since it was "
+            f"written, start over with --fresh (the old run is moved aside, not deleted)")
+
+    def set_aside(self, step: int) -> str:
+        """Renames ``<step>`` to ``<step>.damaged`` (or ``.damaged-N``) so it is not tried
+        again; returns the new path."""
+        source = os.path.join(self.directory, str(step))
+        target, i = source + ".damaged", 1
+        while os.path.exists(target):
+            target, i = f"{source}.damaged-{i}", i + 1
+        os.rename(source, target)
+        self.manager.reload()
+        return target
+
     def close(self) -> None:
         self.manager.close()
+
+
+class CheckpointError(RuntimeError):
+    """No checkpoint of a run restores."""
+
+
+def _reason(err: BaseException, limit: int = 240) -> str:
+    """The most telling line of an orbax / tensorstore error (the innermost cause that carries
+    a status code such as OUT_OF_RANGE), shortened to ``limit`` characters."""
+    chain, seen = [], set()
+    while err is not None and id(err) not in seen:
+        seen.add(id(err))
+        chain.append(err)
+        err = err.__cause__ or err.__context__
+    codes = ("OUT_OF_RANGE", "DATA_LOSS", "NOT_FOUND", "INVALID_ARGUMENT", "FAILED_PRECONDITION")
+    for candidate in reversed(chain):
+        for line in str(candidate).splitlines():
+            if any(code in line for code in codes):
+                text = line.strip()
+                return text if len(text) <= limit else text[:limit - 3] + "..."
+    first = str(chain[0]).strip().splitlines()
+    text = f"{type(chain[0]).__name__}: {first[0] if first else ''}"
+    return text if len(text) <= limit else text[:limit - 3] + "..."
 
 
 def abstract_like(shapes: Any, shardings: Any) -> Any:

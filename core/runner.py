@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import signal
+import threading
 import time
 from typing import Any, Dict, List, Optional
 
@@ -15,7 +17,7 @@ import jax
 import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec as P
 
-from core import checkpoint, logger, sharding
+from core import checkpoint, logger, rundir, sharding
 from core.loop import make_loop
 from core.types import Agent
 from envs.api import Environment
@@ -40,7 +42,8 @@ class RunConfig:
       eval_every: environment steps between evaluations (0: only at the end; -1: never).
       eval_episodes: episodes per evaluation and seed.
       checkpoint_every: environment steps between checkpoints (0: only at the end).
-      num_devices: devices of the data-parallel mesh (0: all visible devices).
+      num_devices: devices of the data-parallel mesh (0: as many as divide ``num_envs``, up
+        to all visible devices).
       progress: show progress (a bar in a terminal, else one plain line per chunk).
       max_seconds: wall-clock budget of one ``train`` call (0: none). Once a chunk ends past
         it, the run stops as if ``steps`` were reached: a final evaluation, metric line and
@@ -76,6 +79,42 @@ class RunResult:
     state: Any  # final run state, leaves [num_seeds, ...]
     history: List[Dict]  # the metric lines of this process (also in metrics.jsonl)
     env_steps: int
+    stopped_by: Optional[str] = None  # "max_seconds", "SIGTERM", "SIGINT" or None (steps done)
+
+
+class _StopOnSignal:
+    """SIGTERM / SIGINT ask the host loop to checkpoint at the next chunk boundary and stop;
+    a second signal acts as it would without this handler (stop at once)."""
+
+    SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+    def __init__(self):
+        self.signum: Optional[int] = None
+        self.previous: Dict[int, Any] = {}
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            for signum in self.SIGNALS:
+                self.previous[signum] = signal.signal(signum, self._handle)
+        return self
+
+    def __exit__(self, *exc):
+        for signum, handler in self.previous.items():
+            signal.signal(signum, handler)
+        return False
+
+    @property
+    def name(self) -> Optional[str]:
+        return signal.Signals(self.signum).name if self.signum is not None else None
+
+    def _handle(self, signum, frame):
+        if self.signum is not None:  # the second signal: the default behaviour
+            signal.signal(signum, self.previous.get(signum, signal.SIG_DFL))
+            signal.raise_signal(signum)
+            return
+        self.signum = signum
+        print(f"[train] {self.name}: saving a checkpoint at the end of this chunk, then stopping "
+              f"(send it again to stop at once)", flush=True)
 
 
 def _summarise(metrics: Dict[str, np.ndarray]) -> Dict:
@@ -121,8 +160,11 @@ def train(env: Environment, agent: Agent, cfg: RunConfig, config_record: Optiona
           state: Any = None) -> RunResult:
     """Trains ``agent`` on ``env`` for ``cfg.steps`` environment steps per seed.
 
-    Resumes from ``<logdir>/checkpoints`` when present. ``state`` (optional) starts from a given
-    seed-batched run state instead of a fresh one.
+    Resumes from ``<logdir>/checkpoints`` when present: from the newest checkpoint that
+    restores (a damaged one is reported and set aside), after checking that ``config_record``
+    describes the same run (:func:`core.rundir.check_logdir`). ``state`` (optional) starts from
+    a given seed-batched run state instead of a fresh one. SIGTERM or SIGINT checkpoint at the
+    next chunk boundary and return with ``stopped_by`` set.
     """
     schedule = agent.schedule
     steps_per_iteration = cfg.num_envs * schedule.env_steps_per_iteration
@@ -132,7 +174,7 @@ def train(env: Environment, agent: Agent, cfg: RunConfig, config_record: Optiona
     fns = make_loop(env, agent, num_envs=cfg.num_envs, iterations=iterations,
                     prefill_iterations=prefill_iterations, eval_envs=cfg.eval_episodes)
 
-    mesh = sharding.make_mesh(cfg.num_devices or None)
+    mesh = sharding.make_mesh(cfg.num_devices or sharding.default_num_devices(cfg.num_envs))
     keys = jax.random.split(jax.random.PRNGKey(cfg.seed), cfg.num_seeds)
     init_v = jax.vmap(fns.init)
     shapes = jax.eval_shape(init_v, keys)
@@ -145,10 +187,16 @@ def train(env: Environment, agent: Agent, cfg: RunConfig, config_record: Optiona
                          donate_argnums=0)
     eval_fn = jax.jit(jax.vmap(fns.evaluate), out_shardings=replicated)
 
+    if cfg.logdir:
+        rundir.check_logdir(cfg.logdir, config_record)
     ckpt = checkpoint.Checkpointer(cfg.logdir) if cfg.logdir else None
     meta = {"env_steps": 0, "wall_time": 0.0, "prefilled": False}
     if ckpt is not None and ckpt.latest_step() is not None:
-        state, meta = ckpt.restore(checkpoint.abstract_like(shapes, state_sharding))
+        try:
+            state, meta, _ = ckpt.restore_newest(checkpoint.abstract_like(shapes, state_sharding))
+        except BaseException:
+            ckpt.close()
+            raise
         print(f"[train] resumed from {ckpt.directory} at env_steps={meta['env_steps']}")
     elif state is None:
         state = init_fn(keys)
@@ -158,8 +206,8 @@ def train(env: Environment, agent: Agent, cfg: RunConfig, config_record: Optiona
 
     log = None
     if cfg.logdir and jax.process_index() == 0:
-        if config_record is not None and not meta["prefilled"]:
-            logger.write_config(cfg.logdir, config_record)
+        if config_record is not None:
+            rundir.write_config(cfg.logdir, config_record, resumed=env_steps > 0)
         log = logger.MetricsLogger(cfg.logdir, resume_env_steps=env_steps if env_steps else None)
     progress = logger.Progress(cfg.steps, env_steps, enabled=cfg.progress)
     start = time.time() - float(meta["wall_time"])
@@ -175,7 +223,17 @@ def train(env: Environment, agent: Agent, cfg: RunConfig, config_record: Optiona
         if log is not None:
             log.log(record)
 
+    def save():
+        nonlocal meta, last_ckpt, next_ckpt
+        meta = {"env_steps": env_steps, "wall_time": time.time() - start, "prefilled": True}
+        ckpt.save(env_steps, state, meta)
+        last_ckpt = env_steps
+        next_ckpt = _next_multiple(env_steps, cfg.checkpoint_every)
+
+    stopped_by = None
+    stop = _StopOnSignal()
     try:
+        stop.__enter__()
         if not meta["prefilled"] and schedule.prefill_steps > 0:
             state, stats = prefill_fn(state)
             env_steps = int(np.asarray(state.env_steps)[0])
@@ -183,19 +241,24 @@ def train(env: Environment, agent: Agent, cfg: RunConfig, config_record: Optiona
                   **_summarise(jax.tree_util.tree_map(np.asarray, stats))})
         meta["prefilled"] = True
         done = env_steps >= cfg.steps
-        while not done:
+        while not done and stop.signum is None:
             state, metrics = train_fn(state)
             env_steps = int(np.asarray(state.env_steps)[0])
             metrics = jax.tree_util.tree_map(np.asarray, metrics)
             _check_skipped(metrics, env_steps, last_ckpt)
             record = {"env_steps": env_steps, **_summarise(metrics)}
             _check_finite(record, last_ckpt)
-            done = env_steps >= cfg.steps or time.time() >= deadline
+            done = env_steps >= cfg.steps or time.time() >= deadline or stop.signum is not None
             if done and env_steps < cfg.steps:
-                record["stopped_by"] = "max_seconds"
-                print(f"[train] max_seconds={cfg.max_seconds:g} reached at env_steps={env_steps}"
-                      f" (of {cfg.steps}); rerun with the same logdir to go on", flush=True)
-            if cfg.eval_every >= 0 and (done or (cfg.eval_every and env_steps >= next_eval)):
+                stopped_by = stop.name or "max_seconds"
+                record["stopped_by"] = stopped_by
+                if stop.signum is None:
+                    print(f"[train] max_seconds={cfg.max_seconds:g} reached at env_steps="
+                          f"{env_steps} (of {cfg.steps}); rerun with the same logdir to go on",
+                          flush=True)
+            evaluate = stop.signum is None and cfg.eval_every >= 0 and (
+                done or (cfg.eval_every and env_steps >= next_eval))
+            if evaluate:
                 eval_keys = jax.random.split(jax.random.fold_in(keys[0], env_steps),
                                              cfg.num_seeds)
                 evaluation = jax.tree_util.tree_map(np.asarray, eval_fn(state, eval_keys))
@@ -205,19 +268,23 @@ def train(env: Environment, agent: Agent, cfg: RunConfig, config_record: Optiona
             emit(record)
             progress.update(env_steps, _progress_info(record, env_steps, start))
             if ckpt is not None and (done or (cfg.checkpoint_every and env_steps >= next_ckpt)):
-                meta = {"env_steps": env_steps, "wall_time": time.time() - start,
-                        "prefilled": True}
-                ckpt.save(env_steps, state, meta)
-                last_ckpt = env_steps
-                next_ckpt = _next_multiple(env_steps, cfg.checkpoint_every)
+                save()
+        if stop.signum is not None and env_steps < cfg.steps:
+            stopped_by = stop.name
+            if ckpt is not None and last_ckpt != env_steps:  # the signal came before a chunk
+                save()
+            where = f"; checkpoint at env_steps={last_ckpt}" if ckpt is not None else ""
+            print(f"[train] stopped by {stopped_by} at env_steps={env_steps}{where}; rerun "
+                  f"the same command to resume", flush=True)
     finally:
+        stop.__exit__(None, None, None)
         progress.close()
         if log is not None:
             log.close()
             logger.plot_returns(cfg.logdir)
         if ckpt is not None:
             ckpt.close()
-    return RunResult(state=state, history=history, env_steps=env_steps)
+    return RunResult(state=state, history=history, env_steps=env_steps, stopped_by=stopped_by)
 
 
 def restore(env: Environment, agent: Agent, cfg: RunConfig, step: Optional[int] = None) -> Any:
@@ -228,13 +295,17 @@ def restore(env: Environment, agent: Agent, cfg: RunConfig, step: Optional[int] 
                     eval_envs=cfg.eval_episodes)
     keys = jax.random.split(jax.random.PRNGKey(cfg.seed), cfg.num_seeds)
     shapes = jax.eval_shape(jax.vmap(fns.init), keys)
-    mesh = sharding.make_mesh(cfg.num_devices or None)
+    mesh = sharding.make_mesh(cfg.num_devices or sharding.default_num_devices(cfg.num_envs))
     ckpt = checkpoint.Checkpointer(cfg.logdir)
     if ckpt.latest_step() is None:
         raise FileNotFoundError(f"no checkpoint under {ckpt.directory}")
     try:
-        state, _ = ckpt.restore(checkpoint.abstract_like(
-            shapes, sharding.run_state_shardings(shapes, mesh, cfg.num_envs)), step)
+        abstract = checkpoint.abstract_like(
+            shapes, sharding.run_state_shardings(shapes, mesh, cfg.num_envs))
+        if step is None:
+            state, _, _ = ckpt.restore_newest(abstract)
+        else:
+            state, _ = ckpt.restore(abstract, step)
     finally:
         ckpt.close()
     return state

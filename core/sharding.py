@@ -31,11 +31,20 @@ def make_mesh(num_devices: Optional[int] = None, devices: Optional[Sequence] = N
     return Mesh(np.array(devices), (DATA_AXIS,))
 
 
+def default_num_devices(num_envs: int, available: Optional[int] = None) -> int:
+    """The most devices (of the ``available`` ones, all visible by default) that split
+    ``num_envs`` environments evenly."""
+    available = jax.device_count() if available is None else available
+    return max(d for d in range(1, min(available, num_envs) + 1) if num_envs % d == 0)
+
+
 def run_state_shardings(shapes, mesh: Mesh, num_envs: int):
     """Shardings for a (seed-batched) run-state shape tree, see module doc."""
     n = mesh.devices.size
     if num_envs % n:
-        raise ValueError(f"num_envs={num_envs} must be divisible by the number of devices ({n})")
+        raise ValueError(f"num_envs={num_envs} does not split over {n} devices; pass --num-envs "
+                         f"as a multiple of {n}, or --num-devices 1 (or another divisor of "
+                         f"{num_envs})")
     replicated = NamedSharding(mesh, P())
     by_env = NamedSharding(mesh, P(None, DATA_AXIS))
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 import functools
 import time
 from typing import Any, Dict, Optional
+from experiments import cli
 
 METHODS = ("ppo", "sac")
 
@@ -104,10 +105,9 @@ def run_baseline(method: str, env_id: str, *, steps: int, seed: int = 0, num_eva
 
 def main(argv: Optional[list] = None) -> Dict[str, Any]:
     """``python -m experiments.baselines --method ppo --env brax/inverted_pendulum --steps N``."""
-    import argparse
     import json
 
-    p = argparse.ArgumentParser(prog="python -m experiments.baselines")
+    p = cli.ArgumentParser(prog="python -m experiments.baselines")
     p.add_argument("--method", choices=METHODS, required=True)
     p.add_argument("--env", required=True)
     p.add_argument("--steps", type=int, required=True)
@@ -126,4 +126,4 @@ def main(argv: Optional[list] = None) -> Dict[str, Any]:
 
 
 if __name__ == "__main__":
-    main()
+    cli.run(main)

@@ -27,6 +27,7 @@ from agents.dreamer.agent import Dreamer, schedule_for
 from agents.dreamer.config import PRESETS
 from core.types import Transition
 from experiments.benchmark import _device, agent_throughput, write_json
+from experiments import cli
 
 
 def _time(fn, *args, min_seconds: float):
@@ -81,7 +82,7 @@ def profile_update(cfg, env, min_seconds: float) -> Dict:
 
 
 def main(argv: Optional[List[str]] = None) -> Dict:
-    p = argparse.ArgumentParser(prog="python -m experiments.benchmark --suite dreamer",
+    p = cli.ArgumentParser(prog="python -m experiments.benchmark --suite dreamer",
                                 description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--env", default="gymnax/CartPole-v1",

@@ -31,6 +31,7 @@ from core.loop import make_loop
 from experiments import presets
 from experiments.benchmark import _device, _time_calls, agent_throughput, write_json
 from world_models.muzero import make_model_fns
+from experiments import cli
 
 
 def acting_throughput(agent_name: str, env, cfg, num_envs: int, min_seconds: float,
@@ -85,7 +86,7 @@ def update_throughput(agent_name: str, env, cfg, num_envs: int, min_seconds: flo
 
 
 def main(argv: Optional[List[str]] = None) -> Dict:
-    p = argparse.ArgumentParser(prog="python -m experiments.benchmark --suite muzero",
+    p = cli.ArgumentParser(prog="python -m experiments.benchmark --suite muzero",
                                 description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--agent", default="muzero", choices=["muzero", "gumbel_muzero"])

@@ -29,6 +29,7 @@ import envs
 from agents import pets
 from agents import registry
 from experiments.benchmark import _device, write_json
+from experiments import cli
 
 
 def _best_time(fn, *args, min_seconds: float) -> float:
@@ -79,7 +80,7 @@ def planner_speed(cfg: pets.PETSConfig, env, num_envs: int, min_seconds: float) 
 
 
 def main(argv: Optional[List[str]] = None) -> Dict:
-    p = argparse.ArgumentParser(prog="python -m experiments.benchmark --suite planner",
+    p = cli.ArgumentParser(prog="python -m experiments.benchmark --suite planner",
                                 description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--env", default="brax/halfcheetah")

@@ -33,6 +33,7 @@ import envs
 from agents import registry
 from core.loop import make_loop
 from experiments import presets
+from experiments import cli
 
 
 def _device() -> Dict:
@@ -120,17 +121,17 @@ def main(argv: Optional[List[str]] = None) -> Dict:
     if "--suite" in argv:
         i = argv.index("--suite")
         if i + 1 >= len(argv):
-            raise SystemExit("--suite needs a name: planner, dreamer or muzero")
+            raise cli.UsageError("--suite needs a name: planner, dreamer or muzero")
         name, rest = argv[i + 1], argv[:i] + argv[i + 2:]
         try:
             suite = importlib.import_module(f"experiments.bench_{name}")
         except ModuleNotFoundError as e:
             if e.name != f"experiments.bench_{name}":
                 raise
-            raise SystemExit(f"unknown benchmark suite {name!r}; known: planner, dreamer, "
+            raise cli.UsageError(f"unknown benchmark suite {name!r}; known: planner, dreamer, "
                              f"muzero") from None
         return suite.main(rest)
-    p = argparse.ArgumentParser(prog="python -m experiments.benchmark", description=__doc__,
+    p = cli.ArgumentParser(prog="python -m experiments.benchmark", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--agent", required=True)
     p.add_argument("--env", required=True)
@@ -189,4 +190,4 @@ def _print_row(row: Dict) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    cli.run(main)

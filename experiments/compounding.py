@@ -35,6 +35,7 @@ import numpy as np
 import envs
 from agents import registry
 from world_models import ensemble, ensemble_fit, evaluation
+from experiments import cli
 
 REPORT_KS = (1, 2, 5, 10, 20, 30, 50)
 
@@ -88,7 +89,7 @@ def curves(model, states, actions, horizon: int, key) -> Dict[str, Dict]:
 
 
 def main(argv: Optional[List[str]] = None) -> Dict:
-    p = argparse.ArgumentParser(prog="python -m experiments.compounding", description=__doc__,
+    p = cli.ArgumentParser(prog="python -m experiments.compounding", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--env", default="dmc/cartpole_swingup")
     p.add_argument("--preset", default="default", help="PETS preset whose ensemble is fitted")
@@ -148,4 +149,4 @@ def _plot(result: Dict, path: str) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    cli.run(main)

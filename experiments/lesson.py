@@ -26,7 +26,6 @@ writes a plot of relative error against horizon.
 
 from __future__ import annotations
 
-import argparse
 import functools
 import json
 from typing import Optional, Sequence
@@ -37,6 +36,7 @@ import numpy as np
 import envs
 import envs.linear
 from world_models import evaluation, linear
+from experiments import cli
 
 FIVE_STATES = [2.0, 1.0, 1.0, 0.5, 0.0]
 FIVE_ACTIONS = [-1.0, -1.0, 0.5, 0.0, 1.0]
@@ -205,7 +205,7 @@ def _plot(results, path: str) -> None:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = cli.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.add_argument("--plot", metavar="PATH", help="write a relative-error plot (PNG)")
     parser.add_argument("--seed", type=int, default=0)
@@ -220,4 +220,4 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    cli.run(main)

@@ -31,6 +31,7 @@ import numpy as np
 import envs
 from agents import pets
 from agents.mpc import cem
+from experiments import cli
 
 
 def make_actor(env: envs.Environment, planner: cem.CEMConfig, obs_cost: Optional[jax.Array]):
@@ -111,7 +112,7 @@ def run_episode(env: envs.Environment, planner: cem.CEMConfig, seed: int, steps:
 
 
 def main(argv: Optional[List[str]] = None) -> List[Dict]:
-    p = argparse.ArgumentParser(prog="python -m experiments.oracle_mpc", description=__doc__,
+    p = cli.ArgumentParser(prog="python -m experiments.oracle_mpc", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--env", default="brax/inverted_pendulum")
     p.add_argument("--preset", default="inverted_pendulum", help="PETS preset for the planner")
@@ -167,4 +168,4 @@ def main(argv: Optional[List[str]] = None) -> List[Dict]:
 
 
 if __name__ == "__main__":
-    main()
+    cli.run(main)

@@ -41,6 +41,7 @@ from core.loop import greedy_returns
 from envs import registry
 from envs.api import Environment, batch_reset, batch_step
 from world_models.conv import Conv
+from experiments import cli
 
 Array = jax.Array
 
@@ -340,7 +341,7 @@ def train(env_id: str, *, steps: int, seeds: int = 1, seed: int = 0, eval_every:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> List[Dict[str, Any]]:
-    p = argparse.ArgumentParser(prog="python -m experiments.ppo", description=__doc__,
+    p = cli.ArgumentParser(prog="python -m experiments.ppo", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--env", default="gymnax/CartPole-v1")
     p.add_argument("--steps", type=int, default=100_000)
@@ -358,7 +359,7 @@ def main(argv: Optional[Sequence[str]] = None) -> List[Dict[str, Any]]:
     for item in args.set:
         name, _, value = item.partition("=")
         if name not in fields or not value:
-            raise SystemExit(f"--set takes FIELD=VALUE with FIELD in {sorted(fields)}, "
+            raise cli.UsageError(f"--set takes FIELD=VALUE with FIELD in {sorted(fields)}, "
                              f"got {item!r}")
         default = getattr(PPOConfig(), name)
         try:
@@ -373,11 +374,12 @@ def main(argv: Optional[Sequence[str]] = None) -> List[Dict[str, Any]]:
             else:
                 overrides[name] = float(value)
         except ValueError:
-            raise SystemExit(f"--set {name}: expected a {type(default).__name__}, got {value!r}")
+            raise cli.UsageError(
+                f"--set {name}: expected a {type(default).__name__}, got {value!r}") from None
     return train(args.env, steps=args.steps, seeds=args.seeds, seed=args.seed,
                  eval_every=args.eval_every, eval_episodes=args.eval_episodes, out=args.out,
                  preset=args.preset, **overrides)
 
 
 if __name__ == "__main__":
-    main()
+    cli.run(main)

@@ -6,7 +6,8 @@ on a 2-core CPU in minutes. Flags on the command line override them.
 
 from __future__ import annotations
 
-from typing import Dict
+import fnmatch
+from typing import Dict, Optional, Tuple
 
 from agents import registry
 
@@ -43,8 +44,40 @@ def run_defaults(agent: str, env_id: str) -> Dict:
     return out
 
 
+# Environment-id patterns -> the agent preset they get when no preset is named after the task
+# (only for agents that have that preset).
+_PRESET_PATTERNS = (("gymnax/*-MinAtar", "minatar"),)
+
+# Presets sized for an accelerator: on a CPU they run, but slowly (docs/results has the
+# measured rates), so a run that picks one on a CPU says so at start.
+ACCELERATOR_PRESETS: Dict[str, Tuple[str, ...]] = {
+    "dreamer": ("default", "1m", "12m", "25m", "50m", "100m", "200m", "1m_2023", "12m_2023",
+                "25m_2023", "50m_2023", "100m_2023", "200m_2023", "cartpole_swingup",
+                "pendulum_swingup"),
+    "pets": ("default", "halfcheetah", "cartpole_swingup"),
+    "mbpo": ("default", "cartpole_swingup"),
+    "muzero": ("default",),
+    "gumbel_muzero": ("default",),
+}
+
+
 def default_preset(agent: str, env_id: str) -> str:
-    """The agent preset named after the task (e.g. ``inverted_pendulum``) if any, else default."""
+    """The agent preset named after the task (e.g. ``inverted_pendulum``), else the one of a
+    pattern the id matches (``gymnax/*-MinAtar`` -> ``minatar``), else ``default``."""
     name = env_id.split("/", 1)[-1].lower().replace("-", "_")
     presets = registry.agent_module(agent).PRESETS
-    return name if name in presets else "default"
+    if name in presets:
+        return name
+    for pattern, preset in _PRESET_PATTERNS:
+        if fnmatch.fnmatchcase(env_id, pattern) and preset in presets:
+            return preset
+    return "default"
+
+
+def hardware_note(agent: str, preset: str, platform: str) -> Optional[str]:
+    """A one-line warning when an accelerator-sized preset runs on a CPU, else None."""
+    if platform != "cpu" or preset not in ACCELERATOR_PRESETS.get(agent, ()):
+        return None
+    return (f"preset {preset!r} of {agent} is sized for an accelerator and is slow on a CPU "
+            f"(see the README's preset table); pass --preset with a CPU-sized one, or --steps "
+            f"and --max-seconds to bound the run")

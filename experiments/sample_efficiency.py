@@ -57,6 +57,7 @@ import math
 import os
 import time
 from typing import Dict, List, Optional, Sequence
+from experiments import cli
 
 MODEL_BASED = ("pets", "mbpo", "muzero", "gumbel_muzero", "dreamer")
 MODEL_FREE = ("brax_ppo", "brax_sac", "ppo")
@@ -130,9 +131,13 @@ def action_repeat(extra: Sequence[str]) -> int:
 
 
 def run_model_based(method: str, env_id: str, *, steps: int, seeds: int, out: str,
-                    eval_every: int, quick: bool, extra: Sequence[str]) -> List[Dict]:
-    """Trains ``method`` through the shared loop; per-seed curves from its metrics.jsonl."""
-    from core import runner
+                    eval_every: int, quick: bool, extra: Sequence[str],
+                    fresh: bool = False) -> List[Dict]:
+    """Trains ``method`` through the shared loop; per-seed curves from its metrics.jsonl.
+
+    An interrupted run of the method in ``<out>/<method>`` resumes from its checkpoint; with
+    ``fresh`` it is moved aside (``core.rundir.check_logdir``) and trained anew."""
+    from core import rundir, runner
     from experiments import train
 
     logdir = os.path.join(out, method)
@@ -140,10 +145,13 @@ def run_model_based(method: str, env_id: str, *, steps: int, seeds: int, out: st
     agent_eval_every = max(1, eval_every // repeat)
     argv = ["--agent", method, "--env", env_id, "--steps", str(math.ceil(steps / repeat)),
             "--num-seeds", str(seeds), "--logdir", logdir,
-            "--eval-every", str(agent_eval_every), "--no-progress", "--checkpoint-every", "0"]
+            "--eval-every", str(agent_eval_every), "--no-progress"]
     if quick:
         argv += ["--preset", "tiny", "--log-every", str(agent_eval_every)]
     env, agent, run_cfg, record = train.build(argv + list(extra))
+    moved = rundir.check_logdir(logdir, record, fresh=fresh)
+    if moved:
+        print(f"[sample_efficiency] --fresh: moved {logdir} to {moved}", flush=True)
     start = time.time()
     runner.train(env, agent, run_cfg, record)
     wall = time.time() - start
@@ -229,7 +237,7 @@ _QUICK_BUDGETS = {"pets": 300, "mbpo": 300, "muzero": 300, "gumbel_muzero": 300,
 
 
 def main(argv: Optional[List[str]] = None) -> Dict:
-    p = argparse.ArgumentParser(prog="python -m experiments.sample_efficiency",
+    p = cli.ArgumentParser(prog="python -m experiments.sample_efficiency",
                                 description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--env", default="brax/inverted_pendulum")
@@ -253,7 +261,9 @@ def main(argv: Optional[List[str]] = None) -> Dict:
                         "is the runs' last evaluated step unless --budget names one")
     p.add_argument("--out", default="runs/sample_efficiency")
     p.add_argument("--quick", action="store_true", help="tiny budgets and presets, 1 seed")
-    p.add_argument("--fresh", action="store_true", help="do not reuse curves in report.json")
+    p.add_argument("--fresh", action="store_true",
+                   help="do not reuse curves in report.json, and move the model-based methods' "
+                        "earlier runs under --out aside (<dir>.<time>) instead of resuming them")
     args = p.parse_args(argv)
 
     default_methods = ",".join(i.partition("=")[0] for i in args.from_logs) or \
@@ -309,7 +319,7 @@ def main(argv: Optional[List[str]] = None) -> Dict:
             eval_every = max(1, budgets[method] // args.evals)
             results[method] = run_model_based(
                 method, args.env, steps=budgets[method], seeds=seeds[method], out=args.out,
-                eval_every=eval_every, quick=args.quick, extra=extra[method])
+                eval_every=eval_every, quick=args.quick, extra=extra[method], fresh=args.fresh)
         elif method == "ppo":
             from experiments import ppo
             results[method] = ppo.train(
@@ -365,4 +375,4 @@ def _write(args, methods, budgets, seeds, report_at, results, final=False) -> Di
 
 
 if __name__ == "__main__":
-    main()
+    cli.run(main)

@@ -3,7 +3,9 @@
 Common flags (``--steps``, ``--seed``, ``--num-seeds``, ``--logdir``, ``--preset``, ``--num-envs``,
 ...) configure the run; every other ``--field value`` overrides a field of the agent's config
 (``python -m experiments.train --agent mpc --env linear/scalar_a1.1 --horizon 20``). Rerunning
-with the same ``--logdir`` resumes from its last checkpoint.
+with the same ``--logdir`` resumes from its last checkpoint, provided the run's configuration
+is unchanged (``--fresh`` moves the old run aside and starts over). A mistake in the flags is
+one ``error:`` line and exit status 2 (``--debug`` shows the traceback).
 """
 
 from __future__ import annotations
@@ -12,24 +14,33 @@ import argparse
 import dataclasses
 import json
 import os
+import signal
 import sys
 from typing import Dict, List, Optional
 
-from experiments import presets
+from experiments import cli, presets
+
+# Run fields that may change when a run is resumed (the rest define the run, see core.rundir).
+BUDGET_FLAGS = ("steps", "log_every", "eval_every", "eval_episodes", "checkpoint_every",
+                "max_seconds", "num_devices", "no_progress")
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = cli.ArgumentParser(
         prog="python -m experiments.train", description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="Any other --FIELD VALUE overrides a field of the agent's config; "
                "`--agent NAME --help-agent` lists them.")
     p.add_argument("--agent", required=True, help="agent name (mpc, random, ...)")
-    p.add_argument("--env", required=True, help="environment id, e.g. linear/scalar_a1.1")
+    p.add_argument("--env", default=None, help="environment id, e.g. linear/scalar_a1.1 "
+                                               "(required unless --help-agent)")
     p.add_argument("--env-option", action="append", default=[], metavar="KEY=VALUE",
                    help="keyword argument of the environment's constructor (repeatable), e.g. "
                         "action_repeat=4 for dmc/*, max_episode_steps=200; values are Python "
                         "literals, else strings")
+    p.add_argument("--import", dest="imports", action="append", default=[], metavar="MODULE",
+                   help="import this Python module first (repeatable), e.g. one that calls "
+                        "envs.register for your own environment")
     p.add_argument("--preset", default=None,
                    help="agent preset (default: the environment's preset if any, else 'default')")
     p.add_argument("--steps", type=int, default=None, help="environment steps per seed")
@@ -40,17 +51,41 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--log-every", type=int, default=None)
     p.add_argument("--eval-every", type=int, default=None, help="0: at the end only, -1: never")
     p.add_argument("--eval-episodes", type=int, default=None)
-    p.add_argument("--checkpoint-every", type=int, default=None, help="0: at the end only")
+    p.add_argument("--checkpoint-every", type=int, default=None,
+                   help="environment steps between checkpoints (0: at the end only; default: "
+                        "the agent's, else about a tenth of --steps)")
     p.add_argument("--max-seconds", type=float, default=0.0,
                    help="stop (final evaluation and checkpoint) at the first chunk boundary after "
                         "this many seconds of this call; rerun with the same --logdir to go on "
                         "(0: no limit)")
-    p.add_argument("--num-devices", type=int, default=0, help="data-parallel devices (0: all)")
+    p.add_argument("--num-devices", type=int, default=0,
+                   help="data-parallel devices, counted over all processes (0: as many as "
+                        "split --num-envs evenly)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar or lines")
     p.add_argument("--distributed", action="store_true",
                    help="call jax.distributed.initialize() first (multi-host runs)")
+    p.add_argument("--fresh", action="store_true",
+                   help="move an existing run in --logdir aside to <logdir>.<time> and start over")
+    p.add_argument("--dry-run", action="store_true",
+                   help="build the configuration, environment and agent, print them, and exit")
     p.add_argument("--help-agent", action="store_true", help="list the agent's config fields")
+    p.add_argument(cli.DEBUG_FLAG, action="store_true",
+                   help=f"show the traceback of a usage error (or set {cli.DEBUG_ENV}=1)")
     return p
+
+
+def _check_positive(args) -> None:
+    """The run flags' ranges, checked before anything is built."""
+    for name in ("steps", "num_seeds", "num_envs", "log_every", "eval_episodes"):
+        value = getattr(args, name)
+        if value is not None and value < 1:
+            raise cli.UsageError(f"--{name.replace('_', '-')} must be >= 1, got {value}")
+    for name, low in (("eval_every", -1), ("checkpoint_every", 0), ("num_devices", 0)):
+        value = getattr(args, name)
+        if value is not None and value < low:
+            raise cli.UsageError(f"--{name.replace('_', '-')} must be >= {low}, got {value}")
+    if not args.max_seconds >= 0:
+        raise cli.UsageError(f"--max-seconds must be >= 0 (0: no limit), got {args.max_seconds}")
 
 
 def env_options(items: List[str]) -> Dict:
@@ -69,20 +104,42 @@ def env_options(items: List[str]) -> Dict:
     return out
 
 
+def import_modules(names: List[str]) -> None:
+    """Imports each ``--import`` module (say, one that registers a user's environment)."""
+    import importlib
+    for name in names:
+        try:
+            importlib.import_module(name)
+        except ImportError as err:
+            raise cli.UsageError(f"--import {name}: {err}; the module must be importable from "
+                                 f"the current directory or PYTHONPATH") from err
+
+
 def make_env(env_id: str, options: Dict):
     """``envs.make(env_id, **options)`` with a ValueError that names a bad option."""
     import envs
     try:
         return envs.make(env_id, **options)
     except TypeError as err:
+        if cli._raised_internally(err):
+            raise
         raise ValueError(f"{env_id}: bad --env-option {sorted(options)}: {err}") from err
 
 
 def _override(cfg, args: List[str], agent: str):
-    """Applies ``--field value`` overrides to the frozen agent config with tyro."""
+    """Applies ``--field value`` overrides to the frozen agent config with tyro (a bad field or
+    value is a one-line :class:`experiments.cli.UsageError`)."""
     import tyro
-    return tyro.cli(type(cfg), default=cfg, args=args,
-                    prog=f"python -m experiments.train --agent {agent} ... [agent overrides]")
+    prog = f"python -m experiments.train --agent {agent} ... [agent overrides]"
+    return cli.tyro_call(lambda: tyro.cli(type(cfg), default=cfg, args=args, prog=prog),
+                         f"`python -m experiments.train --help` lists the run flags and "
+                         f"`--agent {agent} --help-agent` the agent's options")
+
+
+def default_checkpoint_every(steps: int, log_every: int) -> int:
+    """About a tenth of the run, in whole logging intervals: what a run risks on a crash."""
+    chunks = max(1, round(steps / 10 / max(1, log_every)))
+    return chunks * log_every
 
 
 def build(argv: Optional[List[str]] = None):
@@ -92,19 +149,30 @@ def build(argv: Optional[List[str]] = None):
 
     args, rest = _parser().parse_known_args(argv)
     module = agents.agent_module(args.agent)
+    if args.help_agent:
+        preset_name = args.preset or (presets.default_preset(args.agent, args.env)
+                                      if args.env else "default")
+        _override(agents.preset(args.agent, preset_name), ["--help"], args.agent)
+    if not args.env:
+        raise cli.UsageError("--env is required (e.g. --env gymnax/CartPole-v1); "
+                             "`python -c \"import envs; print(envs.registered_ids())\"` lists "
+                             "the ids")
+    _check_positive(args)
+    import_modules(args.imports)
     env_opts = env_options(args.env_option)
     env = make_env(args.env, env_opts)  # fails early with the list of known ids
     preset_name = args.preset or presets.default_preset(args.agent, args.env)
-    agent_cfg = agents.preset(args.agent, preset_name)
-    if args.help_agent:
-        _override(agent_cfg, ["--help"], args.agent)
-    agent_cfg = _override(agent_cfg, rest, args.agent)
+    agent_cfg = _override(agents.preset(args.agent, preset_name), rest, args.agent)
 
     run_fields = presets.run_defaults(args.agent, args.env)
     for name in ("steps", "num_envs", "log_every", "eval_every", "eval_episodes",
                  "checkpoint_every"):
         if getattr(args, name) is not None:
             run_fields[name] = getattr(args, name)
+    if not run_fields.get("checkpoint_every"):
+        if args.checkpoint_every is None:  # periodic unless asked otherwise
+            run_fields["checkpoint_every"] = default_checkpoint_every(
+                run_fields["steps"], run_fields["log_every"])
     logdir = args.logdir or f"runs/{args.agent}_{args.env.replace('/', '_')}_s{args.seed}"
     run_cfg = RunConfig(seed=args.seed, num_seeds=args.num_seeds, logdir=logdir,
                         num_devices=args.num_devices, progress=not args.no_progress,
@@ -120,7 +188,7 @@ def build(argv: Optional[List[str]] = None):
 
 def evaluation_parser(prog: str, description: str, horizon: int) -> argparse.ArgumentParser:
     """The command line of the evaluations of a trained run (``--logdir`` and the rollouts)."""
-    p = argparse.ArgumentParser(prog=prog, description=description)
+    p = cli.ArgumentParser(prog=prog, description=description)
     p.add_argument("--logdir", required=True)
     p.add_argument("--seed-index", type=int, default=0)
     p.add_argument("--horizon", type=int, default=horizon)
@@ -167,24 +235,58 @@ def report_errors(result: Dict, names, json_path: Optional[str]) -> None:
             json.dump(result, f, indent=2)
 
 
+def describe(env, agent, run_cfg, record) -> str:
+    """What ``--dry-run`` prints: the run, the environment's interface and the agent config."""
+    import numpy as np
+    spec = env.spec
+    actions = (f"{spec.num_actions} discrete actions" if spec.discrete else
+               f"continuous actions {tuple(spec.action_shape)} in "
+               f"[{min(spec.action_low):g}, {max(spec.action_high):g}]")
+    chosen = "" if "--preset" in record["argv"] else " (the default for this task)"
+    lines = [f"agent: {record['agent']}, preset {record['preset']}{chosen}",
+             f"environment: {record['env']} {record['env_options'] or ''}".rstrip(),
+             f"  observation {tuple(spec.obs_shape)} {np.dtype(spec.obs_dtype).name}, "
+             f"{actions}, time limit {spec.max_episode_steps}",
+             f"schedule: {agent.schedule}",
+             "run: " + json.dumps({k: v for k, v in record["run"].items()}, default=str),
+             "agent config: " + json.dumps(record["agent_config"], default=str)]
+    return "\n".join(lines)
+
+
 def main(argv: Optional[List[str]] = None) -> Dict:
+    """Trains as the command line says; returns the final metric line's summary.
+
+    Exits with status 128 + the signal's number when SIGTERM / SIGINT stopped the run (after
+    its checkpoint was written)."""
     args, _ = _parser().parse_known_args(argv)
     if args.distributed:
         import jax
         jax.distributed.initialize()
-    from core import runner
+    from core import runner, rundir
     env, agent, run_cfg, record = build(argv)
     options = record["env_options"] or ""
     print(f"[train] agent={record['agent']} preset={record['preset']} env={record['env']}{options} "
           f"steps={run_cfg.steps} num_envs={run_cfg.num_envs} num_seeds={run_cfg.num_seeds} "
           f"logdir={run_cfg.logdir}", flush=True)
+    import jax
+    note = presets.hardware_note(record["agent"], record["preset"], jax.default_backend())
+    if note:
+        print(f"[train] note: {note}", flush=True)
+    if args.dry_run:
+        print(describe(env, agent, run_cfg, record), flush=True)
+        return {}
+    moved = rundir.check_logdir(run_cfg.logdir, record, fresh=args.fresh)
+    if moved:
+        print(f"[train] --fresh: moved the old run to {moved}", flush=True)
     result = runner.train(env, agent, run_cfg, record)
     final = result.history[-1] if result.history else {}
     summary = {k: final[k] for k in ("env_steps", "episode_return_mean", "eval_return_mean",
                                      "wall_time") if k in final}
+    if result.stopped_by in ("SIGTERM", "SIGINT"):
+        raise SystemExit(128 + int(getattr(signal, result.stopped_by)))
     print(f"[train] done: {summary}; outputs in {run_cfg.logdir}", flush=True)
     return summary
 
 
 if __name__ == "__main__":
-    main()
+    cli.run(main)

@@ -150,4 +150,5 @@ def main(argv: Optional[List[str]] = None) -> Dict:
 
 
 if __name__ == "__main__":
-    main()
+    from experiments import cli
+    cli.run(main)

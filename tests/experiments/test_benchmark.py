@@ -67,7 +67,8 @@ def test_planner_suite_counts_flops_and_measures_the_ceiling(tmp_path):
 
 def test_unknown_suite_is_named():
     import pytest
-    with pytest.raises(SystemExit, match="unknown benchmark suite 'nope'"):
+    from experiments import cli
+    with pytest.raises(cli.UsageError, match="unknown benchmark suite 'nope'"):
         benchmark.main(["--suite", "nope"])
 
 

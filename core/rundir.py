@@ -1,0 +1,164 @@
+"""A run's log directory: what it records about the run, and whether a rerun may resume it.
+
+``config.json`` holds the run's configuration record (agent, environment and its options,
+preset, run and agent configs, command line) and its provenance (library version, git commit,
+jax version, device kind). Rerunning a log directory resumes the run only when the fields that
+define it are unchanged (:data:`IDENTITY`); the budget and cadence (steps, intervals, devices,
+progress) may change between calls.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import platform
+import subprocess
+from typing import Any, Dict, List, Optional, Tuple
+
+CONFIG_FILE = "config.json"
+# Fields of a config record that define a run; a dotted name reads a nested field.
+IDENTITY = ("agent", "env", "env_options", "preset", "agent_config", "run.seed",
+            "run.num_seeds", "run.num_envs")
+
+
+class RunMismatchError(ValueError):
+    """The log directory holds a run with another configuration."""
+
+
+def provenance() -> Dict[str, Any]:
+    """Library version, git commit, jax version, device kind and time of this process."""
+    import jax
+
+    try:
+        from importlib.metadata import version
+        library = version("mbrl-jax")
+    except Exception:  # not installed as a distribution
+        library = None
+    devices = jax.devices()
+    return {"library_version": library, "git_commit": _git_commit(),
+            "jax_version": jax.__version__, "device_kind": devices[0].device_kind,
+            "platform": devices[0].platform, "device_count": len(devices),
+            "process_count": jax.process_count(), "python": platform.python_version(),
+            "time": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
+
+
+def _git_commit() -> Optional[str]:
+    """The commit of the library's checkout (with ``+dirty`` for local changes), if any."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    try:
+        commit = subprocess.run(["git", "-C", root, "rev-parse", "HEAD"], capture_output=True,
+                                text=True, timeout=5, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "-C", root, "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, timeout=5).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return commit + ("+dirty" if dirty else "") if commit else None
+
+
+def read_config(logdir: str) -> Optional[Dict]:
+    path = os.path.join(logdir, CONFIG_FILE)
+    if not os.path.exists(path):
+        return None
+    with open(path) as f:
+        return json.load(f)
+
+
+def _normalised(value: Any) -> Any:
+    """The value as it reads back from JSON (tuples -> lists, objects -> strings)."""
+    return json.loads(json.dumps(value, sort_keys=True, default=str))
+
+
+def _flatten(name: str, value: Any, out: Dict[str, Any]) -> None:
+    if isinstance(value, dict) and value:
+        for key, item in value.items():
+            _flatten(f"{name}.{key}", item, out)
+    else:
+        out[name] = value
+
+
+def _lookup(record: Dict, dotted: str) -> Tuple[bool, Any]:
+    value: Any = record
+    for part in dotted.split("."):
+        if not isinstance(value, dict) or part not in value:
+            return False, None
+        value = value[part]
+    return True, value
+
+
+def differences(old: Dict, new: Dict) -> List[Tuple[str, Any, Any]]:
+    """``(field, old value, new value)`` for each identity field that differs (a field absent
+    from either record is not compared)."""
+    out = []
+    for name in IDENTITY:
+        (has_old, a), (has_new, b) = _lookup(old, name), _lookup(new, name)
+        if not (has_old and has_new):
+            continue
+        flat_a, flat_b = {}, {}
+        _flatten(name, _normalised(a), flat_a)
+        _flatten(name, _normalised(b), flat_b)
+        for key in sorted(set(flat_a) | set(flat_b)):
+            if flat_a.get(key, "<absent>") != flat_b.get(key, "<absent>"):
+                out.append((key, flat_a.get(key, "<absent>"), flat_b.get(key, "<absent>")))
+    return out
+
+
+def aside_path(logdir: str) -> str:
+    """``<logdir>.<UTC time>``, made unique with a counter."""
+    stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%d-%H%M%S")
+    path = f"{logdir.rstrip(os.sep)}.{stamp}"
+    candidate, i = path, 1
+    while os.path.exists(candidate):
+        candidate, i = f"{path}-{i}", i + 1
+    return candidate
+
+
+def check_logdir(logdir: str, record: Optional[Dict], fresh: bool = False) -> Optional[str]:
+    """Checks ``logdir`` before a run starts or resumes; returns where an old run was moved.
+
+    A file is refused. With ``fresh`` an existing directory is moved aside to
+    :func:`aside_path` (never deleted). Otherwise, when the directory holds a run whose
+    identity fields differ from ``record``'s, raises :class:`RunMismatchError` naming each
+    field with its old and new value and the two ways forward.
+    """
+    if os.path.exists(logdir) and not os.path.isdir(logdir):
+        raise RunMismatchError(f"--logdir {logdir} is a file, not a directory; pass a directory "
+                               f"path (it is created if missing)")
+    if not os.path.isdir(logdir):
+        return None
+    if fresh:
+        target = aside_path(logdir)
+        os.rename(logdir, target)
+        return target
+    old = read_config(logdir)
+    if old is None or record is None:
+        return None
+    diffs = differences(old, record)
+    if diffs:
+        listed = "; ".join(f"{k}: {json.dumps(a)} -> {json.dumps(b)}" for k, a, b in diffs)
+        raise RunMismatchError(
+            f"{logdir} holds a run with another configuration ({listed}); pass a new --logdir "
+            f"to keep it, or --fresh to move it to {logdir.rstrip(os.sep)}.<time> and start over")
+    return None
+
+
+def write_config(logdir: str, record: Dict, resumed: bool) -> None:
+    """Writes ``config.json``: ``record`` with this process's provenance; on resume the first
+    run's provenance is kept and this one is appended to ``resumes``."""
+    os.makedirs(logdir, exist_ok=True)
+    out = dict(record)
+    here = provenance()
+    old = read_config(logdir) if resumed else None
+    if old is not None:
+        out["provenance"] = old.get("provenance", here)
+        out["resumes"] = list(old.get("resumes", [])) + [here]
+    else:
+        out["provenance"] = here
+    path = os.path.join(logdir, CONFIG_FILE)
+    with open(path + ".tmp", "w") as f:
+        json.dump(out, f, indent=2, sort_keys=True, default=str)
+    os.replace(path + ".tmp", path)
+
+
+__all__ = ["CONFIG_FILE", "IDENTITY", "RunMismatchError", "aside_path", "check_logdir",
+           "differences", "provenance", "read_config", "write_config"]

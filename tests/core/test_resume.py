@@ -1,0 +1,153 @@
+"""Resuming is safe: a changed run is refused, ``--fresh`` moves it aside, a damaged newest
+checkpoint falls back to the previous one, SIGTERM leaves a checkpoint, the default device
+count splits the environments."""
+
+import glob
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from core import logger, rundir, sharding
+from experiments import cli, train
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+RANDOM = ["--agent", "random", "--env", "linear/scalar_a1.1", "--num-envs", "2",
+          "--log-every", "16", "--checkpoint-every", "16", "--no-progress"]
+
+
+def _steps(logdir):
+    return sorted(int(os.path.basename(p)) for p in glob.glob(os.path.join(logdir, "checkpoints",
+                                                                           "*"))
+                  if os.path.basename(p).isdigit())
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory):
+    """A 64-step run of the random agent (checkpoints at 48 and 64 are kept)."""
+    logdir = str(tmp_path_factory.mktemp("run") / "random")
+    train.main(RANDOM + ["--steps", "64", "--logdir", logdir])
+    return logdir
+
+
+def test_config_records_provenance(finished_run):
+    record = rundir.read_config(finished_run)
+    prov = record["provenance"]
+    assert prov["jax_version"] and prov["device_kind"] and prov["platform"] == "cpu"
+    assert set(prov) >= {"library_version", "git_commit", "time"}
+    assert record["agent"] == "random" and record["run"]["num_envs"] == 2
+
+
+def test_changed_run_is_refused_naming_each_field(finished_run, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        cli.run(train.main, RANDOM + ["--steps", "64", "--logdir", finished_run, "--seed", "3",
+                                      "--buffer-size", "100"])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and err.startswith("error: ")
+    assert "run.seed: 0 -> 3" in err and "agent_config.buffer_size: 4096 -> 100" in err
+    assert "--fresh" in err and "new --logdir" in err
+    assert _steps(finished_run) == [48, 64]  # nothing touched
+
+
+def test_differences_compare_only_identity_fields():
+    old = {"agent": "mpc", "run": {"seed": 0, "steps": 10, "num_envs": 4},
+           "agent_config": {"horizon": 15, "sizes": [1, 2]}}
+    new = {"agent": "mpc", "run": {"seed": 0, "steps": 99, "num_envs": 4},
+           "agent_config": {"horizon": 15, "sizes": (1, 2)}}
+    assert rundir.differences(old, new) == []
+    new["agent_config"] = {"horizon": 5, "sizes": (1, 2)}
+    new["run"]["num_envs"] = 8
+    assert rundir.differences(old, new) == [("agent_config.horizon", 15, 5),
+                                            ("run.num_envs", 4, 8)]
+
+
+def test_budget_change_resumes_and_fresh_moves_aside(tmp_path):
+    logdir = str(tmp_path / "run")
+    train.main(RANDOM + ["--steps", "32", "--logdir", logdir])
+    summary = train.main(RANDOM + ["--steps", "48", "--logdir", logdir, "--eval-every", "-1"])
+    assert summary["env_steps"] == 48
+    record = rundir.read_config(logdir)
+    assert record["run"]["steps"] == 48 and len(record["resumes"]) == 1
+    lines = logger.read_metrics(logdir)
+    assert [r["env_steps"] for r in lines] == [16, 32, 48]
+
+    train.main(RANDOM + ["--steps", "16", "--logdir", logdir, "--seed", "5", "--fresh"])
+    aside = glob.glob(logdir + ".*")
+    assert len(aside) == 1 and _steps(aside[0]) == [32, 48]
+    assert _steps(logdir) == [16] and rundir.read_config(logdir)["run"]["seed"] == 5
+
+
+def _damage(checkpoint_dir):
+    data = [p for p in glob.glob(os.path.join(checkpoint_dir, "state", "**", "d", "*"),
+                                 recursive=True) if os.path.isfile(p)]
+    assert data
+    for path in data:
+        with open(path, "r+b") as f:
+            f.truncate(4)
+
+
+def test_damaged_newest_checkpoint_resumes_from_the_previous(tmp_path, capsys):
+    logdir = str(tmp_path / "run")
+    train.main(RANDOM + ["--steps", "64", "--logdir", logdir])
+    assert _steps(logdir) == [48, 64]
+    _damage(os.path.join(logdir, "checkpoints", "64"))
+    capsys.readouterr()
+    summary = train.main(RANDOM + ["--steps", "80", "--logdir", logdir])
+    out = capsys.readouterr().out
+    report = [line for line in out.splitlines() if "does not restore" in line]
+    assert len(report) == 1 and "env_steps=64" in report[0] and "from env_steps=48" in report[0]
+    assert summary["env_steps"] == 80
+    assert os.path.isdir(os.path.join(logdir, "checkpoints", "64.damaged"))
+    assert _steps(logdir)[-1] == 80
+    steps = [r["env_steps"] for r in logger.read_metrics(logdir)]
+    assert steps == sorted(steps) and steps[-2:] == [64, 80]
+
+
+def test_sigterm_saves_a_checkpoint_then_resumes(tmp_path):
+    logdir = str(tmp_path / "run")
+    cmd = [sys.executable, "-m", "experiments.train", *RANDOM, "--steps", "100000000",
+           "--checkpoint-every", "0", "--eval-every", "-1", "--logdir", logdir]
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True)
+    metrics = os.path.join(logdir, "metrics.jsonl")
+    deadline = time.time() + 180
+    while time.time() < deadline and proc.poll() is None:
+        if os.path.exists(metrics) and os.path.getsize(metrics) > 0:
+            break
+        time.sleep(0.2)
+    assert proc.poll() is None, proc.stdout.read()
+    proc.send_signal(signal.SIGTERM)
+    out, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 128 + signal.SIGTERM, out
+    assert "stopped by SIGTERM" in out
+    lines = logger.read_metrics(logdir)
+    assert lines[-1]["stopped_by"] == "SIGTERM"
+    assert _steps(logdir) == [lines[-1]["env_steps"]]
+    summary = train.main(RANDOM + ["--steps", str(lines[-1]["env_steps"] + 16),
+                                   "--logdir", logdir, "--checkpoint-every", "0",
+                                   "--eval-every", "-1"])
+    assert summary["env_steps"] == lines[-1]["env_steps"] + 16
+    with open(os.path.join(logdir, "config.json")) as f:
+        assert len(json.load(f)["resumes"]) == 1
+
+
+def test_default_device_count_splits_the_environments():
+    assert sharding.default_num_devices(8, available=4) == 4
+    assert sharding.default_num_devices(6, available=4) == 3
+    assert sharding.default_num_devices(7, available=2) == 1
+    assert sharding.default_num_devices(1, available=8) == 1
+    with pytest.raises(ValueError, match="or --num-devices 1"):
+        sharding.run_state_shardings(None, _FakeMesh(2), num_envs=3)
+
+
+class _FakeMesh:
+    """Just the device count that the divisibility check reads."""
+
+    def __init__(self, n):
+        import numpy as np
+        self.devices = np.zeros(n)

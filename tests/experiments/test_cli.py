@@ -1,0 +1,114 @@
+"""Every user mistake on the command line is one ``error:`` line on stderr and exit status 2."""
+
+import os
+import subprocess
+import sys
+
+import jax.numpy as jnp
+import pytest
+
+from experiments import cli, train
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def _run_error(argv, capsys):
+    """Runs ``experiments.train`` as its ``__main__`` does; returns stderr after exit 2."""
+    with pytest.raises(SystemExit) as exit_:
+        cli.run(train.main, argv)
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1, err
+    assert lines[0].startswith("error: ") and "Traceback" not in err
+    return lines[0]
+
+
+MPC = ["--agent", "mpc", "--env", "linear/scalar_a1.1"]
+
+
+@pytest.mark.parametrize("argv, needle", [
+    (["--agent", "sac", "--env", "gymnax/CartPole-v1"], "CartPole"),
+    (["--agent", "muzero", "--env", "gymnax/Pendulum-v1"], "discrete"),
+    (MPC + ["--steps", "0"], "--steps must be >= 1"),
+    (MPC + ["--num-seeds", "0"], "--num-seeds must be >= 1"),
+    (MPC + ["--preset", "nope"], "known presets: default, tiny"),
+    (["--agent", "mpc", "--env", "linear/nope"], "Known linear ids"),
+    (["--agent", "nope", "--env", "linear/scalar_a1.1"], "known agents"),
+    (["--agent", "mpc"], "--env is required"),
+    (MPC + ["--horizn", "3"], "did you mean --horizon"),
+    (MPC + ["--horizon", "abc"], "--horizon"),
+    (MPC + ["--env-option", "nokey"], "KEY=VALUE"),
+    (MPC + ["--env-option", "colour=3"], "unknown option(s) ['colour']"),
+    (MPC + ["--steps", "ten"], "--steps"),
+    (MPC + ["--import", "no_such_module_here"], "no_such_module_here"),
+])
+def test_mistakes_are_one_line(argv, needle, capsys):
+    assert needle in _run_error(argv, capsys)
+
+
+def test_logdir_naming_a_file(tmp_path, capsys):
+    path = tmp_path / "a_file"
+    path.write_text("x")
+    line = _run_error(MPC + ["--logdir", str(path), "--steps", "50"], capsys)
+    assert "is a file, not a directory" in line
+
+
+def test_debug_shows_the_traceback():
+    with pytest.raises(cli.UsageError, match="--steps must be >= 1"):
+        cli.run(train.main, MPC + ["--steps", "0", "--debug"])
+
+
+def test_failures_inside_jax_keep_their_traceback():
+    def main(argv):
+        return jnp.concatenate([])  # a ValueError raised inside jax
+
+    with pytest.raises(ValueError):
+        cli.run(main, [])
+
+
+def test_condense_tyro_box():
+    box = ("╭─ Unrecognized options ───╮\n│ Unrecognized options: --horizn, 5 │\n"
+           "│ ────────── │\n│ Perhaps you meant: │\n│     --horizon INT │\n│   (default: 15) │\n"
+           "│ ───── │\n│ For full helptext, run x --help │\n╰──────╯\n")
+    assert cli.condense_tyro(box) == ("Unrecognized options: --horizn, 5 "
+                                      "(did you mean --horizon?)")
+
+
+def test_help_agent_needs_no_env(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        cli.run(train.main, ["--agent", "mpc", "--help-agent"])
+    assert exit_.value.code in (0, None)
+    assert "--horizon" in capsys.readouterr().out
+
+
+def test_dry_run_builds_and_prints(capsys, tmp_path):
+    logdir = tmp_path / "never_written"
+    assert train.main(MPC + ["--dry-run", "--logdir", str(logdir)]) == {}
+    out = capsys.readouterr().out
+    assert "preset default (the default for this task)" in out
+    assert "observation (1,) float32" in out and '"horizon": 15' in out
+    assert not logdir.exists()
+
+
+def test_the_module_exits_2_with_one_line():
+    """The real entry point, as a user runs it."""
+    proc = subprocess.run([sys.executable, "-m", "experiments.train", "--agent", "mpc", "--env",
+                           "linear/scalar_a1.1", "--steps", "0"], cwd=ROOT, capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == "error: --steps must be >= 1, got 0"
+
+
+@pytest.mark.parametrize("module, argv, needle", [
+    ("experiments.sample_efficiency", ["--methods", "nope"], "unknown methods"),
+    ("experiments.benchmark", ["--suite", "nope"], "unknown benchmark suite"),
+    ("experiments.ppo", ["--steps", "x"], "invalid int value"),
+])
+def test_other_commands_answer_mistakes_in_one_line(module, argv, needle, capsys):
+    main = __import__(module, fromlist=["main"]).main
+    with pytest.raises(SystemExit) as exit_:
+        cli.run(main, argv)
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and "\n" not in err and needle in err
