@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import time
 from typing import Dict, List, Optional
 
 import jax
@@ -27,20 +26,14 @@ from agents.dreamer.agent import Dreamer, schedule_for
 from agents.dreamer.config import PRESETS
 from core.types import Transition
 from experiments.benchmark import _device, agent_throughput, write_json
+from experiments.timing import time_jitted
 from experiments import cli
 
 
 def _time(fn, *args, min_seconds: float):
-    """``(compile_s, seconds_per_call)`` of ``jax.jit(fn)(*args)``."""
-    start = time.perf_counter()
-    compiled = jax.jit(fn).lower(*args).compile()
-    compile_s = time.perf_counter() - start
-    jax.block_until_ready(compiled(*args))
-    calls, start = 0, time.perf_counter()
-    while calls == 0 or time.perf_counter() - start < min_seconds:
-        jax.block_until_ready(compiled(*args))
-        calls += 1
-    return compile_s, (time.perf_counter() - start) / calls
+    """``(compile_s, mean seconds per call)`` of ``jax.jit(fn)(*args)``."""
+    timing = time_jitted(fn, *args, min_seconds=min_seconds)
+    return timing.compile_s, timing.mean
 
 
 def profile_update(cfg, env, min_seconds: float) -> Dict:

@@ -29,7 +29,8 @@ from agents import registry
 from agents.muzero import acting
 from core.loop import make_loop
 from experiments import presets
-from experiments.benchmark import _device, _time_calls, agent_throughput, write_json
+from experiments.benchmark import _device, agent_throughput, write_json
+from experiments.timing import time_jitted
 from world_models.muzero import make_model_fns
 from experiments import cli
 
@@ -55,7 +56,8 @@ def acting_throughput(agent_name: str, env, cfg, num_envs: int, min_seconds: flo
 
     key = jax.random.PRNGKey(1)
     carry = (jax.jit(lambda k: envs.batch_reset(env, k, num_envs))(key), key)
-    compile_s, per_call, _ = _time_calls(run, carry, min_seconds)
+    timing = time_jitted(run, carry, min_seconds=min_seconds, threaded=True)
+    compile_s, per_call = timing.compile_s, timing.mean
     rate = length * num_envs / per_call
     return {"num_simulations": cfg.num_simulations, "num_envs": num_envs,
             "compile_s": compile_s, "searches_per_s": rate, "env_steps_per_s": rate}
@@ -78,8 +80,9 @@ def update_throughput(agent_name: str, env, cfg, num_envs: int, min_seconds: flo
                                       jax.random.split(carry[2], updates))
         return (a, b, jax.random.fold_in(carry[2], 1)), losses.mean()
 
-    compile_s, per_call, _ = _time_calls(run, (state.agent, state.buffer, state.key),
-                                         min_seconds)
+    timing = time_jitted(run, (state.agent, state.buffer, state.key),
+                         min_seconds=min_seconds, threaded=True)
+    compile_s, per_call = timing.compile_s, timing.mean
     return {"batch_size": cfg.batch_size, "reanalyse_fraction": cfg.reanalyse_fraction,
             "num_simulations": cfg.num_simulations, "compile_s": compile_s,
             "updates_per_s": updates / per_call}

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import time
 from typing import Dict, List, Optional
 
 import jax
@@ -29,18 +28,8 @@ import envs
 from agents import pets
 from agents import registry
 from experiments.benchmark import _device, write_json
+from experiments.timing import time_jitted
 from experiments import cli
-
-
-def _best_time(fn, *args, min_seconds: float) -> float:
-    """Seconds per call of a compiled ``fn`` (after one warm-up call), best of the repeats."""
-    jax.block_until_ready(fn(*args))
-    best, start = float("inf"), time.perf_counter()
-    while time.perf_counter() - start < min_seconds or best == float("inf"):
-        t = time.perf_counter()
-        jax.block_until_ready(fn(*args))
-        best = min(best, time.perf_counter() - t)
-    return best
 
 
 def matmul_flops(shape_mkn, batch: int = 1, min_seconds: float = 1.0) -> float:
@@ -48,8 +37,9 @@ def matmul_flops(shape_mkn, batch: int = 1, min_seconds: float = 1.0) -> float:
     m, k, n = shape_mkn
     a = jax.random.normal(jax.random.PRNGKey(0), (batch, m, k), jnp.float32)
     b = jax.random.normal(jax.random.PRNGKey(1), (batch, k, n), jnp.float32)
-    fn = jax.jit(lambda x, y: jnp.einsum("bmk,bkn->bmn", x, y))
-    return 2.0 * batch * m * k * n / _best_time(fn, a, b, min_seconds=min_seconds)
+    timing = time_jitted(lambda x, y: jnp.einsum("bmk,bkn->bmn", x, y), a, b,
+                         min_seconds=min_seconds)
+    return 2.0 * batch * m * k * n / timing.best
 
 
 def forward_flops(cfg: pets.PETSConfig, obs_size: int, action_size: int) -> int:
@@ -65,12 +55,9 @@ def planner_speed(cfg: pets.PETSConfig, env, num_envs: int, min_seconds: float) 
     obs = jnp.zeros((num_envs,) + env.spec.obs_shape, jnp.float32)
     first = jnp.zeros((num_envs,), bool)
     carry = agent.initial_carry(num_envs)
-    act = jax.jit(lambda s, o, f, c, k: agent.act(s, o, f, c, k, True)[0])
-    start = time.perf_counter()
-    act = act.lower(state, obs, first, carry, jax.random.PRNGKey(1)).compile()
-    compile_s = time.perf_counter() - start
-    seconds = _best_time(act, state, obs, first, carry, jax.random.PRNGKey(1),
-                         min_seconds=min_seconds)
+    timing = time_jitted(lambda s, o, f, c, k: agent.act(s, o, f, c, k, True)[0], state, obs,
+                         first, carry, jax.random.PRNGKey(1), min_seconds=min_seconds)
+    compile_s, seconds = timing.compile_s, timing.best
     particles = 1 if cfg.propagation == "mean" else cfg.num_particles
     predictions = cfg.cem_iterations * cfg.population * particles * cfg.horizon * num_envs
     flops = predictions * forward_flops(cfg, env.spec.obs_shape[0], env.spec.action_shape[0])

@@ -24,16 +24,15 @@ import os
 import platform
 import resource
 import sys
-import time
-from typing import Callable, Dict, List, Optional
+from typing import Dict, List, Optional
 
 import jax
 
 import envs
 from agents import registry
 from core.loop import make_loop
-from experiments import presets
-from experiments import cli
+from experiments import cli, presets
+from experiments.timing import time_jitted
 
 
 def _device() -> Dict:
@@ -63,21 +62,6 @@ def write_json(path: Optional[str], result: Dict, complete: bool) -> None:
     os.replace(path + ".tmp", path)
 
 
-def _time_calls(fn: Callable, state, min_seconds: float, max_calls: int = 1000):
-    """Compiles ``fn`` (timed), then calls it until ``min_seconds`` pass; returns timings."""
-    start = time.perf_counter()
-    compiled = jax.jit(fn, donate_argnums=0).lower(state).compile()
-    compile_s = time.perf_counter() - start
-    state, out = compiled(state)  # warm-up call
-    jax.block_until_ready(state)
-    calls, start = 0, time.perf_counter()
-    while calls < max_calls and (calls == 0 or time.perf_counter() - start < min_seconds):
-        state, out = compiled(state)
-        jax.block_until_ready(state)
-        calls += 1
-    return compile_s, (time.perf_counter() - start) / calls, calls
-
-
 def raw_env_throughput(env, num_envs: int, num_seeds: int, min_seconds: float) -> Dict:
     """Environment steps per second of a scan of random-action batched steps."""
     length = max(8, 4096 // num_envs)
@@ -95,9 +79,9 @@ def raw_env_throughput(env, num_envs: int, num_seeds: int, min_seconds: float) -
     keys = jax.random.split(jax.random.PRNGKey(0), num_seeds)
     carry = jax.jit(jax.vmap(lambda k: (envs.batch_reset(env, k, num_envs),
                                         jax.random.fold_in(k, 1))))(keys)
-    compile_s, per_call, _ = _time_calls(jax.vmap(run), carry, min_seconds)
-    return {"num_envs": num_envs, "num_seeds": num_seeds, "compile_s": compile_s,
-            "env_steps_per_s": length * num_envs * num_seeds / per_call}
+    timing = time_jitted(jax.vmap(run), carry, min_seconds=min_seconds, threaded=True)
+    return {"num_envs": num_envs, "num_seeds": num_seeds, "compile_s": timing.compile_s,
+            "env_steps_per_s": length * num_envs * num_seeds / timing.mean}
 
 
 def agent_throughput(agent_name: str, env, agent_cfg, num_envs: int, num_seeds: int,
@@ -107,7 +91,8 @@ def agent_throughput(agent_name: str, env, agent_cfg, num_envs: int, num_seeds: 
     fns = make_loop(env, agent, num_envs=num_envs, iterations=iterations, eval_envs=1)
     keys = jax.random.split(jax.random.PRNGKey(0), num_seeds)
     state = jax.jit(jax.vmap(fns.init))(keys)
-    compile_s, per_call, _ = _time_calls(jax.vmap(fns.train), state, min_seconds)
+    timing = time_jitted(jax.vmap(fns.train), state, min_seconds=min_seconds, threaded=True)
+    compile_s, per_call = timing.compile_s, timing.mean
     sched = agent.schedule
     env_steps = iterations * sched.env_steps_per_iteration * num_envs * num_seeds
     updates = iterations * sched.updates_per_iteration * num_seeds
