@@ -18,6 +18,7 @@ import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec as P
 
 from core import checkpoint, logger, rundir, sharding
+from core.config import at_least, require
 from core.loop import make_loop
 from core.types import Agent
 from envs.api import Environment
@@ -64,14 +65,12 @@ class RunConfig:
     max_seconds: float = 0.0
 
     def __post_init__(self):
-        for name in ("steps", "num_envs", "num_seeds", "log_every", "eval_episodes"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        for name in ("eval_every", "checkpoint_every", "num_devices"):
-            if getattr(self, name) < (-1 if name == "eval_every" else 0):
-                raise ValueError(f"{name} is out of range: {getattr(self, name)}")
-        if not self.max_seconds >= 0:
-            raise ValueError(f"max_seconds must be >= 0 (0: no limit), got {self.max_seconds}")
+        require(self, [
+            *at_least(self, ("steps", "num_envs", "num_seeds", "log_every", "eval_episodes"), 1),
+            ("eval_every", self.eval_every >= -1, ">= -1 (0: at the end only, -1: never)"),
+            *at_least(self, ("checkpoint_every", "num_devices"), 0),
+            ("max_seconds", self.max_seconds >= 0, ">= 0 (0: no limit)"),
+        ])
 
 
 @dataclasses.dataclass

@@ -37,6 +37,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from core.config import at_least, positive, require, within
 from core.loop import greedy_returns
 from envs import registry
 from envs.api import Environment, batch_reset, batch_step
@@ -78,22 +79,15 @@ class PPOConfig:
     conv_channels: int = 16
 
     def __post_init__(self):
-        for name in ("num_envs", "num_steps", "epochs", "minibatches", "hidden", "layers",
-                     "conv_channels"):
-            if int(getattr(self, name)) < 1:
-                raise ValueError(f"PPOConfig.{name} must be >= 1, got {getattr(self, name)!r}")
-        if (self.num_envs * self.num_steps) % self.minibatches:
-            raise ValueError(f"PPOConfig.minibatches={self.minibatches} must divide num_envs x "
-                             f"num_steps = {self.num_envs * self.num_steps}")
-        for name in ("gamma", "gae_lambda"):
-            if not 0.0 <= getattr(self, name) <= 1.0:
-                raise ValueError(f"PPOConfig.{name} must be in [0, 1], got {getattr(self, name)}")
-        for name in ("learning_rate", "clip_eps"):
-            if getattr(self, name) <= 0:
-                raise ValueError(f"PPOConfig.{name} must be > 0, got {getattr(self, name)}")
-        for name in ("max_grad_norm", "entropy_coef", "value_coef"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"PPOConfig.{name} must be >= 0, got {getattr(self, name)}")
+        require(self, [
+            *at_least(self, ("num_envs", "num_steps", "epochs", "minibatches", "hidden",
+                             "layers", "conv_channels"), 1),
+            ("minibatches", (self.num_envs * self.num_steps) % self.minibatches == 0,
+             f"a divisor of num_envs x num_steps = {self.num_envs * self.num_steps}"),
+            *within(self, ("gamma", "gae_lambda"), 0.0, 1.0),
+            *positive(self, ("learning_rate", "clip_eps")),
+            *at_least(self, ("max_grad_norm", "entropy_coef", "value_coef"), 0),
+        ])
 
     @property
     def batch_steps(self) -> int:

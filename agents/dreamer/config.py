@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 from typing import Dict
+from core.config import at_least, one_of, positive, require, within
 
 # name: (deter, hidden, classes, units, cnn_depth)
 SIZES = {
@@ -88,30 +89,24 @@ class DreamerConfig:
     buffer_size: int = 1_000_000
 
     def __post_init__(self):
-        def check(name, ok, what):
-            if not ok:
-                raise ValueError(f"DreamerConfig.{name} must be {what}, got "
-                                 f"{getattr(self, name)!r}")
-
-        for name in ("deter", "hidden", "groups", "classes", "blocks", "units", "layers",
-                     "cnn_depth", "batch_size", "seq_len", "horizon"):
-            check(name, int(getattr(self, name)) >= 1, ">= 1")
-        check("blocks", self.deter % self.blocks == 0, f"a divisor of deter={self.deter}")
-        check("norm", self.norm in ("rms", "layer"), "'rms' or 'layer'")
-        check("unimix", 0.0 <= self.unimix < 1.0, "in [0, 1)")
-        check("discount", 0.0 < self.discount <= 1.0, "in (0, 1]")
-        check("lambda_", 0.0 <= self.lambda_ <= 1.0, "in [0, 1]")
-        for name in ("kl_dyn", "kl_rep", "free_nats", "recon_scale", "entropy", "slow_reg",
-                     "warmup", "wm_clip", "ac_clip", "agc", "eps", "prefill_steps"):
-            check(name, getattr(self, name) >= 0, ">= 0")
-        check("optimizer", self.optimizer in ("laprop", "adam"), "'laprop' or 'adam'")
-        for name in ("wm_lr", "actor_lr", "critic_lr", "train_ratio"):
-            check(name, getattr(self, name) > 0, "> 0")
-        check("ret_decay", 0.0 <= self.ret_decay < 1.0, "in [0, 1)")
-        check("slow_rate", 0.0 < self.slow_rate <= 1.0, "in (0, 1]")
-        check("continuous_grad", self.continuous_grad in ("reinforce", "backprop"),
-              "'reinforce' or 'backprop'")
-        check("buffer_size", self.buffer_size >= self.seq_len, f">= seq_len={self.seq_len}")
+        require(self, [
+            *at_least(self, ("deter", "hidden", "groups", "classes", "blocks", "units", "layers",
+                             "cnn_depth", "batch_size", "seq_len", "horizon"), 1),
+            ("blocks", self.deter % self.blocks == 0, f"a divisor of deter={self.deter}"),
+            one_of(self, "norm", ("rms", "layer")),
+            *within(self, ("unimix",), 0.0, 1.0, "[)"),
+            *within(self, ("discount",), 0.0, 1.0, "(]"),
+            *within(self, ("lambda_",), 0.0, 1.0),
+            *at_least(self, ("kl_dyn", "kl_rep", "free_nats", "recon_scale", "entropy",
+                             "slow_reg", "warmup", "wm_clip", "ac_clip", "agc", "eps",
+                             "prefill_steps"), 0),
+            one_of(self, "optimizer", ("laprop", "adam")),
+            *positive(self, ("wm_lr", "actor_lr", "critic_lr", "train_ratio")),
+            *within(self, ("ret_decay",), 0.0, 1.0, "[)"),
+            *within(self, ("slow_rate",), 0.0, 1.0, "(]"),
+            one_of(self, "continuous_grad", ("reinforce", "backprop")),
+            ("buffer_size", self.buffer_size >= self.seq_len, f">= seq_len={self.seq_len}"),
+        ])
 
 
 _V2023 = dict(kl_dyn=0.5, kl_rep=0.1, optimizer="adam", wm_lr=1e-4, actor_lr=3e-5,

@@ -8,6 +8,7 @@ from typing import Dict, Tuple
 import jax.numpy as jnp
 
 from agents.sac import SACConfig
+from core.config import at_least, one_of, require, within
 from world_models.ensemble import EnsembleConfig
 
 TERMINATIONS = ("none", "learned", "known")
@@ -77,29 +78,22 @@ class MBPOConfig:
         for name in ("actor_hidden", "critic_hidden", "model_hidden", "rollout_schedule"):
             object.__setattr__(self, name, tuple(int(v) for v in getattr(self, name)))
         start_epoch, end_epoch, start_len, end_len = (self.rollout_schedule + (0,) * 4)[:4]
-        checks = [
-            ("updates_per_step", self.updates_per_step >= 1, ">= 1"),
-            ("real_ratio", 0.0 <= self.real_ratio <= 1.0, "in [0, 1]"),
-            ("model_train_every", self.model_train_every >= 1, ">= 1"),
-            ("model_max_holdout", self.model_max_holdout >= 1, ">= 1"),
-            ("rollout_batch_size", self.rollout_batch_size >= 1, ">= 1"),
+        require(self, [
+            *at_least(self, ("updates_per_step", "model_train_every", "model_max_holdout",
+                             "rollout_batch_size", "epoch_length"), 1),
+            *within(self, ("real_ratio",), 0.0, 1.0),
             ("rollout_schedule", len(self.rollout_schedule) == 4 and end_epoch > start_epoch
              and min(start_len, end_len) >= 1,
              "(start_epoch, end_epoch, start_len, end_len) with end_epoch > start_epoch and "
              "lengths >= 1"),
-            ("epoch_length", self.epoch_length >= 1, ">= 1"),
             ("model_buffer_size", self.model_buffer_size >= self.rollout_batch_size
              * self.max_rollout_length,
              f">= rollout_batch_size * max rollout length = "
              f"{self.rollout_batch_size * self.max_rollout_length}"),
-            ("termination", self.termination in TERMINATIONS, f"one of {TERMINATIONS}"),
+            one_of(self, "termination", TERMINATIONS),
             ("prefill_steps", self.prefill_steps >= 1, ">= 1 (the first fit needs data)"),
-            ("buffer_size", self.buffer_size >= 2, ">= 2"),
-        ]
-        for name, ok, expected in checks:
-            if not ok:
-                raise ValueError(f"MBPOConfig.{name} must be {expected}, "
-                                 f"got {getattr(self, name)!r}")
+            *at_least(self, ("buffer_size",), 2),
+        ])
         self.sac()  # validates the SAC fields
         self.ensemble()  # validates the ensemble fields
 

@@ -31,6 +31,8 @@ import chex
 import jax
 import jax.numpy as jnp
 
+from core.config import at_least, require, within
+
 Array = jax.Array
 Objective = Callable[[Array, Array], Array]  # (actions [P, H, m], key) -> returns [P]
 
@@ -51,19 +53,15 @@ class CEMConfig:
     return_best: bool = False  # iCEM: return the best sampled plan, not the final mean
 
     def __post_init__(self):
-        if self.noise_beta < 0:
-            raise ValueError(f"CEM noise_beta must be >= 0 (0: white noise), got {self.noise_beta}")
-        if self.keep_elites and self.elites >= self.population:
-            raise ValueError(f"CEM keep_elites needs elites < population, got elites={self.elites}"
-                             f" and population={self.population}")
-        if not 0 < self.elites <= self.population:
-            raise ValueError(f"CEM elites must be in [1, population={self.population}], "
-                             f"got {self.elites}")
-        if not 0.0 <= self.alpha < 1.0:
-            raise ValueError(f"CEM alpha must be in [0, 1), got {self.alpha}")
-        for name in ("horizon", "iterations"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"CEM {name} must be >= 1, got {getattr(self, name)}")
+        require(self, [
+            ("noise_beta", self.noise_beta >= 0, ">= 0 (0: white noise)"),
+            ("keep_elites", not (self.keep_elites and self.elites >= self.population),
+             f"off unless elites < population={self.population}"),
+            ("elites", 0 < self.elites <= self.population,
+             f"in [1, population={self.population}]"),
+            *within(self, ("alpha",), 0.0, 1.0, "[)"),
+            *at_least(self, ("horizon", "iterations"), 1),
+        ])
 
 
 def initial_mean(cfg: CEMConfig, low: Array, high: Array) -> Array:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Dict, Tuple
 
+from core.config import at_least, one_of, positive, require, widths, within
 from world_models.muzero import NET_PRESETS
 
 SEARCHES = ("muzero", "gumbel")
@@ -121,61 +122,49 @@ class MuZeroConfig:
         return self.unroll_steps + self.n_step
 
     def __post_init__(self):
-        def check(name, ok, what):
-            if not ok:
-                raise ValueError(f"MuZeroConfig.{name} must be {what}, got {getattr(self, name)!r}")
-
-        check("search", self.search in SEARCHES, f"one of {SEARCHES}")
-        check("q_normalisation", self.q_normalisation in Q_NORMALISATIONS,
-              f"one of {Q_NORMALISATIONS}")
-        check("q_normalisation", self.search == "muzero" or self.q_normalisation == "siblings",
-              "'siblings' with search='gumbel' (the gumbel search rescales its completed "
-              "Q-values itself; see gumbel_value_scale)")
-        default_scale = type(self).gumbel_value_scale  # the field's default
-        check("gumbel_value_scale",
-              self.search == "gumbel" or self.gumbel_value_scale == default_scale,
-              f"left at {default_scale} with search='muzero' (it only scales the gumbel "
-              "search's Q-values; use --agent gumbel_muzero)")
-        check("model_size", self.model_size in NET_PRESETS, f"one of {tuple(NET_PRESETS)}")
-        for name in ("num_simulations", "n_step", "unroll_steps", "batch_size",
-                     "max_num_considered_actions", "target_update_period",
-                     "env_steps_per_iteration"):
-            check(name, getattr(self, name) >= 1, ">= 1")
-        for name in ("value_support_size", "reward_support_size"):
-            check(name, getattr(self, name) >= 2, ">= 2 (a categorical support needs two bins)")
-        for name in ("updates_per_iteration", "prefill_steps", "latent_dim", "weight_decay",
-                     "max_grad_norm", "value_loss_weight", "reward_loss_weight",
-                     "policy_loss_weight", "consistency_loss_weight", "gumbel_scale",
-                     "gumbel_value_scale"):
-            check(name, getattr(self, name) >= 0, ">= 0")
-        check("hidden", all(int(w) >= 1 for w in self.hidden), "positive widths (or empty)")
-        check("temperatures", len(self.temperatures) == len(self.temperature_boundaries) + 1
-              and all(t >= 0 for t in self.temperatures),
-              "non-negative, one more than temperature_boundaries")
         bounds = list(self.temperature_boundaries)
-        check("temperature_boundaries",
-              all(b > 0 for b in bounds) and all(a < b for a, b in zip(bounds, bounds[1:])),
-              "positive update counts in strictly increasing order")
-        check("discount", 0.0 <= self.discount < 1.0, "in [0, 1)")
-        check("learning_rate", self.learning_rate > 0, "> 0")
-        check("lr_decay_steps", self.lr_decay_steps >= 0, ">= 0")
-        check("lr_final_fraction", 0.0 <= self.lr_final_fraction <= 1.0, "in [0, 1]")
-        check("shrink_period", self.shrink_period >= 0, ">= 0 (0: never)")
-        check("shrink_keep", 0.0 <= self.shrink_keep <= 1.0, "in [0, 1]")
-        check("shrink_stop", self.shrink_stop >= 0, ">= 0 (0: no end)")
-        for name in ("value_support_max", "reward_support_max", "priority_eps"):
-            check(name, getattr(self, name) > 0, "> 0")
-        for name in ("dirichlet_fraction", "priority_exponent", "importance_exponent",
-                     "target_tau", "reanalyse_fraction"):
-            check(name, 0.0 <= getattr(self, name) <= 1.0, "in [0, 1]")
-        check("reanalyse_fraction", self.reanalyse_fraction == 0
-              or self.reanalyse_fraction * self.batch_size >= 1,
-              f"0 or at least one window of the batch of {self.batch_size}, i.e. >= "
-              f"1 / batch_size = {1 / self.batch_size:.3g}")
-        check("dirichlet_alpha", self.dirichlet_alpha > 0, "> 0")
-        check("pb_c_init", self.pb_c_init > 0, "> 0")
-        check("buffer_size", self.buffer_size >= self.sequence_length,
-              f">= unroll_steps + n_step = {self.sequence_length}")
+        default_scale = type(self).gumbel_value_scale  # the field's default
+        require(self, [
+            one_of(self, "search", SEARCHES),
+            one_of(self, "q_normalisation", Q_NORMALISATIONS),
+            ("q_normalisation", self.search == "muzero" or self.q_normalisation == "siblings",
+             "'siblings' with search='gumbel' (the gumbel search rescales its completed "
+             "Q-values itself; see gumbel_value_scale)"),
+            ("gumbel_value_scale",
+             self.search == "gumbel" or self.gumbel_value_scale == default_scale,
+             f"left at {default_scale} with search='muzero' (it only scales the gumbel "
+             "search's Q-values; use --agent gumbel_muzero)"),
+            one_of(self, "model_size", tuple(NET_PRESETS)),
+            *at_least(self, ("num_simulations", "n_step", "unroll_steps", "batch_size",
+                             "max_num_considered_actions", "target_update_period",
+                             "env_steps_per_iteration"), 1),
+            *[(f, getattr(self, f) >= 2, ">= 2 (a categorical support needs two bins)")
+              for f in ("value_support_size", "reward_support_size")],
+            *at_least(self, ("updates_per_iteration", "prefill_steps", "latent_dim",
+                             "weight_decay", "max_grad_norm", "value_loss_weight",
+                             "reward_loss_weight", "policy_loss_weight",
+                             "consistency_loss_weight", "gumbel_scale", "gumbel_value_scale",
+                             "lr_decay_steps", "shrink_period", "shrink_stop"), 0),
+            *widths(self, ("hidden",), allow_empty=True),
+            ("temperatures", len(self.temperatures) == len(self.temperature_boundaries) + 1
+             and all(t >= 0 for t in self.temperatures),
+             "non-negative, one more than temperature_boundaries"),
+            ("temperature_boundaries",
+             all(b > 0 for b in bounds) and all(a < b for a, b in zip(bounds, bounds[1:])),
+             "positive update counts in strictly increasing order"),
+            *within(self, ("discount",), 0.0, 1.0, "[)"),
+            *positive(self, ("learning_rate", "value_support_max", "reward_support_max",
+                             "priority_eps", "dirichlet_alpha", "pb_c_init")),
+            *within(self, ("lr_final_fraction", "shrink_keep", "dirichlet_fraction",
+                           "priority_exponent", "importance_exponent", "target_tau",
+                           "reanalyse_fraction"), 0.0, 1.0),
+            ("reanalyse_fraction", self.reanalyse_fraction == 0
+             or self.reanalyse_fraction * self.batch_size >= 1,
+             f"0 or at least one window of the batch of {self.batch_size}, i.e. >= "
+             f"1 / batch_size = {1 / self.batch_size:.3g}"),
+            ("buffer_size", self.buffer_size >= self.sequence_length,
+             f">= unroll_steps + n_step = {self.sequence_length}"),
+        ])
 
 
 # CartPole: small nets, 16 simulations, 8 envs per seed (RUN_DEFAULTS) and 16 updates per
@@ -185,10 +174,10 @@ class MuZeroConfig:
 # targets help. Share of seeds reaching 475 within 10k steps over the README's runs (27-35
 # seeds each, one update per step): discount 0.997 with 30-step targets 25 of 35, with 10-step
 # targets 16 of 27, discount 0.99 with 5-step targets 12 of 30. Gumbel MuZero uses this preset
-# too since session 11 (agents.gumbel_muzero). Session 10: mirror augmentation with CartPole's
-# x -> -x symmetry gives 55 of 64 seeds within 10k steps against 45 of 64 without (same eight
-# 8-seed groups, one update per step); with it, two updates per step give 61 of 64 where one
-# gives 55 of 64 on the same seeds (without mirror two updates per step did not help: 5 of 8).
+# too (agents.gumbel_muzero). Mirror augmentation with CartPole's x -> -x symmetry gives 55 of
+# 64 seeds within 10k steps against 45 of 64 without (same eight 8-seed groups, one update per
+# step); with it, two updates per step give 61 of 64 where one gives 55 of 64 on the same seeds
+# (without mirror two updates per step did not help: 5 of 8).
 _CARTPOLE = dict(model_size="small", num_simulations=16, discount=0.997, n_step=30,
                  batch_size=64, learning_rate=1e-3, buffer_size=20_000,
                  priority_exponent=0.6, importance_exponent=0.4, reanalyse_fraction=0.0,

@@ -20,6 +20,7 @@ import jax.numpy as jnp
 import optax
 from flax import struct
 
+from core.config import at_least, positive, require, widths, within
 from agents.sac import losses
 from agents.sac.networks import SACNetworks, make_networks
 from core import replay
@@ -64,25 +65,15 @@ class SACConfig:
     buffer_size: int = 1_000_000
 
     def __post_init__(self):
-        def check(name, ok, what):
-            if not ok:
-                raise ValueError(f"SACConfig.{name} must be {what}, got {getattr(self, name)!r}")
-
-        for name in ("actor_hidden", "critic_hidden"):
-            widths = getattr(self, name)
-            check(name, len(widths) > 0 and all(int(w) >= 1 for w in widths),
-                  "a non-empty sequence of positive widths")
-        check("learning_rate", self.learning_rate > 0, "> 0")
-        check("batch_size", self.batch_size >= 1, ">= 1")
-        check("discount", 0.0 <= self.discount < 1.0, "in [0, 1)")
-        check("tau", 0.0 < self.tau <= 1.0, "in (0, 1]")
-        check("init_alpha", self.init_alpha > 0, "> 0")
-        check("target_entropy_scale", self.target_entropy_scale >= 0, ">= 0")
-        check("reward_scale", self.reward_scale > 0, "> 0")
-        check("max_grad_norm", self.max_grad_norm >= 0, ">= 0 (0 disables clipping)")
-        check("updates_per_step", self.updates_per_step >= 1, ">= 1")
-        check("prefill_steps", self.prefill_steps >= 0, ">= 0")
-        check("buffer_size", self.buffer_size >= 1, ">= 1")
+        require(self, [
+            *widths(self, ("actor_hidden", "critic_hidden")),
+            *positive(self, ("learning_rate", "init_alpha", "reward_scale")),
+            *at_least(self, ("batch_size", "updates_per_step", "buffer_size"), 1),
+            *within(self, ("discount",), 0.0, 1.0, "[)"),
+            *within(self, ("tau",), 0.0, 1.0, "(]"),
+            *at_least(self, ("target_entropy_scale", "prefill_steps"), 0),
+            ("max_grad_norm", self.max_grad_norm >= 0, ">= 0 (0 disables clipping)"),
+        ])
 
 
 PRESETS: Dict[str, SACConfig] = {
