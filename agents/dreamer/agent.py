@@ -20,7 +20,7 @@ from flax import struct
 from agents.dreamer import actor_critic as ac
 from agents.dreamer.config import DreamerConfig
 from agents.dreamer.optim import make_optimizer
-from core import replay
+from core import guard, replay
 from core.types import Agent, Schedule
 from envs.api import Environment
 from world_models import dreamer_nets as nets
@@ -195,21 +195,20 @@ class Dreamer:
             state.critic_params, state.slow_critic_params, data, critic=self.critic,
             slow_reg=cfg.slow_reg)
 
-        def step(opt, grad, opt_state, params):
-            upd, opt_state = opt.update(grad, opt_state, params)
-            return optax.apply_updates(params, upd), opt_state
-
-        wm_params, wm_opt = step(self.wm_opt, wm_grad, state.wm_opt, state.wm_params)
-        actor_params, actor_opt = step(self.actor_opt, actor_grad, state.actor_opt,
-                                       state.actor_params)
-        critic_params, critic_opt = step(self.critic_opt, critic_grad, state.critic_opt,
-                                         state.critic_params)
+        # Each module's step is skipped when its gradients are not finite (core.guard).
+        wm_params, wm_opt, wm_ok, _ = guard.guarded_step(self.wm_opt, wm_grad, state.wm_opt,
+                                                         state.wm_params)
+        actor_params, actor_opt, actor_ok, _ = guard.guarded_step(
+            self.actor_opt, actor_grad, state.actor_opt, state.actor_params)
+        critic_params, critic_opt, critic_ok, _ = guard.guarded_step(
+            self.critic_opt, critic_grad, state.critic_opt, state.critic_params)
         slow = optax.incremental_update(critic_params, state.slow_critic_params, cfg.slow_rate)
         new = DreamerState(wm_params=wm_params, actor_params=actor_params,
                            critic_params=critic_params, slow_critic_params=slow, wm_opt=wm_opt,
                            actor_opt=actor_opt, critic_opt=critic_opt, ret_state=ret_state,
                            steps=state.steps + 1)
-        return new, {**wm_metrics, **ac_metrics, **critic_metrics}
+        return new, {**wm_metrics, **ac_metrics, **critic_metrics,
+                     "skipped_updates": guard.skipped(wm_ok, actor_ok, critic_ok)}
 
 
 def make(cfg: DreamerConfig, env: Environment, num_envs: int) -> Agent:

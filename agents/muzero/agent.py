@@ -26,7 +26,7 @@ from flax import struct
 
 from agents.muzero import acting, losses, targets
 from agents.muzero.config import MuZeroConfig
-from core import replay
+from core import guard, replay
 from core.types import Agent, Schedule
 from envs.api import Environment, Symmetry
 from world_models.muzero import MuZeroModel, Support, make_model, make_model_fns
@@ -182,15 +182,9 @@ def make(cfg: MuZeroConfig, env: Environment, num_envs: int) -> Agent:
         grads, aux = jax.grad(losses.batch_loss, has_aux=True)(
             state.params, window.obs[:, :k1], window.action[:, :cfg.unroll_steps],
             unroll_targets, weights, model=model, cfg=cfg)
-        grad_norm = optax.global_norm(grads)
-        step, opt_state = opt.update(grads, state.opt_state, state.params)
-        params = optax.apply_updates(state.params, step)
-        # An update whose gradients overflow is skipped (parameters and Adam state kept) and
-        # counted: a lone overflow (seen once on an H100, session 11) no longer ends the run,
-        # while a chunk of nothing but skipped updates still stops it (core.runner).
-        finite = jnp.isfinite(grad_norm)
-        params, opt_state = jax.tree.map(lambda new, old: jnp.where(finite, new, old),
-                                         (params, opt_state), (state.params, state.opt_state))
+        # An update whose gradients overflow is skipped and counted (core.guard).
+        params, opt_state, finite, grad_norm = guard.guarded_step(opt, grads, state.opt_state,
+                                                                   state.params)
         steps = state.steps + 1
         if cfg.shrink_period > 0:
             params = shrink_and_perturb(params, steps, jax.random.fold_in(search_key, 1))
@@ -208,8 +202,7 @@ def make(cfg: MuZeroConfig, env: Environment, num_envs: int) -> Agent:
         buffer_state = buffer.set_priorities(buffer_state, sample.indices, priority)
         metrics = dict(aux["metrics"], value_target=unroll_targets.value[:, 0].mean(),
                        importance_weight=weights.mean(), priority=aux["priority"].mean(),
-                       grad_norm=jnp.where(finite, grad_norm, 0.0),
-                       skipped_updates=1.0 - finite.astype(jnp.float32))
+                       grad_norm=grad_norm, skipped_updates=guard.skipped(finite))
         return MuZeroState(params, target, opt_state, steps), buffer_state, metrics
 
     schedule = Schedule(env_steps_per_iteration=cfg.env_steps_per_iteration,

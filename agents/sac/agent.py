@@ -23,7 +23,7 @@ from flax import struct
 from core.config import at_least, positive, require, widths, within
 from agents.sac import losses
 from agents.sac.networks import SACNetworks, make_networks
-from core import replay
+from core import guard, replay
 from core.types import Agent, Schedule
 from envs.api import Environment
 
@@ -159,29 +159,28 @@ class SACLearner:
             state.critic_params, state.target_critic_params, state.actor_params,
             state.log_alpha, batch, critic_key, networks=nets, discount=cfg.discount,
             reward_scale=cfg.reward_scale)
-        critic_step, critic_opt_state = opt.update(critic_grad, state.critic_opt_state,
-                                                   state.critic_params)
-        critic_params = optax.apply_updates(state.critic_params, critic_step)
+        # Each step is skipped when its gradients are not finite (core.guard).
+        critic_params, critic_opt_state, critic_ok, _ = guard.guarded_step(
+            opt, critic_grad, state.critic_opt_state, state.critic_params)
 
         actor_grad, actor_metrics = jax.grad(losses.actor_loss, has_aux=True)(
             state.actor_params, critic_params, state.log_alpha, batch.obs, actor_key,
             networks=nets)
-        actor_step, actor_opt_state = opt.update(actor_grad, state.actor_opt_state,
-                                                 state.actor_params)
-        actor_params = optax.apply_updates(state.actor_params, actor_step)
+        actor_params, actor_opt_state, actor_ok, _ = guard.guarded_step(
+            opt, actor_grad, state.actor_opt_state, state.actor_params)
 
         alpha_grad, alpha_metrics = jax.grad(losses.alpha_loss, has_aux=True)(
             state.log_alpha, actor_metrics.pop("log_prob"), self.target_entropy)
-        alpha_step, alpha_opt_state = opt.update(alpha_grad, state.alpha_opt_state,
-                                                 state.log_alpha)
-        log_alpha = optax.apply_updates(state.log_alpha, alpha_step)
+        log_alpha, alpha_opt_state, alpha_ok, _ = guard.guarded_step(
+            opt, alpha_grad, state.alpha_opt_state, state.log_alpha)
 
         target = optax.incremental_update(critic_params, state.target_critic_params, cfg.tau)
         new_state = SACState(actor_params=actor_params, critic_params=critic_params,
                              target_critic_params=target, log_alpha=log_alpha,
                              actor_opt_state=actor_opt_state, critic_opt_state=critic_opt_state,
                              alpha_opt_state=alpha_opt_state, steps=state.steps + 1)
-        return new_state, {**critic_metrics, **actor_metrics, **alpha_metrics}
+        return new_state, {**critic_metrics, **actor_metrics, **alpha_metrics,
+                           "skipped_updates": guard.skipped(critic_ok, actor_ok, alpha_ok)}
 
 
 def make_learner(cfg: SACConfig, *, obs_shape: Sequence[int], action_low: Sequence[float],
