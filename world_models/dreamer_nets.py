@@ -21,9 +21,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from core import rlmath
+from core import nets, rlmath
 from world_models.conv import Conv
-from world_models.rssm import Dense
+from world_models.rssm import norm_eps
 
 Array = jax.Array
 
@@ -35,18 +35,13 @@ def bins() -> Array:
     return jnp.linspace(-20.0, 20.0, NUM_BINS)
 
 
-class MLP(nn.Module):
-    """``layers`` x (Linear -> Norm -> SiLU)."""
+def MLP(units: int, layers: int, norm: str = "rms") -> nets.MLP:
+    """``layers`` x (Linear without bias -> Norm -> SiLU), no output layer.
 
-    units: int
-    layers: int
-    norm: str = "rms"
-
-    @nn.compact
-    def __call__(self, x):
-        for _ in range(self.layers):
-            x = Dense(self.units, self.norm)(x)
-        return x
+    The parameters are laid out as ``Dense_i/{Dense_0, Norm_0/{RMSNorm_0 | LayerNorm_0}}``.
+    """
+    return nets.MLP((units,) * layers, norm=norm, norm_eps=norm_eps(norm), act="silu",
+                    bias=False, layout="layer_scope")
 
 
 class MLPEncoder(nn.Module):
@@ -91,8 +86,7 @@ class CNNEncoder(nn.Module):
         for i in range(self.stages):
             x = Conv(self.depth * 2 ** i, (3, 3), strides=(2, 2), padding="SAME",
                      use_bias=False)(x)
-            x = jax.nn.silu(nn.RMSNorm(epsilon=1e-4)(x) if self.norm == "rms"
-                            else nn.LayerNorm(epsilon=1e-3)(x))
+            x = jax.nn.silu(nets.norm_layer(self.norm, eps=norm_eps(self.norm))(x))
         return x.reshape(-1)
 
 
@@ -134,7 +128,7 @@ class TwoHotHead(nn.Module):
     @nn.compact
     def __call__(self, feat):
         x = MLP(self.units, self.layers, self.norm)(feat)
-        return nn.Dense(NUM_BINS, kernel_init=nn.initializers.zeros)(x)
+        return nets.dense(NUM_BINS, outscale=0.0)(x)
 
 
 def two_hot_loss(logits: Array, target: Array) -> Array:

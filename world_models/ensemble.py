@@ -24,11 +24,12 @@ import dataclasses
 from typing import Any, NamedTuple, Optional, Tuple
 
 import chex
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import optax
 from flax import struct
+
+from core.nets import MLP
 
 Array = jax.Array
 
@@ -145,23 +146,14 @@ class Prediction(NamedTuple):
     reward_var: Array  # ()
 
 
-class MemberNetwork(nn.Module):
-    """MLP ``x̃ [d_in] -> [mean (d_out), raw logvar (d_out), termination logit (0 or 1)]``."""
-
-    hidden_sizes: Tuple[int, ...]
-    output_size: int
-
-    @nn.compact
-    def __call__(self, x):
-        for width in self.hidden_sizes:
-            x = nn.silu(nn.Dense(width)(x))
-        return nn.Dense(self.output_size)(x)
+def _member_network(config: EnsembleConfig, d_out: int) -> MLP:
+    """SiLU MLP ``x̃ [d_in] -> [mean (d_out), raw logvar (d_out), termination logit (0 or 1)]``."""
+    return MLP(config.hidden_sizes, 2 * d_out + int(config.predict_termination), act="silu")
 
 
-def network(config: EnsembleConfig, obs_size: int) -> MemberNetwork:
+def network(config: EnsembleConfig, obs_size: int) -> MLP:
     """The member MLP with ``2 d_out (+ 1)`` outputs for this config."""
-    out = 2 * config.target_size(obs_size) + int(config.predict_termination)
-    return MemberNetwork(hidden_sizes=config.hidden_sizes, output_size=out)
+    return _member_network(config, config.target_size(obs_size))
 
 
 def optimizer(config: EnsembleConfig) -> optax.GradientTransformation:
@@ -205,9 +197,7 @@ def forward(config: EnsembleConfig, member_params, x_normalised: Array):
     Everything is in normalised target units; ``logit`` is zero without a termination head.
     """
     d_out = member_params["max_logvar"].shape[-1]
-    net = MemberNetwork(hidden_sizes=config.hidden_sizes,
-                        output_size=2 * d_out + int(config.predict_termination))
-    out = net.apply({"params": member_params["network"]}, x_normalised)
+    out = _member_network(config, d_out).apply({"params": member_params["network"]}, x_normalised)
     logvar = bound_logvar(out[d_out:2 * d_out], member_params["max_logvar"],
                           member_params["min_logvar"])
     logit = out[2 * d_out] if config.predict_termination else jnp.zeros((), out.dtype)

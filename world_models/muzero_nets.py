@@ -25,6 +25,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from core.nets import MLP
 from world_models.conv import Conv
 
 Array = jax.Array
@@ -38,21 +39,6 @@ def min_max_normalise(s: Array, num_latent_axes: int) -> Array:
     low = jnp.min(s, axis=axes, keepdims=True)
     high = jnp.max(s, axis=axes, keepdims=True)
     return (s - low) / (high - low + NORM_EPS)
-
-
-class MLP(nn.Module):
-    """Dense + LayerNorm + ReLU layers, then a linear output (zero-initialised if asked)."""
-
-    hidden: Sequence[int]
-    out_dim: int
-    zero_init: bool = False
-
-    @nn.compact
-    def __call__(self, x: Array) -> Array:
-        for width in self.hidden:
-            x = nn.relu(nn.LayerNorm()(nn.Dense(width)(x)))
-        init = nn.initializers.zeros if self.zero_init else nn.initializers.lecun_normal()
-        return nn.Dense(self.out_dim, kernel_init=init)(x)
 
 
 class ResBlock(nn.Module):
@@ -100,11 +86,11 @@ class MuZeroNet(nn.Module):
     def setup(self):
         self.representation = self._trunk()
         self.dynamics_trunk = self._trunk()
-        self.reward_head = MLP(self.hidden, self.reward_bins, zero_init=True)
-        self.policy_head = MLP(self.hidden, self.num_actions, zero_init=True)
-        self.value_head = MLP(self.hidden, self.value_bins, zero_init=True)
-        self.projection = MLP(self.hidden, self.projection_dim)
-        self.projection_predictor = MLP(self.hidden, self.projection_dim)
+        self.reward_head = self._mlp(self.reward_bins, outscale=0.0)
+        self.policy_head = self._mlp(self.num_actions, outscale=0.0)
+        self.value_head = self._mlp(self.value_bins, outscale=0.0)
+        self.projection = self._mlp(self.projection_dim)
+        self.projection_predictor = self._mlp(self.projection_dim)
         if self.kind == "resnet":
             self.reduce = {name: Conv(self.head_channels, (1, 1))
                            for name in ("reward", "prediction", "projection")}
@@ -116,9 +102,13 @@ class MuZeroNet(nn.Module):
         policy_logits, value_logits = self.predict(s_next)
         return reward_logits, policy_logits, value_logits, self.project(s, True)
 
+    def _mlp(self, out_size: int, outscale: float = 1.0) -> MLP:
+        """Dense + LayerNorm + ReLU layers, then a linear output (``outscale=0``: zeros)."""
+        return MLP(tuple(self.hidden), out_size, norm="layer", act="relu", outscale=outscale)
+
     def _trunk(self):
         if self.kind == "mlp":
-            return MLP(self.hidden, self.latent_dim)
+            return self._mlp(self.latent_dim)
         return nn.Sequential([Conv(self.latent_dim, (3, 3))]
                              + [ResBlock(self.latent_dim) for _ in range(self.num_blocks)])
 

@@ -27,6 +27,8 @@ import jax
 import jax.numpy as jnp
 from flax import struct
 
+from core import nets
+
 Array = jax.Array
 
 
@@ -75,27 +77,15 @@ def kl_balance(post_logits: Array, prior_logits: Array, *, dyn_scale: float, rep
     return loss, {"kl_dyn": dyn_kl, "kl_rep": rep_kl}
 
 
-class Norm(nn.Module):
-    """LayerNorm or RMSNorm over the last axis (``kind`` = 'layer' | 'rms')."""
-
-    kind: str = "rms"
-
-    @nn.compact
-    def __call__(self, x):
-        if self.kind == "layer":
-            return nn.LayerNorm(epsilon=1e-3)(x)
-        return nn.RMSNorm(epsilon=1e-4)(x)
+def norm_eps(kind: str) -> float:
+    """Epsilon of the Dreamer networks' norms: 1e-3 for LayerNorm, 1e-4 for RMSNorm."""
+    return 1e-3 if kind == "layer" else 1e-4
 
 
-class Dense(nn.Module):
+def hidden_layer(units: int, norm: str) -> nets.MLP:
     """Linear -> Norm -> SiLU (DreamerV3's hidden layer; no bias before the norm)."""
-
-    units: int
-    norm: str = "rms"
-
-    @nn.compact
-    def __call__(self, x):
-        return jax.nn.silu(Norm(self.norm)(nn.Dense(self.units, use_bias=False)(x)))
+    return nets.MLP((units,), norm=norm, norm_eps=norm_eps(norm), act="silu", bias=False,
+                    layout="norm_scope")
 
 
 class BlockLinear(nn.Module):
@@ -134,14 +124,14 @@ class RSSM(nn.Module):
     norm: str = "rms"
 
     def setup(self):
-        self.in_deter = Dense(self.hidden, self.norm)
-        self.in_stoch = Dense(self.hidden, self.norm)
-        self.in_action = Dense(self.hidden, self.norm)
+        self.in_deter = hidden_layer(self.hidden, self.norm)
+        self.in_stoch = hidden_layer(self.hidden, self.norm)
+        self.in_action = hidden_layer(self.hidden, self.norm)
         self.gru = BlockLinear(self.blocks, 3 * (self.deter // self.blocks))
-        self.gru_norm = Norm(self.norm)
-        self.prior_hidden = Dense(self.hidden, self.norm)
+        self.gru_norm = nets.Norm(self.norm, eps=norm_eps(self.norm))
+        self.prior_hidden = hidden_layer(self.hidden, self.norm)
         self.prior_out = nn.Dense(self.groups * self.classes)
-        self.post_hidden = Dense(self.hidden, self.norm)
+        self.post_hidden = hidden_layer(self.hidden, self.norm)
         self.post_out = nn.Dense(self.groups * self.classes)
 
     def initial(self) -> RSSMState:

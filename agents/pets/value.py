@@ -22,7 +22,7 @@ import jax.numpy as jnp
 import optax
 from flax import struct
 
-from agents.sac.networks import MLP
+from core.nets import MLP
 
 Array = jax.Array
 
@@ -35,7 +35,7 @@ class ValueState:
 
 
 def _net(hidden: Sequence[int]) -> MLP:
-    return MLP(hidden=tuple(hidden), out_dim=1)
+    return MLP(tuple(hidden), 1)
 
 
 def init(key: Array, obs_size: int, hidden: Sequence[int], learning_rate: float) -> ValueState:

@@ -23,23 +23,12 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from core.nets import MLP
+
 Array = jax.Array
 
 LOG_STD_MIN = -5.0
 LOG_STD_MAX = 2.0
-
-
-class MLP(nn.Module):
-    """ReLU multilayer perceptron ending in a linear layer of ``out_dim`` units."""
-
-    hidden: Sequence[int]
-    out_dim: int
-
-    @nn.compact
-    def __call__(self, x: Array) -> Array:
-        for width in self.hidden:
-            x = nn.relu(nn.Dense(width)(x))
-        return nn.Dense(self.out_dim)(x)
 
 
 class Actor(nn.Module):
