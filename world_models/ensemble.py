@@ -29,6 +29,7 @@ import jax.numpy as jnp
 import optax
 from flax import struct
 
+from core.config import at_least, positive, require, widths, within
 from core.nets import MLP
 
 Array = jax.Array
@@ -78,30 +79,21 @@ class EnsembleConfig:
 
     def __post_init__(self):
         object.__setattr__(self, "hidden_sizes", tuple(int(h) for h in self.hidden_sizes))
-        checks = [
-            ("num_members", self.num_members >= 1, ">= 1"),
+        require(self, [
+            *at_least(self, ("num_members", "batch_size", "max_holdout", "train_steps",
+                             "patience"), 1),
             ("num_elites", 1 <= self.num_elites <= self.num_members,
              f"in [1, num_members={self.num_members}]"),
-            ("hidden_sizes", all(h >= 1 for h in self.hidden_sizes), "all >= 1"),
-            ("learning_rate", self.learning_rate > 0, "> 0"),
-            ("weight_decay", self.weight_decay >= 0, ">= 0"),
-            ("batch_size", self.batch_size >= 1, ">= 1"),
-            ("holdout_fraction", 0 <= self.holdout_fraction < 1, "in [0, 1)"),
-            ("max_holdout", self.max_holdout >= 1, ">= 1"),
-            ("train_steps", self.train_steps >= 1, ">= 1"),
+            *widths(self, ("hidden_sizes",), allow_empty=True),
+            *positive(self, ("learning_rate",)),
+            *at_least(self, ("weight_decay", "logvar_bound_weight"), 0),
+            *within(self, ("holdout_fraction", "min_improvement"), 0.0, 1.0, "[)"),
             ("eval_every", 1 <= self.eval_every <= self.train_steps
              and self.train_steps % self.eval_every == 0,
              f"in [1, train_steps={self.train_steps}] and divide train_steps"),
-            ("patience", self.patience >= 1, ">= 1"),
-            ("min_improvement", 0 <= self.min_improvement < 1, "in [0, 1)"),
-            ("logvar_bound_weight", self.logvar_bound_weight >= 0, ">= 0"),
             ("init_min_logvar", self.init_min_logvar < self.init_max_logvar,
              f"< init_max_logvar={self.init_max_logvar}"),
-        ]
-        for name, ok, expected in checks:
-            if not ok:
-                raise ValueError(f"EnsembleConfig.{name} must be {expected}, "
-                                 f"got {getattr(self, name)!r}")
+        ])
 
     @classmethod
     def pets(cls, **overrides) -> "EnsembleConfig":
