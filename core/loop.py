@@ -16,7 +16,7 @@ import jax
 import jax.numpy as jnp
 from flax import struct
 
-from core import replay
+from core import replay, rollout
 from core.types import Agent, Metrics, Transition
 from envs.api import EnvState, Environment, batch_reset, batch_step
 
@@ -142,23 +142,13 @@ def greedy_returns(env: Environment, act, initial_carry, params, num_envs: int,
 
     ``act(params, obs, is_first, carry, key, explore)`` has :class:`core.types.Agent`'s
     signature (called with ``explore=False``) and ``initial_carry(num_envs)`` its carry; every
-    episode runs to its end or the time limit. Used by the loop's evaluation and by baselines
-    that do not run through the loop (``experiments.ppo``).
+    episode runs to its end or the time limit (:func:`core.rollout.play` with auto-reset for
+    ``max_episode_steps`` steps). Used by the loop's evaluation and by baselines that do not
+    run through the loop (``experiments.ppo``).
     """
-    reset_key, loop_key = jax.random.split(key)
-    init = (batch_reset(env, reset_key, num_envs), jnp.ones((num_envs,), bool),
-            initial_carry(num_envs), jnp.zeros((num_envs,), bool),
-            jnp.zeros((num_envs,), jnp.float32), loop_key)
-
-    def body(c, _):
-        env_state, first, carry, finished, returns, k = c
-        k, act_key, env_key = jax.random.split(k, 3)
-        action, carry, _ = act(params, env_state.obs, first, carry, act_key, False)
-        env_state, ts = batch_step(env, env_state, action, env_key)
-        returns = jnp.where(ts.done & ~finished, ts.episode_return, returns)
-        return (env_state, ts.done, carry, finished | ts.done, returns, k), None
-
-    final, _ = jax.lax.scan(body, init, None, length=env.spec.max_episode_steps)
-    returns = final[4]
+    out = rollout.play(env, rollout.agent_policy(act, params), key, num_envs=num_envs,
+                       length=env.spec.max_episode_steps, carry=initial_carry(num_envs),
+                       auto_reset=True, record=False)
+    returns = out.returns
     return {"eval_return_mean": returns.mean(), "eval_return_std": returns.std(),
             "eval_return_min": returns.min(), "eval_return_max": returns.max()}

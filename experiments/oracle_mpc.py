@@ -31,14 +31,14 @@ import numpy as np
 import envs
 from agents import pets
 from agents.mpc import cem
+from core import rollout
 from experiments import cli
 
 
-def make_actor(env: envs.Environment, planner: cem.CEMConfig, obs_cost: Optional[jax.Array]):
-    """``(inner, plan, key) -> (next plan, next inner, obs, reward, terminated)``: one step.
-
-    Plans are scored by rolling out copies of the simulator state ``inner``.
-    """
+def make_planner(env: envs.Environment, planner: cem.CEMConfig,
+                 obs_cost: Optional[jax.Array]):
+    """``(inner, plan, key) -> (action, next plan)`` for one environment: CEM whose candidate
+    plans are scored by rolling out copies of the simulator state ``inner``."""
     low = jnp.asarray(env.spec.action_low, jnp.float32)
     high = jnp.asarray(env.spec.action_high, jnp.float32)
 
@@ -55,41 +55,35 @@ def make_actor(env: envs.Environment, planner: cem.CEMConfig, obs_cost: Optional
         _, rewards = jax.lax.scan(step, (inner, jnp.ones(())), (plan, keys))
         return rewards.sum()
 
-    def act(inner, plan, key):
-        plan_key, step_key = jax.random.split(key)
+    def plan_action(inner, plan, key):
         objective = lambda plans, k: jax.vmap(imagined_return, in_axes=(None, 0, None))(
             inner, plans, k)
-        best, _ = cem.optimize(objective, plan, plan_key, planner, low, high)
-        inner, obs, reward, terminated = env.adapter_step(inner, best[0], step_key)
-        return cem.shift(best, low, high), inner, obs, reward, terminated
+        best, _ = cem.optimize(objective, plan, key, planner, low, high)
+        return best[0], cem.shift(best, low, high)
 
-    return act
+    return plan_action
 
 
 def make_episode(env: envs.Environment, planner: cem.CEMConfig, steps: int,
                  obs_cost: Optional[jax.Array] = None):
-    """Jitted ``seed -> (obs [steps + 1, ...], rewards [steps], terminated [steps])``.
-
-    One ``lax.scan`` of ``steps`` planning steps from ``env.adapter_reset(PRNGKey(seed))``; the
-    simulator keeps stepping after a termination (callers cut the episode there).
-    """
-    act = make_actor(env, planner, obs_cost)
+    """Jitted ``seed -> core.rollout.Rollout`` of one environment (``N = 1``) for ``steps``
+    planning steps from ``env.reset(PRNGKey(seed))``; the simulator keeps stepping after a
+    termination (``valid`` and ``lengths`` cut the episode there)."""
+    plan_action = make_planner(env, planner, obs_cost)
     low = jnp.asarray(env.spec.action_low, jnp.float32)
     high = jnp.asarray(env.spec.action_high, jnp.float32)
 
+    def policy(env_state, is_first, plans, key):
+        keys = jax.random.split(key, plans.shape[0])
+        action, plans = jax.vmap(plan_action)(env_state.inner, plans, keys)
+        return action, plans, ()
+
     @jax.jit
     def episode(seed):
-        inner, obs = env.adapter_reset(jax.random.PRNGKey(seed))
-
-        def body(carry, key):
-            inner, plan = carry
-            plan, inner, obs, reward, terminated = act(inner, plan, key)
-            return (inner, plan), (obs, reward, terminated)
-
-        keys = jax.random.split(jax.random.PRNGKey(10_000 + seed), steps)
-        _, (next_obs, rewards, terminated) = jax.lax.scan(
-            body, (inner, cem.initial_mean(planner, low, high)), keys)
-        return jnp.concatenate([obs[None], next_obs]), rewards, terminated
+        start = jax.vmap(env.reset)(jax.random.PRNGKey(seed)[None])
+        plans = cem.initial_mean(planner, low, high)[None]
+        return rollout.play(env, policy, jax.random.PRNGKey(10_000 + seed), num_envs=1,
+                            length=steps, carry=plans, start=start)
 
     return episode
 
@@ -102,11 +96,10 @@ def run_episode(env: envs.Environment, planner: cem.CEMConfig, seed: int, steps:
     its compilation across seeds.
     """
     episode = episode or make_episode(env, planner, steps, obs_cost)
-    obs, rewards, terminated = jax.device_get(episode(seed))
-    ended = np.flatnonzero(terminated)
-    length = int(ended[0]) + 1 if ended.size else steps
-    observations = np.asarray(obs[:length + 1])
-    return {"seed": seed, "length": length, "return": float(np.sum(rewards[:length])),
+    out = episode(seed)
+    length = int(out.lengths[0])
+    observations = np.asarray(out.observations()[0, :length + 1])
+    return {"seed": seed, "length": length, "return": float(out.returns[0]),
             "max_abs_obs0": float(np.max(np.abs(observations[:, 0]))),
             "observations": observations.tolist()}
 

@@ -186,18 +186,6 @@ def build(argv: Optional[List[str]] = None):
     return env, agent, run_cfg, record
 
 
-def evaluation_parser(prog: str, description: str, horizon: int) -> argparse.ArgumentParser:
-    """The command line of the evaluations of a trained run (``--logdir`` and the rollouts)."""
-    p = cli.ArgumentParser(prog=prog, description=description)
-    p.add_argument("--logdir", required=True)
-    p.add_argument("--seed-index", type=int, default=0)
-    p.add_argument("--horizon", type=int, default=horizon)
-    p.add_argument("--trajectories", type=int, default=16)
-    p.add_argument("--length", type=int, default=60)
-    p.add_argument("--json", default=None)
-    return p
-
-
 def load_run(logdir: str, seed_index: int = 0):
     """A finished (or checkpointed) run of ``logdir``, rebuilt from its ``config.json``.
 
@@ -219,20 +207,6 @@ def load_run(logdir: str, seed_index: int = 0):
               for k, v in record["agent_config"].items()}
     agent_cfg = type(agents.preset(record["agent"]))(**fields)
     return env, agent_cfg, state, record
-
-
-def report_errors(result: Dict, names, json_path: Optional[str]) -> None:
-    """Prints each ``result[name]``'s k-step ``abs_error`` and ``pooled_relative_error`` (as
-    :func:`world_models.evaluation.k_step_errors` returns them) and writes ``result`` to
-    ``json_path`` when given. Shared by the evaluations of trained runs."""
-    import numpy as np
-    for name in names:
-        print(name, "abs error by k:", np.round(result[name]["abs_error"], 4).tolist())
-        print(name, "pooled relative error by k:",
-              np.round(result[name]["pooled_relative_error"], 4).tolist())
-    if json_path:
-        with open(json_path, "w") as f:
-            json.dump(result, f, indent=2)
 
 
 def describe(env, agent, run_cfg, record) -> str:

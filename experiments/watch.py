@@ -111,49 +111,32 @@ def load_seed(logdir: str, seed_index: int):
 def play_episodes(env, agent, view, agent_state, key, *, num_episodes: int, max_steps: int):
     """Greedy episodes of ``agent`` in ``num_episodes`` copies of ``env``, run in parallel.
 
-    Steps the adapter directly (no auto-reset) so the final state of each episode is kept;
-    an episode ends when terminated or after ``max_steps`` steps, and its environment then stays
-    frozen. Returns ``(views, returns, lengths)``: ``view(inner, obs)`` of every environment
-    before the first and after every step (leaves ``[max_steps + 1, N, ...]``), returns ``[N]``
-    and lengths ``[N]``; frames ``0 .. lengths[n]`` show episode ``n``.
+    :func:`core.rollout.play` on the adapter (no auto-reset), so the final state of each
+    episode is kept; an episode ends when terminated or after ``max_steps`` steps, and its
+    frames then stay on its last state. Returns ``(views, returns, lengths)``: ``view(inner,
+    obs)`` of every environment before the first and after every step (leaves
+    ``[max_steps + 1, N, ...]``), returns ``[N]`` and lengths ``[N]``; frames
+    ``0 .. lengths[n]`` show episode ``n``.
     """
     import jax
     import jax.numpy as jnp
 
+    from core import rollout
+
     n = num_episodes
-    reset_key, loop_key = jax.random.split(key)
-    inner, obs = jax.vmap(env.adapter_reset)(jax.random.split(reset_key, n))
+    see = lambda env_state: jax.vmap(view)(env_state.inner, env_state.obs)  # noqa: E731
+    out = rollout.play(env, rollout.agent_policy(agent.act, agent_state), key, num_envs=n,
+                       length=max_steps, carry=agent.initial_carry(n),
+                       probe=lambda env_state, keys: see(env_state), record=False)
+    last = jnp.minimum(jnp.arange(max_steps + 1), out.lengths[:, None])  # [N, T + 1]
 
-    def body(c, _):
-        inner, obs, first, carry, finished, returns, lengths, k = c
-        k, act_key, step_key = jax.random.split(k, 3)
-        action, carry, _ = agent.act(agent_state, obs, first, carry, act_key, False)
-        new_inner, new_obs, reward, terminated = jax.vmap(env.adapter_step)(
-            inner, action, jax.random.split(step_key, n))
-        returns = returns + jnp.where(finished, 0.0, jnp.asarray(reward, jnp.float32))
-        lengths = lengths + (~finished).astype(jnp.int32)
-        inner, obs = _keep_where(finished, (inner, obs), (new_inner, new_obs))
-        finished = finished | jnp.asarray(terminated, bool) | (lengths >= max_steps)
-        c = (inner, obs, jnp.zeros((n,), bool), carry, finished, returns, lengths, k)
-        return c, jax.vmap(view)(inner, obs)
+    def frozen(before, after):  # [N, T, ...] and [N, ...] -> [T + 1, N, ...]
+        views = jnp.concatenate([before, after[:, None]], axis=1)
+        index = last.reshape(last.shape + (1,) * (views.ndim - 2))
+        return jnp.swapaxes(jnp.take_along_axis(views, index, axis=1), 0, 1)
 
-    init = (inner, obs, jnp.ones((n,), bool), agent.initial_carry(n), jnp.zeros((n,), bool),
-            jnp.zeros((n,), jnp.float32), jnp.zeros((n,), jnp.int32), loop_key)
-    final, views = jax.lax.scan(body, init, None, length=max_steps)
-    first_view = jax.vmap(view)(inner, obs)
-    views = jax.tree_util.tree_map(lambda v0, v: jnp.concatenate([v0[None], v]), first_view,
-                                   views)
-    return views, final[5], final[6]
-
-
-def _keep_where(mask, old, new):
-    """``old`` where ``mask [N]`` is true, else ``new`` (leaf by leaf, leaves ``[N, ...]``)."""
-    import jax
-    import jax.numpy as jnp
-
-    def pick(o, n):
-        return jnp.where(mask.reshape(mask.shape + (1,) * (n.ndim - 1)), o, n)
-    return jax.tree_util.tree_map(pick, old, new)
+    views = jax.tree_util.tree_map(frozen, out.probes, see(out.final))
+    return views, out.returns, out.lengths
 
 
 def episode_frames(drawer: render.Drawer, views: Any, lengths: np.ndarray) -> np.ndarray:

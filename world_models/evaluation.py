@@ -29,6 +29,7 @@ import chex
 import jax
 import jax.numpy as jnp
 
+from core import rollout
 from envs.api import Environment
 
 Array = jax.Array
@@ -137,9 +138,9 @@ def collect_trajectories(env: Environment, key: Array, num_trajectories: int, le
                          policy: Optional[Callable] = None):
     """Real trajectories of ``env`` under ``policy``, jitted, without automatic reset.
 
-    Uses ``env.adapter_reset`` / ``env.adapter_step`` directly, so a trajectory never crosses an
-    episode boundary (nor the time limit: ``length`` may exceed ``max_episode_steps``). For an
-    environment that terminates, states after termination are whatever its adapter returns.
+    :func:`core.rollout.play` on the adapter, so a trajectory never crosses an episode boundary
+    (nor the time limit: ``length`` may exceed ``max_episode_steps``). For an environment that
+    terminates, states after termination are whatever its adapter returns.
 
     Args:
       env: any :class:`envs.Environment` (hashable; a static argument).
@@ -152,19 +153,9 @@ def collect_trajectories(env: Environment, key: Array, num_trajectories: int, le
     """
     policy = policy or random_policy(env)
 
-    def one_trajectory(traj_key):
-        reset_key, run_key = jax.random.split(traj_key)
-        inner, obs = env.adapter_reset(reset_key)
+    def batched(env_state, is_first, carry, key):
+        keys = jax.random.split(key, num_trajectories)
+        return jax.vmap(policy)(env_state.obs, keys), carry, ()
 
-        def body(carry, step_keys):
-            inner, obs = carry
-            act_key, env_key = step_keys
-            action = policy(obs, act_key)
-            inner, next_obs, _, _ = env.adapter_step(inner, action, env_key)
-            return (inner, next_obs), (next_obs, action)
-
-        step_keys = jax.random.split(run_key, (length, 2))
-        _, (next_obs, actions) = jax.lax.scan(body, (inner, obs), step_keys)
-        return jnp.concatenate([obs[None], next_obs], axis=0), actions
-
-    return jax.vmap(one_trajectory)(jax.random.split(key, num_trajectories))
+    out = rollout.play(env, batched, key, num_envs=num_trajectories, length=length)
+    return out.observations(), out.action

@@ -1,8 +1,7 @@
-"""Compounding error of the trained RSSM along real trajectories.
+"""Compounding error of a trained RSSM along real trajectories.
 
-``python -m agents.dreamer.evaluation --logdir runs/<dreamer run> [--horizon 15]`` restores a
-trained run, plays ``--trajectories`` real episodes with the actor's mode, filters each with the
-world model's posterior (``q(z_t | h_t, o_t)``), and from every posterior state rolls the prior
+:func:`evaluate` plays real episodes with the actor's mode, filters each with the world model's
+posterior (``q(z_t | h_t, o_t)``), and from every posterior state rolls the prior
 (imagination, ``p(z' | h')``, sampled) open loop on the real actions
 (:func:`world_models.evaluation.k_step_error`):
 
@@ -11,19 +10,20 @@ world model's posterior (``q(z_t | h_t, o_t)``), and from every posterior state 
 decoding ``s_{t+k}`` into an observation (``symexp`` of the symlog decoder) and a reward (the
 two-hot head's mean), compared with the real ``o_{t+k}`` and ``r_{t+k-1}`` for ``k = 1..horizon``
 (imagination uses ``horizon`` 15 in training). ``k = 0`` (reconstruction from the posterior) is
-reported as ``reconstruction_abs_error`` for reference.
+reported as ``reconstruction_abs_error`` for reference. The command line is
+``python -m experiments.evaluate --logdir RUN``.
 """
 
 from __future__ import annotations
 
-from typing import Dict, List, Optional
+from typing import Dict, Optional
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from agents.dreamer.agent import Dreamer
-from core import rlmath
+from core import rlmath, rollout
 from world_models import dreamer_nets as nets
 from world_models import dreamer_wm as wm
 from world_models.evaluation import k_step_error
@@ -104,51 +104,31 @@ def play(env, dreamer: Dreamer, state, key: Array, num: int, length: int):
     Returns ``(obs [N, T+1, ...], model actions [N, T, A], rewards [N, T], terminated [N],
     alive [N, T])``; ``alive[:, t]``: no terminal before step ``t``.
     """
-    def body(carry, step_key):
-        inner, obs, act_carry, first, ended = carry
-        act_key, env_key = jax.random.split(step_key)
-        action, act_carry, _ = dreamer.act(state, obs, first, act_carry, act_key, False)
-        inner, next_obs, reward, terminated = jax.vmap(env.adapter_step)(
-            inner, action, jax.random.split(env_key, num))
-        return ((inner, next_obs, act_carry, jnp.zeros((num,), bool), ended | terminated),
-                (next_obs, act_carry.action, reward, ended))
+    def policy(env_state, is_first, carry, k):
+        action, carry, _ = dreamer.act(state, env_state.obs, is_first, carry, k, False)
+        return action, carry, carry.action  # the model's action, recorded as the extras
 
     @jax.jit
     def run(key):
-        reset_key, loop_key = jax.random.split(key)
-        inner, obs = jax.vmap(env.adapter_reset)(jax.random.split(reset_key, num))
-        init = (inner, obs, dreamer.initial_carry(num), jnp.ones((num,), bool),
-                jnp.zeros((num,), bool))
-        (_, _, _, _, ended), (next_obs, actions, rewards, ended_before) = jax.lax.scan(
-            body, init, jax.random.split(loop_key, length))
-        all_obs = jnp.concatenate([obs[None], next_obs], axis=0)
-        return (jnp.swapaxes(all_obs, 0, 1).astype(jnp.float32), jnp.swapaxes(actions, 0, 1),
-                rewards.T.astype(jnp.float32), ended, ~ended_before.T)
+        return rollout.play(env, policy, key, num_envs=num, length=length,
+                            carry=dreamer.initial_carry(num))
 
-    return run(key)
+    out = run(key)
+    return (out.observations().astype(jnp.float32), out.extras, out.reward, out.ended,
+            out.valid)
 
 
-def main(argv: Optional[List[str]] = None) -> Dict:
-    from experiments import train
+def evaluate(env, dreamer: Dreamer, state, key: Array, *, trajectories: int, length: int,
+             horizon: int) -> Dict:
+    """:func:`rssm_k_step_errors` of ``state.wm_params`` along :func:`play`'s trajectories.
 
-    args = train.evaluation_parser("python -m agents.dreamer.evaluation", __doc__,
-                                   horizon=15).parse_args(argv)
-    env, cfg, run_state, record = train.load_run(args.logdir, args.seed_index)
-    if record["agent"] != "dreamer":
-        raise ValueError(f"{args.logdir} is a run of agent {record['agent']!r}, not dreamer")
-    state = run_state.agent
-    dreamer = Dreamer(cfg, env)
-    obs, actions, rewards, ended, alive = play(env, dreamer, state, jax.random.PRNGKey(7),
-                                               args.trajectories, args.length)
-    result = rssm_k_step_errors(dreamer, state.wm_params, obs, actions, rewards, args.horizon,
-                                jax.random.PRNGKey(8), valid=alive)
-    result.update(logdir=args.logdir, trajectories=args.trajectories, length=args.length,
-                  terminated_fraction=float(np.mean(ended)))
-    print("reconstruction (k=0) abs error:", round(result["reconstruction_abs_error"], 4))
-    train.report_errors(result, ("obs", "reward"), args.json)
+    ``state`` is the trained ``DreamerState``; returns the errors and ``terminated_fraction``
+    (the trajectories that reached a terminal within ``length`` steps).
+    """
+    play_key, error_key = jax.random.split(key)
+    obs, actions, rewards, ended, alive = play(env, dreamer, state, play_key, trajectories,
+                                               length)
+    result = rssm_k_step_errors(dreamer, state.wm_params, obs, actions, rewards, horizon,
+                                error_key, valid=alive)
+    result["terminated_fraction"] = float(np.mean(np.asarray(ended)))
     return result
-
-
-if __name__ == "__main__":
-    from experiments import cli
-    cli.run(main)

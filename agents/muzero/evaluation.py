@@ -1,8 +1,7 @@
-"""Compounding error of the trained MuZero dynamics along real trajectories.
+"""Compounding error of a trained MuZero model along real greedy-search trajectories.
 
-``python -m agents.muzero.evaluation --logdir runs/<muzero run> [--horizon 10]`` restores a
-trained run, plays ``--trajectories`` real episodes with the greedy search policy, and rolls the
-learned model open loop on the real actions (:func:`world_models.evaluation.k_step_error`):
+:func:`evaluate` plays real episodes with the greedy search policy and rolls the learned model
+open loop on the real actions (:func:`world_models.evaluation.k_step_error`):
 
     s_t = h(o_t),  (r̂_{t+k}, s_{t+k}) = g(s_{t+k-1}, a_{t+k-1}),  v̂_{t+k} = V(f(s_{t+k})),
 
@@ -11,20 +10,21 @@ network assigns to the real observation (so the value error isolates what the un
 dynamics lose), for ``k = 1..horizon`` (beyond the training unroll K when horizon > K).
 It also reports :func:`action_value_errors`: the model's one-step action values, for the
 action taken and for the others, against the real next states' values, next to the real gap
-between the actions' values; and with ``--policy-values-every N``,
-:func:`policy_action_values`: the greedy policy's own action values by rollout (exact on a
-deterministic environment) against the model's.
+between the actions' values; :func:`policy_action_values` gives the greedy policy's own action
+values by rollout (exact on a deterministic environment) against the model's. The command line
+is ``python -m experiments.evaluate --logdir RUN``.
 """
 
 from __future__ import annotations
 
-from typing import Callable, Dict, List, Optional
+from typing import Dict, Optional
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from agents.muzero import acting
+from core import rollout
 from world_models.evaluation import k_step_error
 from world_models.muzero import MuZeroModel, make_model_fns
 
@@ -59,33 +59,25 @@ def model_k_step_errors(model: MuZeroModel, params, obs: Array, actions: Array,
     return {name: {k: np.asarray(v).tolist() for k, v in res.items()} for name, res in out.items()}
 
 
-def _rollout(env, cfg, model: MuZeroModel, params, key: Array, num: int, length: int,
-             probe: Optional[Callable] = None):
-    """Greedy-search trajectories; ``probe(inner, obs, keys)`` (optional) runs at every step
-    before the action is taken and its outputs are stacked ``[T, ...]``."""
+def greedy_search_policy(cfg, model: MuZeroModel, params) -> rollout.Policy:
+    """The greedy (``explore=False``) search on ``model`` as a :data:`core.rollout.Policy`."""
     root_fn, recurrent_fn = make_model_fns(model, cfg.discount)
 
-    def body(carry, step_key):
-        inner, obs, ended = carry
-        search_key, env_key = jax.random.split(step_key)
-        keys = jax.random.split(env_key, num)
-        action = acting.search(cfg, root_fn, recurrent_fn, params, obs, search_key,
-                               explore=False).action
-        probed = probe(inner, obs, keys) if probe is not None else ()
-        inner, next_obs, reward, terminated = jax.vmap(env.adapter_step)(inner, action, keys)
-        return (inner, next_obs, ended | terminated), (next_obs, action, reward, ended, probed)
+    def policy(env_state, is_first, carry, key):
+        out = acting.search(cfg, root_fn, recurrent_fn, params, env_state.obs, key,
+                            explore=False)
+        return out.action, carry, ()
 
-    @jax.jit
-    def run(key):
-        reset_key, loop_key = jax.random.split(key)
-        inner, obs = jax.vmap(env.adapter_reset)(jax.random.split(reset_key, num))
-        (_, _, ended), (next_obs, actions, rewards, ended_before, probed) = jax.lax.scan(
-            body, (inner, obs, jnp.zeros(num, bool)), jax.random.split(loop_key, length))
-        all_obs = jnp.concatenate([obs[None], next_obs], axis=0)
-        return (jnp.swapaxes(all_obs, 0, 1), actions.T, rewards.T.astype(jnp.float32), ended,
-                ~ended_before.T, probed)
+    return policy
 
-    return run(key)
+
+def greedy_rollout(env, cfg, model: MuZeroModel, params, key: Array, num: int, length: int,
+                   probe: Optional[rollout.Probe] = None) -> rollout.Rollout:
+    """``num`` greedy-search trajectories of ``length`` steps without reset (adapter level),
+    jitted; ``probe`` (optional) as in :func:`core.rollout.play`."""
+    policy = greedy_search_policy(cfg, model, params)
+    return jax.jit(lambda k: rollout.play(env, policy, k, num_envs=num, length=length,
+                                          probe=probe))(key)
 
 
 def play(env, cfg, model: MuZeroModel, params, key: Array, num: int, length: int):
@@ -93,7 +85,25 @@ def play(env, cfg, model: MuZeroModel, params, key: Array, num: int, length: int
 
     Returns ``(obs [N, T+1, ...], actions [N, T], rewards [N, T], terminated [N])``.
     """
-    return _rollout(env, cfg, model, params, key, num, length)[:4]
+    out = greedy_rollout(env, cfg, model, params, key, num, length)
+    return out.observations(), out.action, out.reward, out.ended
+
+
+def evaluate(env, cfg, model: MuZeroModel, params, key: Array, *, trajectories: int,
+             length: int, horizon: int) -> Dict:
+    """The k-step errors and one-step action values along one set of greedy trajectories.
+
+    Returns ``{"reward": ..., "value": ...}`` (:func:`model_k_step_errors`), ``action_values``
+    (:func:`action_value_errors`' summary) and ``terminated_fraction`` (the trajectories that
+    reached a terminal within ``length`` steps); the probe does not change the trajectories.
+    """
+    out = greedy_rollout(env, cfg, model, params, key, trajectories, length,
+                         _action_value_probe(env, cfg, model, params))
+    result = model_k_step_errors(model, params, out.observations(), out.action, out.reward,
+                                 horizon, valid=out.valid)
+    result["action_values"] = _action_value_summary(env.spec.num_actions, out)
+    result["terminated_fraction"] = float(np.mean(np.asarray(out.ended)))
+    return result
 
 
 def action_value_errors(env, cfg, model: MuZeroModel, params, key: Array, num: int,
@@ -112,18 +122,20 @@ def action_value_errors(env, cfg, model: MuZeroModel, params, key: Array, num: i
     ``max_a Q - min_a Q``: where the error exceeds the real gap, the search ranks the actions
     by noise. Returns mean absolute errors over alive steps.
     """
-    rollout = _rollout(env, cfg, model, params, key, num, length,
-                       _action_value_probe(env, cfg, model, params, num))
-    return _action_value_summary(env.spec.num_actions, rollout)
+    out = greedy_rollout(env, cfg, model, params, key, num, length,
+                         _action_value_probe(env, cfg, model, params))
+    return _action_value_summary(env.spec.num_actions, out)
 
 
-def _action_value_probe(env, cfg, model: MuZeroModel, params, num: int) -> Callable:
-    """The ``_rollout`` probe of :func:`action_value_errors`: ``(Q_real, Q_model)``, [N, A]."""
+def _action_value_probe(env, cfg, model: MuZeroModel, params) -> rollout.Probe:
+    """The probe of :func:`action_value_errors`: ``(Q_real, Q_model)``, each ``[N, A]``."""
     value = lambda o: model.value(params, o)
 
-    def probe(inner, obs, keys):
+    def probe(env_state, keys):
+        inner, obs = env_state.inner, env_state.obs
+
         def real_q(action):
-            act = jnp.full((num,), action, jnp.int32)
+            act = jnp.full(obs.shape[:1], action, jnp.int32)
             _, next_obs, reward, terminated = jax.vmap(env.adapter_step)(inner, act, keys)
             return (reward.astype(jnp.float32)
                     + cfg.discount * jnp.where(terminated, 0.0, value(next_obs)))
@@ -173,38 +185,30 @@ def policy_action_values(env, cfg, model: MuZeroModel, params, key: Array, lengt
     if length < 1 or every < 1:
         raise ValueError(f"policy_action_values needs length >= 1 and every >= 1, got "
                          f"length={length}, every={every}")
-    root_fn, recurrent_fn = make_model_fns(model, cfg.discount)
-
-    def policy(obs, k):
-        return acting.search(cfg, root_fn, recurrent_fn, params, obs, k, explore=False).action
+    search = greedy_search_policy(cfg, model, params)
 
     @jax.jit
-    def returns(inner, obs, first_action, horizon, key):
-        n = first_action.shape[0]
+    def returns(start, first_action, horizon, key):
+        def policy(env_state, is_first, carry, k):
+            action, carry, extras = search(env_state, is_first, carry, k)
+            return jnp.where(is_first, first_action, action), carry, extras
 
-        def step(c, xs):
-            inner, obs, ended, ret, disc = c
-            k, i = xs
-            action = jnp.where(i == 0, first_action, policy(obs, k))
-            inner, obs, reward, terminated = jax.vmap(env.adapter_step)(
-                inner, action, jax.random.split(k, n))
-            ret = ret + jnp.where(~ended & (i < horizon), disc * reward, 0.0)
-            return (inner, obs, ended | terminated, ret, disc * cfg.discount), None
-
-        init = (inner, obs, jnp.zeros(n, bool), jnp.zeros(n), jnp.ones(n))
-        return jax.lax.scan(step, init, (jax.random.split(key, length), jnp.arange(length))
-                            )[0][3]
+        out = rollout.play(env, policy, key, num_envs=first_action.shape[0], length=length,
+                           start=start)
+        steps = jnp.arange(length)
+        counted = out.valid & (steps < horizon[:, None])
+        return jnp.where(counted, cfg.discount ** steps * out.reward, 0.0).sum(1)
 
     episode_key, rollout_key = jax.random.split(key)
-    # one greedy episode (_rollout with num=1), its environment states probed at every step
-    all_obs, actions, _, _, alive, inners = _rollout(
-        env, cfg, model, params, episode_key, 1, length, lambda inner, obs, keys: inner)
-    inners = jax.tree.map(lambda x: x[:, 0], inners)  # [T, ...]
-    obs, actions = all_obs[0, :length], actions[0]
-    t = np.arange(0, int(np.asarray(alive[0]).sum()), every)
+    # one greedy episode, with the environments' states before every step
+    episode = greedy_rollout(env, cfg, model, params, episode_key, 1, length,
+                             lambda env_state, keys: env_state)
+    states = jax.tree.map(lambda x: x[0], episode.probes)  # leaves [T, ...]
+    obs, actions = episode.obs[0], episode.action[0]
+    t = np.arange(0, int(episode.lengths[0]), every)
     num_actions = env.spec.num_actions
     pick = np.repeat(t, num_actions)  # every state once per action
-    q = returns(jax.tree.map(lambda x: x[pick], inners), obs[pick],
+    q = returns(jax.tree.map(lambda x: x[pick], states),
                 jnp.tile(jnp.arange(num_actions), len(t)), jnp.asarray(length - pick),
                 rollout_key)
     return {"t": t, "obs": np.asarray(obs[t]), "action": np.asarray(actions[t]),
@@ -228,61 +232,13 @@ def policy_action_value_summary(out: Dict[str, np.ndarray]) -> Dict[str, float]:
             "decided_states": int(decided.sum())}
 
 
-def _action_value_summary(num_actions: int, rollout) -> Dict[str, float]:
-    _, actions, _, _, alive, (q_real, q_model) = rollout
-    alive = np.asarray(alive)  # [N, T]
-    q_real = np.swapaxes(np.asarray(q_real), 0, 1)[alive]  # [M, A]
-    q_model = np.swapaxes(np.asarray(q_model), 0, 1)[alive]
-    taken = np.asarray(jax.nn.one_hot(actions, num_actions), bool)[alive]
+def _action_value_summary(num_actions: int, out: rollout.Rollout) -> Dict[str, float]:
+    alive = np.asarray(out.valid)  # [N, T]
+    q_real, q_model = (np.asarray(q)[alive] for q in out.probes)  # [M, A]
+    taken = np.asarray(jax.nn.one_hot(out.action, num_actions), bool)[alive]
     error = np.abs(q_model - q_real)
     return {"taken_error": float(error[taken].mean()),
             "other_error": float(error[~taken].mean()) if num_actions > 1 else 0.0,
             "real_gap": float((q_real.max(1) - q_real.min(1)).mean()),
             "model_gap": float((q_model.max(1) - q_model.min(1)).mean()),
             "steps": int(alive.sum())}
-
-
-def main(argv: Optional[List[str]] = None) -> Dict:
-    from agents import registry
-    from experiments import train
-
-    parser = train.evaluation_parser("python -m agents.muzero.evaluation", __doc__, horizon=10)
-    parser.add_argument("--policy-values-every", type=int, default=0,
-                        help="also roll out the greedy policy's action values at every N-th "
-                             "state of one episode (policy_action_values; 0: off)")
-    parser.add_argument("--policy-length", type=int, default=0,
-                        help="episode length cut for --policy-values-every (default: the "
-                             "environment's time limit)")
-    args = parser.parse_args(argv)
-    env, cfg, state, record = train.load_run(args.logdir, args.seed_index)
-    module = registry.agent_module(record["agent"])
-    model = module.build_model(cfg, env)
-    params = state.agent.params
-    # One set of greedy trajectories serves both measurements (the probe does not change them).
-    rollout = _rollout(env, cfg, model, params, jax.random.PRNGKey(7), args.trajectories,
-                       args.length, _action_value_probe(env, cfg, model, params,
-                                                        args.trajectories))
-    obs, actions, rewards, ended, alive = rollout[:5]
-    result = model_k_step_errors(model, params, obs, actions, rewards, args.horizon,
-                                 valid=alive)
-    result["action_values"] = _action_value_summary(env.spec.num_actions, rollout)
-    result.update(logdir=args.logdir, env_steps=int(np.asarray(state.env_steps)),
-                  trajectories=args.trajectories, length=args.length,
-                  terminated_fraction=float(np.mean(ended)),
-                  unroll_steps=cfg.unroll_steps)
-    print("one-step action values (model vs real next state), mean abs:",
-          {k: round(v, 3) for k, v in result["action_values"].items()})
-    if args.policy_values_every > 0:
-        out = policy_action_values(env, cfg, model, params, jax.random.PRNGKey(8),
-                                   args.policy_length or env.spec.max_episode_steps,
-                                   args.policy_values_every)
-        result["policy_action_values"] = policy_action_value_summary(out)
-        print("greedy policy's action values by rollout vs the model's one-step ones:",
-              {k: round(v, 3) for k, v in result["policy_action_values"].items()})
-    train.report_errors(result, ("reward", "value"), args.json)
-    return result
-
-
-if __name__ == "__main__":
-    from experiments import cli
-    cli.run(main)

@@ -196,17 +196,3 @@ def test_a_seed_skipping_every_update_of_a_chunk_stops_the_run(tmp_path):
         runner.train(env, agent, cfg)
     lines = [json.loads(x) for x in open(tmp_path / "skip" / "metrics.jsonl")]
     assert [r["skipped_updates"] for r in lines if "skipped_updates" in r] == [0.0, 0.5]
-
-
-def test_report_errors_prints_both_curves_and_writes_json(tmp_path, capsys):
-    import json
-
-    from experiments import train
-    result = {"obs": {"abs_error": [0.5, 0.25], "pooled_relative_error": [0.1, 0.2]}}
-    path = str(tmp_path / "errors.json")
-    train.report_errors(result, ("obs",), path)
-    out = capsys.readouterr().out
-    assert "obs abs error by k: [0.5, 0.25]" in out
-    assert "obs pooled relative error by k: [0.1, 0.2]" in out
-    with open(path) as f:
-        assert json.load(f) == result

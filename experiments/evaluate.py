@@ -1,0 +1,160 @@
+"""The compounding error of a trained run's learned model: ``python -m experiments.evaluate``.
+
+    python -m experiments.evaluate --logdir RUN [--seed-index 0 --horizon H --trajectories 16 \
+        --length 60 --json PATH]
+
+Restores the latest checkpoint of one seed of a run of ``python -m experiments.train``, plays
+``--trajectories`` real greedy episodes of ``--length`` steps, and rolls the learned model open
+loop on the real actions from every real state, printing its k-step errors for k = 1..H
+(abs error and pooled relative error, :mod:`world_models.evaluation`). The run's agent, as
+recorded in its ``config.json``, picks the measurement:
+
+* ``muzero`` / ``gumbel_muzero`` (H defaults to 10): reward and value errors of the unrolled
+  dynamics and the model's one-step action values against the real next states'
+  (:mod:`agents.muzero.evaluation`); ``--policy-values-every N`` adds the greedy policy's own
+  action values by rollout at every N-th state of one episode.
+* ``dreamer`` (H defaults to 15): decoded observation and reward errors of the RSSM's prior
+  from posterior states (:mod:`agents.dreamer.evaluation`).
+
+A user mistake prints one ``error: ...`` line and exits with status 2 (``--debug`` shows the
+traceback).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from typing import Dict, Optional, Sequence, Tuple
+
+from experiments import cli, watch
+from experiments.cli import UsageError
+
+# agent name (experiments.train --agent) -> the family whose evaluation measures its model
+FAMILIES = {"muzero": "muzero", "gumbel_muzero": "muzero", "dreamer": "dreamer"}
+DEFAULT_HORIZON = {"muzero": 10, "dreamer": 15}
+
+
+def evaluation_parser() -> argparse.ArgumentParser:
+    """The command line: the run, the rollouts and the MuZero-only flags."""
+    p = cli.ArgumentParser(prog="python -m experiments.evaluate", description=__doc__,
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--logdir", required=True, help="log directory of python -m experiments.train")
+    p.add_argument("--seed-index", type=int, default=0, help="which seed of the run")
+    p.add_argument("--horizon", type=int, default=None,
+                   help="largest k (default: 10 for MuZero runs, 15 for Dreamer runs)")
+    p.add_argument("--trajectories", type=int, default=16, help="real greedy episodes")
+    p.add_argument("--length", type=int, default=60, help="steps per episode at most")
+    p.add_argument("--json", default=None, help="write the whole result to this JSON file")
+    p.add_argument("--policy-values-every", type=int, default=0,
+                   help="MuZero: also roll out the greedy policy's action values at every N-th "
+                        "state of one episode (0: off)")
+    p.add_argument("--policy-length", type=int, default=0,
+                   help="MuZero: episode length cut for --policy-values-every (default: the "
+                        "environment's time limit)")
+    p.add_argument(cli.DEBUG_FLAG, action="store_true",
+                   help=f"show the traceback of a usage error (or set {cli.DEBUG_ENV}=1)")
+    return p
+
+
+def check_args(args: argparse.Namespace, family: str) -> int:
+    """The flags' ranges for ``family``; returns the horizon."""
+    for name in ("trajectories", "length"):
+        if getattr(args, name) < 1:
+            raise UsageError(f"--{name} must be >= 1, got {getattr(args, name)}")
+    horizon = DEFAULT_HORIZON[family] if args.horizon is None else args.horizon
+    if not 1 <= horizon <= args.length:
+        raise UsageError(f"--horizon must be in [1, --length={args.length}], got {horizon}")
+    for name in ("policy_values_every", "policy_length"):
+        value = getattr(args, name)
+        flag = "--" + name.replace("_", "-")
+        if value < 0:
+            raise UsageError(f"{flag} must be >= 0, got {value}")
+        if value and family != "muzero":
+            raise UsageError(f"{flag} applies to MuZero runs only, and {args.logdir} is a "
+                             f"{family} run")
+    return horizon
+
+
+def report_errors(result: Dict, names: Sequence[str], json_path: Optional[str]) -> None:
+    """Prints each ``result[name]``'s k-step ``abs_error`` and ``pooled_relative_error`` (as
+    :func:`world_models.evaluation.k_step_error` returns them) and writes ``result`` to
+    ``json_path`` when given."""
+    import numpy as np
+    for name in names:
+        print(name, "abs error by k:", np.round(result[name]["abs_error"], 4).tolist())
+        print(name, "pooled relative error by k:",
+              np.round(result[name]["pooled_relative_error"], 4).tolist())
+    if json_path:
+        with open(json_path, "w") as f:
+            json.dump(result, f, indent=2)
+
+
+def _rounded(summary: Dict) -> Dict:
+    return {k: round(v, 3) for k, v in summary.items()}
+
+
+def evaluate_muzero(env, cfg, state, record: Dict, args, horizon: int) -> Tuple[Dict, Tuple]:
+    """MuZero's and Gumbel MuZero's measurements; returns the result and its error names."""
+    import jax
+
+    from agents import registry
+    from agents.muzero import evaluation
+
+    model = registry.agent_module(record["agent"]).build_model(cfg, env)
+    params = state.agent.params
+    result = evaluation.evaluate(env, cfg, model, params, jax.random.PRNGKey(7),
+                                 trajectories=args.trajectories, length=args.length,
+                                 horizon=horizon)
+    result["unroll_steps"] = cfg.unroll_steps
+    print("one-step action values (model vs real next state), mean abs:",
+          _rounded(result["action_values"]))
+    if args.policy_values_every > 0:
+        out = evaluation.policy_action_values(
+            env, cfg, model, params, jax.random.PRNGKey(8),
+            args.policy_length or env.spec.max_episode_steps, args.policy_values_every)
+        result["policy_action_values"] = evaluation.policy_action_value_summary(out)
+        print("greedy policy's action values by rollout vs the model's one-step ones:",
+              _rounded(result["policy_action_values"]))
+    return result, ("reward", "value")
+
+
+def evaluate_dreamer(env, cfg, state, record: Dict, args, horizon: int) -> Tuple[Dict, Tuple]:
+    """The RSSM's measurements; returns the result and its error names."""
+    import jax
+
+    from agents.dreamer import evaluation
+    from agents.dreamer.agent import Dreamer
+
+    result = evaluation.evaluate(env, Dreamer(cfg, env), state.agent, jax.random.PRNGKey(7),
+                                 trajectories=args.trajectories, length=args.length,
+                                 horizon=horizon)
+    print("reconstruction (k=0) abs error:", round(result["reconstruction_abs_error"], 4))
+    return result, ("obs", "reward")
+
+
+EVALUATIONS = {"muzero": evaluate_muzero, "dreamer": evaluate_dreamer}
+
+
+def main(argv: Optional[Sequence[str]] = None) -> Dict:
+    """The command line; returns the result that ``--json`` writes."""
+    args = evaluation_parser().parse_args(argv)
+    record = watch.read_record(args.logdir)
+    family = FAMILIES.get(record["agent"])
+    if family is None:
+        raise UsageError(f"{args.logdir} is a run of agent {record['agent']!r}, which has no "
+                         f"learned model to evaluate; experiments.evaluate takes runs of "
+                         f"{', '.join(sorted(FAMILIES))}")
+    horizon = check_args(args, family)
+    (seed_index,) = watch.seed_indices(record, args.seed_index)
+    env, cfg, state, record = watch.load_seed(args.logdir, seed_index)
+    import numpy as np
+    result, names = EVALUATIONS[family](env, cfg, state, record, args, horizon)
+    result.update(logdir=args.logdir, agent=record["agent"], seed_index=seed_index,
+                  env_steps=int(np.asarray(state.env_steps)), trajectories=args.trajectories,
+                  length=args.length)
+    report_errors(result, names, args.json)
+    return result
+
+
+if __name__ == "__main__":
+    cli.run(main)

@@ -1,0 +1,91 @@
+"""experiments.evaluate: the k-step errors of a tiny trained MuZero run, and its usage errors."""
+
+import argparse
+import json
+
+import pytest
+
+from experiments import cli, evaluate, train
+
+
+def _train(tmp_path_factory, agent, *flags):
+    logdir = str(tmp_path_factory.mktemp(agent) / "run")
+    train.main(["--agent", agent, "--env", "gymnax/CartPole-v1", "--num-envs", "2",
+                "--no-progress", "--eval-every", "-1", "--logdir", logdir, *flags])
+    return logdir
+
+
+@pytest.fixture(scope="module")
+def muzero_run(tmp_path_factory):
+    return _train(tmp_path_factory, "muzero", "--preset", "tiny", "--steps", "48",
+                  "--log-every", "48")
+
+
+def _usage_error(argv, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        cli.run(evaluate.main, argv)
+    assert exit_.value.code == cli.EXIT_USAGE
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith("error: ")
+    return err
+
+
+def test_muzero_run_errors_action_values_and_json(muzero_run, tmp_path, capsys):
+    path = str(tmp_path / "errors.json")
+    result = evaluate.main(["--logdir", muzero_run, "--horizon", "3", "--trajectories", "2",
+                            "--length", "8", "--json", path])
+    for name in ("reward", "value"):
+        assert result[name]["horizons"] == [1, 2, 3]
+        assert result[name]["num_starts"] == 2 * (8 - 3 + 1)
+    assert result["action_values"]["steps"] >= 2
+    assert result["agent"] == "muzero" and result["env_steps"] >= 48
+    assert 0.0 <= result["terminated_fraction"] <= 1.0
+    printed = capsys.readouterr().out
+    assert "reward abs error by k:" in printed and "value pooled relative error by k:" in printed
+    assert "one-step action values" in printed
+    with open(path) as f:
+        assert json.load(f)["reward"] == result["reward"]
+
+
+def test_usage_errors(muzero_run, tmp_path_factory, capsys):
+    assert "--horizon must be in [1, --length=4]" in _usage_error(
+        ["--logdir", muzero_run, "--horizon", "5", "--length", "4"], capsys)
+    assert "--seed-index 3 is out of range" in _usage_error(
+        ["--logdir", muzero_run, "--seed-index", "3"], capsys)
+    assert "no directory" in _usage_error(["--logdir", str(muzero_run) + "_missing"], capsys)
+    assert "--policy-values-every must be >= 0" in _usage_error(
+        ["--logdir", muzero_run, "--policy-values-every", "-1"], capsys)
+    args = argparse.Namespace(logdir="RUN", horizon=None, length=60, trajectories=16,
+                              policy_values_every=10, policy_length=0)
+    with pytest.raises(cli.UsageError, match="applies to MuZero runs only"):
+        evaluate.check_args(args, "dreamer")
+    assert evaluate.check_args(argparse.Namespace(**{**vars(args), "policy_values_every": 0}),
+                               "dreamer") == 15
+    random_run = _train(tmp_path_factory, "random", "--steps", "8", "--log-every", "8")
+    err = _usage_error(["--logdir", random_run], capsys)
+    assert "agent 'random'" in err and "dreamer, gumbel_muzero, muzero" in err
+
+
+@pytest.mark.slow
+def test_dreamer_run_errors(tmp_path_factory, capsys):
+    logdir = _train(tmp_path_factory, "dreamer", "--preset", "tiny", "--steps", "80",
+                    "--log-every", "80")
+    result = evaluate.main(["--logdir", logdir, "--horizon", "2", "--trajectories", "2",
+                            "--length", "6"])
+    for name in ("obs", "reward"):
+        assert result[name]["horizons"] == [1, 2]
+        assert result[name]["num_starts"] == 2 * (6 - 2 + 1)
+    assert result["agent"] == "dreamer" and result["reconstruction_abs_error"] >= 0.0
+    printed = capsys.readouterr().out
+    assert "reconstruction (k=0)" in printed and "obs abs error by k:" in printed
+
+
+def test_report_errors_prints_both_curves_and_writes_json(tmp_path, capsys):
+    result = {"obs": {"abs_error": [0.5, 0.25], "pooled_relative_error": [0.1, 0.2]}}
+    path = str(tmp_path / "errors.json")
+    evaluate.report_errors(result, ("obs",), path)
+    out = capsys.readouterr().out
+    assert "obs abs error by k: [0.5, 0.25]" in out
+    assert "obs pooled relative error by k: [0.1, 0.2]" in out
+    with open(path) as f:
+        assert json.load(f) == result
