@@ -270,6 +270,8 @@ def train(env: Environment, agent: Agent, cfg: RunConfig, config_record: Optiona
                 save()
         if stop.signum is not None and env_steps < cfg.steps:
             stopped_by = stop.name
+            if not history or history[-1].get("stopped_by") != stopped_by:
+                emit({"env_steps": env_steps, "stopped_by": stopped_by})  # between chunks
             if ckpt is not None and last_ckpt != env_steps:  # the signal came before a chunk
                 save()
             where = f"; checkpoint at env_steps={last_ckpt}" if ckpt is not None else ""
