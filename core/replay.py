@@ -40,7 +40,7 @@ def sum_tree_backend() -> str:
 
     It picks how priorities are written into the sum tree: ``"cpu"`` scans the batch one leaf
     at a time (fastest on a CPU), ``"gpu"`` / ``"tpu"`` write the whole batch at once. On a GPU
-    the scan costs about 0.3 ms per sampled window (an H100, session 11: 3.4 MuZero updates/s
+    the scan costs about 0.3 ms per sampled window (measured on an H100: 3.4 MuZero updates/s
     at batch 1,024, inversely proportional to the batch; 137/s with the GPU path), and ``add``
     writes its new leaves the same way, so the choice must follow the device the program runs
     on.

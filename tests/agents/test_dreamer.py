@@ -141,6 +141,7 @@ def bandit_run():
     return dreamer, run(jax.random.PRNGKey(0))
 
 
+@pytest.mark.slow
 def test_learns_to_pick_the_rewarding_action(bandit_run):
     """World model + imagination + actor: reward = action; greedy policy must pick action 1."""
     _, (action, action2, prob_one, imag_reward, _, _) = bandit_run
@@ -151,6 +152,7 @@ def test_learns_to_pick_the_rewarding_action(bandit_run):
     assert float(imag_reward[-10:].mean()) > 0.35, imag_reward[-10:]
 
 
+@pytest.mark.slow
 def test_rssm_compounding_error_shapes_and_learning_lowers_reward_error(bandit_run):
     from agents.dreamer.evaluation import rssm_k_step_errors
     dreamer, (*_, trained, initial) = bandit_run

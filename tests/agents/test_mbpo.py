@@ -25,6 +25,7 @@ def trained():
     return agent, runner.train(env, agent, cfg)
 
 
+@pytest.mark.slow
 def test_mbpo_learns_the_lqr_gain(trained):
     # scalar_a0.5: s' = 0.5 s + a + w (w ~ N(0, 0.1^2)), reward -(s^2 + 0.01 a^2), 50 steps.
     # Riccati: P = 1 + 0.25 P - 0.25 P^2 / (0.01 + P) gives P = 1.0025 and the optimal linear

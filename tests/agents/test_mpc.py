@@ -17,6 +17,7 @@ def trained():
     return runner.train(env, agent, cfg)
 
 
+@pytest.mark.slow
 def test_mpc_learns_model_and_drives_cost_down(trained):
     model = runner.seed_slice(trained.state, 0).agent.model
     np.testing.assert_allclose(np.asarray(model.A), [[1.1]], atol=0.05)

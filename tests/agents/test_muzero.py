@@ -94,8 +94,8 @@ def test_config_validation_names_the_field():
     assert all(c.search == "gumbel" and c.num_simulations <= 16
                for c in gumbel_muzero.PRESETS.values())
     assert "cartpole_v1" in muzero.PRESETS and "cartpole_v1" in gumbel_muzero.PRESETS
-    # The evaluations and benchmarks look the model up by agent name (session 11: the MuZero
-    # evaluation of a gumbel_muzero run failed on a missing build_model).
+    # The evaluations and benchmarks look the model up by agent name, so a gumbel_muzero run's
+    # MuZero evaluation needs gumbel_muzero.build_model.
     assert set(muzero.__all__) <= set(dir(gumbel_muzero))
 
 
@@ -119,6 +119,7 @@ def test_update_writes_value_error_priorities():
     np.testing.assert_allclose(stored, (z0 + cfg.priority_eps) ** 0.5, rtol=1e-4)
 
 
+@pytest.mark.slow
 def test_shrink_and_perturb_every_period_updates():
     """keep = 0 replaces the parameters by a fresh initialisation at every ``shrink_period``-th
     update up to ``shrink_stop`` only (LayerNorm scales, trained away from 1, return to 1)."""
@@ -184,6 +185,7 @@ def test_mirror_augmentation_flips_half_the_windows_consistently():
         muzero.make(cfg, envs.make("gymnax/Acrobot-v1"), 2)
 
 
+@pytest.mark.slow
 def test_update_trains_on_mirrored_windows_when_asked():
     """The update applies the augmentation: from the same state and key, two updates without it
     agree exactly, and the update with it moves the parameters elsewhere."""
@@ -257,6 +259,7 @@ def _copy_env() -> Environment:
     return Environment(spec=spec, adapter_reset=reset, adapter_step=step)
 
 
+@pytest.mark.slow
 def test_learns_to_copy_the_context():
     """Fails if learning breaks: random play returns 2, the learned search policy ~4."""
     env = _copy_env()
@@ -314,6 +317,7 @@ def test_action_value_errors_against_the_real_step_by_hand():
     assert np.asarray(ended).all() and obs.shape == (3, 7, 3)
 
 
+@pytest.mark.slow
 def test_policy_action_values_by_rollout_by_hand():
     """Only the first action matters (1 pays 1, 0 pays 0.5; every later step pays 0.5; four
     steps), so the policy's action values are known whatever the policy does; a length cut at
@@ -362,6 +366,7 @@ def test_negative_cosine_and_its_gradient_at_zero():
     assert np.isfinite(np.asarray(grad)).all()
 
 
+@pytest.mark.slow
 def test_consistency_loss_trains_the_projection_only_when_on():
     """EfficientZero's loss: -cos(predictor(proj(g(s, a))), sg(proj(h(o')))) over the unroll,
     in [-1, 1]; without it the projection heads get no gradient (weight decay off here)."""

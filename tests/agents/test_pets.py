@@ -23,6 +23,7 @@ def trained():
     return runner.train(env, agent, cfg)
 
 
+@pytest.mark.slow
 def test_pets_learns_to_regulate_unstable_system(trained):
     returns = [r["episode_return_mean"] for r in trained.history if "episode_return_mean" in r]
     # The first episodes include the random prefill: on A=1.1 random actions blow the state up

@@ -146,6 +146,7 @@ def test_config_validation_and_discrete_rejection():
         sac.make(sac.PRESETS["tiny"], discrete, 1)
 
 
+@pytest.mark.slow
 def test_sac_learns_pendulum():
     # Random actions score about -1200..-1500 per 200-step episode; swing-up policies about
     # -150. Greedy evaluations during SAC's learning on Pendulum dip transiently (one seed went

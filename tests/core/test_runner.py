@@ -100,6 +100,7 @@ def test_max_seconds_stops_with_final_eval_and_checkpoint_then_resumes(tmp_path)
         runner.RunConfig(max_seconds=-1.0)
 
 
+@pytest.mark.slow
 def test_resume_after_sigkill_matches_uninterrupted(tmp_path):
     target = 400
     killed = str(tmp_path / "killed")

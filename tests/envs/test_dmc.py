@@ -67,6 +67,7 @@ def test_truncation_auto_reset_and_statistics(swingup):
     assert np.all(np.abs(ts.obs[ts.truncated][:, 0]) < 0.1)
 
 
+@pytest.mark.slow
 def test_known_cartpole_reward_matches_the_env():
     """``reward_fn`` (used by planners) reproduces Playground's reward step by step."""
     env = dmc.make("cartpole_swingup", max_episode_steps=LIMIT)  # action_repeat 1

@@ -2,6 +2,8 @@
 
 import json
 
+import pytest
+
 from experiments import benchmark
 
 
@@ -72,6 +74,7 @@ def test_unknown_suite_is_named():
         benchmark.main(["--suite", "nope"])
 
 
+@pytest.mark.slow
 def test_muzero_suite_measures_acting_training_and_seed_scaling(tmp_path):
     path = tmp_path / "muzero.json"
     result = benchmark.main(["--suite", "muzero", "--preset", "tiny", "--simulations", "2",

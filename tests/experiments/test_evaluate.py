@@ -30,6 +30,7 @@ def _usage_error(argv, capsys):
     return err
 
 
+@pytest.mark.slow
 def test_muzero_run_errors_action_values_and_json(muzero_run, tmp_path, capsys):
     path = str(tmp_path / "errors.json")
     result = evaluate.main(["--logdir", muzero_run, "--horizon", "3", "--trajectories", "2",

@@ -32,6 +32,7 @@ def test_bad_input_names_the_problem():
         ppo.train("gymnax/Pendulum-v1", steps=100, preset="tiny")
 
 
+@pytest.mark.slow
 def test_ppo_learns_cartpole(tmp_path):
     # untrained greedy policies score 9-42; after 40,960 steps 396-458 (4 seeds checked)
     curves = ppo.train("gymnax/CartPole-v1", steps=40_960, seeds=2, eval_every=40_960,

@@ -48,6 +48,7 @@ def test_baseline_settings_and_validation():
         se.main(["--methods", "a2c", "--quick"])
 
 
+@pytest.mark.slow
 def test_quick_report_comes_from_real_runs(tmp_path):
     out = str(tmp_path / "se")
     report = se.main(["--env", "linear/scalar_a0.5", "--methods", "mbpo", "--quick",

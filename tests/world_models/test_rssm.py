@@ -124,6 +124,7 @@ def _fixed_batch(key, batch=4, length=12):
             "action": jax.nn.one_hot(action, 2)}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("steps", [40])
 def test_world_model_fit_reduces_recon_and_reward_loss(steps):
     model = wm.WorldModel(obs_shape=(3,), action_dim=2, deter=32, hidden=16, groups=4,
@@ -157,6 +158,7 @@ def test_world_model_fit_reduces_recon_and_reward_loss(steps):
     assert last["reward_loss"] < 0.7 * first["reward_loss"], (first, last)
 
 
+@pytest.mark.slow
 def test_recon_scale_weights_only_the_reconstruction_term():
     model = wm.WorldModel(obs_shape=(3,), action_dim=2, deter=16, hidden=8, groups=2,
                           classes=3, blocks=1, units=16, layers=1)
