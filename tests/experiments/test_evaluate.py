@@ -2,6 +2,7 @@
 
 import argparse
 import json
+import os
 
 import pytest
 
@@ -48,7 +49,21 @@ def test_muzero_run_errors_action_values_and_json(muzero_run, tmp_path, capsys):
         assert json.load(f)["reward"] == result["reward"]
 
 
-def test_usage_errors(muzero_run, tmp_path_factory, capsys):
+@pytest.fixture(scope="module")
+def muzero_record(tmp_path_factory):
+    """A log directory holding only a tiny MuZero run's config.json (what the checks read)."""
+    from core import rundir
+    from experiments import train
+    logdir = str(tmp_path_factory.mktemp("record") / "muzero")
+    _, _, _, record = train.build(["--agent", "muzero", "--env", "gymnax/CartPole-v1",
+                                   "--preset", "tiny", "--logdir", logdir])
+    rundir.write_config(logdir, record, resumed=False)
+    os.makedirs(os.path.join(logdir, "checkpoints", "48"))  # the checks only look for one
+    return logdir
+
+
+def test_usage_errors(muzero_record, tmp_path_factory, capsys):
+    muzero_run = muzero_record
     assert "--horizon must be in [1, --length=4]" in _usage_error(
         ["--logdir", muzero_run, "--horizon", "5", "--length", "4"], capsys)
     assert "--seed-index 3 is out of range" in _usage_error(

@@ -85,6 +85,7 @@ def test_kl_balance_free_bits_by_hand():
     assert float(jnp.abs(g_prior).max()) == 0.0 and float(jnp.abs(g_post).max()) > 0
 
 
+@pytest.mark.slow
 def test_rssm_shapes_under_vmap_and_scan():
     rssm = RSSM(deter=16, hidden=8, groups=3, classes=5, blocks=4)
     key = jax.random.PRNGKey(0)
