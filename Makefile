@@ -22,6 +22,7 @@ setup: $(BIN)/.installed
 # The main job: MPC with a least-squares linear model on the unstable system A=1.1, the lesson's
 # table and plot, then MuZero on CartPole with 3 seeds vmapped in one program (a per-seed table of
 # the steps and seconds to an evaluation return of 475, and the curves). Outputs in runs/demo/.
+# 298 s on a 2-core CPU once set up (2026-12-02).
 demo: setup
 	$(BIN)/python -m experiments.train --agent mpc --env linear/scalar_a1.1 --logdir runs/demo
 	$(BIN)/python -m experiments.lesson --plot runs/demo/lesson_compounding.png
