@@ -7,11 +7,18 @@ Written for one example / one sequence (time-major ``[T]``); callers vmap over b
   ``signed_parabolic`` (MuZero's value/reward transform h and h^-1; rlax's pair).
 * ``two_hot(x, support)``: the distribution on the two support points around ``x`` whose mean
   is ``x`` (for ``x`` inside the support's range), and ``expectation(logits, support)``.
+* ``Support(size, max_value, transform)``: a categorical head for a scalar, bins evenly spaced
+  over ``[-max_value, max_value]`` in the transformed space; ``encode(x) = two_hot(T(x))``,
+  ``decode(l) = T^-1(softmax(l) @ bins)``, ``cross_entropy(l, x) = -encode(x) . log_softmax(l)``.
+  MuZero uses ``T = signed_hyperbolic``, DreamerV3 ``T = symlog`` (255 bins over ``[-20, 20]``).
 * ``lambda_returns`` and ``n_step_returns`` with rlax's indexing: ``v_t`` is the value of the
   state reached AFTER step ``t``, ``d_t`` the discount applied after step ``t`` (0 at a terminal).
 """
 
 from __future__ import annotations
+
+import dataclasses
+from typing import Callable, Dict, Tuple
 
 import chex
 import jax
@@ -63,6 +70,55 @@ def two_hot(x: Array, support: Array) -> Array:
 def expectation(logits: Array, support: Array) -> Array:
     """``softmax(logits) @ support``: the mean of a categorical over ``support [N]``."""
     return jax.nn.softmax(logits, axis=-1) @ support
+
+
+TRANSFORMS: Dict[str, Tuple[Callable[[Array], Array], Callable[[Array], Array]]] = {
+    "symlog": (symlog, symexp),
+    "signed_hyperbolic": (signed_hyperbolic, signed_parabolic),
+    "identity": (lambda x: x, lambda x: x),
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class Support:
+    """A categorical head for a scalar: ``size`` bins evenly spaced over
+    ``[-max_value, max_value]`` in the space of ``transform`` (a key of :data:`TRANSFORMS`).
+
+    ``encode``: scalar ``[...]`` -> probabilities ``[..., size]``; ``decode``: logits
+    ``[..., size]`` -> scalar ``[...]``, with ``decode(log(encode(x))) = x`` for
+    ``|T(x)| <= max_value``; ``cross_entropy(logits [..., size], x [...]) -> [...]``.
+    Hashable, so it can be a static field of a jitted model.
+    """
+
+    size: int
+    max_value: float
+    transform: str
+
+    def __post_init__(self):
+        if self.size < 2:
+            raise ValueError(f"Support.size must be >= 2 (a categorical support needs two bins), "
+                             f"got {self.size}")
+        if not self.max_value > 0:
+            raise ValueError(f"Support.max_value must be > 0, got {self.max_value}")
+        if self.transform not in TRANSFORMS:
+            raise ValueError(f"Support.transform must be one of {tuple(TRANSFORMS)}, got "
+                             f"{self.transform!r}")
+
+    @property
+    def points(self) -> Array:
+        """The bin centres ``[size]`` in the transformed space."""
+        return jnp.linspace(-self.max_value, self.max_value, self.size)
+
+    def encode(self, x: Array) -> Array:
+        forward, _ = TRANSFORMS[self.transform]
+        return two_hot(forward(x), self.points)
+
+    def decode(self, logits: Array) -> Array:
+        _, inverse = TRANSFORMS[self.transform]
+        return inverse(expectation(logits, self.points))
+
+    def cross_entropy(self, logits: Array, x: Array) -> Array:
+        return -jnp.sum(self.encode(x) * jax.nn.log_softmax(logits, axis=-1), axis=-1)
 
 
 def lambda_returns(rewards: Array, discounts: Array, values: Array, lambda_: float) -> Array:

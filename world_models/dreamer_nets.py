@@ -6,8 +6,9 @@
   convolutions of depth ``d, 2d, ...`` on ``obs / 255 - 0.5``) and ``CNNDecoder`` (transposed
   convolutions back to ``[H, W, C]``); the image loss is the summed squared error on the
   ``[-0.5, 0.5]`` scale (DreamerV3's MSE image loss).
-* ``TwoHotHead``: logits over 255 bins ``linspace(-20, 20)`` in symlog space; the loss is the
-  cross-entropy with ``two_hot(symlog(y))`` and the mean is ``symexp(softmax(l) @ bins)``.
+* ``TwoHotHead``: logits over ``SUPPORT``, 255 bins ``linspace(-20, 20)`` in symlog space
+  (``core.rlmath.Support``): the loss is ``SUPPORT.cross_entropy``, the cross-entropy with
+  ``two_hot(symlog(y))``, and the mean ``SUPPORT.decode``, ``symexp(softmax(l) @ bins)``.
   Its output layer is zero-initialised, so initial predictions are exactly 0.
 * ``ContinueHead``: Bernoulli logit of "the episode continues".
 """
@@ -27,12 +28,8 @@ from world_models.rssm import norm_eps
 
 Array = jax.Array
 
-NUM_BINS = 255
-
-
-def bins() -> Array:
-    """The 255 bin centres ``linspace(-20, 20)`` in symlog space."""
-    return jnp.linspace(-20.0, 20.0, NUM_BINS)
+# DreamerV3's two-hot head: 255 bins over [-20, 20] in symlog space.
+SUPPORT = rlmath.Support(255, 20.0, "symlog")
 
 
 def MLP(units: int, layers: int, norm: str = "rms") -> nets.MLP:
@@ -128,18 +125,7 @@ class TwoHotHead(nn.Module):
     @nn.compact
     def __call__(self, feat):
         x = MLP(self.units, self.layers, self.norm)(feat)
-        return nets.dense(NUM_BINS, outscale=0.0)(x)
-
-
-def two_hot_loss(logits: Array, target: Array) -> Array:
-    """Cross-entropy ``-sum_k two_hot(symlog(y))_k log softmax(l)_k`` (any leading axes)."""
-    labels = rlmath.two_hot(rlmath.symlog(target), bins())
-    return -(labels * jax.nn.log_softmax(logits, axis=-1)).sum(-1)
-
-
-def two_hot_mean(logits: Array) -> Array:
-    """``symexp(softmax(l) @ bins)``."""
-    return rlmath.symexp(rlmath.expectation(logits, bins()))
+        return nets.dense(SUPPORT.size, outscale=0.0)(x)
 
 
 class ContinueHead(nn.Module):

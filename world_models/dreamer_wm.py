@@ -145,7 +145,7 @@ def loss_fn(params, model: WorldModel, seq: Dict[str, Array], key: Array, *, kl_
     start_dec, _, _ = heads(features(start_post))
     rl = jax.vmap(lambda p, o: recon_loss(model, p, o))
     recon = rl(dec, seq["next_obs"]) + first * rl(start_dec, seq["obs"])
-    reward = nets.two_hot_loss(rew_logits, seq["reward"])
+    reward = nets.SUPPORT.cross_entropy(rew_logits, seq["reward"])
     cont = nets.continue_loss(cont_logit, 1.0 - seq["terminated"].astype(jnp.float32))
     kl, kl_metrics = kl_balance(post.logits, prior.logits, dyn_scale=kl_dyn,
                                 rep_scale=kl_rep, free_nats=free_nats)
@@ -155,5 +155,5 @@ def loss_fn(params, model: WorldModel, seq: Dict[str, Array], key: Array, *, kl_
     metrics = {"wm_loss": total.mean(), "recon_loss": recon.mean(), "reward_loss": reward.mean(),
                "cont_loss": cont.mean(), "kl_dyn": kl_metrics["kl_dyn"].mean(),
                "kl_rep": kl_metrics["kl_rep"].mean(),
-               "reward_pred": nets.two_hot_mean(rew_logits).mean()}
+               "reward_pred": nets.SUPPORT.decode(rew_logits).mean()}
     return total.mean(), (states, metrics)

@@ -14,7 +14,8 @@ With ``n`` valid rows, one :func:`fit` call
        L_i = mean_b mean_j ½[(m_bj - ỹ_bj)² e^{-ℓ_bj} + ℓ_bj + log 2π]
              + w Σ_j (ℓ_max,j - ℓ_min,j)  (+ mean_b BCE(logit_b, terminated_b))
 
-   (targets normalised, ``w = logvar_bound_weight``) with L2 decay on the weights;
+   (targets normalised, ``w = logvar_bound_weight``) with L2 decay on the weights; a member's
+   step whose gradients are not finite is skipped (:func:`core.guard.guarded_step`);
 4. every ``eval_every`` steps evaluates each member's holdout MSE (normalised units, mean over
    target columns) and keeps, per member, the parameters with the lowest one so far. A member
    that has not improved by a relative ``min_improvement`` for ``patience`` evaluations stops
@@ -36,6 +37,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from core.guard import guarded_step
 from core.types import Metrics, Transition
 from world_models.ensemble import EnsembleState, Normaliser, forward, optimizer
 
@@ -105,7 +107,8 @@ def fit(state: EnsembleState, obs: Array, actions: Array, next_obs: Array, rewar
       ``(state, metrics)`` with ``train_nll`` (mean Gaussian NLL per target column over the
       steps taken, normalised units), ``holdout_mse [N]`` (each member's best),
       ``holdout_mse_mean``, ``elite_holdout_mse``, ``train_steps [N]`` (steps each member took),
-      ``num_train``, ``num_holdout`` and ``holdout_mask [B]``.
+      ``num_train``, ``num_holdout``, ``holdout_mask [B]`` and ``skipped_updates`` (the
+      fraction of member steps skipped for non-finite gradients).
     """
     config = state.config
     num_rows, num_members = obs.shape[0], config.num_members
@@ -146,13 +149,13 @@ def fit(state: EnsembleState, obs: Array, actions: Array, next_obs: Array, rewar
 
     def member_update(params, opt_state, xb, yb, tb, active):
         (_, nll), grads = jax.value_and_grad(member_loss, has_aux=True)(params, config, xb, yb, tb)
-        updates, new_opt_state = tx.update(grads, opt_state, params)
+        new_params, new_opt_state, finite, _ = guarded_step(tx, grads, opt_state, params)
         keep = lambda new, old: jnp.where(active, new, old)
-        return (jax.tree.map(keep, optax.apply_updates(params, updates), params),
-                jax.tree.map(keep, new_opt_state, opt_state), nll)
+        return (jax.tree.map(keep, new_params, params),
+                jax.tree.map(keep, new_opt_state, opt_state), nll, active & ~finite)
 
     def block(carry):
-        params, opt_state, best, best_mse, since, blocks, nll_sum, steps = carry
+        params, opt_state, best, best_mse, since, blocks, nll_sum, steps, skips = carry
         active = since < config.patience  # [N]
 
         def step(inner, step_key):
@@ -160,33 +163,37 @@ def fit(state: EnsembleState, obs: Array, actions: Array, next_obs: Array, rewar
             positions = jax.random.randint(step_key, (num_members, config.batch_size), 0,
                                            max_train)
             rows = order[jnp.take_along_axis(boot, positions, axis=1)]  # [N, batch]
-            params, opt_state, nll = jax.vmap(member_update)(params, opt_state, x[rows], y[rows],
-                                                             term[rows], active)
-            return (params, opt_state), nll
+            params, opt_state, nll, skip = jax.vmap(member_update)(
+                params, opt_state, x[rows], y[rows], term[rows], active)
+            return (params, opt_state), (nll, skip)
 
         block_key = jax.random.fold_in(loop_key, blocks)
-        (params, opt_state), nll = jax.lax.scan(
+        (params, opt_state), (nll, skip) = jax.lax.scan(
             step, (params, opt_state), jax.random.split(block_key, config.eval_every))
         mse = holdout_mse_of(params)
         improved = active & (mse < best_mse * (1.0 - config.min_improvement))
         since = jnp.where(improved, 0, since + active.astype(jnp.int32))
         return (params, opt_state, _where_member(improved, params, best),
                 jnp.where(improved, mse, best_mse), since, blocks + 1,
-                nll_sum + jnp.sum(nll, axis=0) * active, steps + config.eval_every * active)
+                nll_sum + jnp.sum(nll, axis=0) * active, steps + config.eval_every * active,
+                skips + jnp.sum(skip, axis=0))
 
     num_blocks = config.train_steps // config.eval_every
     cond = lambda carry: (carry[5] < num_blocks) & jnp.any(carry[4] < config.patience)
     since0 = jnp.where(num_train > 0, 0, config.patience) * jnp.ones((num_members,), jnp.int32)
     zeros = jnp.zeros((num_members,), jnp.float32)
     carry = (state.params, state.opt_state, state.params, holdout_mse_of(state.params), since0,
-             jnp.zeros((), jnp.int32), zeros, jnp.zeros((num_members,), jnp.int32))
-    _, opt_state, best, best_mse, _, _, nll_sum, steps = jax.lax.while_loop(cond, block, carry)
+             jnp.zeros((), jnp.int32), zeros, jnp.zeros((num_members,), jnp.int32),
+             jnp.zeros((num_members,), jnp.int32))
+    _, opt_state, best, best_mse, _, _, nll_sum, steps, skips = jax.lax.while_loop(
+        cond, block, carry)
 
     elites = jnp.argsort(best_mse)[:config.num_elites].astype(jnp.int32)
     metrics = {
         "train_nll": jnp.sum(nll_sum) / jnp.maximum(jnp.sum(steps), 1),
         "holdout_mse": best_mse, "holdout_mse_mean": jnp.mean(best_mse),
         "elite_holdout_mse": jnp.mean(best_mse[elites]), "train_steps": steps,
+        "skipped_updates": jnp.sum(skips) / jnp.maximum(jnp.sum(steps), 1),
         "num_train": num_train, "num_holdout": num_holdout, "holdout_mask": holdout_row,
     }
     return state.replace(params=best, opt_state=opt_state, normaliser=norm,

@@ -4,9 +4,9 @@ The model (Schrittwieser et al., 2020) has three functions on a hidden state ``s
 
     s_0 = h(o),     (r_k, s_k) = g(s_{k-1}, a_k),     (p_k, v_k) = f(s_k).
 
-Values and rewards are categorical over a support in transformed space: with the invertible
-``T(x) = sign(x)(sqrt(|x|+1) - 1) + 0.001 x`` (``core.rlmath.signed_hyperbolic``), a scalar
-``x`` is encoded as ``two_hot(T(x), support)`` and a prediction is decoded as
+Values and rewards are categorical over a support in transformed space (``core.rlmath.Support``
+with ``T(x) = sign(x)(sqrt(|x|+1) - 1) + 0.001 x``, ``core.rlmath.signed_hyperbolic``): a
+scalar ``x`` is encoded as ``two_hot(T(x), support)`` and a prediction is decoded as
 ``T^-1(softmax(logits) @ support)``. Hidden states are min-max normalised per example
 (:mod:`world_models.muzero_nets`), and :meth:`MuZeroModel.unroll` scales the gradient flowing
 back into the dynamics by 0.5 at every step.
@@ -31,7 +31,7 @@ import jax
 import jax.numpy as jnp
 import mctx
 
-from core import rlmath
+from core.rlmath import Support
 from world_models.muzero_nets import MuZeroNet
 
 Array = jax.Array
@@ -45,38 +45,13 @@ NET_PRESETS: Dict[str, Dict[str, Any]] = {
 }
 
 
+# MuZero's value/reward support: 21 bins over [-10, 10] in h-space (|x| up to about 120).
+DEFAULT_SUPPORT = Support(21, 10.0, "signed_hyperbolic")
+
+
 def scale_gradient(x: Array, scale: float) -> Array:
     """Identity forward; multiplies the gradient by ``scale`` backward."""
     return x * scale + jax.lax.stop_gradient(x) * (1.0 - scale)
-
-
-@dataclasses.dataclass(frozen=True)
-class Support:
-    """A categorical support ``[-max_value, max_value]`` with ``size`` bins in T-space.
-
-    ``encode(x)``: scalar ``[...]`` -> probabilities ``[..., size]``;
-    ``decode(logits)``: logits ``[..., size]`` -> scalar ``[...]``; ``decode(encode(x)) = x``
-    for ``|T(x)| <= max_value``.
-    """
-
-    size: int
-    max_value: float
-
-    def __post_init__(self):
-        if self.size < 2:
-            raise ValueError(f"Support.size must be >= 2, got {self.size}")
-        if self.max_value <= 0:
-            raise ValueError(f"Support.max_value must be > 0, got {self.max_value}")
-
-    @property
-    def points(self) -> Array:
-        return jnp.linspace(-self.max_value, self.max_value, self.size)
-
-    def encode(self, x: Array) -> Array:
-        return rlmath.two_hot(rlmath.signed_hyperbolic(x), self.points)
-
-    def decode(self, logits: Array) -> Array:
-        return rlmath.signed_parabolic(rlmath.expectation(logits, self.points))
 
 
 class Unroll(NamedTuple):
@@ -150,8 +125,8 @@ class MuZeroModel:
 
 
 def make_model(num_actions: int, obs_shape: Tuple[int, ...], *, size: str = "small",
-               value_support: Support = Support(21, 10.0),
-               reward_support: Support = Support(21, 10.0), projection_dim: int = 64,
+               value_support: Support = DEFAULT_SUPPORT,
+               reward_support: Support = DEFAULT_SUPPORT, projection_dim: int = 64,
                **overrides) -> MuZeroModel:
     """A model for ``obs_shape`` (rank 1 -> MLP, rank 3 -> residual CNN) and a size preset."""
     if size not in NET_PRESETS:

@@ -102,9 +102,9 @@ def targets(model: WorldModel, wm_params, critic: nets.TwoHotHead, critic_params
     """Rewards, continues, values, lambda-returns and weights of one trajectory (feats [H+1])."""
     _, rew_logits, cont_logit = jax.vmap(
         lambda f: model.apply(wm_params, f, method=WorldModel.heads))(feats)
-    reward = nets.two_hot_mean(rew_logits)[1:]  # [H]
+    reward = nets.SUPPORT.decode(rew_logits)[1:]  # [H]
     cont = (cont_logit[1:] > 0).astype(jnp.float32)  # [H]
-    value = nets.two_hot_mean(jax.vmap(lambda f: critic.apply(critic_params, f))(feats))  # [H+1]
+    value = nets.SUPPORT.decode(jax.vmap(lambda f: critic.apply(critic_params, f))(feats))  # [H+1]
     ret = rlmath.lambda_returns(reward, discount * cont, value[1:], lambda_)  # [H]
     weight = jnp.cumprod(jnp.concatenate([jnp.ones(1), cont[:-1]]))  # [H]
     return {"reward": reward, "cont": cont, "value": value, "ret": ret,
@@ -162,8 +162,8 @@ def critic_loss(critic_params, slow_params, data: Dict[str, Array], *,
     """Two-hot regression of ``v(s_k)`` on ``R_k`` plus the slow-critic regulariser."""
     feats = data["feats"][:, :-1]
     logits = critic.apply(critic_params, feats)
-    slow_mean = nets.two_hot_mean(critic.apply(slow_params, feats))
-    loss = nets.two_hot_loss(logits, data["ret"])
-    loss = loss + slow_reg * nets.two_hot_loss(logits, jax.lax.stop_gradient(slow_mean))
+    slow_mean = nets.SUPPORT.decode(critic.apply(slow_params, feats))
+    loss = nets.SUPPORT.cross_entropy(logits, data["ret"])
+    loss = loss + slow_reg * nets.SUPPORT.cross_entropy(logits, jax.lax.stop_gradient(slow_mean))
     loss = (data["weight"] * loss).mean()
-    return loss, {"critic_loss": loss, "value": nets.two_hot_mean(logits).mean()}
+    return loss, {"critic_loss": loss, "value": nets.SUPPORT.decode(logits).mean()}

@@ -84,7 +84,7 @@ def rssm_k_step_errors(dreamer: Dreamer, params, obs: Array, actions: Array, rew
 
     def decode_reward(p):
         _, reward_logits, _ = apply(wm.WorldModel.heads, features(unpack(p)))
-        return nets.two_hot_mean(reward_logits).reshape(())
+        return nets.SUPPORT.decode(reward_logits).reshape(())
 
     recon = jax.vmap(jax.vmap(decode_obs))(packed)
     recon_err = jnp.linalg.norm((recon - obs).reshape(num, length + 1, -1), axis=-1).mean()

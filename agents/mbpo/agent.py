@@ -40,7 +40,10 @@ from envs.api import Environment
 from world_models import ensemble, ensemble_fit
 
 Array = jax.Array
-_FIT_METRICS = ("train_nll", "elite_holdout_mse", "holdout_mse_mean")
+# Metric name -> the model fit's metric it reports (the fit's skipped steps are named apart from
+# SAC's ``skipped_updates``, which the runner watches).
+_FIT_METRICS = {"train_nll": "train_nll", "elite_holdout_mse": "elite_holdout_mse",
+                "holdout_mse_mean": "holdout_mse_mean", "model_skipped_updates": "skipped_updates"}
 
 
 @struct.dataclass
@@ -131,7 +134,8 @@ def make(cfg: MBPOConfig, env: Environment, num_envs: int) -> Agent:
         data, mask = replay.all_steps(buffer_state)
         model, metrics = ensemble_fit.fit_transitions(state.model, data, mask, key)
         state = state.replace(model=model, fits=state.fits + 1, model_metrics={
-            name: jnp.asarray(metrics[name], jnp.float32) for name in _FIT_METRICS})
+            name: jnp.asarray(metrics[fit_name], jnp.float32)
+            for name, fit_name in _FIT_METRICS.items()})
         return state, buffer_state, key
 
     def rollout(state: MBPOState, buffer_state, key) -> MBPOState:

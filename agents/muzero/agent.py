@@ -53,8 +53,10 @@ def build_model(cfg: MuZeroConfig, env: Environment) -> MuZeroModel:
     if cfg.hidden:
         overrides["hidden"] = tuple(cfg.hidden)
     return make_model(spec.num_actions, spec.obs_shape, size=cfg.model_size,
-                      value_support=Support(cfg.value_support_size, cfg.value_support_max),
-                      reward_support=Support(cfg.reward_support_size, cfg.reward_support_max),
+                      value_support=Support(cfg.value_support_size, cfg.value_support_max,
+                                            "signed_hyperbolic"),
+                      reward_support=Support(cfg.reward_support_size, cfg.reward_support_max,
+                                             "signed_hyperbolic"),
                       **overrides)
 
 

@@ -47,8 +47,8 @@ def example_loss(params, obs: Array, actions: Array, targets: UnrollTargets,
     chex.assert_shape(actions, (k,))
     unroll = model.unroll(params, obs[0], actions)
     scale = jnp.concatenate([jnp.ones(1), jnp.full((k,), 1.0 / k)])
-    value_ce = _cross_entropy(model.value_support.encode(targets.value), unroll.value_logits)
-    reward_ce = _cross_entropy(model.reward_support.encode(targets.reward), unroll.reward_logits)
+    value_ce = model.value_support.cross_entropy(unroll.value_logits, targets.value)
+    reward_ce = model.reward_support.cross_entropy(unroll.reward_logits, targets.reward)
     policy_ce = _cross_entropy(targets.policy, unroll.policy_logits)
     parts = {"value_loss": (scale * value_ce * targets.value_mask).sum(),
              "reward_loss": (scale * reward_ce * targets.reward_mask).sum(),

@@ -240,7 +240,7 @@ def make(cfg: PETSConfig, env: Environment, num_envs: int) -> Agent:
         model, fit_metrics = ensemble_fit.fit_transitions(state.model, data, mask, model_key)
         metrics = {name: jnp.asarray(fit_metrics[name], jnp.float32)
                    for name in ("train_nll", "elite_holdout_mse", "holdout_mse_mean",
-                                "num_train", "num_holdout")}
+                                "num_train", "num_holdout", "skipped_updates")}
         metrics["mean_train_steps"] = jnp.mean(fit_metrics["train_steps"].astype(jnp.float32))
         value = state.value
         if cfg.terminal_value:

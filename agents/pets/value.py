@@ -22,6 +22,7 @@ import jax.numpy as jnp
 import optax
 from flax import struct
 
+from core.guard import guarded_step
 from core.nets import MLP
 
 Array = jax.Array
@@ -71,13 +72,13 @@ def fit(state: ValueState, obs: Array, reward: Array, next_obs: Array, terminate
             return jnp.mean(((value(p, obs[rows]) - target_v) * scale) ** 2)
 
         loss_value, grads = jax.value_and_grad(loss)(params)
-        updates, opt_state = tx.update(grads, opt_state, params)
-        params = optax.apply_updates(params, updates)
+        params, opt_state, finite, _ = guarded_step(tx, grads, opt_state, params)
         target = optax.incremental_update(params, target, tau)
-        return (params, target, opt_state), loss_value
+        return (params, target, opt_state), (loss_value, finite)
 
-    (params, target, opt_state), losses = jax.lax.scan(
+    (params, target, opt_state), (losses, finite) = jax.lax.scan(
         step, (state.params, state.target_params, state.opt_state), jax.random.split(key, steps))
     mean_v = jnp.sum(value(params, obs) * mask) / jnp.maximum(jnp.sum(mask), 1.0)
     return (ValueState(params=params, target_params=target, opt_state=opt_state),
-            {"value_loss": losses[-1], "value_mean": mean_v})
+            {"value_loss": losses[-1], "value_mean": mean_v,
+             "value_skipped_updates": 1.0 - jnp.mean(finite.astype(jnp.float32))})

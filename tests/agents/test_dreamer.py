@@ -20,7 +20,7 @@ from world_models.rssm import features
 
 
 def _logits_for(x):
-    return jnp.log(rlmath.two_hot(rlmath.symlog(x), nets.bins()) + 1e-12)
+    return jnp.log(rlmath.two_hot(rlmath.symlog(x), nets.SUPPORT.points) + 1e-12)
 
 
 class _StubModel:

@@ -43,6 +43,47 @@ def test_two_hot_weights_mean_and_clipping():
     np.testing.assert_allclose(g, 0.25 * (support - support.mean()), rtol=1e-6)
 
 
+def test_support_h_transform_by_hand_and_round_trip():
+    support = rlmath.Support(5, 2.0, "signed_hyperbolic")  # points -2, -1, 0, 1, 2 in h-space
+    # h(3) = 1.003 -> 0.997 on the point 1 and 0.003 on the point 2.
+    np.testing.assert_allclose(support.encode(jnp.array(3.0)), [0, 0, 0, 0.997, 0.003],
+                               atol=1e-5)
+    wide = rlmath.Support(41, 20.0, "signed_hyperbolic")
+    x = jnp.array([-250.0, -3.7, 0.0, 0.4, 17.0, 300.0])
+    logits = jnp.log(wide.encode(x) + 1e-30)
+    np.testing.assert_allclose(wide.decode(logits), x, rtol=1e-3, atol=1e-3)
+    # Out of range values are clipped to the support's end: h^-1(2) = 8.0 (up to eps terms).
+    np.testing.assert_allclose(support.decode(jnp.log(support.encode(jnp.array(100.0)) + 1e-30)),
+                               rlmath.signed_parabolic(jnp.array(2.0)), rtol=1e-5)
+
+
+def test_support_symlog_and_identity_by_hand():
+    # symlog(e - 1) = 1: all mass on the point 1 of the points -2, -1, 0, 1, 2.
+    symlog = rlmath.Support(5, 2.0, "symlog")
+    np.testing.assert_allclose(symlog.encode(jnp.array(np.e - 1.0)), [0, 0, 0, 1, 0], atol=1e-6)
+    # Equal logits on the identity support: the mean of the points, 0; the cross-entropy with a
+    # target of 0.25 (0.75 on 0 and 0.25 on 1) is log 5 and its gradient softmax - labels.
+    identity = rlmath.Support(5, 2.0, "identity")
+    zeros = jnp.zeros(5)
+    np.testing.assert_allclose(identity.decode(zeros), 0.0, atol=1e-6)
+    np.testing.assert_allclose(identity.cross_entropy(zeros, jnp.array(0.25)), np.log(5.0),
+                               rtol=1e-6)
+    grad = jax.grad(lambda lg: identity.cross_entropy(lg, jnp.array(0.25)))(zeros)
+    np.testing.assert_allclose(grad, [0.2, 0.2, 0.2 - 0.75, 0.2 - 0.25, 0.2], atol=1e-6)
+    # Batched: leading axes pass through.
+    assert identity.cross_entropy(jnp.zeros((3, 2, 5)), jnp.zeros((3, 2))).shape == (3, 2)
+
+
+@pytest.mark.parametrize("bad, message", [
+    (dict(size=1, max_value=1.0, transform="symlog"), "Support.size must be >= 2"),
+    (dict(size=5, max_value=0.0, transform="symlog"), "Support.max_value must be > 0"),
+    (dict(size=5, max_value=1.0, transform="log"), "Support.transform must be one of"),
+])
+def test_support_rejects_bad_fields(bad, message):
+    with pytest.raises(ValueError, match=message):
+        rlmath.Support(**bad)
+
+
 def test_lambda_returns_hand_worked():
     r = jnp.array([1.0, 2.0, 3.0])
     d = jnp.array([0.9, 0.9, 0.0])

@@ -243,6 +243,28 @@ def test_empty_buffer_leaves_the_model_untouched(fitted):
     jax.tree.map(np.testing.assert_array_equal, new_state.params, initial.params)
 
 
+def test_a_member_with_nonfinite_gradients_skips_its_steps(fitted):
+    initial, reference, ref_metrics, data = fitted
+    assert float(ref_metrics["skipped_updates"]) == 0.0
+    # Member 0's first weight matrix is NaN: every one of its steps has NaN gradients.
+    poison = lambda p: p.at[0].set(jnp.nan) if p.ndim == 3 else p
+    state = initial.replace(params=jax.tree.map(poison, initial.params))
+    new_state, metrics = _jit_fit(state, *data, jax.random.PRNGKey(2))
+    steps = np.asarray(metrics["train_steps"])
+    assert steps[0] > 0  # it took (skipped) steps until its patience ran out
+    np.testing.assert_allclose(float(metrics["skipped_updates"]), steps[0] / steps.sum(),
+                               rtol=1e-6)
+    # The skipped member's parameters and optimiser moments are as they were, with no NaN
+    # spread to the moments; the other members train and stay finite.
+    first = lambda tree: jax.tree.map(lambda x: x[0], tree)
+    jax.tree.map(np.testing.assert_array_equal, first(new_state.params), first(state.params))
+    jax.tree.map(np.testing.assert_array_equal, first(new_state.opt_state),
+                 first(state.opt_state))
+    for leaf in jax.tree.leaves(jax.tree.map(lambda x: x[1:], new_state.params)):
+        assert np.all(np.isfinite(leaf))
+    assert 0 not in np.asarray(new_state.elites)
+
+
 def test_samples_match_predicted_gaussian(fitted):
     _, state, _, _ = fitted
     obs, act, member = jnp.array([0.3]), jnp.array([-0.2]), jnp.array(2)

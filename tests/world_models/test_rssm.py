@@ -30,21 +30,23 @@ def test_symlog_symexp_round_trip_and_gradient():
 
 def test_two_hot_round_trip_mean_and_loss_gradient():
     y = jnp.array([-250.0, -1.0, 0.0, 0.3, 7.0, 1234.0])
-    labels = rlmath.two_hot(rlmath.symlog(y), nets.bins())
+    labels = rlmath.two_hot(rlmath.symlog(y), nets.SUPPORT.points)
     np.testing.assert_allclose(labels.sum(-1), 1.0, rtol=1e-6)
-    np.testing.assert_allclose(rlmath.symexp(labels @ nets.bins()), y, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(rlmath.symexp(labels @ nets.SUPPORT.points), y, rtol=1e-4,
+                               atol=1e-5)
     # log of the two-hot labels as logits: the mean is symexp(E[bin]) = y.
-    np.testing.assert_allclose(nets.two_hot_mean(jnp.log(labels + 1e-12)), y, rtol=1e-3, atol=1e-5)
+    np.testing.assert_allclose(nets.SUPPORT.decode(jnp.log(labels + 1e-12)), y, rtol=1e-3,
+                               atol=1e-5)
     # d CE / d logits = softmax(logits) - labels; zero logits give the uniform softmax.
-    grad = jax.grad(lambda lg: nets.two_hot_loss(lg, y[4]))(jnp.zeros(nets.NUM_BINS))
-    np.testing.assert_allclose(grad, 1.0 / nets.NUM_BINS - labels[4], atol=1e-6)
+    grad = jax.grad(lambda lg: nets.SUPPORT.cross_entropy(lg, y[4]))(jnp.zeros(nets.SUPPORT.size))
+    np.testing.assert_allclose(grad, 1.0 / nets.SUPPORT.size - labels[4], atol=1e-6)
 
 
 def test_two_hot_head_starts_at_zero():
     head = nets.TwoHotHead(units=8, layers=1)
     params = head.init(jax.random.PRNGKey(0), jnp.ones(5))
     out = head.apply(params, jax.random.normal(jax.random.PRNGKey(1), (3, 5)))
-    np.testing.assert_allclose(nets.two_hot_mean(out), 0.0, atol=1e-6)
+    np.testing.assert_allclose(nets.SUPPORT.decode(out), 0.0, atol=1e-6)
 
 
 def test_unimix_floor_and_straight_through_gradient():
