@@ -36,6 +36,9 @@ from flax import struct
 Array = jax.Array
 
 
+OBS_KINDS = ("vector", "image")
+
+
 @dataclasses.dataclass(frozen=True)
 class EnvSpec:
     """Static description of an environment's interface.
@@ -44,6 +47,13 @@ class EnvSpec:
       env_id: registry id, e.g. ``"gymnax/CartPole-v1"``.
       obs_shape: shape of one observation.
       obs_dtype: dtype of observations (``float32`` vectors, ``uint8``/``float32`` images).
+      obs_kind: ``"vector"`` (flattened by networks) or ``"image"`` (``[H, W, C]`` frames or
+        planes); networks pick their torso by it. Default: ``"image"`` for rank-3
+        observations, else ``"vector"``.
+      obs_range: ``(low, high)`` bounds of every observation entry, or None when unbounded:
+        ``(0, 255)`` for uint8 frames, ``(0, 1)`` for MinAtar's 0/1 planes. Image observations
+        need it (encoders and reconstruction targets scale by it); uint8 images default to
+        ``(0, 255)``.
       discrete: True for a discrete action space ``{0, ..., num_actions - 1}``.
       num_actions: number of discrete actions (0 when continuous).
       action_shape: shape of one action (``()`` when discrete).
@@ -60,6 +70,37 @@ class EnvSpec:
     action_low: Optional[Tuple[float, ...]] = None
     action_high: Optional[Tuple[float, ...]] = None
     max_episode_steps: int = 1000
+    obs_kind: Optional[str] = None
+    obs_range: Optional[Tuple[float, float]] = None
+
+    def __post_init__(self):
+        where = f"EnvSpec({self.env_id!r})"
+        if self.obs_kind is None:  # frozen: fill the defaults in place
+            object.__setattr__(self, "obs_kind", "image" if len(self.obs_shape) == 3 else "vector")
+        if (self.obs_kind == "image" and self.obs_range is None
+                and np.dtype(self.obs_dtype) == np.uint8):
+            object.__setattr__(self, "obs_range", (0.0, 255.0))
+        if self.obs_kind not in OBS_KINDS:
+            raise ValueError(f"{where}.obs_kind must be one of {OBS_KINDS}, got {self.obs_kind!r}")
+        if self.obs_kind == "image" and len(self.obs_shape) != 3:
+            raise ValueError(f"{where}: an image observation has shape [H, W, C], got "
+                             f"{tuple(self.obs_shape)}; use obs_kind='vector' otherwise.")
+        if self.obs_kind == "image" and self.obs_range is None:
+            raise ValueError(f"{where}: image observations need obs_range, e.g. (0, 255) for "
+                             f"uint8 frames or (0, 1) for 0/1 planes.")
+        if self.obs_range is not None and not float(self.obs_range[0]) < float(self.obs_range[1]):
+            raise ValueError(f"{where}.obs_range must be (low, high) with low < high, got "
+                             f"{self.obs_range!r}")
+
+    def scale_image(self, obs: Array) -> Array:
+        """An image observation mapped from ``obs_range`` to ``[-0.5, 0.5]`` (float32)."""
+        low, high = self.obs_range
+        return (jnp.asarray(obs, jnp.float32) - low) / (high - low) - 0.5
+
+    def unscale_image(self, x: Array) -> Array:
+        """The inverse of :meth:`scale_image`."""
+        low, high = self.obs_range
+        return (jnp.asarray(x, jnp.float32) + 0.5) * (high - low) + low
 
     @property
     def action_dim(self) -> int:

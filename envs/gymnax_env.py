@@ -123,7 +123,10 @@ def make(name: str, *, max_episode_steps: Optional[int] = None, **env_params) ->
         return (next_state, jnp.asarray(obs, jnp.float32), jnp.asarray(reward, jnp.float32),
                 jnp.asarray(done, bool))
 
+    # MinAtar's observations are [10, 10, C] planes of 0/1 floats; the others are vectors.
+    image = len(obs_shape) == 3
     spec = EnvSpec(env_id=f"gymnax/{name}", obs_shape=obs_shape, obs_dtype=np.float32,
-                   max_episode_steps=limit, **action_kw)
+                   max_episode_steps=limit, obs_kind="image" if image else "vector",
+                   obs_range=(0.0, 1.0) if image else None, **action_kw)
     return Environment(spec=spec, adapter_reset=reset, adapter_step=step,
                        symmetry=SYMMETRIES.get(name))

@@ -41,6 +41,9 @@ def test_spec_shapes_and_state_tree(name):
         assert len(spec.action_low) == len(spec.action_high) == spec.action_dim >= 1
     if name.endswith("MinAtar"):
         assert spec.obs_shape[:2] == (10, 10) and len(spec.obs_shape) == 3
+        assert spec.obs_kind == "image" and spec.obs_range == (0.0, 1.0)
+    else:
+        assert spec.obs_kind == "vector" and spec.obs_range is None
 
     def reset_and_step(key):
         state = batch_reset(env, key, NUM_ENVS)
@@ -105,6 +108,15 @@ def test_pendulum_short_limit_statistics():
     reset_obs = ts.obs[ts.truncated]  # [cos theta, sin theta, theta_dot], theta_dot ~ U(-1, 1)
     np.testing.assert_allclose(reset_obs[:, 0] ** 2 + reset_obs[:, 1] ** 2, 1.0, rtol=1e-5)
     assert np.all(np.abs(reset_obs[:, 2]) <= 1.0)
+
+
+def test_minatar_planes_are_zero_one():
+    env = gymnax_env.make("SpaceInvaders-MinAtar")
+    obs = batch_reset(env, jax.random.PRNGKey(3), 4).obs
+    assert set(np.unique(np.asarray(obs)).tolist()) <= {0.0, 1.0} and float(obs.max()) == 1.0
+    scaled = env.spec.scale_image(obs)
+    assert float(scaled.min()) == -0.5 and float(scaled.max()) == 0.5
+    np.testing.assert_allclose(env.spec.unscale_image(scaled), obs)
 
 
 def test_minatar_breakout():

@@ -8,6 +8,7 @@ import pytest
 
 import envs
 from envs import registry
+from envs.api import EnvSpec
 from experiments import train
 
 # A module of the user's, not the library's: a 1-D point mass pushed towards the origin.
@@ -77,3 +78,20 @@ def test_register_refuses_built_in_ids_and_repeats():
             envs.register("mine/Twice-v0", lambda: None)
     finally:
         registry._REGISTERED.pop("mine/Twice-v0", None)
+
+
+@pytest.mark.parametrize("fields, message", [
+    (dict(obs_shape=(4, 4, 3)), "image observations need obs_range"),
+    (dict(obs_shape=(4,), obs_kind="image", obs_range=(0, 1)), "an image observation has shape"),
+    (dict(obs_shape=(4,), obs_kind="pixels"), "obs_kind must be one of"),
+    (dict(obs_shape=(4,), obs_range=(1.0, 1.0)), "obs_range must be"),
+])
+def test_env_spec_rejects_an_unusable_observation_description(fields, message):
+    with pytest.raises(ValueError, match=message):
+        EnvSpec(env_id="mine/Bad-v0", **fields)
+
+
+def test_env_spec_defaults_the_observation_kind_and_uint8_range():
+    frames = EnvSpec(env_id="mine/Frames-v0", obs_shape=(8, 8, 3), obs_dtype=np.uint8)
+    assert frames.obs_kind == "image" and frames.obs_range == (0.0, 255.0)
+    assert EnvSpec(env_id="mine/Vec-v0", obs_shape=(3,)).obs_kind == "vector"
