@@ -16,6 +16,7 @@ AGENTS: Dict[str, str] = {
     "pets": "agents.pets",
     "random": "agents.random",
     "sac": "agents.sac",
+    "sampled_muzero": "agents.sampled_muzero",
 }
 
 

@@ -19,12 +19,18 @@ Search (mctx) sees any model through two functions of mctx's types:
 :func:`make_model_fns` builds them for the learned model; :func:`make_env_recurrent_fn` for a
 real environment's step (a perfect model, used in tests), and a test double only needs the
 same two signatures.
+
+Continuous actions (``make_model(..., action_bounds=(low, high))``, Sampled MuZero): the
+dynamics takes an environment action ``[..., action_dim]``, scaled to [-1, 1] by the bounds,
+and the policy head is a Gaussian over pre-squash actions ``u`` (:func:`gaussian_policy`),
+taken as ``a = squash(u) = low + (tanh(u) + 1) (high - low) / 2``. The search over sampled
+actions lives in :mod:`agents.sampled_muzero.search`.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable, Dict, NamedTuple, Tuple
+from typing import Any, Callable, Dict, NamedTuple, Sequence, Tuple
 
 import chex
 import jax
@@ -47,6 +53,24 @@ NET_PRESETS: Dict[str, Dict[str, Any]] = {
 
 # MuZero's value/reward support: 21 bins over [-10, 10] in h-space (|x| up to about 120).
 DEFAULT_SUPPORT = Support(21, 10.0, "signed_hyperbolic")
+
+
+def gaussian_policy(policy_out: Array, min_std: float = 0.05) -> Tuple[Array, Array]:
+    """A continuous policy head's output ``[..., 2 A]`` -> ``(mean, std)``, each ``[..., A]``.
+
+    ``std = min_std + softplus(raw + b)`` with ``b`` chosen so that ``std = 1`` at ``raw = 0``
+    (the head's zero initialisation): a wide first policy over pre-squash actions, never
+    narrower than ``min_std``.
+    """
+    mean, raw = jnp.split(policy_out, 2, axis=-1)
+    offset = jnp.log(jnp.expm1(1.0 - min_std))  # softplus^-1(1 - min_std)
+    return mean, min_std + jax.nn.softplus(raw + offset)
+
+
+def gaussian_log_prob(u: Array, mean: Array, std: Array) -> Array:
+    """``log N(u; mean, diag(std^2))`` summed over the last axis."""
+    z = (u - mean) / std
+    return jnp.sum(-0.5 * z * z - jnp.log(std) - 0.5 * jnp.log(2 * jnp.pi), axis=-1)
 
 
 def scale_gradient(x: Array, scale: float) -> Array:
@@ -73,20 +97,36 @@ class MuZeroModel:
     net: MuZeroNet
     value_support: Support
     reward_support: Support
+    action_low: Tuple[float, ...] = ()  # continuous actions: bounds, one per dimension
+    action_high: Tuple[float, ...] = ()
 
     @property
     def num_actions(self) -> int:
         return self.net.num_actions
 
+    @property
+    def continuous(self) -> bool:
+        return self.net.action_dim > 0
+
     def init(self, key: Array, obs_shape: Tuple[int, ...]) -> Any:
         obs = jnp.zeros((1,) + tuple(obs_shape), jnp.float32)
+        if self.continuous:
+            return self.net.init(key, obs, jnp.zeros((1, self.net.action_dim), jnp.float32))
         return self.net.init(key, obs, jnp.zeros((1,), jnp.int32))
 
     def represent(self, params, obs: Array) -> Array:
         return self.net.apply(params, obs, method=MuZeroNet.represent)
 
     def dynamics(self, params, s: Array, action: Array) -> Tuple[Array, Array]:
+        if self.continuous:  # environment action -> [-1, 1]
+            low, high = jnp.asarray(self.action_low), jnp.asarray(self.action_high)
+            action = jnp.clip(2.0 * (action - low) / (high - low) - 1.0, -1.0, 1.0)
         return self.net.apply(params, s, action, method=MuZeroNet.dynamics)
+
+    def squash(self, u: Array) -> Array:
+        """Pre-squash ``u [..., action_dim]`` -> environment action within the bounds."""
+        low, high = jnp.asarray(self.action_low), jnp.asarray(self.action_high)
+        return low + (jnp.tanh(u) + 1.0) * (0.5 * (high - low))
 
     def predict(self, params, s: Array) -> Tuple[Array, Array]:
         return self.net.apply(params, s, method=MuZeroNet.predict)
@@ -101,7 +141,8 @@ class MuZeroModel:
 
     def unroll(self, params, obs: Array, actions: Array, dynamics_grad_scale: float = 0.5
                ) -> Unroll:
-        """One example: ``obs [*obs_shape]``, ``actions [K]`` -> :class:`Unroll` (K + 1 steps).
+        """One example: ``obs [*obs_shape]``, ``actions [K]`` (``[K, action_dim]`` when
+        continuous) -> :class:`Unroll` (K + 1 steps).
 
         The hidden state entering each dynamics step has its gradient scaled by
         ``dynamics_grad_scale`` (0.5 in the paper), so the total gradient into the dynamics
@@ -109,7 +150,7 @@ class MuZeroModel:
         (``scan(unroll=True)``): XLA's CPU backend runs the gradient of convolutions inside a
         while loop ~16x slower than unrolled (MinAtar, 32 channels, K = 5: 760 ms vs 47 ms).
         """
-        chex.assert_rank(actions, 1)
+        chex.assert_rank(actions, 2 if self.continuous else 1)
         s0 = self.represent(params, obs[None])[0]
 
         def step(s, action):
@@ -127,8 +168,11 @@ class MuZeroModel:
 def make_model(num_actions: int, obs_shape: Tuple[int, ...], *, size: str = "small",
                value_support: Support = DEFAULT_SUPPORT,
                reward_support: Support = DEFAULT_SUPPORT, projection_dim: int = 64,
+               action_bounds: Tuple[Sequence[float], Sequence[float]] = None,
                **overrides) -> MuZeroModel:
-    """A model for ``obs_shape`` (rank 1 -> MLP, rank 3 -> residual CNN) and a size preset."""
+    """A model for ``obs_shape`` (rank 1 -> MLP, rank 3 -> residual CNN) and a size preset.
+
+    ``action_bounds=(low, high)`` makes the actions continuous (``num_actions`` unused)."""
     if size not in NET_PRESETS:
         raise ValueError(f"unknown size {size!r}; known: {', '.join(NET_PRESETS)}")
     rank = len(obs_shape)
@@ -137,8 +181,15 @@ def make_model(num_actions: int, obs_shape: Tuple[int, ...], *, size: str = "sma
     kwargs = dict(NET_PRESETS[size], **overrides)
     net = MuZeroNet(num_actions=num_actions, kind="mlp" if rank == 1 else "resnet",
                     obs_rank=rank, value_bins=value_support.size,
-                    reward_bins=reward_support.size, projection_dim=projection_dim, **kwargs)
-    return MuZeroModel(net=net, value_support=value_support, reward_support=reward_support)
+                    reward_bins=reward_support.size, projection_dim=projection_dim,
+                    action_dim=len(action_bounds[0]) if action_bounds else 0, **kwargs)
+    if not action_bounds:
+        return MuZeroModel(net=net, value_support=value_support, reward_support=reward_support)
+    low, high = (tuple(float(x) for x in b) for b in action_bounds)
+    if len(low) != len(high) or not all(lo < hi for lo, hi in zip(low, high)):
+        raise ValueError(f"action_bounds need low < high in every dimension; got {low}, {high}")
+    return MuZeroModel(net=net, value_support=value_support, reward_support=reward_support,
+                       action_low=low, action_high=high)
 
 
 def make_model_fns(model: MuZeroModel, discount: float) -> Tuple[Callable, Callable]:

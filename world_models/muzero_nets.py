@@ -15,6 +15,11 @@ example over its latent axes (MuZero appendix G):  ``s <- (s - min s) / (max s -
 Reward and value heads output logits over a categorical support (see
 :mod:`world_models.muzero`); their last layers start at zero so the first predictions are the
 support's centre value (0 after the transform) rather than noise.
+
+Actions are discrete (``num_actions`` logits, one-hot into the dynamics) or, with
+``action_dim > 0``, continuous vectors (Sampled MuZero): the dynamics takes the action scaled
+to [-1, 1] as it is, and the policy head outputs ``2 * action_dim`` numbers, the mean and the
+raw scale of a Gaussian (:func:`world_models.muzero.gaussian_policy`).
 """
 
 from __future__ import annotations
@@ -57,7 +62,8 @@ class MuZeroNet(nn.Module):
     """Representation, dynamics, prediction and (EfficientZero) projection networks.
 
     Attributes:
-      num_actions: size of the discrete action space.
+      num_actions: size of the discrete action space (unused when ``action_dim > 0``).
+      action_dim: 0 for discrete actions, else the length of a continuous action vector.
       kind: ``"mlp"`` or ``"resnet"``.
       obs_rank: number of observation axes (1 for vectors, 3 for images).
       latent_dim: hidden-state width (mlp) or channels (resnet).
@@ -78,6 +84,7 @@ class MuZeroNet(nn.Module):
     value_bins: int = 21
     reward_bins: int = 21
     projection_dim: int = 64
+    action_dim: int = 0
 
     @property
     def latent_axes(self) -> int:
@@ -87,7 +94,8 @@ class MuZeroNet(nn.Module):
         self.representation = self._trunk()
         self.dynamics_trunk = self._trunk()
         self.reward_head = self._mlp(self.reward_bins, outscale=0.0)
-        self.policy_head = self._mlp(self.num_actions, outscale=0.0)
+        self.policy_head = self._mlp(2 * self.action_dim if self.action_dim else
+                                     self.num_actions, outscale=0.0)
         self.value_head = self._mlp(self.value_bins, outscale=0.0)
         self.projection = self._mlp(self.projection_dim)
         self.projection_predictor = self._mlp(self.projection_dim)
@@ -120,8 +128,12 @@ class MuZeroNet(nn.Module):
         return min_max_normalise(self.representation(x), self.latent_axes)
 
     def dynamics(self, s: Array, action: Array) -> Tuple[Array, Array]:
-        """``(s, action [...] int) -> (reward_logits [..., reward_bins], s')``."""
-        onehot = jax.nn.one_hot(action, self.num_actions)
+        """``(s, action) -> (reward_logits [..., reward_bins], s')``; ``action [...]`` int, or
+        ``[..., action_dim]`` in [-1, 1] when continuous."""
+        if self.action_dim:
+            onehot = action.astype(jnp.float32)
+        else:
+            onehot = jax.nn.one_hot(action, self.num_actions)
         if self.kind == "mlp":
             x = jnp.concatenate([s, onehot], axis=-1)
         else:
@@ -132,7 +144,8 @@ class MuZeroNet(nn.Module):
         return self.reward_head(self._flat(s_next, "reward")), s_next
 
     def predict(self, s: Array) -> Tuple[Array, Array]:
-        """``s -> (policy_logits [..., A], value_logits [..., value_bins])``."""
+        """``s -> (policy_logits [..., A], value_logits [..., value_bins])`` (``A = 2 *
+        action_dim`` when continuous: Gaussian mean and raw scale)."""
         x = self._flat(s, "prediction")
         return self.policy_head(x), self.value_head(x)
 

@@ -59,7 +59,14 @@ def search(cfg: MuZeroConfig, root_fn: Callable, recurrent_fn: Callable, params,
     ``explore=False`` (evaluation) removes the root noise: no Dirichlet noise and the most
     visited action (MuZero), or no Gumbel noise (Gumbel MuZero's deterministic selection).
     """
-    root = root_fn(params, obs)
+    return search_from_root(cfg, root_fn(params, obs), recurrent_fn, params, key,
+                            explore=explore, temp=temp)
+
+
+def search_from_root(cfg: MuZeroConfig, root: mctx.RootFnOutput, recurrent_fn: Callable, params,
+                     key: Array, *, explore: bool, temp: Array = 1.0) -> SearchOutput:
+    """:func:`search` from a root already evaluated (Sampled MuZero samples its actions
+    there); ``SearchOutput.action`` indexes the root's ``prior_logits``."""
     chex.assert_rank(root.prior_logits, 2)
     num_actions = root.prior_logits.shape[-1]
     if cfg.search == "muzero":

@@ -17,7 +17,7 @@ loop:
 
 from __future__ import annotations
 
-from typing import Any, Tuple
+from typing import Any, Callable, Tuple
 
 import jax
 import jax.numpy as jnp
@@ -104,13 +104,35 @@ def reanalyse_rows(key: Array, batch_size: int, num: int) -> Array:
 def make(cfg: MuZeroConfig, env: Environment, num_envs: int) -> Agent:
     """Builds the agent for ``num_envs`` copies of ``env``."""
     _check_env(env)
-    spec = env.spec
     if cfg.mirror_augmentation and env.symmetry is None:
         raise ValueError(f"mirror_augmentation needs an environment with a declared symmetry "
-                         f"(envs.api.Symmetry); {spec.env_id} declares none. Drop "
+                         f"(envs.api.Symmetry); {env.spec.env_id} declares none. Drop "
                          f"--mirror-augmentation or add the symmetry to its adapter.")
     model = build_model(cfg, env)
     root_fn, recurrent_fn = make_model_fns(model, cfg.discount)
+
+    def search_fn(params, obs, key, explore: bool, temp=1.0):
+        out = acting.search(cfg, root_fn, recurrent_fn, params, obs, key, explore=explore,
+                            temp=temp)
+        return out.action, {"search_policy": out.policy, "root_value": out.root_value}
+
+    return make_agent(cfg, env, num_envs, model=model, search_fn=search_fn)
+
+
+def make_agent(cfg: MuZeroConfig, env: Environment, num_envs: int, *, model: MuZeroModel,
+               search_fn: Callable, policy_loss: Callable = losses.policy_cross_entropy,
+               policy_actions: str = None) -> Agent:
+    """The agent around a model and a search (MuZero's and Sampled MuZero's shared loop glue).
+
+    Args:
+      search_fn: ``(params, obs [B, ...], key, explore, temp) -> (action [B, ...], extras)``;
+        ``extras`` (leading axis B) go to replay and hold at least ``"search_policy"`` (the
+        policy target) and ``"root_value"``; reanalyse replaces every entry.
+      policy_loss: the policy term of :func:`agents.muzero.losses.example_loss`.
+      policy_actions: the ``extras`` entry holding the actions the search policy is over
+        (Sampled MuZero's sampled actions), passed to the targets; None for discrete actions.
+    """
+    spec = env.spec
     opt = losses.optimizer(cfg)
     length = cfg.sequence_length
     buffer = replay.make_buffer(num_envs=num_envs,
@@ -126,9 +148,9 @@ def make(cfg: MuZeroConfig, env: Environment, num_envs: int) -> Agent:
 
     def act(state: MuZeroState, obs, is_first, carry, key, explore: bool):
         del is_first
-        out = acting.search(cfg, root_fn, recurrent_fn, state.params, obs, key,
-                            explore=explore, temp=acting.temperature(cfg, state.steps))
-        return out.action, carry, {"search_policy": out.policy, "root_value": out.root_value}
+        action, extras = search_fn(state.params, obs, key, explore,
+                                   acting.temperature(cfg, state.steps))
+        return action, carry, extras
 
     def reanalyse(state: MuZeroState, window, values_after: Array, key: Array):
         """Fresh search (target network) for ``num_reanalyse`` windows drawn at random.
@@ -140,26 +162,26 @@ def make(cfg: MuZeroConfig, env: Environment, num_envs: int) -> Agent:
         pick_key, search_key = jax.random.split(key)
         rows = reanalyse_rows(pick_key, cfg.batch_size, num_reanalyse)
         roots = jnp.concatenate([window.obs[rows], window.next_obs[rows, -1:]], axis=1)
-        out = _flat_apply(lambda o: acting.search(cfg, root_fn, recurrent_fn,
-                                                  state.target_params, o, search_key,
-                                                  explore=True),
-                          roots)
+        _, out = _flat_apply(lambda o: search_fn(state.target_params, o, search_key, True),
+                             roots)
         done = window.terminated[rows] | window.truncated[rows]
-        fresh_values = jnp.where(done, values_after[rows], out.root_value[:, 1:])
-        policies = window.extras["search_policy"].at[rows].set(out.policy[:, :-1])
-        return policies, values_after.at[rows].set(fresh_values)
+        fresh_values = jnp.where(done, values_after[rows], out["root_value"][:, 1:])
+        extras = {name: value.at[rows].set(out[name][:, :-1])
+                  for name, value in window.extras.items() if name != "root_value"}
+        return extras, values_after.at[rows].set(fresh_values)
 
     def compute_targets(state: MuZeroState, window, key: Array):
         values_after = _flat_apply(lambda o: model.value(state.target_params, o),
                                    window.next_obs)  # [B, L]
-        policies = window.extras["search_policy"]
+        extras = window.extras
         if num_reanalyse > 0:
-            policies, values_after = reanalyse(state, window, values_after, key)
-        fn = lambda r, te, tr, f, p, v: targets.unroll_targets(
+            extras, values_after = reanalyse(state, window, values_after, key)
+        fn = lambda r, te, tr, f, p, v, pa: targets.unroll_targets(
             r, te, tr, f, p, v, unroll_steps=cfg.unroll_steps, n_step=cfg.n_step,
-            discount=cfg.discount)
+            discount=cfg.discount, policy_actions=pa)
         return jax.vmap(fn)(window.reward, window.terminated, window.truncated, window.is_first,
-                            policies, jax.lax.stop_gradient(values_after))
+                            extras["search_policy"], jax.lax.stop_gradient(values_after),
+                            extras[policy_actions] if policy_actions else None)
 
     def shrink_and_perturb(params, steps: Array, key: Array):
         """Every ``shrink_period`` updates (up to ``shrink_stop``): ``keep * params + (1 - keep)
@@ -183,7 +205,7 @@ def make(cfg: MuZeroConfig, env: Environment, num_envs: int) -> Agent:
         k1 = cfg.unroll_steps + 1
         grads, aux = jax.grad(losses.batch_loss, has_aux=True)(
             state.params, window.obs[:, :k1], window.action[:, :cfg.unroll_steps],
-            unroll_targets, weights, model=model, cfg=cfg)
+            unroll_targets, weights, model=model, cfg=cfg, policy_loss=policy_loss)
         # An update whose gradients overflow is skipped and counted (core.guard).
         params, opt_state, finite, grad_norm = guard.guarded_step(opt, grads, state.opt_state,
                                                                    state.params)

@@ -15,7 +15,7 @@ prioritised-replay importance weights ``w_b``; the new priority of each window i
 
 from __future__ import annotations
 
-from typing import Dict, Tuple
+from typing import Callable, Dict, Tuple
 
 import chex
 import jax
@@ -40,16 +40,26 @@ def _neg_cosine(a: Array, b: Array) -> Array:
     return -jnp.sum(unit(a) * unit(b), axis=-1)
 
 
+def policy_cross_entropy(policy_logits: Array, targets: UnrollTargets) -> Array:
+    """``CE(pi_k, p_k)`` per unroll step ``[K+1]``: the search policy over the actions."""
+    return _cross_entropy(targets.policy, policy_logits)
+
+
 def example_loss(params, obs: Array, actions: Array, targets: UnrollTargets,
-                 *, model: MuZeroModel, cfg: MuZeroConfig) -> Tuple[Array, Dict[str, Array]]:
-    """One window: ``obs [K+1, *obs_shape]`` (real o_0..o_K), ``actions [K]`` -> (loss, info)."""
+                 *, model: MuZeroModel, cfg: MuZeroConfig,
+                 policy_loss: Callable = policy_cross_entropy) -> Tuple[Array, Dict[str, Array]]:
+    """One window: ``obs [K+1, *obs_shape]`` (real o_0..o_K), ``actions [K]`` -> (loss, info).
+
+    ``policy_loss(policy_logits [K+1, P], targets) -> [K+1]`` is the policy term per step
+    (Sampled MuZero passes its own: the visit-weighted log-likelihood of its sampled actions).
+    """
     k = cfg.unroll_steps
-    chex.assert_shape(actions, (k,))
+    chex.assert_axis_dimension(actions, 0, k)
     unroll = model.unroll(params, obs[0], actions)
     scale = jnp.concatenate([jnp.ones(1), jnp.full((k,), 1.0 / k)])
     value_ce = model.value_support.cross_entropy(unroll.value_logits, targets.value)
     reward_ce = model.reward_support.cross_entropy(unroll.reward_logits, targets.reward)
-    policy_ce = _cross_entropy(targets.policy, unroll.policy_logits)
+    policy_ce = policy_loss(unroll.policy_logits, targets)
     parts = {"value_loss": (scale * value_ce * targets.value_mask).sum(),
              "reward_loss": (scale * reward_ce * targets.reward_mask).sum(),
              "policy_loss": (scale * policy_ce * targets.policy_mask).sum()}
@@ -70,10 +80,12 @@ def example_loss(params, obs: Array, actions: Array, targets: UnrollTargets,
 
 
 def batch_loss(params, obs: Array, actions: Array, targets: UnrollTargets, weights: Array,
-               *, model: MuZeroModel, cfg: MuZeroConfig) -> Tuple[Array, Dict[str, Array]]:
-    """``obs [B, K+1, ...]``, ``actions [B, K]``, targets with leading B, ``weights [B]``."""
+               *, model: MuZeroModel, cfg: MuZeroConfig,
+               policy_loss: Callable = policy_cross_entropy) -> Tuple[Array, Dict[str, Array]]:
+    """``obs [B, K+1, ...]``, ``actions [B, K, ...]``, targets with leading B, ``weights [B]``."""
     chex.assert_rank(weights, 1)
-    losses, parts = jax.vmap(lambda o, a, t: example_loss(params, o, a, t, model=model, cfg=cfg)
+    losses, parts = jax.vmap(lambda o, a, t: example_loss(params, o, a, t, model=model, cfg=cfg,
+                                                          policy_loss=policy_loss)
                              )(obs, actions, targets)
     l2 = sum(jnp.sum(jnp.square(p)) for p in jax.tree_util.tree_leaves(params))
     loss = jnp.mean(weights * losses) + cfg.weight_decay * l2

@@ -17,7 +17,7 @@ the episode end: a terminal zeroes the discount; a truncation at step j bootstra
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import chex
 import jax
@@ -38,6 +38,9 @@ class UnrollTargets(NamedTuple):
     policy: Array  # [K+1, A]
     policy_mask: Array  # [K+1]
     alive: Array  # [K+1]: o_k is a real state of o_0's episode
+    # Sampled MuZero: the actions the policy target is over, [K+1, N, action_dim]; None for
+    # discrete actions (the target is then over the action space itself).
+    policy_actions: Any = None
 
 
 def episode_masks(terminated: Array, truncated: Array, is_first: Array):
@@ -63,8 +66,10 @@ def n_step_value_targets(rewards: Array, terminated: Array, truncated: Array,
 
 def unroll_targets(rewards: Array, terminated: Array, truncated: Array, is_first: Array,
                    policies: Array, values_after: Array, *, unroll_steps: int, n_step: int,
-                   discount: float) -> UnrollTargets:
-    """One window (leaves ``[L]``, ``policies [L, A]``, ``L >= K + n``) -> targets."""
+                   discount: float, policy_actions: Array = None) -> UnrollTargets:
+    """One window (leaves ``[L]``, ``policies [L, A]``, ``L >= K + n``) -> targets.
+
+    ``policy_actions [L, N, ...]`` (Sampled MuZero): the actions ``policies [L, N]`` weigh."""
     chex.assert_rank(policies, 2)
     length, k1 = rewards.shape[0], unroll_steps + 1
     if length < unroll_steps + n_step:
@@ -82,7 +87,8 @@ def unroll_targets(rewards: Array, terminated: Array, truncated: Array, is_first
     has_policy = (policies[:k1].sum(-1) > 0).astype(jnp.float32)  # prefill steps store zeros
     return UnrollTargets(value=value, value_mask=jnp.maximum(alive_k, absorbing_k),
                          reward=reward, reward_mask=jnp.maximum(prev_alive, prev_absorbing),
-                         policy=policies[:k1], policy_mask=alive_k * has_policy, alive=alive_k)
+                         policy=policies[:k1], policy_mask=alive_k * has_policy, alive=alive_k,
+                         policy_actions=None if policy_actions is None else policy_actions[:k1])
 
 
 def importance_weights(probabilities: Array, exponent: float) -> Array:
