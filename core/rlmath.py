@@ -7,10 +7,12 @@ Written for one example / one sequence (time-major ``[T]``); callers vmap over b
   ``signed_parabolic`` (MuZero's value/reward transform h and h^-1; rlax's pair).
 * ``two_hot(x, support)``: the distribution on the two support points around ``x`` whose mean
   is ``x`` (for ``x`` inside the support's range), and ``expectation(logits, support)``.
-* ``Support(size, max_value, transform)``: a categorical head for a scalar, bins evenly spaced
-  over ``[-max_value, max_value]`` in the transformed space; ``encode(x) = two_hot(T(x))``,
+* ``Support(size, max_value, transform, spacing)``: a categorical head for a scalar, bins evenly
+  spaced over ``[-max_value, max_value]`` in the transformed space (``spacing="symexp"``: at
+  ``symexp`` of evenly spaced points instead); ``encode(x) = two_hot(T(x))``,
   ``decode(l) = T^-1(softmax(l) @ bins)``, ``cross_entropy(l, x) = -encode(x) . log_softmax(l)``.
-  MuZero uses ``T = signed_hyperbolic``, DreamerV3 ``T = symlog`` (255 bins over ``[-20, 20]``).
+  MuZero uses ``T = signed_hyperbolic``; DreamerV3 ``T = identity`` with 255 bins at
+  ``symexp(linspace(-20, 20))`` (two-hot in raw space; the 2023 code: ``T = symlog``, even bins).
 * ``lambda_returns`` and ``n_step_returns`` with rlax's indexing: ``v_t`` is the value of the
   state reached AFTER step ``t``, ``d_t`` the discount applied after step ``t`` (0 at a terminal).
 """
@@ -84,6 +86,10 @@ class Support:
     """A categorical head for a scalar: ``size`` bins evenly spaced over
     ``[-max_value, max_value]`` in the space of ``transform`` (a key of :data:`TRANSFORMS`).
 
+    ``spacing="symexp"`` places the bins at ``symexp`` of those points instead (an odd ``size``;
+    built mirrored around an exact 0, and decoded as ``sum_i (p(+b_i) - p(-b_i)) b_i``, so that
+    uniform logits decode to exactly 0 also under jit: DreamerV3's ``symexp_twohot``).
+
     ``encode``: scalar ``[...]`` -> probabilities ``[..., size]``; ``decode``: logits
     ``[..., size]`` -> scalar ``[...]``, with ``decode(log(encode(x))) = x`` for
     ``|T(x)| <= max_value``; ``cross_entropy(logits [..., size], x [...]) -> [...]``.
@@ -93,6 +99,7 @@ class Support:
     size: int
     max_value: float
     transform: str
+    spacing: str = "linear"
 
     def __post_init__(self):
         if self.size < 2:
@@ -103,11 +110,18 @@ class Support:
         if self.transform not in TRANSFORMS:
             raise ValueError(f"Support.transform must be one of {tuple(TRANSFORMS)}, got "
                              f"{self.transform!r}")
+        if self.spacing not in ("linear", "symexp"):
+            raise ValueError(f"Support.spacing must be 'linear' or 'symexp', got {self.spacing!r}")
+        if self.spacing == "symexp" and self.size % 2 == 0:
+            raise ValueError(f"Support.size must be odd with spacing='symexp', got {self.size}")
 
     @property
     def points(self) -> Array:
         """The bin centres ``[size]`` in the transformed space."""
-        return jnp.linspace(-self.max_value, self.max_value, self.size)
+        if self.spacing == "linear":
+            return jnp.linspace(-self.max_value, self.max_value, self.size)
+        half = symexp(jnp.linspace(-self.max_value, 0.0, (self.size + 1) // 2))
+        return jnp.concatenate([half, -half[:-1][::-1]])
 
     def encode(self, x: Array) -> Array:
         forward, _ = TRANSFORMS[self.transform]
@@ -115,7 +129,12 @@ class Support:
 
     def decode(self, logits: Array) -> Array:
         _, inverse = TRANSFORMS[self.transform]
-        return inverse(expectation(logits, self.points))
+        if self.spacing == "linear":
+            return inverse(expectation(logits, self.points))
+        m = self.size // 2
+        probs = jax.nn.softmax(logits, axis=-1)
+        mirrored = probs[..., m + 1:] - probs[..., :m][..., ::-1]  # bins +b_i minus -b_i
+        return inverse(mirrored @ self.points[m + 1:])
 
     def cross_entropy(self, logits: Array, x: Array) -> Array:
         return -jnp.sum(self.encode(x) * jax.nn.log_softmax(logits, axis=-1), axis=-1)

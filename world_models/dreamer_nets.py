@@ -1,21 +1,32 @@
 """DreamerV3 encoders, decoders and heads (one example; callers vmap), with their losses.
 
+The networks are the official DreamerV3's (``dreamerv3/rssm.py`` ``Encoder`` / ``Decoder``,
+``embodied/jax/heads.py``); every hidden layer is Linear (with bias) -> RMSNorm -> SiLU.
+
 * Vector observations: ``MLPEncoder`` embeds ``symlog(obs)``; ``MLPDecoder`` predicts
   ``symlog(obs)`` and is trained with ``||dec - symlog(obs)||^2`` summed over dimensions.
-* Image observations (uint8 ``[H, W, C]``, e.g. MinAtar 10x10xC): ``CNNEncoder`` (stride-2
-  convolutions of depth ``d, 2d, ...`` on ``obs / 255 - 0.5``) and ``CNNDecoder`` (transposed
-  convolutions back to ``[H, W, C]``); the image loss is the summed squared error on the
-  ``[-0.5, 0.5]`` scale (DreamerV3's MSE image loss).
-* ``TwoHotHead``: logits over ``SUPPORT``, 255 bins ``linspace(-20, 20)`` in symlog space
-  (``core.rlmath.Support``): the loss is ``SUPPORT.cross_entropy``, the cross-entropy with
-  ``two_hot(symlog(y))``, and the mean ``SUPPORT.decode``, ``symexp(softmax(l) @ bins)``.
-  Its output layer is zero-initialised, so initial predictions are exactly 0.
+* Image observations ``[H, W, C]`` with a value range ``(low, high)`` (``EnvSpec.obs_range``:
+  uint8 frames ``(0, 255)``, MinAtar's 0/1 planes ``(0, 1)``): ``CNNEncoder`` sees the image
+  mapped to ``[-0.5, 0.5]``; each stage is a 5x5 stride-1 convolution (with bias), 2x2
+  max-pooling, RMSNorm and SiLU, of depths ``depth * (2, 3, 4, 4)``, flattened at the end.
+  ``CNNDecoder`` mirrors it: the official ``bspace`` input block (a block-linear map of ``h``
+  plus an MLP of ``z``, summed, normalised), then per stage a nearest-neighbour 2x upsampling
+  and a 5x5 convolution, and a sigmoid output: the predicted image on ``[0, 1]``, trained with
+  the squared error against the image mapped to ``[0, 1]``, summed over pixels and channels.
+  :func:`image_stages` picks the stages: the official four for 64 px frames (64 -> 4), fewer
+  for small grids (MinAtar's 10x10: one stage, 10 -> 5), each halving an even size to >= 3.
+* ``TwoHotHead``: logits over ``SUPPORT``, 255 bins at ``symexp(linspace(-20, 20))``
+  (``core.rlmath.Support`` with ``spacing="symexp"``): the loss ``SUPPORT.cross_entropy`` is
+  the cross-entropy with the two-hot encoding of the raw target between its two neighbouring
+  bins, and the mean ``SUPPORT.decode`` is ``softmax(l) @ bins`` (the official
+  ``symexp_twohot``). Its output layer is zero-initialised, so initial predictions are exactly 0.
 * ``ContinueHead``: Bernoulli logit of "the episode continues".
 """
 
 from __future__ import annotations
 
-from typing import Sequence
+import math
+from typing import Sequence, Tuple
 
 import flax.linen as nn
 import jax
@@ -24,23 +35,23 @@ import numpy as np
 
 from core import nets, rlmath
 from world_models.conv import Conv
-from world_models.rssm import norm_eps
+from world_models.rssm import BlockLinear, norm_eps
 
 Array = jax.Array
 
-# DreamerV3's two-hot head: 255 bins over [-20, 20] in symlog space.
-SUPPORT = rlmath.Support(255, 20.0, "symlog")
+# DreamerV3's two-hot head: 255 bins at symexp(linspace(-20, 20)), two-hot in raw space.
+SUPPORT = rlmath.Support(255, 20.0, "identity", spacing="symexp")
+CNN_MULTS = (2, 3, 4, 4)
+KERNEL = (5, 5)
 
 
 def MLP(units: int, layers: int, norm: str = "rms") -> nets.MLP:
-    """``layers`` x (Linear without bias -> Norm -> SiLU), no output layer.
+    """``layers`` x (Linear -> Norm -> SiLU), no output layer.
 
     The parameters are laid out as ``Dense_i/{Dense_0, Norm_0/{RMSNorm_0 | LayerNorm_0}}``.
     """
     return nets.MLP((units,) * layers, norm=norm, norm_eps=norm_eps(norm), act="silu",
-                    bias=False, layout="layer_scope")
-
-
+                    layout="layer_scope")
 class MLPEncoder(nn.Module):
     units: int
     layers: int
@@ -70,49 +81,83 @@ def vector_recon_loss(pred: Array, obs: Array) -> Array:
     return jnp.square(pred - rlmath.symlog(obs.astype(jnp.float32))).sum()
 
 
+def image_stages(height: int, width: int, most: int = len(CNN_MULTS)) -> int:
+    """Number of conv stages: each halves an even size, ending at >= 3 px (at most ``most``)."""
+    stages = 0
+    while (stages < most and height % 2 == 0 and width % 2 == 0
+           and min(height, width) // 2 >= 3):
+        height, width, stages = height // 2, width // 2, stages + 1
+    return stages
+
+
+def to_unit(obs: Array, obs_range: Tuple[float, float]) -> Array:
+    """An image mapped from ``obs_range`` to ``[0, 1]`` (float32)."""
+    low, high = obs_range
+    return (obs.astype(jnp.float32) - low) / (high - low)
+
+
 class CNNEncoder(nn.Module):
-    """uint8 image ``[H, W, C]`` -> embedding; stride-2 3x3 convs of depth ``d * 2^i``."""
+    """Image ``[H, W, C]`` on ``obs_range`` -> embedding (see the module docstring)."""
 
     depth: int
-    stages: int = 2
+    obs_range: Tuple[float, float] = (0.0, 255.0)
     norm: str = "rms"
 
     @nn.compact
     def __call__(self, obs):
-        x = obs.astype(jnp.float32) / 255.0 - 0.5
-        for i in range(self.stages):
-            x = Conv(self.depth * 2 ** i, (3, 3), strides=(2, 2), padding="SAME",
-                     use_bias=False)(x)
+        x = to_unit(obs, self.obs_range) - 0.5
+        for i in range(image_stages(*obs.shape[:2])):
+            x = Conv(self.depth * CNN_MULTS[i], KERNEL)(x)
+            h, w, c = x.shape
+            x = x.reshape(h // 2, 2, w // 2, 2, c).max(axis=(1, 3))
             x = jax.nn.silu(nets.norm_layer(self.norm, eps=norm_eps(self.norm))(x))
         return x.reshape(-1)
 
 
+def upsample(x: Array) -> Array:
+    """Nearest-neighbour 2x upsampling of ``[H, W, C]``."""
+    return x.repeat(2, axis=0).repeat(2, axis=1)
+
+
 class CNNDecoder(nn.Module):
-    """Features -> image ``[H, W, C]`` on the ``[-0.5, 0.5]`` scale (mirror of the encoder)."""
+    """Features ``[h, flat z]`` -> image ``[H, W, C]`` on ``[0, 1]`` (module docstring).
+
+    ``deter`` is the size of ``h`` (the first part of the features); ``units`` the MLP width
+    (the ``z`` branch of the input block is ``2 units`` wide); ``blocks`` the official
+    ``bspace`` (8, reduced to a divisor of the smallest grid's depth).
+    """
 
     obs_shape: Sequence[int]
     depth: int
-    stages: int = 2
+    deter: int
+    units: int
+    blocks: int = 8
     norm: str = "rms"
 
     @nn.compact
     def __call__(self, feat):
-        h, w, c = self.obs_shape
-        scale = 2 ** self.stages
-        h0, w0 = -(-h // scale), -(-w // scale)
-        top = self.depth * 2 ** (self.stages - 1)
-        x = nn.Dense(h0 * w0 * top)(feat).reshape(h0, w0, top)
-        for i in reversed(range(self.stages)):
-            out = c if i == 0 else self.depth * 2 ** (i - 1)
-            x = nn.ConvTranspose(out, (3, 3), strides=(2, 2), padding="SAME")(x)
-            if i > 0:
-                x = jax.nn.silu(nn.RMSNorm(epsilon=1e-4)(x))
-        return x[:h, :w]
+        height, width, channels = self.obs_shape
+        stages = image_stages(height, width)
+        depths = [self.depth * m for m in CNN_MULTS[:max(stages, 1)]]
+        h0, w0, top = height // 2 ** stages, width // 2 ** stages, depths[-1]
+        g = math.gcd(math.gcd(self.blocks, top), self.deter)
+        norm = lambda: nets.norm_layer(self.norm, eps=norm_eps(self.norm))  # noqa: E731
+        deter, stoch = feat[:self.deter], feat[self.deter:]
+        x0 = BlockLinear(g, h0 * w0 * top // g)(deter.reshape(g, -1))
+        x0 = x0.reshape(g, h0, w0, top // g).transpose(1, 2, 0, 3).reshape(h0, w0, top)
+        x1 = jax.nn.silu(norm()(nn.Dense(2 * self.units)(stoch)))
+        x1 = nn.Dense(h0 * w0 * top)(x1).reshape(h0, w0, top)
+        x = jax.nn.silu(norm()(x0 + x1))
+        for i in reversed(range(stages - 1)):
+            x = jax.nn.silu(norm()(Conv(depths[i], KERNEL)(upsample(x))))
+        if stages:
+            x = upsample(x)
+        return jax.nn.sigmoid(Conv(channels, KERNEL)(x))
 
 
-def image_recon_loss(pred: Array, obs: Array) -> Array:
-    """Summed squared error against ``obs / 255 - 0.5``."""
-    return jnp.square(pred - (obs.astype(jnp.float32) / 255.0 - 0.5)).sum()
+def image_recon_loss(pred: Array, obs: Array, obs_range: Tuple[float, float]) -> Array:
+    """Squared error of the ``[0, 1]`` prediction against ``obs`` mapped to ``[0, 1]``, summed."""
+    return jnp.square(pred - to_unit(obs, obs_range)).sum()
 
 
 class TwoHotHead(nn.Module):
@@ -139,5 +184,5 @@ class ContinueHead(nn.Module):
 
 
 def continue_loss(logit: Array, cont: Array) -> Array:
-    """Bernoulli negative log-likelihood of ``cont`` in {0, 1}."""
+    """Bernoulli negative log-likelihood (cross-entropy) of a target probability ``cont``."""
     return -(cont * jax.nn.log_sigmoid(logit) + (1.0 - cont) * jax.nn.log_sigmoid(-logit))

@@ -15,7 +15,7 @@ heads on ``s'_t`` predict ``o'_t`` (decoder), ``r_t`` (two-hot) and ``1 - termin
 
 from __future__ import annotations
 
-from typing import Any, Dict, Sequence, Tuple
+from typing import Any, Dict, Optional, Sequence, Tuple
 
 import chex
 import flax.linen as nn
@@ -29,10 +29,16 @@ Array = jax.Array
 
 
 class WorldModel(nn.Module):
-    """All world-model networks; methods take one example (see module docstring)."""
+    """All world-model networks; methods take one example (see module docstring).
+
+    ``obs_kind`` ('vector' | 'image', default: 'image' for rank-3 shapes) and ``obs_range``
+    (an image's ``(low, high)``) are the environment spec's (``envs.api.EnvSpec``).
+    """
 
     obs_shape: Sequence[int]
     action_dim: int
+    obs_kind: Optional[str] = None
+    obs_range: Optional[Tuple[float, float]] = None
     deter: int = 512
     hidden: int = 64
     groups: int = 32
@@ -46,15 +52,20 @@ class WorldModel(nn.Module):
 
     @property
     def image(self) -> bool:
-        return len(self.obs_shape) == 3
+        return (self.obs_kind or ("image" if len(self.obs_shape) == 3 else "vector")) == "image"
+
+    @property
+    def image_range(self) -> Tuple[float, float]:
+        return tuple(self.obs_range) if self.obs_range is not None else (0.0, 255.0)
 
     def setup(self):
         self.rssm = RSSM(deter=self.deter, hidden=self.hidden, groups=self.groups,
                          classes=self.classes, blocks=self.blocks, unimix=self.unimix,
                          norm=self.norm)
         if self.image:
-            self.encoder = nets.CNNEncoder(self.cnn_depth, norm=self.norm)
-            self.decoder = nets.CNNDecoder(tuple(self.obs_shape), self.cnn_depth, norm=self.norm)
+            self.encoder = nets.CNNEncoder(self.cnn_depth, self.image_range, self.norm)
+            self.decoder = nets.CNNDecoder(tuple(self.obs_shape), self.cnn_depth, self.deter,
+                                           self.units, norm=self.norm)
         else:
             self.encoder = nets.MLPEncoder(self.units, self.layers, self.norm)
             self.decoder = nets.MLPDecoder(tuple(self.obs_shape), self.units, self.layers,
@@ -87,7 +98,7 @@ class WorldModel(nn.Module):
 
 def recon_loss(model: WorldModel, pred: Array, obs: Array) -> Array:
     if model.image:
-        return nets.image_recon_loss(pred, obs)
+        return nets.image_recon_loss(pred, obs, model.image_range)
     return nets.vector_recon_loss(pred, obs)
 
 
@@ -127,7 +138,7 @@ def observe(model: WorldModel, params, seq: Dict[str, Array], key: Array
 
 
 def loss_fn(params, model: WorldModel, seq: Dict[str, Array], key: Array, *, kl_dyn: float,
-            kl_rep: float, free_nats: float, recon_scale: float = 1.0
+            kl_rep: float, free_nats: float, recon_scale: float = 1.0, cont_scale: float = 1.0
             ) -> Tuple[Array, Tuple[RSSMState, Dict[str, Any]]]:
     """World-model loss of ONE sequence: ``recon_scale recon + reward + continue + KL``
     averaged over T.
@@ -136,6 +147,8 @@ def loss_fn(params, model: WorldModel, seq: Dict[str, Array], key: Array, *, kl_
     is the official implementation's decoder loss scale (1 by default): the reconstruction is
     the only term that pays for information in the posterior beyond the free nats, so on
     observations of small magnitude a larger scale is what makes the latent state precise.
+    The continue target is ``cont_scale (1 - terminated)``: the 2024 code's ``contdisc`` sets
+    ``cont_scale = 1 - 1/horizon``, so the predicted continue probability carries the discount.
     Returns ``(loss, (s [T] states for imagination, metrics))``.
     """
     start_post, start_prior, states, post, prior = observe(model, params, seq, key)
@@ -146,7 +159,8 @@ def loss_fn(params, model: WorldModel, seq: Dict[str, Array], key: Array, *, kl_
     rl = jax.vmap(lambda p, o: recon_loss(model, p, o))
     recon = rl(dec, seq["next_obs"]) + first * rl(start_dec, seq["obs"])
     reward = nets.SUPPORT.cross_entropy(rew_logits, seq["reward"])
-    cont = nets.continue_loss(cont_logit, 1.0 - seq["terminated"].astype(jnp.float32))
+    cont = nets.continue_loss(cont_logit,
+                              cont_scale * (1.0 - seq["terminated"].astype(jnp.float32)))
     kl, kl_metrics = kl_balance(post.logits, prior.logits, dyn_scale=kl_dyn,
                                 rep_scale=kl_rep, free_nats=free_nats)
     kl_start, _ = kl_balance(start_post.logits, start_prior.logits, dyn_scale=kl_dyn,

@@ -8,11 +8,18 @@ State ``s = (deter h [D], stoch z [G, C] one-hot, logits [G, C])``. One step:
 where ``e`` is the embedding of the observation. The stochastic state is ``G`` categorical
 groups of ``C`` classes; probabilities are mixed with 1% uniform ("unimix",
 ``p = 0.99 softmax(l) + 0.01 / C``) and samples are straight-through one-hot vectors
-(``z = onehot + p - sg(p)``). The GRU is DreamerV3's normalised variant, optionally
-block-diagonal with ``blocks`` groups (each block sees its own slice of ``h`` and all inputs):
+(``z = onehot + p - sg(p)``). The recurrent core is the official DreamerV3 one
+(``dreamerv3/rssm.py`` ``_core``), block-diagonal with ``blocks`` groups: the inputs
+``x = [in(h), in(flat z), in(a)]`` (each Linear -> Norm -> SiLU), each block ``b`` sees its own
+slice ``h_b`` of ``h`` and all of ``x``, a block-linear hidden layer normalised over the whole
+``D``-vector, then the block-linear gates (no norm):
 
-    r, c, u = split(Norm(W [h_b, x]))    r = sigmoid(r), c = tanh(r * c), u = sigmoid(u - 1)
-    h' = u * c + (1 - u) * h
+    y = SiLU(Norm(flat_b W1_b [h_b, x] + b1))         [D]
+    r, c, u = split(W2_b y_b + b2)                    per block
+    r = sigmoid(r), c = tanh(r * c), u = sigmoid(u - 1),  h' = u * c + (1 - u) * h
+
+The prior has two hidden layers, the posterior one (on ``[h', e]``); every hidden layer is
+Linear (with bias) -> Norm -> SiLU.
 
 Callers vmap over examples and scan over time. Features for heads: ``[h, flatten(z)]``.
 """
@@ -82,14 +89,18 @@ def norm_eps(kind: str) -> float:
     return 1e-3 if kind == "layer" else 1e-4
 
 
-def hidden_layer(units: int, norm: str) -> nets.MLP:
-    """Linear -> Norm -> SiLU (DreamerV3's hidden layer; no bias before the norm)."""
-    return nets.MLP((units,), norm=norm, norm_eps=norm_eps(norm), act="silu", bias=False,
+def hidden_layer(units: int, norm: str, layers: int = 1) -> nets.MLP:
+    """``layers`` x (Linear with bias -> Norm -> SiLU), DreamerV3's hidden layers."""
+    return nets.MLP((units,) * layers, norm=norm, norm_eps=norm_eps(norm), act="silu",
                     layout="norm_scope")
 
 
 class BlockLinear(nn.Module):
-    """Block-diagonal linear map: ``x [blocks, n_in] -> [blocks, n_out]`` with one W per block."""
+    """Block-diagonal linear map: ``x [blocks, n_in] -> [blocks, n_out]`` with one W per block.
+
+    The kernel ``[blocks, n_in, n_out]`` is initialised as the official ``BlockLinear``'s, with
+    fan-in ``blocks * n_in`` (the fan of the whole block-diagonal matrix).
+    """
 
     blocks: int
     n_out: int
@@ -97,8 +108,7 @@ class BlockLinear(nn.Module):
     @nn.compact
     def __call__(self, x):
         n_in = x.shape[-1]
-        w = self.param("kernel", nn.initializers.lecun_normal(batch_axis=(0,)),
-                       (self.blocks, n_in, self.n_out))
+        w = self.param("kernel", nn.initializers.lecun_normal(), (self.blocks, n_in, self.n_out))
         b = self.param("bias", nn.initializers.zeros, (self.blocks, self.n_out))
         return jnp.einsum("gi,gio->go", x, w) + b
 
@@ -108,7 +118,7 @@ class RSSM(nn.Module):
 
     Attributes:
       deter: GRU state size D (divisible by ``blocks``).
-      hidden: width of input projections and of the prior/posterior MLPs.
+      hidden: width of input projections and of the prior/posterior hidden layers.
       groups, classes: G categorical groups of C classes.
       blocks: block-diagonal GRU blocks (1: dense GRU).
       unimix: uniform mixture weight of the categorical probabilities.
@@ -127,9 +137,10 @@ class RSSM(nn.Module):
         self.in_deter = hidden_layer(self.hidden, self.norm)
         self.in_stoch = hidden_layer(self.hidden, self.norm)
         self.in_action = hidden_layer(self.hidden, self.norm)
+        self.dyn_hidden = BlockLinear(self.blocks, self.deter // self.blocks)
+        self.dyn_hidden_norm = nets.Norm(self.norm, eps=norm_eps(self.norm))
         self.gru = BlockLinear(self.blocks, 3 * (self.deter // self.blocks))
-        self.gru_norm = nets.Norm(self.norm, eps=norm_eps(self.norm))
-        self.prior_hidden = hidden_layer(self.hidden, self.norm)
+        self.prior_hidden = hidden_layer(self.hidden, self.norm, layers=2)
         self.prior_out = nn.Dense(self.groups * self.classes)
         self.post_hidden = hidden_layer(self.hidden, self.norm)
         self.post_out = nn.Dense(self.groups * self.classes)
@@ -145,7 +156,8 @@ class RSSM(nn.Module):
         nb, per = self.blocks, self.deter // self.blocks
         blocks_in = jnp.concatenate([deter.reshape(nb, per), jnp.broadcast_to(x, (nb,) + x.shape)],
                                     axis=-1)
-        gates = self.gru_norm(self.gru(blocks_in))  # [nb, 3 per]
+        hid = jax.nn.silu(self.dyn_hidden_norm(self.dyn_hidden(blocks_in).reshape(-1)))
+        gates = self.gru(hid.reshape(nb, per))  # [nb, 3 per]
         reset, cand, update = jnp.split(gates, 3, axis=-1)
         reset = jax.nn.sigmoid(reset)
         cand = jnp.tanh(reset * cand)

@@ -1,16 +1,18 @@
 """DreamerV3 actor and critic, trained on imagined trajectories of the world model.
 
 From every start state ``s_0`` the actor imagines ``H`` steps: ``a_k ~ pi(.|s_k)``,
-``s_{k+1} = img(s_k, a_k)``. With predicted rewards ``r_k`` and continue flags ``c_k`` (mode of
-the continue head) of ``s_k`` and critic values ``v_k``:
+``s_{k+1} = img(s_k, a_k)``. With predicted rewards ``r_k``, continue probabilities ``c_k``
+(which carry the discount, ``contdisc``) of ``s_k`` and critic values ``v_k``:
 
-    R_k = r_{k+1} + gamma c_{k+1} ((1 - lambda) v_{k+1} + lambda R_{k+1}),  R_H = v_H
-    w_k = prod_{j=1..k} c_j                                            (w_0 = 1)
+    R_k = r_{k+1} + c_{k+1} ((1 - lambda) v_{k+1} + lambda R_{k+1}),  R_H = v_H
+    w_k = prod_{j=0..k} c_j
 
-Critic: ``w_k [CE(two_hot(symlog R_k), v(s_k)) + slow_reg CE(two_hot(symlog v_slow(s_k)), ...)]``.
+(the 2023 variant: ``c_k`` the continue mode, ``gamma c_{k+1}`` in the return and
+``w_k = prod_{j=1..k} c_j``).
+Critic: ``w_k [CE(two_hot(R_k), v(s_k)) + slow_reg CE(two_hot(v_slow(s_k)), v(s_k))]``.
 Actor:  ``-w_k [sg((R_k - v_k) / S) log pi(a_k|s_k) + eta H(pi(.|s_k))]`` (REINFORCE) or
 ``-w_k [R_k / S + eta H]`` with gradients through the dynamics (backprop), where
-``S = max(1, EMA(P95(R)) - EMA(P5(R)))`` (decay 0.99, debiased).
+``S = max(1, EMA(P95(R)) - EMA(P5(R)))`` (decay 0.99, no bias correction).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from core import nets as core_nets
 from core import rlmath
 from world_models import dreamer_nets as nets
 from world_models.dreamer_wm import WorldModel
@@ -31,24 +34,30 @@ MIN_STD, MAX_STD = 0.1, 1.0
 
 
 class Actor(nn.Module):
-    """Features -> policy parameters: unimix logits [A] (discrete) or (mean, std) [A] each."""
+    """Features -> policy parameters: log-probabilities [A] (discrete) or (mean, std) [A] each.
+
+    The output kernel is the official one (truncated normal, fan-in, times 0.01); a discrete
+    policy is a plain categorical (``unimix`` 0, the official ``categorical`` output) or mixed
+    with ``unimix`` uniform (the 2023 code's ``onehot`` output).
+    """
 
     action_dim: int
     discrete: bool
     units: int
     layers: int
     norm: str = "rms"
-    unimix: float = 0.01
+    unimix: float = 0.0
 
     @nn.compact
     def __call__(self, feat):
         x = nets.MLP(self.units, self.layers, self.norm)(feat)
-        init = nn.initializers.variance_scaling(0.01, "fan_avg", "uniform")
         if self.discrete:
-            logits = nn.Dense(self.action_dim, kernel_init=init)(x)
+            logits = core_nets.dense(self.action_dim, outscale=0.01)(x)
+            if self.unimix == 0.0:
+                return jax.nn.log_softmax(logits)
             probs = (1 - self.unimix) * jax.nn.softmax(logits) + self.unimix / self.action_dim
             return jnp.log(probs)
-        mean, std = jnp.split(nn.Dense(2 * self.action_dim, kernel_init=init)(x), 2, axis=-1)
+        mean, std = jnp.split(core_nets.dense(2 * self.action_dim, outscale=0.01)(x), 2, axis=-1)
         std = (MAX_STD - MIN_STD) * jax.nn.sigmoid(std + 2.0) + MIN_STD
         return jnp.tanh(mean), std
 
@@ -98,22 +107,34 @@ def imagine(model: WorldModel, wm_params, actor: Actor, actor_params, start, key
 
 
 def targets(model: WorldModel, wm_params, critic: nets.TwoHotHead, critic_params, feats: Array,
-            *, discount: float, lambda_: float) -> Dict[str, Array]:
-    """Rewards, continues, values, lambda-returns and weights of one trajectory (feats [H+1])."""
+            *, discount: float, lambda_: float, contdisc: bool = True) -> Dict[str, Array]:
+    """Rewards, continues, values, lambda-returns and weights of one trajectory (feats [H+1]).
+
+    ``contdisc`` (2024): ``c_k = sigmoid(continue logit of s_k)``, which carries the discount,
+    ``R_k = r_{k+1} + c_{k+1} (...)`` and ``w_k = prod_{j=0..k} c_j``. Otherwise (2023):
+    ``c_k = [logit > 0]``, ``R_k = r_{k+1} + discount c_{k+1} (...)``, ``w_k = prod_{j=1..k} c_j``.
+    """
     _, rew_logits, cont_logit = jax.vmap(
         lambda f: model.apply(wm_params, f, method=WorldModel.heads))(feats)
     reward = nets.SUPPORT.decode(rew_logits)[1:]  # [H]
-    cont = (cont_logit[1:] > 0).astype(jnp.float32)  # [H]
     value = nets.SUPPORT.decode(jax.vmap(lambda f: critic.apply(critic_params, f))(feats))  # [H+1]
-    ret = rlmath.lambda_returns(reward, discount * cont, value[1:], lambda_)  # [H]
-    weight = jnp.cumprod(jnp.concatenate([jnp.ones(1), cont[:-1]]))  # [H]
+    if contdisc:
+        cont = jax.nn.sigmoid(cont_logit)  # [H+1]
+        ret = rlmath.lambda_returns(reward, cont[1:], value[1:], lambda_)  # [H]
+        weight = jnp.cumprod(cont)[:-1]  # [H]
+        cont = cont[1:]
+    else:
+        cont = (cont_logit[1:] > 0).astype(jnp.float32)  # [H]
+        ret = rlmath.lambda_returns(reward, discount * cont, value[1:], lambda_)  # [H]
+        weight = jnp.cumprod(jnp.concatenate([jnp.ones(1), cont[:-1]]))  # [H]
     return {"reward": reward, "cont": cont, "value": value, "ret": ret,
             "weight": jax.lax.stop_gradient(weight)}
 
 
 def percentile_scale(ret: Array, state: Tuple[Array, Array, Array], decay: float
                      ) -> Tuple[Array, Tuple[Array, Array, Array]]:
-    """``S = max(1, hi - lo)`` from debiased EMAs of P5 / P95 of ``ret`` (any shape).
+    """``S = max(1, hi - lo)`` from EMAs of P5 / P95 of ``ret`` (any shape), both starting at 0
+    and updated before use, without bias correction (the official ``retnorm``).
 
     ``state = (lo_ema, hi_ema, updates)``; returns ``(S, new_state)``.
     """
@@ -121,9 +142,7 @@ def percentile_scale(ret: Array, state: Tuple[Array, Array, Array], decay: float
     ret = jax.lax.stop_gradient(ret).reshape(-1)
     lo = decay * lo + (1 - decay) * jnp.percentile(ret, 5.0)
     hi = decay * hi + (1 - decay) * jnp.percentile(ret, 95.0)
-    n = n + 1
-    debias = 1.0 - decay ** n.astype(jnp.float32)
-    return jnp.maximum(1.0, (hi - lo) / debias), (lo, hi, n)
+    return jnp.maximum(1.0, hi - lo), (lo, hi, n + 1)
 
 
 def actor_loss(actor_params, wm_params, critic_params, starts, key: Array, ret_state, *,
@@ -138,7 +157,8 @@ def actor_loss(actor_params, wm_params, critic_params, starts, key: Array, ret_s
         lambda s, k: imagine(model, wm_params, actor, actor_params, s, k, cfg.horizon, backprop)
     )(starts, jax.random.split(key, n))
     traj = jax.vmap(lambda f: targets(model, wm_params, critic, critic_params, f,
-                                      discount=cfg.discount, lambda_=cfg.lambda_))(feats)
+                                      discount=cfg.discount, lambda_=cfg.lambda_,
+                                      contdisc=cfg.contdisc))(feats)
     scale, ret_state = percentile_scale(traj["ret"], ret_state, cfg.ret_decay)
     out = actor.apply(actor_params, jax.lax.stop_gradient(feats[:, :-1]))
     logp = policy_log_prob(out, jax.lax.stop_gradient(actions), actor.discrete)

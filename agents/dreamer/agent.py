@@ -69,13 +69,15 @@ class Dreamer:
         self.cfg, self.spec = cfg, spec
         self.discrete = spec.discrete
         self.action_dim = spec.action_dim
+        obs_range = None if spec.obs_range is None else tuple(map(float, spec.obs_range))
         self.model = wm.WorldModel(
-            obs_shape=tuple(spec.obs_shape), action_dim=self.action_dim, deter=cfg.deter,
+            obs_shape=tuple(spec.obs_shape), action_dim=self.action_dim,
+            obs_kind=spec.obs_kind, obs_range=obs_range, deter=cfg.deter,
             hidden=cfg.hidden, groups=cfg.groups, classes=cfg.classes, blocks=cfg.blocks,
             unimix=cfg.unimix, norm=cfg.norm, units=cfg.units, layers=cfg.layers,
             cnn_depth=cfg.cnn_depth)
         self.actor = ac.Actor(self.action_dim, self.discrete, cfg.units, cfg.layers, cfg.norm,
-                              cfg.unimix)
+                              cfg.actor_unimix)
         self.critic = nets.TwoHotHead(cfg.units, cfg.layers, cfg.norm)
         opt = dict(warmup=cfg.warmup, agc=cfg.agc, eps=cfg.eps)
         self.wm_opt = make_optimizer(cfg.optimizer, lr=cfg.wm_lr, clip=cfg.wm_clip, **opt)
@@ -173,7 +175,8 @@ class Dreamer:
             losses, (states, metrics) = jax.vmap(
                 lambda s, k: wm.loss_fn(params, self.model, s, k, kl_dyn=cfg.kl_dyn,
                                         kl_rep=cfg.kl_rep, free_nats=cfg.free_nats,
-                                        recon_scale=cfg.recon_scale)
+                                        recon_scale=cfg.recon_scale,
+                                        cont_scale=cfg.discount if cfg.contdisc else 1.0)
             )(seq, jax.random.split(key, b))
             return losses.mean(), (states, jax.tree_util.tree_map(jnp.mean, metrics))
 

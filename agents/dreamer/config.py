@@ -8,6 +8,12 @@ where the 2023 paper and the 2024 revision differ:
 * optimizer: Adam, wm lr 1e-4, actor/critic 3e-5 (2023); AGC 0.3 -> RMS scaling (eps 1e-20) ->
   momentum 0.9 (LaProp order), lr 4e-5 with warm-up (2024).
 * continuous actor gradient: dynamics backpropagation (2023); REINFORCE (2024).
+* continue: target ``1 - terminal``, its mode times the discount in the returns (2023);
+  ``contdisc``, target ``(1 - terminal)(1 - 1/333)`` and its probability as the discount (2024).
+* discrete policy: 1% uniform mixed in (2023); a plain categorical (2024).
+
+Both variants build the same networks (the official 2024 architecture, see
+``docs/results/dreamer.md`` for what still differs from the official code).
 """
 
 from __future__ import annotations
@@ -47,6 +53,9 @@ class DreamerConfig:
       entropy: actor entropy bonus; ret_decay: EMA decay of the return percentiles.
       slow_rate, slow_reg: critic EMA rate and weight of the regulariser towards it.
       continuous_grad: 'reinforce' (2024) or 'backprop' (2023).
+      contdisc: continue target ``discount (1 - terminal)`` and continue probabilities as the
+        imagined discount (2024), or target ``1 - terminal`` and its mode times ``discount``.
+      actor_unimix: uniform mixture of a discrete policy (2024: 0, 2023: 0.01).
       train_ratio: replayed steps per environment step (sets updates per env step).
       prefill_steps, buffer_size: random steps before learning; replay capacity (steps).
     """
@@ -84,6 +93,8 @@ class DreamerConfig:
     slow_rate: float = 0.02
     slow_reg: float = 1.0
     continuous_grad: str = "reinforce"
+    contdisc: bool = True
+    actor_unimix: float = 0.0
     train_ratio: float = 512.0
     prefill_steps: int = 1024
     buffer_size: int = 1_000_000
@@ -94,7 +105,7 @@ class DreamerConfig:
                              "cnn_depth", "batch_size", "seq_len", "horizon"), 1),
             ("blocks", self.deter % self.blocks == 0, f"a divisor of deter={self.deter}"),
             one_of(self, "norm", ("rms", "layer")),
-            *within(self, ("unimix",), 0.0, 1.0, "[)"),
+            *within(self, ("unimix", "actor_unimix"), 0.0, 1.0, "[)"),
             *within(self, ("discount",), 0.0, 1.0, "(]"),
             *within(self, ("lambda_",), 0.0, 1.0),
             *at_least(self, ("kl_dyn", "kl_rep", "free_nats", "recon_scale", "entropy",
@@ -110,7 +121,8 @@ class DreamerConfig:
 
 
 _V2023 = dict(kl_dyn=0.5, kl_rep=0.1, optimizer="adam", wm_lr=1e-4, actor_lr=3e-5,
-              critic_lr=3e-5, eps=1e-8, warmup=0, continuous_grad="backprop")
+              critic_lr=3e-5, eps=1e-8, warmup=0, continuous_grad="backprop", contdisc=False,
+              actor_unimix=0.01)
 
 
 def sized(size: str, variant: str = "2024", **overrides) -> DreamerConfig:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import types
 
 import jax
 import jax.numpy as jnp
@@ -13,14 +14,14 @@ import envs
 from agents.dreamer import PRESETS, DreamerConfig, make, schedule_for
 from agents.dreamer import actor_critic as ac
 from agents.dreamer.agent import Dreamer
-from core import rlmath
 from core.types import Transition
+from envs.api import EnvSpec
 from world_models import dreamer_nets as nets
 from world_models.rssm import features
 
 
 def _logits_for(x):
-    return jnp.log(rlmath.two_hot(rlmath.symlog(x), nets.SUPPORT.points) + 1e-12)
+    return jnp.log(nets.SUPPORT.encode(x) + 1e-12)
 
 
 class _StubModel:
@@ -39,16 +40,27 @@ def test_lambda_returns_and_weights_by_hand():
     # states s_0..s_3: rewards/continues of s_1..s_3 drive R_0..R_2; s_3 is terminal.
     feats = jnp.array([[0.0, 5.0, 10.0], [1.0, 5.0, 10.0], [2.0, 5.0, 20.0],
                        [3.0, -5.0, 30.0]])
-    out = ac.targets(_StubModel(), None, _StubCritic(), None, feats, discount=0.9, lambda_=0.5)
+    out = ac.targets(_StubModel(), None, _StubCritic(), None, feats, discount=0.9, lambda_=0.5,
+                     contdisc=False)
     # R_2 = r_3 + 0.9 c_3 v_3 = 3 (c_3 = 0)
     # R_1 = r_2 + 0.9 c_2 (0.5 v_2 + 0.5 R_2) = 2 + 0.9 (10 + 1.5) = 12.35
     # R_0 = r_1 + 0.9 c_1 (0.5 v_1 + 0.5 R_1) = 1 + 0.9 (5 + 6.175) = 11.0575
     np.testing.assert_allclose(out["ret"], [11.0575, 12.35, 3.0], rtol=2e-3)
     np.testing.assert_allclose(out["weight"], [1.0, 1.0, 1.0])
     np.testing.assert_allclose(out["cont"], [1.0, 1.0, 0.0])
-    feats = feats.at[1, 1].set(-5.0)  # s_1 terminal: later steps get weight 0
-    np.testing.assert_allclose(ac.targets(_StubModel(), None, _StubCritic(), None, feats,
-                                          discount=0.9, lambda_=0.5)["weight"], [1.0, 0.0, 0.0])
+    terminal = feats.at[1, 1].set(-5.0)  # s_1 terminal: later steps get weight 0
+    np.testing.assert_allclose(ac.targets(_StubModel(), None, _StubCritic(), None, terminal,
+                                          discount=0.9, lambda_=0.5, contdisc=False)["weight"],
+                               [1.0, 0.0, 0.0])
+    # contdisc (2024): c_k = sigmoid(logit) carries the discount; w_k = c_0 ... c_k.
+    c, d = 1 / (1 + np.exp(-5.0)), 1 / (1 + np.exp(5.0))
+    out = ac.targets(_StubModel(), None, _StubCritic(), None, feats, discount=0.9, lambda_=0.5)
+    r2 = 3 + d * 30
+    r1 = 2 + c * (0.5 * 20 + 0.5 * r2)
+    r0 = 1 + c * (0.5 * 10 + 0.5 * r1)
+    np.testing.assert_allclose(out["ret"], [r0, r1, r2], rtol=2e-3)
+    np.testing.assert_allclose(out["weight"], [c, c * c, c ** 3], rtol=1e-5)
+    np.testing.assert_allclose(out["cont"], [c, c, d], rtol=1e-5)
 
 
 def test_percentile_scale_by_hand():
@@ -56,9 +68,11 @@ def test_percentile_scale_by_hand():
     state = (jnp.zeros(()), jnp.zeros(()), jnp.zeros((), jnp.int32))
     scale, (lo, hi, n) = ac.percentile_scale(ret, state, 0.99)
     np.testing.assert_allclose([lo, hi, n], [0.05, 0.95, 1], rtol=1e-5)
-    np.testing.assert_allclose(scale, 90.0, rtol=1e-4)  # debiased: (0.95 - 0.05) / 0.01
+    np.testing.assert_allclose(scale, 1.0)  # no bias correction: max(1, 0.95 - 0.05)
+    scale, _ = ac.percentile_scale(ret * 100, (lo, hi, n), 0.99)
+    np.testing.assert_allclose(scale, 0.99 * 0.9 + 0.01 * 9000 - 0.0, rtol=1e-4)
     scale, _ = ac.percentile_scale(ret * 0.001, state, 0.99)
-    np.testing.assert_allclose(scale, 1.0)  # max(1, 0.09)
+    np.testing.assert_allclose(scale, 1.0)  # max(1, 0.0009)
 
 
 def test_policy_log_prob_and_entropy_closed_forms():
@@ -86,12 +100,31 @@ def test_schedule_from_train_ratio_and_config_errors():
         DreamerConfig(optimizer="sgd")
 
 
-def test_size_presets_and_parameter_count():
-    env = envs.make("gymnax/CartPole-v1")
+def test_size_presets_and_variants():
     assert PRESETS["12m"].deter == 2048 and PRESETS["200m"].classes == 64
     assert PRESETS["1m_2023"].kl_dyn == 0.5 and PRESETS["1m"].kl_dyn == 1.0
-    small, big = Dreamer(PRESETS["1m"], env), Dreamer(PRESETS["12m"], env)
-    assert 3e5 < small.param_count() < big.param_count()
+    assert PRESETS["1m"].contdisc and not PRESETS["1m_2023"].contdisc
+    assert PRESETS["1m"].actor_unimix == 0.0 and PRESETS["1m_2023"].actor_unimix == 0.01
+
+
+# The official DreamerV3 (danijar/dreamerv3 e3f02248, `--configs dmc_proprio size<N>`) on DMC
+# cartpole_swingup prints these trainable parameter counts (world model, policy and value;
+# docs/results/dreamer.md); image: `dmc_vision size1m`, 64x64x3 frames.
+OFFICIAL_COUNTS = {"1m": 637_446, "12m": 9_724_422, "25m": 21_762_566, "50m": 38_584_838,
+                   "100m": 86_581_766, "200m": 153_715_206}
+CARTPOLE_SWINGUP = EnvSpec(env_id="dmc/cartpole_swingup", obs_shape=(5,), discrete=False,
+                           action_shape=(1,), action_low=(-1.0,), action_high=(1.0,))
+
+
+@pytest.mark.parametrize("size", sorted(OFFICIAL_COUNTS))
+def test_parameter_count_equals_the_official_code(size):
+    env = types.SimpleNamespace(spec=CARTPOLE_SWINGUP)  # Dreamer reads only the spec
+    assert Dreamer(PRESETS[size], env).param_count() == OFFICIAL_COUNTS[size]
+    if size == "1m":
+        assert Dreamer(PRESETS["1m_2023"], env).param_count() == OFFICIAL_COUNTS[size]
+        image = dataclasses.replace(CARTPOLE_SWINGUP, obs_shape=(64, 64, 3), obs_dtype=np.uint8,
+                                    obs_kind=None, obs_range=None)
+        assert Dreamer(PRESETS[size], types.SimpleNamespace(spec=image)).param_count() == 685_876
 
 
 def _bandit_batch(key, spec, b, t):
@@ -147,8 +180,9 @@ def test_learns_to_pick_the_rewarding_action(bandit_run):
     _, (action, action2, prob_one, imag_reward, _, _) = bandit_run
     assert float(action.mean()) >= 0.9, action
     assert float(action2.mean()) >= 0.9, action2
-    # the initial policy is uniform up to 1e-2: learning must move it clearly towards action 1
-    assert float(prob_one.mean()) > 0.6, prob_one
+    # the initial policy is uniform up to 1e-3 (output init x 0.01): learning must move it
+    # clearly towards action 1
+    assert float(prob_one.mean()) > 0.55, prob_one
     assert float(imag_reward[-10:].mean()) > 0.35, imag_reward[-10:]
 
 
@@ -174,4 +208,4 @@ def test_rssm_compounding_error_shapes_and_learning_lowers_reward_error(bandit_r
     expected = [rewards[:, k - 1:k - 1 + 6].mean() for k in (1, 2, 3)]
     np.testing.assert_allclose(before["reward"]["abs_error"], expected, rtol=1e-5)
     # Trained on reward = action, the imagined reward after the real action is clearly closer.
-    assert after["reward"]["abs_error"][0] < 0.7 * before["reward"]["abs_error"][0], after
+    assert after["reward"]["abs_error"][0] < 0.8 * before["reward"]["abs_error"][0], after

@@ -29,14 +29,21 @@ def test_symlog_symexp_round_trip_and_gradient():
 
 
 def test_two_hot_round_trip_mean_and_loss_gradient():
+    points = np.asarray(nets.SUPPORT.points)
+    # the official bins: symexp(linspace(-20, 20, 255)), mirrored around an exact 0
+    np.testing.assert_allclose(points, rlmath.symexp(np.linspace(-20.0, 20.0, 255)), rtol=1e-5)
+    assert points[127] == 0.0 and np.all(points[:127] == -points[:127:-1])
     y = jnp.array([-250.0, -1.0, 0.0, 0.3, 7.0, 1234.0])
-    labels = rlmath.two_hot(rlmath.symlog(y), nets.SUPPORT.points)
+    labels = nets.SUPPORT.encode(y)  # two-hot in raw space, between the neighbouring bins
     np.testing.assert_allclose(labels.sum(-1), 1.0, rtol=1e-6)
-    np.testing.assert_allclose(rlmath.symexp(labels @ nets.SUPPORT.points), y, rtol=1e-4,
+    assert np.all((np.asarray(labels) > 0).sum(-1) <= 2)
+    np.testing.assert_allclose(labels @ nets.SUPPORT.points, y, rtol=1e-5, atol=1e-6)
+    # log of the two-hot labels as logits: the mean E[bin] (raw space) = y.
+    np.testing.assert_allclose(nets.SUPPORT.decode(jnp.log(labels + 1e-30)), y, rtol=1e-3,
                                atol=1e-5)
-    # log of the two-hot labels as logits: the mean is symexp(E[bin]) = y.
-    np.testing.assert_allclose(nets.SUPPORT.decode(jnp.log(labels + 1e-12)), y, rtol=1e-3,
-                               atol=1e-5)
+    # uniform logits: exactly 0 (the symmetric sum)
+    assert float(nets.SUPPORT.decode(jnp.zeros(255))) == 0.0
+    assert np.all(np.asarray(jax.jit(nets.SUPPORT.decode)(jnp.zeros((3, 255)))) == 0.0)
     # d CE / d logits = softmax(logits) - labels; zero logits give the uniform softmax.
     grad = jax.grad(lambda lg: nets.SUPPORT.cross_entropy(lg, y[4]))(jnp.zeros(nets.SUPPORT.size))
     np.testing.assert_allclose(grad, 1.0 / nets.SUPPORT.size - labels[4], atol=1e-6)
