@@ -11,6 +11,11 @@ from the newest one that restores.
 orbax cannot write zero-size arrays (MJX environment states have some, e.g. ``data.act`` of
 a system without activations), so the state is stored as ``{leaf index: leaf}`` for its
 non-empty leaves only, and the empty ones are rebuilt from the restore target's shapes.
+
+With several processes (``jax.distributed``) every process calls the same methods: orbax
+writes each process's shards and renames the checkpoint once all are written; whether a
+checkpoint restores is agreed by all processes, and process 0 alone sets a damaged one aside.
+The log directory must be on a file system every process sees.
 """
 
 from __future__ import annotations
@@ -21,6 +26,8 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 import jax
 import jax.numpy as jnp
 import orbax.checkpoint as ocp
+
+from core import sharding as sharding_lib
 
 
 def _non_empty(leaves) -> Dict[str, Any]:
@@ -58,9 +65,10 @@ class Checkpointer:
         def leaf(i, abstract):
             if str(i) in saved:
                 return saved[str(i)]
-            empty = jnp.zeros(abstract.shape, abstract.dtype)
             sharding = getattr(abstract, "sharding", None)
-            return jax.device_put(empty, sharding) if sharding is not None else empty
+            # a jitted constant: the one way to make an array on another process's devices
+            return jax.jit(lambda: jnp.zeros(abstract.shape, abstract.dtype),
+                           out_shardings=sharding)()
 
         leaves = [leaf(i, a) for i, a in enumerate(abstract_leaves)]
         return jax.tree_util.tree_unflatten(treedef, leaves), dict(restored["meta"])
@@ -75,15 +83,22 @@ class Checkpointer:
         """
         failures: List[Tuple[int, BaseException]] = []
         for step in sorted(self.manager.all_steps(), reverse=True):
+            error = None
             try:
                 state, meta = self.restore(abstract_state, step)
             except Exception as err:  # orbax / tensorstore raise many kinds
-                failures.append((step, err))
+                error = err
+            failed_somewhere, = sharding_lib.agree_any([error is not None])
+            if failed_somewhere:
+                failures.append((step, error or RuntimeError(
+                    "it does not restore in another process")))
                 continue
             for bad, err in failures:
                 target = self.set_aside(bad)
-                report(f"[train] checkpoint at env_steps={bad} does not restore "
-                       f"({_reason(err)}); set aside as {target}, resuming from env_steps={step}")
+                if sharding_lib.is_primary():
+                    report(f"[train] checkpoint at env_steps={bad} does not restore "
+                           f"({_reason(err)}); set aside as {target}, resuming from "
+                           f"env_steps={step}")
             return state, meta, step
         if not failures:
             raise CheckpointError(f"no checkpoint under {self.directory}")
@@ -96,11 +111,15 @@ class Checkpointer:
     def set_aside(self, step: int) -> str:
         """Renames ``<step>`` to ``<step>.damaged`` (or ``.damaged-N``) so it is not tried
         again; returns the new path."""
-        source = os.path.join(self.directory, str(step))
-        target, i = source + ".damaged", 1
-        while os.path.exists(target):
-            target, i = f"{source}.damaged-{i}", i + 1
-        os.rename(source, target)
+        def rename():
+            source = os.path.join(self.directory, str(step))
+            target, i = source + ".damaged", 1
+            while os.path.exists(target):
+                target, i = f"{source}.damaged-{i}", i + 1
+            os.rename(source, target)
+            return target
+
+        target = sharding_lib.primary_decides(rename, f"set_aside:{step}")
         self.manager.reload()
         return target
 

@@ -2,6 +2,13 @@
 
 All seeds of a run are one program: the loop functions of :mod:`core.loop` are vmapped over a
 leading seed axis and jitted with the run state's shardings (:mod:`core.sharding`).
+
+Several processes (``jax.distributed``) run this same loop over one global mesh, each stepping
+the environments of its own devices. Every host-side decision is the same in all of them:
+metrics are replicated outputs of the compiled chunk, a signal or the wall-clock budget stops
+the run when any process sees it (:func:`core.sharding.agree_any`), and process 0 alone checks
+and writes the log directory (config, metrics, TensorBoard, plots, progress); orbax writes each
+process's shards of a checkpoint.
 """
 
 from __future__ import annotations
@@ -174,7 +181,8 @@ def train(env: Environment, agent: Agent, cfg: RunConfig, config_record: Optiona
                     prefill_iterations=prefill_iterations, eval_envs=cfg.eval_episodes)
 
     mesh = sharding.make_mesh(cfg.num_devices or sharding.default_num_devices(cfg.num_envs))
-    keys = jax.random.split(jax.random.PRNGKey(cfg.seed), cfg.num_seeds)
+    host_keys = jax.random.split(jax.random.PRNGKey(cfg.seed), cfg.num_seeds)
+    keys = sharding.replicated(host_keys, mesh)
     init_v = jax.vmap(fns.init)
     shapes = jax.eval_shape(init_v, keys)
     state_sharding = sharding.run_state_shardings(shapes, mesh, cfg.num_envs)
@@ -186,8 +194,10 @@ def train(env: Environment, agent: Agent, cfg: RunConfig, config_record: Optiona
                          donate_argnums=0)
     eval_fn = jax.jit(jax.vmap(fns.evaluate), out_shardings=replicated)
 
+    primary = sharding.is_primary()
     if cfg.logdir:
-        rundir.check_logdir(cfg.logdir, config_record)
+        sharding.primary_decides(lambda: rundir.check_logdir(cfg.logdir, config_record),
+                                 "check_logdir")
     ckpt = checkpoint.Checkpointer(cfg.logdir) if cfg.logdir else None
     meta = {"env_steps": 0, "wall_time": 0.0, "prefilled": False}
     if ckpt is not None and ckpt.latest_step() is not None:
@@ -196,7 +206,8 @@ def train(env: Environment, agent: Agent, cfg: RunConfig, config_record: Optiona
         except BaseException:
             ckpt.close()
             raise
-        print(f"[train] resumed from {ckpt.directory} at env_steps={meta['env_steps']}")
+        if primary:
+            print(f"[train] resumed from {ckpt.directory} at env_steps={meta['env_steps']}")
     elif state is None:
         state = init_fn(keys)
     else:
@@ -204,11 +215,11 @@ def train(env: Environment, agent: Agent, cfg: RunConfig, config_record: Optiona
     env_steps = int(meta["env_steps"])
 
     log = None
-    if cfg.logdir and jax.process_index() == 0:
+    if cfg.logdir and primary:
         if config_record is not None:
             rundir.write_config(cfg.logdir, config_record, resumed=env_steps > 0)
         log = logger.MetricsLogger(cfg.logdir, resume_env_steps=env_steps if env_steps else None)
-    progress = logger.Progress(cfg.steps, env_steps, enabled=cfg.progress)
+    progress = logger.Progress(cfg.steps, env_steps, enabled=cfg.progress and primary)
     start = time.time() - float(meta["wall_time"])
     deadline = time.time() + cfg.max_seconds if cfg.max_seconds else math.inf
     history: List[Dict] = []
@@ -240,26 +251,33 @@ def train(env: Environment, agent: Agent, cfg: RunConfig, config_record: Optiona
                   **_summarise(jax.tree_util.tree_map(np.asarray, stats))})
         meta["prefilled"] = True
         done = env_steps >= cfg.steps
-        while not done and stop.signum is None:
+        signalled = False
+        while not done:
+            signalled, _ = sharding.agree_any([stop.signum is not None, False])
+            if signalled:
+                break
             state, metrics = train_fn(state)
             env_steps = int(np.asarray(state.env_steps)[0])
             metrics = jax.tree_util.tree_map(np.asarray, metrics)
             _check_skipped(metrics, env_steps, last_ckpt)
             record = {"env_steps": env_steps, **_summarise(metrics)}
             _check_finite(record, last_ckpt)
-            done = env_steps >= cfg.steps or time.time() >= deadline or stop.signum is not None
+            signalled, late = sharding.agree_any([stop.signum is not None,
+                                                  time.time() >= deadline])
+            done = env_steps >= cfg.steps or late or signalled
             if done and env_steps < cfg.steps:
-                stopped_by = stop.name or "max_seconds"
+                stopped_by = (stop.name or "SIGTERM") if signalled else "max_seconds"
                 record["stopped_by"] = stopped_by
-                if stop.signum is None:
+                if not signalled and primary:
                     print(f"[train] max_seconds={cfg.max_seconds:g} reached at env_steps="
                           f"{env_steps} (of {cfg.steps}); rerun with the same logdir to go on",
                           flush=True)
-            evaluate = stop.signum is None and cfg.eval_every >= 0 and (
+            evaluate = not signalled and cfg.eval_every >= 0 and (
                 done or (cfg.eval_every and env_steps >= next_eval))
             if evaluate:
-                eval_keys = jax.random.split(jax.random.fold_in(keys[0], env_steps),
-                                             cfg.num_seeds)
+                eval_keys = sharding.replicated(jax.random.split(
+                    jax.random.fold_in(host_keys[0], env_steps),
+                    cfg.num_seeds), mesh)
                 evaluation = jax.tree_util.tree_map(np.asarray, eval_fn(state, eval_keys))
                 record.update({k: float(v.mean()) for k, v in evaluation.items()})
                 record["eval_return_per_seed"] = evaluation["eval_return_mean"].tolist()
@@ -268,15 +286,16 @@ def train(env: Environment, agent: Agent, cfg: RunConfig, config_record: Optiona
             progress.update(env_steps, _progress_info(record, env_steps, start))
             if ckpt is not None and (done or (cfg.checkpoint_every and env_steps >= next_ckpt)):
                 save()
-        if stop.signum is not None and env_steps < cfg.steps:
-            stopped_by = stop.name
+        if signalled and env_steps < cfg.steps:
+            stopped_by = stop.name or "SIGTERM"
             if not history or history[-1].get("stopped_by") != stopped_by:
                 emit({"env_steps": env_steps, "stopped_by": stopped_by})  # between chunks
             if ckpt is not None and last_ckpt != env_steps:  # the signal came before a chunk
                 save()
             where = f"; checkpoint at env_steps={last_ckpt}" if ckpt is not None else ""
-            print(f"[train] stopped by {stopped_by} at env_steps={env_steps}{where}; rerun "
-                  f"the same command to resume", flush=True)
+            if primary:
+                print(f"[train] stopped by {stopped_by} at env_steps={env_steps}{where}; rerun "
+                      f"the same command to resume", flush=True)
     finally:
         stop.__exit__(None, None, None)
         progress.close()

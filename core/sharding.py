@@ -6,21 +6,126 @@ environment axis at position 1; they are split over a 1-D mesh axis ``"data"``. 
 optimiser states and counters are replicated. XLA's partitioner inserts the collectives, so
 the same program runs on 1 CPU, several GPUs, or several hosts after
 ``jax.distributed.initialize()``.
+
+Several processes (one per host, joined by :func:`initialize_distributed`) share one global
+mesh; each holds, and steps, only the environments of its own devices. Host-side decisions must
+then agree: :func:`agree_any` combines per-process flags (a signal, a deadline),
+:func:`primary_decides` lets process 0 alone touch the log directory and tells the others the
+outcome, and :func:`replicated` puts a host value (a PRNG key) on every device of the mesh.
 """
 
 from __future__ import annotations
 
-from typing import Optional, Sequence
+import json
+import os
+from typing import Any, Callable, Optional, Sequence
 
 import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 DATA_AXIS = "data"
+# Read by initialize_distributed when no flag gives them; jax reads JAX_COORDINATOR_ADDRESS
+# itself, and detects SLURM, Open MPI and Cloud TPU settings when none is set.
+COORDINATOR_ENV = "JAX_COORDINATOR_ADDRESS"
+NUM_PROCESSES_ENV = "JAX_NUM_PROCESSES"
+PROCESS_ID_ENV = "JAX_PROCESS_ID"
+
+
+def initialize_distributed(coordinator_address: Optional[str] = None,
+                           num_processes: Optional[int] = None,
+                           process_id: Optional[int] = None,
+                           heartbeat_timeout_seconds: int = 100) -> None:
+    """Joins this process to a multi-process run (``jax.distributed.initialize``).
+
+    Each argument left None is read from ``JAX_COORDINATOR_ADDRESS``, ``JAX_NUM_PROCESSES``
+    and ``JAX_PROCESS_ID``; what is still missing jax detects from the cluster (SLURM, Open
+    MPI, Cloud TPU). CPU collectives go over gloo, so processes on CPUs (tests, a laptop) can
+    join too. Must run before anything touches a device. A process whose peers stop sending
+    heartbeats for ``heartbeat_timeout_seconds`` fails instead of waiting for them forever.
+    """
+    env = os.environ
+    coordinator_address = coordinator_address or env.get(COORDINATOR_ENV) or None
+    if num_processes is None and env.get(NUM_PROCESSES_ENV):
+        num_processes = int(env[NUM_PROCESSES_ENV])
+    if process_id is None and env.get(PROCESS_ID_ENV):
+        process_id = int(env[PROCESS_ID_ENV])
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    jax.distributed.initialize(coordinator_address=coordinator_address,
+                               num_processes=num_processes, process_id=process_id,
+                               heartbeat_timeout_seconds=heartbeat_timeout_seconds)
+
+
+def is_primary() -> bool:
+    """True in process 0, the one that writes the log directory."""
+    return jax.process_index() == 0
+
+
+def agree_any(flags: Sequence[bool]) -> np.ndarray:
+    """Flag-wise OR over all processes (every process must call it at the same point)."""
+    flags = np.asarray(flags, bool)
+    if jax.process_count() == 1:
+        return flags
+    from jax.experimental import multihost_utils
+    gathered = multihost_utils.process_allgather(flags.astype(np.int32))
+    return np.asarray(gathered).reshape(-1, flags.size).any(axis=0)
+
+
+_MESSAGE_BYTES = 8192
+
+
+def primary_decides(fn: Callable[[], Any], name: str) -> Any:
+    """``fn()`` run by process 0 alone (e.g. a check or a rename in the log directory), its
+    JSON-able result or its error told to every process behind a barrier.
+
+    In the other processes a ``ValueError`` raised by ``fn`` is raised again as a
+    ``ValueError`` with the same message (a usage error stays one), anything else as a
+    ``RuntimeError``.
+    """
+    if jax.process_count() == 1:
+        return fn()
+    from jax.experimental import multihost_utils
+    error = None
+    outcome = {"ok": True, "value": None}
+    if is_primary():
+        try:
+            outcome["value"] = fn()
+        except Exception as err:  # told to the others, then raised here
+            error = err
+            outcome = {"ok": False, "value_error": isinstance(err, ValueError),
+                       "message": str(err)}
+    data = json.dumps(outcome, default=str).encode()[:_MESSAGE_BYTES]
+    buffer = np.zeros(_MESSAGE_BYTES + 4, np.uint8)
+    buffer[:4] = np.frombuffer(np.uint32(len(data)).tobytes(), np.uint8)
+    buffer[4:4 + len(data)] = np.frombuffer(data, np.uint8)
+    buffer = np.asarray(multihost_utils.broadcast_one_to_all(buffer))
+    multihost_utils.sync_global_devices(f"primary_decides:{name}")
+    if error is not None:
+        raise error
+    size = int(np.frombuffer(buffer[:4].tobytes(), np.uint32)[0])
+    outcome = json.loads(buffer[4:4 + size].tobytes().decode())
+    if not outcome["ok"]:
+        message = f"{outcome['message']} (decided by process 0)"
+        raise ValueError(message) if outcome["value_error"] else RuntimeError(message)
+    return outcome["value"]
+
+
+def replicated(value: Any, mesh: Mesh) -> Any:
+    """A host value (the same in every process, e.g. PRNG keys) as a global array replicated
+    over ``mesh``: the form a jitted function over a multi-process mesh takes as input."""
+    sharding = NamedSharding(mesh, P())
+    return jax.tree_util.tree_map(
+        lambda x: jax.make_array_from_process_local_data(sharding, np.asarray(x)), value)
 
 
 def make_mesh(num_devices: Optional[int] = None, devices: Optional[Sequence] = None) -> Mesh:
-    """A 1-D mesh over ``num_devices`` devices (all devices when None)."""
+    """A 1-D mesh over ``num_devices`` devices (all devices when None).
+
+    With several processes the mesh takes ``num_devices / process_count`` devices of every
+    process, in process order, so each process holds a contiguous block of environments.
+    """
+    if devices is None and jax.process_count() > 1:
+        return Mesh(np.array(_per_process_devices(num_devices)), (DATA_AXIS,))
     devices = list(devices if devices is not None else jax.devices())
     if num_devices:
         if num_devices > len(devices):
@@ -31,9 +136,32 @@ def make_mesh(num_devices: Optional[int] = None, devices: Optional[Sequence] = N
     return Mesh(np.array(devices), (DATA_AXIS,))
 
 
+def _per_process_devices(num_devices: Optional[int]) -> list:
+    processes = jax.process_count()
+    local = jax.local_device_count()
+    num_devices = num_devices or processes * local
+    if num_devices % processes or num_devices // processes > local:
+        raise ValueError(f"--num-devices {num_devices} does not split over {processes} "
+                         f"processes of {local} devices each; pass a multiple of {processes} "
+                         f"up to {processes * local}")
+    per = num_devices // processes
+    by_process: dict = {}
+    for device in jax.devices():
+        by_process.setdefault(device.process_index, []).append(device)
+    return [d for p in sorted(by_process) for d in sorted(by_process[p], key=lambda d: d.id)[:per]]
+
+
 def default_num_devices(num_envs: int, available: Optional[int] = None) -> int:
     """The most devices (of the ``available`` ones, all visible by default) that split
-    ``num_envs`` environments evenly."""
+    ``num_envs`` environments evenly; with several processes, the same number from each."""
+    processes = jax.process_count() if available is None else 1
+    if processes > 1:
+        per = [k for k in range(1, jax.local_device_count() + 1)
+               if num_envs % (k * processes) == 0]
+        if not per:
+            raise ValueError(f"--num-envs {num_envs} does not split over {processes} "
+                             f"processes; pass a multiple of {processes}")
+        return max(per) * processes
     available = jax.device_count() if available is None else available
     return max(d for d in range(1, min(available, num_envs) + 1) if num_envs % d == 0)
 

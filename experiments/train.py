@@ -63,7 +63,21 @@ def _parser() -> argparse.ArgumentParser:
                         "split --num-envs evenly)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar or lines")
     p.add_argument("--distributed", action="store_true",
-                   help="call jax.distributed.initialize() first (multi-host runs)")
+                   help="join a multi-process run (jax.distributed; one process per host, see "
+                        "docs/distributed.md); `python -m experiments.launch` starts one on this "
+                        "machine")
+    p.add_argument("--coordinator-address", default=None, metavar="HOST:PORT",
+                   help="with --distributed: process 0's address (default: "
+                        "$JAX_COORDINATOR_ADDRESS, else detected on SLURM / Cloud TPU)")
+    p.add_argument("--num-processes", type=int, default=None,
+                   help="with --distributed: number of processes (default: $JAX_NUM_PROCESSES, "
+                        "else detected)")
+    p.add_argument("--process-id", type=int, default=None,
+                   help="with --distributed: this process's index, 0 to --num-processes - 1 "
+                        "(default: $JAX_PROCESS_ID, else detected)")
+    p.add_argument("--heartbeat-timeout", type=int, default=100, metavar="SECONDS",
+                   help="with --distributed: a process whose peer sent no heartbeat for this "
+                        "long fails instead of waiting for it (jax's default: 100)")
     p.add_argument("--fresh", action="store_true",
                    help="move an existing run in --logdir aside to <logdir>.<time> and start over")
     p.add_argument("--dry-run", action="store_true",
@@ -234,23 +248,31 @@ def main(argv: Optional[List[str]] = None) -> Dict:
     its checkpoint was written)."""
     args, _ = _parser().parse_known_args(argv)
     if args.distributed:
-        import jax
-        jax.distributed.initialize()
-    from core import runner, rundir
+        _initialize_distributed(args)
+    elif any(v is not None for v in (args.coordinator_address, args.num_processes,
+                                      args.process_id)) or args.heartbeat_timeout != 100:
+        raise cli.UsageError("--coordinator-address, --num-processes, --process-id and "
+                             "--heartbeat-timeout need --distributed")
+    from core import runner, rundir, sharding
     env, agent, run_cfg, record = build(argv)
     options = record["env_options"] or ""
-    print(f"[train] agent={record['agent']} preset={record['preset']} env={record['env']}{options} "
-          f"steps={run_cfg.steps} num_envs={run_cfg.num_envs} num_seeds={run_cfg.num_seeds} "
-          f"logdir={run_cfg.logdir}", flush=True)
     import jax
+    primary = sharding.is_primary()
+    if primary:
+        where = (f" processes={jax.process_count()} devices={jax.device_count()}"
+                 if args.distributed else "")
+        print(f"[train] agent={record['agent']} preset={record['preset']} env={record['env']}"
+              f"{options} steps={run_cfg.steps} num_envs={run_cfg.num_envs} num_seeds="
+              f"{run_cfg.num_seeds}{where} logdir={run_cfg.logdir}", flush=True)
     note = presets.hardware_note(record["agent"], record["preset"], jax.default_backend())
-    if note:
+    if note and primary:
         print(f"[train] note: {note}", flush=True)
     if args.dry_run:
         print(describe(env, agent, run_cfg, record), flush=True)
         return {}
-    moved = rundir.check_logdir(run_cfg.logdir, record, fresh=args.fresh)
-    if moved:
+    moved = sharding.primary_decides(
+        lambda: rundir.check_logdir(run_cfg.logdir, record, fresh=args.fresh), "fresh")
+    if moved and primary:
         print(f"[train] --fresh: moved the old run to {moved}", flush=True)
     result = runner.train(env, agent, run_cfg, record)
     final = result.history[-1] if result.history else {}
@@ -258,8 +280,27 @@ def main(argv: Optional[List[str]] = None) -> Dict:
                                      "wall_time") if k in final}
     if result.stopped_by in ("SIGTERM", "SIGINT"):
         raise SystemExit(128 + int(getattr(signal, result.stopped_by)))
-    print(f"[train] done: {summary}; outputs in {run_cfg.logdir}", flush=True)
+    if primary:
+        print(f"[train] done: {summary}; outputs in {run_cfg.logdir}", flush=True)
     return summary
+
+
+def _initialize_distributed(args) -> None:
+    """``--distributed``: joins the processes before anything touches a device."""
+    from core import sharding
+    for name, low in (("num_processes", 1), ("process_id", 0), ("heartbeat_timeout", 1)):
+        value = getattr(args, name)
+        if value is not None and value < low:
+            raise cli.UsageError(f"--{name.replace('_', '-')} must be >= {low}, got {value}")
+    try:
+        sharding.initialize_distributed(args.coordinator_address, args.num_processes,
+                                        args.process_id, args.heartbeat_timeout)
+    except ValueError as err:  # jax found no cluster and was given no address
+        raise cli.UsageError(f"--distributed: {err}; pass --coordinator-address, "
+                             f"--num-processes and --process-id (or set "
+                             f"{sharding.COORDINATOR_ENV}, {sharding.NUM_PROCESSES_ENV}, "
+                             f"{sharding.PROCESS_ID_ENV}), or start the processes with "
+                             f"`python -m experiments.launch`") from err
 
 
 if __name__ == "__main__":
