@@ -66,6 +66,22 @@ def _assert_same_metrics(a, b):
                 np.testing.assert_allclose(x[k], y[k], rtol=1e-5, atol=1e-6, err_msg=k)
 
 
+RANDOM = ["--agent", "random", "--env", "linear/scalar_a1.1", "--num-envs", "4", "--steps", "64",
+          "--log-every", "32", "--eval-every", "-1", "--checkpoint-every", "32", "--no-progress"]
+
+
+def test_two_processes_train_one_run_written_by_process_0(tmp_path):
+    """The fast check (about 10 s on an idle 2-core CPU): 2 processes join, train, and only
+    process 0 reports and writes; their checkpoint restores on 1 process of 1 device."""
+    logdir = str(tmp_path / "run")
+    out = _launch(RANDOM + ["--logdir", logdir])
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    assert "processes=2 devices=4" in out.stdout and out.stdout.count("[train] done") == 1
+    assert [r["env_steps"] for r in logger.read_metrics(logdir)] == [32, 64]
+    assert len(glob.glob(os.path.join(logdir, "events.out.tfevents*"))) == 1
+    assert int(np.asarray(_restore(logdir, RANDOM).env_steps)[0]) == 64
+
+
 @pytest.fixture(scope="module")
 def two_processes(tmp_path_factory):
     """A 320-step MPC run of 2 processes of 2 CPU devices each."""
@@ -147,3 +163,26 @@ def test_a_process_that_dies_makes_the_other_fail(tmp_path):
     assert procs[0].returncode != 0
     assert time.time() - killed < 120
     assert "died" in stdout or "unhealthy" in stdout, stdout[-2000:]
+
+
+MUZERO = ["--agent", "muzero", "--env", "gymnax/CartPole-v1", "--preset", "tiny", "--num-envs",
+          "4", "--steps", "64", "--log-every", "16", "--eval-every", "-1",
+          "--checkpoint-every", "0", "--no-progress"]
+
+
+@pytest.mark.slow
+def test_muzero_on_two_processes_equals_one_process_after_two_chunks(tmp_path):
+    """Prefill, then two chunks of acting with search and updates: the same actions, and
+    parameters within 1e-5 (later a search's argmax may flip on float noise)."""
+    two, one = str(tmp_path / "two"), str(tmp_path / "one")
+    proc = _train(MUZERO + ["--logdir", one])
+    out = _launch(MUZERO + ["--logdir", two])
+    stdout, _ = proc.communicate(timeout=TIMEOUT)
+    assert proc.returncode == 0, stdout[-3000:]
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    a, b = _restore(two, MUZERO), _restore(one, MUZERO)
+    assert int(np.asarray(a.env_steps)[0]) == 64
+    np.testing.assert_array_equal(np.asarray(a.buffer.experience.action),
+                                  np.asarray(b.buffer.experience.action))
+    assert runner.tree_allclose(a.agent, b.agent, rtol=1e-5, atol=1e-5)
+    _assert_same_metrics(two, one)
