@@ -296,7 +296,7 @@ def _initialize_distributed(args) -> None:
         sharding.initialize_distributed(args.coordinator_address, args.num_processes,
                                         args.process_id, args.heartbeat_timeout)
     except ValueError as err:  # jax found no cluster and was given no address
-        raise cli.UsageError(f"--distributed: {err}; pass --coordinator-address, "
+        raise cli.UsageError(f"--distributed: {str(err).rstrip('.')}; pass --coordinator-address, "
                              f"--num-processes and --process-id (or set "
                              f"{sharding.COORDINATOR_ENV}, {sharding.NUM_PROCESSES_ENV}, "
                              f"{sharding.PROCESS_ID_ENV}), or start the processes with "

@@ -186,3 +186,27 @@ def test_muzero_on_two_processes_equals_one_process_after_two_chunks(tmp_path):
                                   np.asarray(b.buffer.experience.action))
     assert runner.tree_allclose(a.agent, b.agent, rtol=1e-5, atol=1e-5)
     _assert_same_metrics(two, one)
+
+
+@pytest.mark.slow
+def test_sigterm_to_the_launcher_stops_every_process_at_one_checkpoint(tmp_path):
+    logdir = str(tmp_path / "run")
+    args = ["--agent", "random", "--env", "linear/scalar_a1.1", "--num-envs", "4",
+            "--steps", "100000000", "--log-every", "400", "--eval-every", "-1",
+            "--checkpoint-every", "0", "--logdir", logdir]
+    proc = subprocess.Popen([sys.executable, "-m", "experiments.launch", "--processes", "2",
+                             "--local-devices", "2", "--", *args], cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    metrics = os.path.join(logdir, "metrics.jsonl")
+    deadline = time.time() + TIMEOUT
+    while not (os.path.exists(metrics) and open(metrics).read().strip()):
+        assert time.time() < deadline and proc.poll() is None
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGTERM)
+    stdout, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 128 + signal.SIGTERM, stdout[-3000:]
+    last = logger.read_metrics(logdir)[-1]
+    assert last["stopped_by"] == "SIGTERM"
+    steps = sorted(int(d) for d in os.listdir(os.path.join(logdir, "checkpoints")) if d.isdigit())
+    assert steps[-1] == last["env_steps"]  # both processes saved the same step
+    assert stdout.count("[train] stopped by SIGTERM") == 1
