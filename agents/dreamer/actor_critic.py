@@ -177,13 +177,59 @@ def actor_loss(actor_params, wm_params, critic_params, starts, key: Array, ret_s
     return loss, (data, ret_state, metrics)
 
 
+def value_loss(critic_params, slow_params, feats: Array, ret: Array, *,
+               critic: nets.TwoHotHead, slow_reg: float) -> Tuple[Array, Array]:
+    """Per step ``CE(v(s), two_hot(R)) + slow_reg CE(v(s), two_hot(v_slow(s)))`` for
+    ``feats [..., F]`` and targets ``ret [...]``; returns ``(loss [...], logits [..., 255])``."""
+    logits = critic.apply(critic_params, feats)
+    slow_mean = nets.SUPPORT.decode(critic.apply(slow_params, feats))
+    loss = nets.SUPPORT.cross_entropy(logits, jax.lax.stop_gradient(ret))
+    loss = loss + slow_reg * nets.SUPPORT.cross_entropy(logits, jax.lax.stop_gradient(slow_mean))
+    return loss, logits
+
+
 def critic_loss(critic_params, slow_params, data: Dict[str, Array], *,
                 critic: nets.TwoHotHead, slow_reg: float):
     """Two-hot regression of ``v(s_k)`` on ``R_k`` plus the slow-critic regulariser."""
-    feats = data["feats"][:, :-1]
-    logits = critic.apply(critic_params, feats)
-    slow_mean = nets.SUPPORT.decode(critic.apply(slow_params, feats))
-    loss = nets.SUPPORT.cross_entropy(logits, data["ret"])
-    loss = loss + slow_reg * nets.SUPPORT.cross_entropy(logits, jax.lax.stop_gradient(slow_mean))
+    loss, logits = value_loss(critic_params, slow_params, data["feats"][:, :-1], data["ret"],
+                              critic=critic, slow_reg=slow_reg)
     loss = (data["weight"] * loss).mean()
     return loss, {"critic_loss": loss, "value": nets.SUPPORT.decode(logits).mean()}
+
+
+def replay_returns(reward: Array, terminated: Array, is_first: Array, boot: Array, *,
+                   discount: float, lambda_: float) -> Tuple[Array, Array]:
+    """Lambda-returns along ONE replayed window ``[T]`` bootstrapped on imagination returns.
+
+    ``boot_t`` is the imagination return ``R_0`` from the posterior ``s_t``. Where ``s_{t+1}``
+    is the successor of ``s_t`` (``not is_first_{t+1}``):
+    ``R_t = r_t + discount (1 - term_t) ((1 - lambda) boot_{t+1} + lambda R_{t+1})``; where the
+    episode ended at ``t``, ``R_t = r_t`` if it terminated (a truncation has no successor state
+    to bootstrap from, so it is left out), and ``R_{T-1} = boot_{T-1}`` is left out as in the
+    official ``repval`` loss. Returns ``(R [T], mask [T])``.
+    """
+    length = reward.shape[0]
+    linked = jnp.concatenate([~is_first[1:], jnp.zeros((1,), bool)])  # s_{t+1} follows s_t
+    cont = 1.0 - terminated.astype(jnp.float32)
+    boot_next = jnp.concatenate([boot[1:], boot[-1:]])
+
+    def body(ret_next, inputs):
+        r, c, b_next, link = inputs
+        ret = jnp.where(link, r + discount * c * ((1 - lambda_) * b_next + lambda_ * ret_next),
+                        r)
+        return ret, ret
+
+    _, ret = jax.lax.scan(body, boot[-1], (reward, cont, boot_next, linked), reverse=True)
+    ends = jnp.arange(length) == length - 1
+    mask = (linked | terminated) & ~ends
+    return jnp.where(ends, boot, ret), mask.astype(jnp.float32)
+
+
+def repval_loss(critic_params, slow_params, feats: Array, ret: Array, mask: Array, *,
+                critic: nets.TwoHotHead, slow_reg: float) -> Array:
+    """The official replay value loss: :func:`value_loss` on replayed posterior features
+    ``feats [..., F]`` (gradients flow into the world model through them) with the targets of
+    :func:`replay_returns`, weighted by ``mask [...]`` and averaged."""
+    loss, _ = value_loss(critic_params, slow_params, feats, ret, critic=critic,
+                         slow_reg=slow_reg)
+    return (mask * loss).mean()

@@ -163,40 +163,62 @@ class Dreamer:
         return self.to_env_action(action), ActCarry(state=post, action=action), {}
 
     # --- learning --------------------------------------------------------------------------
-    def world_model_grad(self, wm_params, batch, key: Array):
-        """``(grad, posterior start states [B * T], metrics)`` of the world-model loss."""
+    def world_model_loss(self, wm_params, batch, key: Array):
+        """``(loss, (posterior states [B, T], metrics))`` of the world model on a batch."""
         cfg = self.cfg
         seq = {"obs": batch.obs, "next_obs": batch.next_obs, "reward": batch.reward,
                "terminated": batch.terminated, "is_first": batch.is_first,
                "action": self.to_model_action(batch.action)}
-        b = batch.reward.shape[0]
+        losses, (states, metrics) = jax.vmap(
+            lambda s, k: wm.loss_fn(wm_params, self.model, s, k, kl_dyn=cfg.kl_dyn,
+                                    kl_rep=cfg.kl_rep, free_nats=cfg.free_nats,
+                                    recon_scale=cfg.recon_scale,
+                                    cont_scale=cfg.discount if cfg.contdisc else 1.0)
+        )(seq, jax.random.split(key, batch.reward.shape[0]))
+        return losses.mean(), (states, jax.tree_util.tree_map(jnp.mean, metrics))
 
-        def wm_total(params):
-            losses, (states, metrics) = jax.vmap(
-                lambda s, k: wm.loss_fn(params, self.model, s, k, kl_dyn=cfg.kl_dyn,
-                                        kl_rep=cfg.kl_rep, free_nats=cfg.free_nats,
-                                        recon_scale=cfg.recon_scale,
-                                        cont_scale=cfg.discount if cfg.contdisc else 1.0)
-            )(seq, jax.random.split(key, b))
-            return losses.mean(), (states, jax.tree_util.tree_map(jnp.mean, metrics))
+    def world_model_grad(self, wm_params, batch, key: Array):
+        """``(grad, posterior start states [B * T], metrics)`` of the world-model loss alone."""
+        grad, (states, metrics) = jax.grad(self.world_model_loss, has_aux=True)(
+            wm_params, batch, key)
+        return grad, _flat_starts(states), metrics
 
-        grad, (states, metrics) = jax.grad(wm_total, has_aux=True)(wm_params)
-        starts = jax.tree_util.tree_map(
-            lambda x: jax.lax.stop_gradient(x.reshape((-1,) + x.shape[2:])), states)
-        return grad, starts, metrics
+    def loss(self, params, state: DreamerState, batch, key: Array):
+        """The whole update's loss over ``params = (wm, actor, critic)``, as the official single
+        optimiser sees it: world model + actor + critic (imagination) + ``repval`` x replay
+        value loss. Stop-gradients keep each term on its own parameters, except the replay
+        value loss, which also trains the world model through the posterior features.
+        Returns ``(loss, (new return-normaliser state, metrics))``."""
+        cfg, sg = self.cfg, jax.lax.stop_gradient
+        wm_params, actor_params, critic_params = params
+        wm_key, ac_key = jax.random.split(key)
+        wm_loss, (states, metrics) = self.world_model_loss(wm_params, batch, wm_key)
+        actor_loss, (data, ret_state, ac_metrics) = ac.actor_loss(
+            actor_params, sg(wm_params), sg(critic_params), _flat_starts(states), ac_key,
+            state.ret_state, model=self.model, actor=self.actor, critic=self.critic, cfg=cfg,
+            backprop=self.backprop)
+        critic_loss, critic_metrics = ac.critic_loss(
+            critic_params, state.slow_critic_params, data, critic=self.critic,
+            slow_reg=cfg.slow_reg)
+        total = wm_loss + actor_loss + critic_loss
+        metrics = {**metrics, **ac_metrics, **critic_metrics}
+        if cfg.repval > 0:
+            boot = data["ret"][:, 0].reshape(batch.reward.shape)  # R_0 imagined from s_t
+            ret, mask = jax.vmap(lambda r, d, f, b: ac.replay_returns(
+                r, d, f, b, discount=cfg.discount, lambda_=cfg.lambda_))(
+                    batch.reward, batch.terminated, batch.is_first, boot)
+            repval = ac.repval_loss(critic_params, state.slow_critic_params, features(states),
+                                    ret, mask, critic=self.critic, slow_reg=cfg.slow_reg)
+            total = total + cfg.repval * repval
+            metrics["repval_loss"] = repval
+        return total, (ret_state, metrics)
 
     def update(self, state: DreamerState, batch, key: Array):
         """One update on a replayed batch of transitions (leaves ``[B, T, ...]``)."""
         cfg = self.cfg
-        wm_key, ac_key = jax.random.split(key)
-        wm_grad, starts, wm_metrics = self.world_model_grad(state.wm_params, batch, wm_key)
-        actor_grad, (data, ret_state, ac_metrics) = jax.grad(ac.actor_loss, has_aux=True)(
-            state.actor_params, state.wm_params, state.critic_params, starts, ac_key,
-            state.ret_state, model=self.model, actor=self.actor, critic=self.critic, cfg=cfg,
-            backprop=self.backprop)
-        critic_grad, critic_metrics = jax.grad(ac.critic_loss, has_aux=True)(
-            state.critic_params, state.slow_critic_params, data, critic=self.critic,
-            slow_reg=cfg.slow_reg)
+        params = (state.wm_params, state.actor_params, state.critic_params)
+        (wm_grad, actor_grad, critic_grad), (ret_state, metrics) = jax.grad(
+            self.loss, has_aux=True)(params, state, batch, key)
 
         # Each module's step is skipped when its gradients are not finite (core.guard).
         wm_params, wm_opt, wm_ok, _ = guard.guarded_step(self.wm_opt, wm_grad, state.wm_opt,
@@ -210,8 +232,13 @@ class Dreamer:
                            critic_params=critic_params, slow_critic_params=slow, wm_opt=wm_opt,
                            actor_opt=actor_opt, critic_opt=critic_opt, ret_state=ret_state,
                            steps=state.steps + 1)
-        return new, {**wm_metrics, **ac_metrics, **critic_metrics,
-                     "skipped_updates": guard.skipped(wm_ok, actor_ok, critic_ok)}
+        return new, {**metrics, "skipped_updates": guard.skipped(wm_ok, actor_ok, critic_ok)}
+
+
+def _flat_starts(states: RSSMState) -> RSSMState:
+    """Posterior states ``[B, T, ...]`` as stop-gradient imagination starts ``[B * T, ...]``."""
+    return jax.tree_util.tree_map(
+        lambda x: jax.lax.stop_gradient(x.reshape((-1,) + x.shape[2:])), states)
 
 
 def make(cfg: DreamerConfig, env: Environment, num_envs: int) -> Agent:

@@ -53,6 +53,8 @@ class DreamerConfig:
       entropy: actor entropy bonus; ret_decay: EMA decay of the return percentiles.
       slow_rate, slow_reg: critic EMA rate and weight of the regulariser towards it.
       continuous_grad: 'reinforce' (2024) or 'backprop' (2023).
+      repval: scale of the replay value loss (critic on replayed posteriors, bootstrapped on
+        imagination returns, gradients into the world model; 2024: 0.3, 2023: none).
       contdisc: continue target ``discount (1 - terminal)`` and continue probabilities as the
         imagined discount (2024), or target ``1 - terminal`` and its mode times ``discount``.
       actor_unimix: uniform mixture of a discrete policy (2024: 0, 2023: 0.01).
@@ -93,6 +95,7 @@ class DreamerConfig:
     slow_rate: float = 0.02
     slow_reg: float = 1.0
     continuous_grad: str = "reinforce"
+    repval: float = 0.3
     contdisc: bool = True
     actor_unimix: float = 0.0
     train_ratio: float = 512.0
@@ -108,7 +111,7 @@ class DreamerConfig:
             *within(self, ("unimix", "actor_unimix"), 0.0, 1.0, "[)"),
             *within(self, ("discount",), 0.0, 1.0, "(]"),
             *within(self, ("lambda_",), 0.0, 1.0),
-            *at_least(self, ("kl_dyn", "kl_rep", "free_nats", "recon_scale", "entropy",
+            *at_least(self, ("kl_dyn", "kl_rep", "free_nats", "recon_scale", "entropy", "repval",
                              "slow_reg", "warmup", "wm_clip", "ac_clip", "agc", "eps",
                              "prefill_steps"), 0),
             one_of(self, "optimizer", ("laprop", "adam")),
@@ -122,7 +125,7 @@ class DreamerConfig:
 
 _V2023 = dict(kl_dyn=0.5, kl_rep=0.1, optimizer="adam", wm_lr=1e-4, actor_lr=3e-5,
               critic_lr=3e-5, eps=1e-8, warmup=0, continuous_grad="backprop", contdisc=False,
-              actor_unimix=0.01)
+              actor_unimix=0.01, repval=0.0)
 
 
 def sized(size: str, variant: str = "2024", **overrides) -> DreamerConfig:

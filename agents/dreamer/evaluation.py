@@ -7,7 +7,8 @@ posterior (``q(z_t | h_t, o_t)``), and from every posterior state rolls the prio
 
     s_t = posterior(o_<=t),  s_{t+k} = img_step(s_{t+k-1}, a_{t+k-1}),
 
-decoding ``s_{t+k}`` into an observation (``symexp`` of the symlog decoder) and a reward (the
+decoding ``s_{t+k}`` into an observation (``symexp`` of the symlog vector decoder; the image
+decoder's ``[0, 1]`` output mapped back to the observation's range) and a reward (the
 two-hot head's mean), compared with the real ``o_{t+k}`` and ``r_{t+k-1}`` for ``k = 1..horizon``
 (imagination uses ``horizon`` 15 in training). ``k = 0`` (reconstruction from the posterior) is
 reported as ``reconstruction_abs_error`` for reference. The command line is
@@ -46,6 +47,15 @@ def _unpack(packed: Array, deter: int, groups: int, classes: int) -> RSSMState:
                      logits=packed[..., deter + size:].reshape(lead + (groups, classes)))
 
 
+def decode_observation(model: wm.WorldModel, decoded: Array) -> Array:
+    """The decoder's output as an observation: ``symexp`` of the symlog prediction (vectors),
+    or the ``[0, 1]`` image mapped back to the observation's range (images)."""
+    if model.image:
+        low, high = model.image_range
+        return low + decoded * (high - low)
+    return rlmath.symexp(decoded)
+
+
 def rssm_k_step_errors(dreamer: Dreamer, params, obs: Array, actions: Array, rewards: Array,
                        horizon: int, key: Array, valid: Optional[Array] = None
                        ) -> Dict[str, Dict]:
@@ -80,7 +90,7 @@ def rssm_k_step_errors(dreamer: Dreamer, params, obs: Array, actions: Array, rew
 
     def decode_obs(p):
         decoded, _, _ = apply(wm.WorldModel.heads, features(unpack(p)))
-        return rlmath.symexp(decoded)
+        return decode_observation(model, decoded)
 
     def decode_reward(p):
         _, reward_logits, _ = apply(wm.WorldModel.heads, features(unpack(p)))

@@ -63,6 +63,23 @@ def test_lambda_returns_and_weights_by_hand():
     np.testing.assert_allclose(out["cont"], [c, c, d], rtol=1e-5)
 
 
+def test_replay_returns_by_hand():
+    # a window of 4 steps; the episode terminates at t = 2, a new one starts at t = 3
+    reward, boot = jnp.array([1.0, 2.0, 3.0, 4.0]), jnp.array([10.0, 20.0, 30.0, 40.0])
+    term = jnp.array([False, False, True, False])
+    first = jnp.array([False, False, False, True])
+    ret, mask = ac.replay_returns(reward, term, first, boot, discount=0.9, lambda_=0.5)
+    # R_3 = boot_3 (left out); R_2 = r_2 (terminal); R_1 = 2 + 0.9 (0.5 * 30 + 0.5 * 3);
+    # R_0 = 1 + 0.9 (0.5 * 20 + 0.5 R_1)
+    r1 = 2 + 0.9 * (15 + 1.5)
+    np.testing.assert_allclose(ret, [1 + 0.9 * (10 + 0.5 * r1), r1, 3.0, 40.0], rtol=1e-6)
+    np.testing.assert_allclose(mask, [1, 1, 1, 0])
+    # a truncation at t = 2 has no successor state to bootstrap from: left out
+    _, mask = ac.replay_returns(reward, jnp.zeros(4, bool), first, boot, discount=0.9,
+                                lambda_=0.5)
+    np.testing.assert_allclose(mask, [1, 1, 0, 0])
+
+
 def test_percentile_scale_by_hand():
     ret = jnp.arange(101.0)  # P5 = 5, P95 = 95
     state = (jnp.zeros(()), jnp.zeros(()), jnp.zeros((), jnp.int32))
