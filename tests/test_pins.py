@@ -25,6 +25,7 @@ RUNS = {
     "dreamer": ["--env", "gymnax/CartPole-v1", "--steps", "160", "--num-envs", "2"],
     "muzero": ["--env", "gymnax/CartPole-v1", "--steps", "96", "--num-envs", "2"],
     "gumbel_muzero": ["--env", "gymnax/CartPole-v1", "--steps", "96", "--num-envs", "2"],
+    "sampled_muzero": ["--env", "linear/scalar_a0.5", "--steps", "96", "--num-envs", "2"],
 }
 
 
