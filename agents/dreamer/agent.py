@@ -207,8 +207,10 @@ class Dreamer:
             ret, mask = jax.vmap(lambda r, d, f, b: ac.replay_returns(
                 r, d, f, b, discount=cfg.discount, lambda_=cfg.lambda_))(
                     batch.reward, batch.terminated, batch.is_first, boot)
-            repval = ac.repval_loss(critic_params, state.slow_critic_params, features(states),
-                                    ret, mask, critic=self.critic, slow_reg=cfg.slow_reg)
+            # the window's last step only bootstraps (official: losses[:, :-1])
+            repval = ac.repval_loss(critic_params, state.slow_critic_params,
+                                    features(states)[:, :-1], ret[:, :-1], mask[:, :-1],
+                                    critic=self.critic, slow_reg=cfg.slow_reg)
             total = total + cfg.repval * repval
             metrics["repval_loss"] = repval
         return total, (ret_state, metrics)
