@@ -181,3 +181,22 @@ def test_recon_scale_weights_only_the_reconstruction_term():
     # same key -> same samples; the reported recon_loss is the unscaled term
     assert float(scaled_metrics["recon_loss"]) == pytest.approx(float(metrics["recon_loss"]))
     assert float(scaled - base) == pytest.approx(6.0 * float(metrics["recon_loss"]), rel=1e-4)
+
+
+def test_image_networks_scale_by_the_observation_range():
+    assert [nets.image_stages(*s) for s in ((64, 64), (10, 10), (7, 7), (84, 84))] == [4, 1, 0, 2]
+    enc = nets.CNNEncoder(2, (0.0, 1.0))
+    planes = (jax.random.uniform(jax.random.PRNGKey(0), (10, 10, 3)) > 0.5).astype(jnp.float32)
+    params = enc.init(jax.random.PRNGKey(1), planes)
+    frames = (planes * 255).astype(jnp.uint8)  # the same image as 0-255 frames
+    np.testing.assert_allclose(enc.apply(params, planes),
+                               nets.CNNEncoder(2, (0.0, 255.0)).apply(params, frames), atol=1e-5)
+    assert enc.apply(params, planes).shape == (5 * 5 * 4,)  # one stage: 10 -> 5, depth 2 x 2
+    dec = nets.CNNDecoder((10, 10, 3), depth=2, deter=16, units=8)
+    feat = jax.random.normal(jax.random.PRNGKey(2), (16 + 12,))
+    image = dec.apply(dec.init(jax.random.PRNGKey(3), feat), feat)
+    assert image.shape == (10, 10, 3) and float(image.min()) > 0 and float(image.max()) < 1
+    # the loss compares the sigmoid output with the image on [0, 1], whatever its range
+    half = jnp.full((10, 10, 3), 0.5)
+    assert float(nets.image_recon_loss(half, planes, (0.0, 1.0))) == pytest.approx(75.0)
+    assert float(nets.image_recon_loss(half, frames, (0.0, 255.0))) == pytest.approx(75.0)
