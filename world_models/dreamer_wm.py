@@ -87,6 +87,9 @@ class WorldModel(nn.Module):
     def img_step(self, state, action, key):
         return self.rssm.img_step(state, action, key)
 
+    def posterior(self, deter, embed, key):
+        return self.rssm.posterior(deter, embed, key)
+
     def heads(self, feat):
         """``feat -> (decoded obs, reward logits [255], continue logit)``."""
         return self.decoder(feat), self.reward_head(feat), self.cont_head(feat)
@@ -108,7 +111,8 @@ def observe(model: WorldModel, params, seq: Dict[str, Array], key: Array
 
     ``seq`` has ``obs, next_obs [T, *obs]``, ``action [T, A]`` (float), ``is_first [T]``.
     Returns ``(start_post, start_prior, s, next_post, next_prior)`` with leaves ``[T, ...]``:
-    the reset-state posterior/prior of ``o_t``, the state ``s_t`` used at ``t`` and the
+    the reset-state posterior/prior of ``o_t`` (the prior, the same for every ``t``, is
+    computed once), the state ``s_t`` used at ``t`` and the
     successor posterior/prior ``s'_t``.
     """
     chex.assert_rank(seq["is_first"], 1)
@@ -120,10 +124,16 @@ def observe(model: WorldModel, params, seq: Dict[str, Array], key: Array
     zero_action = jnp.zeros((model.action_dim,))
     first = seq["is_first"] | (jnp.arange(length) == 0)
 
+    # The reset states: the prior step from the initial state with a zero action is the same
+    # for every t (its deterministic part and logits), so it runs once; only the posterior
+    # sees o_t. Keys as in obs_step: (prior, posterior) = split(key_t).
     start_key, scan_key = jax.random.split(key)
-    start_post, start_prior = jax.vmap(
-        lambda e_t, k: apply(WorldModel.obs_step, initial, zero_action, e_t, k))(
-            e, jax.random.split(start_key, length))
+    step_keys = jax.vmap(jax.random.split)(jax.random.split(start_key, length))  # [T, 2]
+    prior0 = apply(WorldModel.img_step, initial, zero_action, step_keys[0, 0])
+    start_post = jax.vmap(lambda e_t, k: apply(WorldModel.posterior, prior0.deter, e_t, k))(
+        e, step_keys[:, 1])
+    start_prior = jax.tree_util.tree_map(lambda x: jnp.broadcast_to(x, (length,) + x.shape),
+                                         prior0)
 
     def step(carry, inputs):
         start_t, e_next_t, a_t, first_t, k = inputs

@@ -181,11 +181,13 @@ class RSSM(nn.Module):
         chex.assert_rank([action, embed], 1)
         prior_key, post_key = jax.random.split(key)
         prior = self.img_step(state, action, prior_key)
-        logits = self._logits(jnp.concatenate([prior.deter, embed]), self.post_hidden,
-                             self.post_out)
-        post = RSSMState(deter=prior.deter, stoch=straight_through_sample(post_key, logits),
-                         logits=logits)
-        return post, prior
+        return self.posterior(prior.deter, embed, post_key), prior
+
+    def posterior(self, deter: Array, embed: Array, key: Array) -> RSSMState:
+        """``z ~ q(z | h, e)`` for a given ``h = deter`` (the second half of ``obs_step``; its
+        ``key`` is the second of ``split(obs_step's key)``)."""
+        logits = self._logits(jnp.concatenate([deter, embed]), self.post_hidden, self.post_out)
+        return RSSMState(deter=deter, stoch=straight_through_sample(key, logits), logits=logits)
 
     def __call__(self, state: RSSMState, action: Array, embed: Array, key: Array):
         """Initialisation entry point (creates every parameter)."""
