@@ -45,33 +45,36 @@ EXPECTED_TREES = {
         "value_head/LayerNorm_0/scale": (6,),
     },
     "dreamer_encoder": {
-        "MLP_0/Dense_0/Dense_0/kernel": (3, 8), "MLP_0/Dense_0/Norm_0/RMSNorm_0/scale": (8,),
+        "MLP_0/Dense_0/Dense_0/bias": (8,), "MLP_0/Dense_0/Dense_0/kernel": (3, 8),
+        "MLP_0/Dense_0/Norm_0/RMSNorm_0/scale": (8,), "MLP_0/Dense_1/Dense_0/bias": (8,),
         "MLP_0/Dense_1/Dense_0/kernel": (8, 8), "MLP_0/Dense_1/Norm_0/RMSNorm_0/scale": (8,),
     },
     "dreamer_encoder_layer": {
-        "MLP_0/Dense_0/Dense_0/kernel": (3, 8), "MLP_0/Dense_0/Norm_0/LayerNorm_0/bias": (8,),
+        "MLP_0/Dense_0/Dense_0/bias": (8,), "MLP_0/Dense_0/Dense_0/kernel": (3, 8),
+        "MLP_0/Dense_0/Norm_0/LayerNorm_0/bias": (8,),
         "MLP_0/Dense_0/Norm_0/LayerNorm_0/scale": (8,),
     },
     "dreamer_decoder": {
-        "Dense_0/bias": (3,), "Dense_0/kernel": (8, 3), "MLP_0/Dense_0/Dense_0/kernel": (10, 8),
-        "MLP_0/Dense_0/Norm_0/RMSNorm_0/scale": (8,),
+        "Dense_0/bias": (3,), "Dense_0/kernel": (8, 3), "MLP_0/Dense_0/Dense_0/bias": (8,),
+        "MLP_0/Dense_0/Dense_0/kernel": (10, 8), "MLP_0/Dense_0/Norm_0/RMSNorm_0/scale": (8,),
     },
     "dreamer_two_hot": {
-        "Dense_0/bias": (255,), "Dense_0/kernel": (8, 255),
+        "Dense_0/bias": (255,), "Dense_0/kernel": (8, 255), "MLP_0/Dense_0/Dense_0/bias": (8,),
         "MLP_0/Dense_0/Dense_0/kernel": (10, 8), "MLP_0/Dense_0/Norm_0/LayerNorm_0/bias": (8,),
         "MLP_0/Dense_0/Norm_0/LayerNorm_0/scale": (8,),
     },
     "dreamer_continue": {
-        "Dense_0/bias": (1,), "Dense_0/kernel": (8, 1), "MLP_0/Dense_0/Dense_0/kernel": (10, 8),
-        "MLP_0/Dense_0/Norm_0/RMSNorm_0/scale": (8,),
+        "Dense_0/bias": (1,), "Dense_0/kernel": (8, 1), "MLP_0/Dense_0/Dense_0/bias": (8,),
+        "MLP_0/Dense_0/Dense_0/kernel": (10, 8), "MLP_0/Dense_0/Norm_0/RMSNorm_0/scale": (8,),
     },
     "dreamer_cnn_encoder": {
-        "Conv_0/kernel": (3, 3, 3, 4), "Conv_1/kernel": (3, 3, 4, 8), "LayerNorm_0/bias": (4,),
-        "LayerNorm_0/scale": (4,), "LayerNorm_1/bias": (8,), "LayerNorm_1/scale": (8,),
+        "Conv_0/bias": (8,), "Conv_0/kernel": (5, 5, 3, 8), "LayerNorm_0/bias": (8,),
+        "LayerNorm_0/scale": (8,),
     },
     "dreamer_actor": {
-        "Dense_0/bias": (4,), "Dense_0/kernel": (8, 4), "MLP_0/Dense_0/Dense_0/kernel": (10, 8),
-        "MLP_0/Dense_0/Norm_0/RMSNorm_0/scale": (8,), "MLP_0/Dense_1/Dense_0/kernel": (8, 8),
+        "Dense_0/bias": (4,), "Dense_0/kernel": (8, 4), "MLP_0/Dense_0/Dense_0/bias": (8,),
+        "MLP_0/Dense_0/Dense_0/kernel": (10, 8), "MLP_0/Dense_0/Norm_0/RMSNorm_0/scale": (8,),
+        "MLP_0/Dense_1/Dense_0/bias": (8,), "MLP_0/Dense_1/Dense_0/kernel": (8, 8),
         "MLP_0/Dense_1/Norm_0/RMSNorm_0/scale": (8,),
     },
     "sac_actor": {
