@@ -229,13 +229,81 @@ def test_update_with_nonfinite_gradients_is_skipped_and_counted():
                                rtol=1e-5)
 
 
+def _perturbed(agent_state, key, scale=0.3):
+    """``agent_state`` with noise on every parameter (online and target alike): the value and
+    reward heads start at zero, and then a search's root value equals V everywhere."""
+    leaves, treedef = jax.tree_util.tree_flatten(agent_state.params)
+    keys = jax.random.split(key, len(leaves))
+    params = treedef.unflatten([p + scale * jax.random.normal(k, p.shape, p.dtype)
+                                for p, k in zip(leaves, keys)])
+    return agent_state.replace(params=params, target_params=params)
+
+
 def test_reanalysed_rows_are_drawn_at_random():
-    """flashbax returns a batch ordered by buffer position, so reanalysing a fixed slice of it
-    would always refresh the same environments' data; the rows are a fresh random draw."""
-    from agents.muzero.agent import reanalyse_rows
-    draws = [np.asarray(reanalyse_rows(jax.random.PRNGKey(i), 8, 3)) for i in range(30)]
-    assert all(len(set(d.tolist())) == 3 and d.min() >= 0 and d.max() < 8 for d in draws)
-    assert set(np.concatenate(draws).tolist()) == set(range(8))
+    """flashbax returns a batch ordered by buffer position (here rows 0-7 come from
+    environment 0, rows 8-15 from environment 1), so reanalysing a fixed slice of it would
+    always refresh the same environment's data; the update reanalyses a fresh random draw.
+
+    A reanalysed window bootstraps its value target on the fresh search's root values rather
+    than on the target network's V, so the priority |v_0 - z_0| the update writes for it
+    differs from the one written by the same update (same state, same key, same sample)
+    without reanalyse: those rows are the reanalysed ones."""
+    env = envs.make("gymnax/CartPole-v1")
+    base = dataclasses.replace(muzero.PRESETS["tiny"], reanalyse_fraction=0.0)
+    fns = make_loop(env, muzero.make(base, env, 2), num_envs=2, iterations=1,
+                    prefill_iterations=40)
+    state = jax.jit(fns.prefill)(fns.init(jax.random.PRNGKey(0)))[0]
+    agent_state = _perturbed(state.agent, jax.random.PRNGKey(1))
+    keys = jax.random.split(jax.random.PRNGKey(2), 8)
+
+    def written_priorities(reanalyse_fraction):
+        agent = muzero.make(dataclasses.replace(base, reanalyse_fraction=reanalyse_fraction),
+                            env, 2)
+
+        def one(key):
+            buffer_state = agent.update(agent_state, state.buffer, key)[1]
+            # The update samples with the first half of its key (as in the priority test).
+            indices = agent.buffer.sample(state.buffer, jax.random.split(key)[0]).indices
+            return indices, sum_tree.get_batch(buffer_state.sum_tree_state, indices)
+        return jax.tree_util.tree_map(np.asarray, jax.jit(jax.vmap(one))(keys))
+
+    indices, plain = written_priorities(0.0)
+    same_indices, fresh = written_priorities(0.25)  # 4 of the 16 rows
+    np.testing.assert_array_equal(same_indices, indices)
+    reanalysed = ~np.isclose(fresh, plain, rtol=1e-5, atol=0)  # [draw, row]
+    # A window whose episode ends within n steps does not bootstrap: at most 4 per draw.
+    assert reanalysed.sum(1).max() <= 4 and reanalysed.sum() >= 2 * len(keys), reanalysed
+    rows = set(np.nonzero(reanalysed)[1].tolist())
+    # Any fixed slice of 4 rows would give at most 4 distinct rows over the draws.
+    assert len(rows) >= 10 and rows & set(range(8)) and rows & set(range(8, 16)), rows
+
+
+def test_update_on_images_trains_the_residual_network():
+    """MinAtar's [10, 10, C] observations go through the residual torso (a convolution and a
+    residual block per trunk, a 1x1 reducing convolution before each head). One update,
+    reanalyse included, returns finite metrics and moves every part of the network that a
+    loss reaches, and only those: without weight decay and consistency loss the projection
+    gets no gradient. The parameters start perturbed: at initialisation the heads' last
+    layers are zero, so no gradient would reach the trunks in a first update."""
+    env = envs.make("gymnax/Breakout-MinAtar")
+    cfg = dataclasses.replace(muzero.PRESETS["tiny"], reanalyse_fraction=0.25, weight_decay=0.0)
+    assert len(env.spec.obs_shape) == 3 and muzero.build_model(cfg, env).net.kind == "resnet"
+    agent = muzero.make(cfg, env, 2)
+    fns = make_loop(env, agent, num_envs=2, iterations=1, prefill_iterations=12)
+    state = jax.jit(fns.prefill)(fns.init(jax.random.PRNGKey(0)))[0]
+    start = _perturbed(state.agent, jax.random.PRNGKey(1), scale=0.1)
+    new, _, metrics = jax.jit(agent.update)(start, state.buffer, jax.random.PRNGKey(2))
+    metrics = {name: float(value) for name, value in metrics.items()}
+    assert all(np.isfinite(value) for value in metrics.values()), metrics
+    assert metrics["skipped_updates"] == 0.0 and metrics["grad_norm"] > 0, metrics
+    before = {jax.tree_util.keystr(p): v
+              for p, v in jax.tree_util.tree_flatten_with_path(start.params)[0]}
+    moved = {name: not np.array_equal(v, before[name]) for name, v in
+             ((jax.tree_util.keystr(p), v)
+              for p, v in jax.tree_util.tree_flatten_with_path(new.params)[0])}
+    assert sum("Conv_" in name for name in moved) == 8  # 2 trunks x ResBlock x 2 convolutions
+    for name, changed in moved.items():
+        assert changed == ("projection" not in name), name
 
 
 # "Copy the context": each step shows a random bit c (one-hot) and pays 1 for action c; four
