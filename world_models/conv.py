@@ -13,7 +13,7 @@ implementation at trace time: ``impl="auto"`` uses patches on the CPU backend an
 
 from __future__ import annotations
 
-from typing import Tuple
+from typing import Any, Tuple
 
 import flax.linen as nn
 import jax
@@ -55,6 +55,7 @@ class Conv(nn.Module):
     Attributes:
       features, kernel_size, strides, padding ('SAME' | 'VALID'), use_bias: as ``nn.Conv``.
       impl: 'auto' (patches on CPU, lax elsewhere), 'patches' or 'lax'.
+      dtype: compute dtype (None: the input's); the float32 parameters are cast to it.
     """
 
     features: int
@@ -63,6 +64,7 @@ class Conv(nn.Module):
     padding: str = "SAME"
     use_bias: bool = True
     impl: str = "auto"
+    dtype: Any = None
 
     @nn.compact
     def __call__(self, x: Array) -> Array:
@@ -70,6 +72,8 @@ class Conv(nn.Module):
             raise ValueError(f"Conv.impl must be one of {IMPLS}, got {self.impl!r}")
         kernel = self.param("kernel", nn.initializers.lecun_normal(),
                             tuple(self.kernel_size) + (x.shape[-1], self.features))
+        if self.dtype is not None:
+            x, kernel = x.astype(self.dtype), kernel.astype(self.dtype)
         impl = self.impl
         if impl == "auto":
             impl = "patches" if jax.default_backend() == "cpu" else "lax"
@@ -82,5 +86,6 @@ class Conv(nn.Module):
                 dimension_numbers=("NHWC", "HWIO", "NHWC"))
             y = y.reshape(lead + y.shape[1:])
         if self.use_bias:
-            y = y + self.param("bias", nn.initializers.zeros, (self.features,))
+            bias = self.param("bias", nn.initializers.zeros, (self.features,))
+            y = y + (bias if self.dtype is None else bias.astype(self.dtype))
         return y

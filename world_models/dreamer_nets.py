@@ -21,12 +21,17 @@ The networks are the official DreamerV3's (``dreamerv3/rssm.py`` ``Encoder`` / `
   bins, and the mean ``SUPPORT.decode`` is ``softmax(l) @ bins`` (the official
   ``symexp_twohot``). Its output layer is zero-initialised, so initial predictions are exactly 0.
 * ``ContinueHead``: Bernoulli logit of "the episode continues".
+
+Every network takes ``dtype``, the compute dtype (the official ``compute_dtype``: float32 or
+bfloat16): its inputs are cast to it and its layers compute in it from float32 parameters,
+norms reduce in float32, and its outputs (decoded observations, logits) are returned in
+float32, so every loss and distribution is computed in float32.
 """
 
 from __future__ import annotations
 
 import math
-from typing import Sequence, Tuple
+from typing import Any, Sequence, Tuple
 
 import flax.linen as nn
 import jax
@@ -45,21 +50,25 @@ CNN_MULTS = (2, 3, 4, 4)
 KERNEL = (5, 5)
 
 
-def MLP(units: int, layers: int, norm: str = "rms") -> nets.MLP:
-    """``layers`` x (Linear -> Norm -> SiLU), no output layer.
+def MLP(units: int, layers: int, norm: str = "rms", dtype: Any = jnp.float32) -> nets.MLP:
+    """``layers`` x (Linear -> Norm -> SiLU), no output layer, computed in ``dtype``.
 
     The parameters are laid out as ``Dense_i/{Dense_0, Norm_0/{RMSNorm_0 | LayerNorm_0}}``.
     """
     return nets.MLP((units,) * layers, norm=norm, norm_eps=norm_eps(norm), act="silu",
-                    layout="layer_scope")
+                    layout="layer_scope", dtype=dtype)
+
+
 class MLPEncoder(nn.Module):
     units: int
     layers: int
     norm: str = "rms"
+    dtype: Any = jnp.float32
 
     @nn.compact
     def __call__(self, obs):
-        return MLP(self.units, self.layers, self.norm)(rlmath.symlog(obs.reshape(-1)))
+        x = rlmath.symlog(obs.reshape(-1).astype(jnp.float32)).astype(self.dtype)
+        return MLP(self.units, self.layers, self.norm, self.dtype)(x)
 
 
 class MLPDecoder(nn.Module):
@@ -69,11 +78,13 @@ class MLPDecoder(nn.Module):
     units: int
     layers: int
     norm: str = "rms"
+    dtype: Any = jnp.float32
 
     @nn.compact
     def __call__(self, feat):
-        x = MLP(self.units, self.layers, self.norm)(feat)
-        return nn.Dense(int(np.prod(self.obs_shape)))(x).reshape(tuple(self.obs_shape))
+        x = MLP(self.units, self.layers, self.norm, self.dtype)(feat.astype(self.dtype))
+        x = nn.Dense(int(np.prod(self.obs_shape)), dtype=self.dtype)(x)
+        return x.astype(jnp.float32).reshape(tuple(self.obs_shape))
 
 
 def vector_recon_loss(pred: Array, obs: Array) -> Array:
@@ -102,15 +113,17 @@ class CNNEncoder(nn.Module):
     depth: int
     obs_range: Tuple[float, float] = (0.0, 255.0)
     norm: str = "rms"
+    dtype: Any = jnp.float32
 
     @nn.compact
     def __call__(self, obs):
-        x = to_unit(obs, self.obs_range) - 0.5
+        x = (to_unit(obs, self.obs_range) - 0.5).astype(self.dtype)
         for i in range(image_stages(*obs.shape[:2])):
-            x = Conv(self.depth * CNN_MULTS[i], KERNEL)(x)
+            x = Conv(self.depth * CNN_MULTS[i], KERNEL, dtype=self.dtype)(x)
             h, w, c = x.shape
             x = x.reshape(h // 2, 2, w // 2, 2, c).max(axis=(1, 3))
-            x = jax.nn.silu(nets.norm_layer(self.norm, eps=norm_eps(self.norm))(x))
+            x = nets.norm_layer(self.norm, eps=norm_eps(self.norm), dtype=self.dtype)(x)
+            x = jax.nn.silu(x)
         return x.reshape(-1)
 
 
@@ -133,6 +146,7 @@ class CNNDecoder(nn.Module):
     units: int
     blocks: int = 8
     norm: str = "rms"
+    dtype: Any = jnp.float32
 
     @nn.compact
     def __call__(self, feat):
@@ -141,18 +155,20 @@ class CNNDecoder(nn.Module):
         depths = [self.depth * m for m in CNN_MULTS[:max(stages, 1)]]
         h0, w0, top = height // 2 ** stages, width // 2 ** stages, depths[-1]
         g = math.gcd(math.gcd(self.blocks, top), self.deter)
-        norm = lambda: nets.norm_layer(self.norm, eps=norm_eps(self.norm))  # noqa: E731
+        dt = self.dtype
+        norm = lambda: nets.norm_layer(self.norm, eps=norm_eps(self.norm), dtype=dt)  # noqa: E731
+        feat = feat.astype(dt)
         deter, stoch = feat[:self.deter], feat[self.deter:]
-        x0 = BlockLinear(g, h0 * w0 * top // g)(deter.reshape(g, -1))
+        x0 = BlockLinear(g, h0 * w0 * top // g, dtype=dt)(deter.reshape(g, -1))
         x0 = x0.reshape(g, h0, w0, top // g).transpose(1, 2, 0, 3).reshape(h0, w0, top)
-        x1 = jax.nn.silu(norm()(nn.Dense(2 * self.units)(stoch)))
-        x1 = nn.Dense(h0 * w0 * top)(x1).reshape(h0, w0, top)
+        x1 = jax.nn.silu(norm()(nn.Dense(2 * self.units, dtype=dt)(stoch)))
+        x1 = nn.Dense(h0 * w0 * top, dtype=dt)(x1).reshape(h0, w0, top)
         x = jax.nn.silu(norm()(x0 + x1))
         for i in reversed(range(stages - 1)):
-            x = jax.nn.silu(norm()(Conv(depths[i], KERNEL)(upsample(x))))
+            x = jax.nn.silu(norm()(Conv(depths[i], KERNEL, dtype=dt)(upsample(x))))
         if stages:
             x = upsample(x)
-        return jax.nn.sigmoid(Conv(channels, KERNEL)(x))
+        return jax.nn.sigmoid(Conv(channels, KERNEL, dtype=dt)(x).astype(jnp.float32))
 
 
 def image_recon_loss(pred: Array, obs: Array, obs_range: Tuple[float, float]) -> Array:
@@ -166,21 +182,24 @@ class TwoHotHead(nn.Module):
     units: int
     layers: int
     norm: str = "rms"
+    dtype: Any = jnp.float32
 
     @nn.compact
     def __call__(self, feat):
-        x = MLP(self.units, self.layers, self.norm)(feat)
-        return nets.dense(SUPPORT.size, outscale=0.0)(x)
+        x = MLP(self.units, self.layers, self.norm, self.dtype)(feat.astype(self.dtype))
+        return nets.dense(SUPPORT.size, outscale=0.0, dtype=self.dtype)(x).astype(jnp.float32)
 
 
 class ContinueHead(nn.Module):
     units: int
     layers: int
     norm: str = "rms"
+    dtype: Any = jnp.float32
 
     @nn.compact
     def __call__(self, feat):
-        return nn.Dense(1)(MLP(self.units, self.layers, self.norm)(feat))[0]
+        x = MLP(self.units, self.layers, self.norm, self.dtype)(feat.astype(self.dtype))
+        return nn.Dense(1, dtype=self.dtype)(x)[0].astype(jnp.float32)
 
 
 def continue_loss(logit: Array, cont: Array) -> Array:

@@ -33,6 +33,8 @@ class WorldModel(nn.Module):
 
     ``obs_kind`` ('vector' | 'image', default: 'image' for rank-3 shapes) and ``obs_range``
     (an image's ``(low, high)``) are the environment spec's (``envs.api.EnvSpec``).
+    ``dtype`` is the networks' compute dtype (float32 parameters; float32 states, outputs and
+    losses: see ``world_models.dreamer_nets``).
     """
 
     obs_shape: Sequence[int]
@@ -49,6 +51,7 @@ class WorldModel(nn.Module):
     units: int = 64
     layers: int = 3
     cnn_depth: int = 4
+    dtype: Any = jnp.float32
 
     @property
     def image(self) -> bool:
@@ -59,19 +62,20 @@ class WorldModel(nn.Module):
         return tuple(self.obs_range) if self.obs_range is not None else (0.0, 255.0)
 
     def setup(self):
+        dt = self.dtype
         self.rssm = RSSM(deter=self.deter, hidden=self.hidden, groups=self.groups,
                          classes=self.classes, blocks=self.blocks, unimix=self.unimix,
-                         norm=self.norm)
+                         norm=self.norm, dtype=dt)
         if self.image:
-            self.encoder = nets.CNNEncoder(self.cnn_depth, self.image_range, self.norm)
+            self.encoder = nets.CNNEncoder(self.cnn_depth, self.image_range, self.norm, dt)
             self.decoder = nets.CNNDecoder(tuple(self.obs_shape), self.cnn_depth, self.deter,
-                                           self.units, norm=self.norm)
+                                           self.units, norm=self.norm, dtype=dt)
         else:
-            self.encoder = nets.MLPEncoder(self.units, self.layers, self.norm)
+            self.encoder = nets.MLPEncoder(self.units, self.layers, self.norm, dt)
             self.decoder = nets.MLPDecoder(tuple(self.obs_shape), self.units, self.layers,
-                                           self.norm)
-        self.reward_head = nets.TwoHotHead(self.units, 1, self.norm)
-        self.cont_head = nets.ContinueHead(self.units, 1, self.norm)
+                                           self.norm, dt)
+        self.reward_head = nets.TwoHotHead(self.units, 1, self.norm, dt)
+        self.cont_head = nets.ContinueHead(self.units, 1, self.norm, dt)
 
     def initial(self) -> RSSMState:
         return RSSMState(deter=jnp.zeros((self.deter,)),

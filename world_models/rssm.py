@@ -22,11 +22,16 @@ The prior has two hidden layers, the posterior one (on ``[h', e]``); every hidde
 Linear (with bias) -> Norm -> SiLU.
 
 Callers vmap over examples and scan over time. Features for heads: ``[h, flatten(z)]``.
+
+``dtype`` is the compute dtype (DreamerV3's ``compute_dtype``): the linear maps run in it
+(parameters stay float32 and are cast), the norms reduce in float32, and the state ``(h, z,
+logits)`` is kept in float32, so the categorical distributions, the KL and the recurrent
+carry are float32 whatever the compute dtype.
 """
 
 from __future__ import annotations
 
-from typing import Tuple
+from typing import Any, Tuple
 
 import chex
 import flax.linen as nn
@@ -89,27 +94,31 @@ def norm_eps(kind: str) -> float:
     return 1e-3 if kind == "layer" else 1e-4
 
 
-def hidden_layer(units: int, norm: str, layers: int = 1) -> nets.MLP:
-    """``layers`` x (Linear with bias -> Norm -> SiLU), DreamerV3's hidden layers."""
+def hidden_layer(units: int, norm: str, layers: int = 1, dtype: Any = jnp.float32) -> nets.MLP:
+    """``layers`` x (Linear with bias -> Norm -> SiLU), DreamerV3's hidden layers, computed in
+    ``dtype``."""
     return nets.MLP((units,) * layers, norm=norm, norm_eps=norm_eps(norm), act="silu",
-                    layout="norm_scope")
+                    layout="norm_scope", dtype=dtype)
 
 
 class BlockLinear(nn.Module):
     """Block-diagonal linear map: ``x [blocks, n_in] -> [blocks, n_out]`` with one W per block.
 
     The kernel ``[blocks, n_in, n_out]`` is initialised as the official ``BlockLinear``'s, with
-    fan-in ``blocks * n_in`` (the fan of the whole block-diagonal matrix).
+    fan-in ``blocks * n_in`` (the fan of the whole block-diagonal matrix). It computes in
+    ``dtype`` (float32 parameters cast to it).
     """
 
     blocks: int
     n_out: int
+    dtype: Any = jnp.float32
 
     @nn.compact
     def __call__(self, x):
         n_in = x.shape[-1]
         w = self.param("kernel", nn.initializers.lecun_normal(), (self.blocks, n_in, self.n_out))
         b = self.param("bias", nn.initializers.zeros, (self.blocks, self.n_out))
+        x, w, b = (a.astype(self.dtype) for a in (x, w, b))
         return jnp.einsum("gi,gio->go", x, w) + b
 
 
@@ -123,6 +132,7 @@ class RSSM(nn.Module):
       blocks: block-diagonal GRU blocks (1: dense GRU).
       unimix: uniform mixture weight of the categorical probabilities.
       norm: 'rms' or 'layer'.
+      dtype: compute dtype of the networks (the state stays float32; module docstring).
     """
 
     deter: int = 512
@@ -132,18 +142,20 @@ class RSSM(nn.Module):
     blocks: int = 1
     unimix: float = 0.01
     norm: str = "rms"
+    dtype: Any = jnp.float32
 
     def setup(self):
-        self.in_deter = hidden_layer(self.hidden, self.norm)
-        self.in_stoch = hidden_layer(self.hidden, self.norm)
-        self.in_action = hidden_layer(self.hidden, self.norm)
-        self.dyn_hidden = BlockLinear(self.blocks, self.deter // self.blocks)
-        self.dyn_hidden_norm = nets.Norm(self.norm, eps=norm_eps(self.norm))
-        self.gru = BlockLinear(self.blocks, 3 * (self.deter // self.blocks))
-        self.prior_hidden = hidden_layer(self.hidden, self.norm, layers=2)
-        self.prior_out = nn.Dense(self.groups * self.classes)
-        self.post_hidden = hidden_layer(self.hidden, self.norm)
-        self.post_out = nn.Dense(self.groups * self.classes)
+        dt = self.dtype
+        self.in_deter = hidden_layer(self.hidden, self.norm, dtype=dt)
+        self.in_stoch = hidden_layer(self.hidden, self.norm, dtype=dt)
+        self.in_action = hidden_layer(self.hidden, self.norm, dtype=dt)
+        self.dyn_hidden = BlockLinear(self.blocks, self.deter // self.blocks, dtype=dt)
+        self.dyn_hidden_norm = nets.Norm(self.norm, eps=norm_eps(self.norm), dtype=dt)
+        self.gru = BlockLinear(self.blocks, 3 * (self.deter // self.blocks), dtype=dt)
+        self.prior_hidden = hidden_layer(self.hidden, self.norm, layers=2, dtype=dt)
+        self.prior_out = nn.Dense(self.groups * self.classes, dtype=dt)
+        self.post_hidden = hidden_layer(self.hidden, self.norm, dtype=dt)
+        self.post_out = nn.Dense(self.groups * self.classes, dtype=dt)
 
     def initial(self) -> RSSMState:
         g, c = self.groups, self.classes
@@ -151,21 +163,24 @@ class RSSM(nn.Module):
                          logits=jnp.zeros((g, c)))
 
     def _core(self, deter: Array, stoch: Array, action: Array) -> Array:
-        x = jnp.concatenate([self.in_deter(deter), self.in_stoch(stoch.reshape(-1)),
-                             self.in_action(action)])
+        """``h' [D]`` (float32) from ``h``, ``z`` and ``a``, computed in ``dtype``."""
+        cast = lambda a: a.astype(self.dtype)  # noqa: E731
+        x = jnp.concatenate([self.in_deter(cast(deter)), self.in_stoch(cast(stoch.reshape(-1))),
+                             self.in_action(cast(action))])
         nb, per = self.blocks, self.deter // self.blocks
-        blocks_in = jnp.concatenate([deter.reshape(nb, per), jnp.broadcast_to(x, (nb,) + x.shape)],
-                                    axis=-1)
+        blocks_in = jnp.concatenate([cast(deter.reshape(nb, per)),
+                                     jnp.broadcast_to(x, (nb,) + x.shape)], axis=-1)
         hid = jax.nn.silu(self.dyn_hidden_norm(self.dyn_hidden(blocks_in).reshape(-1)))
         gates = self.gru(hid.reshape(nb, per))  # [nb, 3 per]
         reset, cand, update = jnp.split(gates, 3, axis=-1)
         reset = jax.nn.sigmoid(reset)
         cand = jnp.tanh(reset * cand)
         update = jax.nn.sigmoid(update - 1.0)
-        return (update * cand + (1.0 - update) * deter.reshape(nb, per)).reshape(-1)
+        new = update * cand + (1.0 - update) * deter.reshape(nb, per).astype(jnp.float32)
+        return new.reshape(-1)
 
     def _logits(self, x: Array, hidden: nn.Module, out: nn.Module) -> Array:
-        logits = out(hidden(x))
+        logits = out(hidden(x.astype(self.dtype))).astype(jnp.float32)
         return unimix_logits(logits.reshape(self.groups, self.classes), self.unimix)
 
     def img_step(self, state: RSSMState, action: Array, key: Array) -> RSSMState:

@@ -17,7 +17,7 @@ Actor:  ``-w_k [sg((R_k - v_k) / S) log pi(a_k|s_k) + eta H(pi(.|s_k))]`` (REINF
 
 from __future__ import annotations
 
-from typing import Dict, Tuple
+from typing import Any, Dict, Tuple
 
 import flax.linen as nn
 import jax
@@ -38,7 +38,8 @@ class Actor(nn.Module):
 
     The output kernel is the official one (truncated normal, fan-in, times 0.01); a discrete
     policy is a plain categorical (``unimix`` 0, the official ``categorical`` output) or mixed
-    with ``unimix`` uniform (the 2023 code's ``onehot`` output).
+    with ``unimix`` uniform (the 2023 code's ``onehot`` output). The network computes in
+    ``dtype``; the policy's parameters are float32.
     """
 
     action_dim: int
@@ -47,17 +48,20 @@ class Actor(nn.Module):
     layers: int
     norm: str = "rms"
     unimix: float = 0.0
+    dtype: Any = jnp.float32
 
     @nn.compact
     def __call__(self, feat):
-        x = nets.MLP(self.units, self.layers, self.norm)(feat)
+        x = nets.MLP(self.units, self.layers, self.norm, self.dtype)(feat.astype(self.dtype))
         if self.discrete:
-            logits = core_nets.dense(self.action_dim, outscale=0.01)(x)
+            logits = core_nets.dense(self.action_dim, outscale=0.01, dtype=self.dtype)(x)
+            logits = logits.astype(jnp.float32)
             if self.unimix == 0.0:
                 return jax.nn.log_softmax(logits)
             probs = (1 - self.unimix) * jax.nn.softmax(logits) + self.unimix / self.action_dim
             return jnp.log(probs)
-        mean, std = jnp.split(core_nets.dense(2 * self.action_dim, outscale=0.01)(x), 2, axis=-1)
+        out = core_nets.dense(2 * self.action_dim, outscale=0.01, dtype=self.dtype)(x)
+        mean, std = jnp.split(out.astype(jnp.float32), 2, axis=-1)
         std = (MAX_STD - MIN_STD) * jax.nn.sigmoid(std + 2.0) + MIN_STD
         return jnp.tanh(mean), std
 

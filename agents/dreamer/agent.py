@@ -28,6 +28,7 @@ from world_models import dreamer_wm as wm
 from world_models.rssm import RSSMState, features, reset_where
 
 Array = jax.Array
+COMPUTE_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
 
 @struct.dataclass
@@ -70,15 +71,16 @@ class Dreamer:
         self.discrete = spec.discrete
         self.action_dim = spec.action_dim
         obs_range = None if spec.obs_range is None else tuple(map(float, spec.obs_range))
+        dtype = COMPUTE_DTYPES[cfg.compute_dtype]
         self.model = wm.WorldModel(
             obs_shape=tuple(spec.obs_shape), action_dim=self.action_dim,
             obs_kind=spec.obs_kind, obs_range=obs_range, deter=cfg.deter,
             hidden=cfg.hidden, groups=cfg.groups, classes=cfg.classes, blocks=cfg.blocks,
             unimix=cfg.unimix, norm=cfg.norm, units=cfg.units, layers=cfg.layers,
-            cnn_depth=cfg.cnn_depth)
+            cnn_depth=cfg.cnn_depth, dtype=dtype)
         self.actor = ac.Actor(self.action_dim, self.discrete, cfg.units, cfg.layers, cfg.norm,
-                              cfg.actor_unimix)
-        self.critic = nets.TwoHotHead(cfg.units, cfg.layers, cfg.norm)
+                              cfg.actor_unimix, dtype)
+        self.critic = nets.TwoHotHead(cfg.units, cfg.layers, cfg.norm, dtype)
         opt = dict(warmup=cfg.warmup, agc=cfg.agc, eps=cfg.eps)
         self.wm_opt = make_optimizer(cfg.optimizer, lr=cfg.wm_lr, clip=cfg.wm_clip, **opt)
         self.actor_opt = make_optimizer(cfg.optimizer, lr=cfg.actor_lr, clip=cfg.ac_clip, **opt)

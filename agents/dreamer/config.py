@@ -60,6 +60,9 @@ class DreamerConfig:
       actor_unimix: uniform mixture of a discrete policy (2024: 0, 2023: 0.01).
       train_ratio: replayed steps per environment step (sets updates per env step).
       prefill_steps, buffer_size: random steps before learning; replay capacity (steps).
+      compute_dtype: 'float32' or 'bfloat16' (the official ``jax.compute_dtype``): the dtype
+        the networks compute in; parameters, optimiser states, the RSSM state, the
+        distributions, norms' statistics and every loss stay float32.
     """
 
     deter: int = 512
@@ -101,6 +104,7 @@ class DreamerConfig:
     train_ratio: float = 512.0
     prefill_steps: int = 1024
     buffer_size: int = 1_000_000
+    compute_dtype: str = "float32"
 
     def __post_init__(self):
         require(self, [
@@ -120,6 +124,7 @@ class DreamerConfig:
             *within(self, ("slow_rate",), 0.0, 1.0, "(]"),
             one_of(self, "continuous_grad", ("reinforce", "backprop")),
             ("buffer_size", self.buffer_size >= self.seq_len, f">= seq_len={self.seq_len}"),
+            one_of(self, "compute_dtype", ("float32", "bfloat16")),
         ])
 
 

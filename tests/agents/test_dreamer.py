@@ -115,6 +115,8 @@ def test_schedule_from_train_ratio_and_config_errors():
         DreamerConfig(deter=100, blocks=8)
     with pytest.raises(ValueError, match="DreamerConfig.optimizer"):
         DreamerConfig(optimizer="sgd")
+    with pytest.raises(ValueError, match="DreamerConfig.compute_dtype"):
+        DreamerConfig(compute_dtype="float16")
 
 
 def test_size_presets_and_variants():
@@ -153,6 +155,54 @@ def _bandit_batch(key, spec, b, t):
     return Transition(obs=obs[:, :-1], action=action, reward=action.astype(jnp.float32),
                       next_obs=obs[:, 1:], terminated=flag, truncated=flag,
                       is_first=jax.random.bernoulli(first_key, 0.1, (b, t)), extras={})
+
+
+def _layer_outputs(tree):
+    """Outputs of every Dense / BlockLinear / norm layer in flax ``intermediates``."""
+    out = []
+    for path, leaf in jax.tree_util.tree_leaves_with_path(tree):
+        names = [str(getattr(p, "key", "")) for p in path]
+        if any(n.startswith(("Dense_", "RMSNorm_", "gru", "dyn_hidden")) for n in names):
+            out.append(leaf)
+    return out
+
+
+def test_bfloat16_compute_dtype():
+    """bfloat16: the layers compute in bf16 from the same float32 parameters, the heads' outputs
+    are float32 and close to float32's, and an update is finite with float32 parameters and
+    optimiser states; float32 (the default) computes in float32."""
+    env = envs.make("gymnax/CartPole-v1")
+    cfg = dataclasses.replace(PRESETS["tiny"], batch_size=2, seq_len=4, horizon=3)
+    key = jax.random.PRNGKey(0)
+    obs = jax.random.normal(key, env.spec.obs_shape)
+    outputs, states = {}, {}
+    for dtype in ("float32", "bfloat16"):
+        dreamer = Dreamer(dataclasses.replace(cfg, compute_dtype=dtype), env)
+        states[dtype] = state = jax.jit(dreamer.init)(key)
+        heads, inter = dreamer.model.apply(state.wm_params, obs, jnp.array([1.0, 0.0]), key,
+                                           capture_intermediates=True, mutable=["intermediates"])
+        layers = _layer_outputs(inter)
+        assert len(layers) >= 10
+        assert all(x.dtype == jnp.dtype(dtype) for x in layers), {x.dtype for x in layers}
+        assert all(x.dtype == jnp.float32 for x in jax.tree_util.tree_leaves(heads))
+        outputs[dtype] = heads
+    chex_equal = jax.tree_util.tree_map(lambda a, b: bool((a == b).all()),
+                                        states["float32"].wm_params, states["bfloat16"].wm_params)
+    assert all(jax.tree_util.tree_leaves(chex_equal))
+    for got, want in zip(jax.tree_util.tree_leaves(outputs["bfloat16"]),
+                         jax.tree_util.tree_leaves(outputs["float32"])):
+        np.testing.assert_allclose(got, want, atol=0.05 * max(1.0, float(jnp.abs(want).max())))
+
+    state = states["bfloat16"]
+    batch = _bandit_batch(key, env.spec, cfg.batch_size, cfg.seq_len)
+    new, metrics = jax.jit(dreamer.update)(state, batch, key)
+    for tree in (new.wm_params, new.actor_params, new.critic_params, new.wm_opt):
+        assert all(x.dtype in (jnp.float32, jnp.int32) for x in jax.tree_util.tree_leaves(tree))
+    assert all(np.isfinite(float(v)) for v in metrics.values()), metrics
+    assert int(metrics["skipped_updates"]) == 0
+    moved = jax.tree_util.tree_map(lambda a, b: float(jnp.abs(a - b).max()), new.wm_params,
+                                   state.wm_params)
+    assert max(jax.tree_util.tree_leaves(moved)) > 0
 
 
 @pytest.fixture(scope="module")
