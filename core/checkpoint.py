@@ -12,6 +12,11 @@ orbax cannot write zero-size arrays (MJX environment states have some, e.g. ``da
 a system without activations), so the state is stored as ``{leaf index: leaf}`` for its
 non-empty leaves only, and the empty ones are rebuilt from the restore target's shapes.
 
+A checkpoint restores onto any devices and any number of processes whose mesh splits its
+environment axis; one written with other shapes (another ``num_envs``, ``num_seeds`` or agent
+configuration) raises :class:`CheckpointMismatchError`, which names the first differing array,
+before orbax reads any data.
+
 With several processes (``jax.distributed``) every process calls the same methods: orbax
 writes each process's shards and renames the checkpoint once all are written; whether a
 checkpoint restores is agreed by all processes, and process 0 alone sets a damaged one aside.
@@ -26,8 +31,11 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 import jax
 import jax.numpy as jnp
 import orbax.checkpoint as ocp
+from etils import epath
 
 from core import sharding as sharding_lib
+
+STATE_ITEM = "state"
 
 
 def _non_empty(leaves) -> Dict[str, Any]:
@@ -52,9 +60,39 @@ class Checkpointer:
         self.manager.save(step, args=args, force=True)
         self.manager.wait_until_finished()
 
+    def check_shapes(self, abstract_state: Any, step: int) -> None:
+        """Raises :class:`CheckpointMismatchError` when the checkpoint at ``step`` holds other
+        arrays or shapes than ``abstract_state`` (it was written with other settings).
+
+        Reads only the checkpoint's metadata; when that is unreadable it says nothing, and the
+        restore reports the damage.
+        """
+        try:
+            saved = ocp.StandardCheckpointHandler().metadata(
+                epath.Path(self.directory) / str(step) / STATE_ITEM)
+            saved = {key: tuple(value.shape) for key, value in saved.items()}
+        except Exception:  # noqa: BLE001 - damaged metadata is the restore's to report
+            return
+        with_paths, _ = jax.tree_util.tree_flatten_with_path(abstract_state)
+        expected = {str(i): (jax.tree_util.keystr(path), tuple(leaf.shape))
+                    for i, (path, leaf) in enumerate(with_paths) if leaf.size > 0}
+        fix = ("restore it with the settings of the run that wrote it (its config.json: "
+               "--num-envs, --num-seeds, the agent and its config), or start a new run")
+        if saved.keys() != expected.keys():
+            raise CheckpointMismatchError(
+                f"the checkpoint at env_steps={step} in {self.directory} holds {len(saved)} "
+                f"arrays where this run has {len(expected)}; {fix}")
+        for key, (name, shape) in expected.items():
+            if saved[key] != shape:
+                raise CheckpointMismatchError(
+                    f"the checkpoint at env_steps={step} in {self.directory} holds {name} of "
+                    f"shape {saved[key]} where this run has {shape}; {fix}")
+
     def restore(self, abstract_state: Any, step: Optional[int] = None) -> Tuple[Any, Dict]:
-        """Restores onto the shapes, dtypes and shardings of ``abstract_state``."""
+        """Restores onto the shapes, dtypes and shardings of ``abstract_state``; raises
+        :class:`CheckpointMismatchError` when the checkpoint holds other shapes."""
         step = self.latest_step() if step is None else step
+        self.check_shapes(abstract_state, step)
         abstract_leaves, treedef = jax.tree_util.tree_flatten(abstract_state)
         args = ocp.args.Composite(
             state=ocp.args.StandardRestore(_non_empty(abstract_leaves)),
@@ -86,6 +124,8 @@ class Checkpointer:
             error = None
             try:
                 state, meta = self.restore(abstract_state, step)
+            except CheckpointMismatchError:  # not damage: every checkpoint of the run has it
+                raise
             except Exception as err:  # orbax / tensorstore raise many kinds
                 error = err
             failed_somewhere, = sharding_lib.agree_any([error is not None])
@@ -129,6 +169,10 @@ class Checkpointer:
 
 class CheckpointError(RuntimeError):
     """No checkpoint of a run restores."""
+
+
+class CheckpointMismatchError(ValueError):
+    """A checkpoint holds other arrays or shapes than the run that restores it expects."""
 
 
 def _reason(err: BaseException, limit: int = 240) -> str:

@@ -308,9 +308,22 @@ def train(env: Environment, agent: Agent, cfg: RunConfig, config_record: Optiona
 
 
 def restore(env: Environment, agent: Agent, cfg: RunConfig, step: Optional[int] = None) -> Any:
-    """The seed-batched run state saved in ``cfg.logdir`` (latest checkpoint unless ``step``)."""
+    """The seed-batched run state saved in ``cfg.logdir`` (latest checkpoint unless ``step``).
+
+    It restores on any process count and devices whose mesh splits ``cfg.num_envs`` (a run of
+    several processes restores on one, e.g. for evaluation); ``cfg.num_envs`` and
+    ``cfg.num_seeds`` must be the run's own (a ``ValueError`` names the ones in its
+    ``config.json``).
+    """
     if not cfg.logdir:
         raise ValueError("restore needs RunConfig.logdir")
+    recorded = (rundir.read_config(cfg.logdir) or {}).get("run", {})
+    for name in ("num_envs", "num_seeds"):
+        if name in recorded and recorded[name] != getattr(cfg, name):
+            flag = "--" + name.replace("_", "-")
+            raise ValueError(f"the run in {cfg.logdir} has {name}={recorded[name]} (its "
+                             f"config.json) and this restore asks for {getattr(cfg, name)}; "
+                             f"restore it with {flag} {recorded[name]}")
     fns = make_loop(env, agent, num_envs=cfg.num_envs, iterations=1,
                     eval_envs=cfg.eval_episodes)
     keys = jax.random.split(jax.random.PRNGKey(cfg.seed), cfg.num_seeds)

@@ -121,30 +121,42 @@ def replicated(value: Any, mesh: Mesh) -> Any:
 def make_mesh(num_devices: Optional[int] = None, devices: Optional[Sequence] = None) -> Mesh:
     """A 1-D mesh over ``num_devices`` devices (all devices when None).
 
-    With several processes the mesh takes ``num_devices / process_count`` devices of every
-    process, in process order, so each process holds a contiguous block of environments.
+    ``num_devices`` counts global devices. With several processes the mesh takes
+    ``num_devices / process_count`` devices of every process (:func:`devices_per_process`), in
+    process order, so each process holds a contiguous block of environments.
     """
     if devices is None and jax.process_count() > 1:
         return Mesh(np.array(_per_process_devices(num_devices)), (DATA_AXIS,))
     devices = list(devices if devices is not None else jax.devices())
     if num_devices:
         if num_devices > len(devices):
-            raise ValueError(f"asked for {num_devices} devices but only {len(devices)} are "
-                             f"visible ({devices[0].platform}); on CPU set XLA_FLAGS="
-                             f"--xla_force_host_platform_device_count={num_devices}")
+            raise ValueError(f"--num-devices {num_devices}: only {len(devices)} "
+                             f"{devices[0].platform} devices are visible; pass --num-devices "
+                             f"{len(devices)} or less (on CPU, XLA_FLAGS="
+                             f"--xla_force_host_platform_device_count={num_devices} makes more)")
         devices = devices[:num_devices]
     return Mesh(np.array(devices), (DATA_AXIS,))
 
 
-def _per_process_devices(num_devices: Optional[int]) -> list:
-    processes = jax.process_count()
-    local = jax.local_device_count()
+def devices_per_process(num_devices: int, processes: int, local: int) -> int:
+    """How many of its ``local`` devices each of ``processes`` processes gives to a mesh of
+    ``num_devices`` global devices (0: all of them).
+
+    Every process steps its own environments on its own devices, so each must hold at least
+    one device of the mesh, and all the same number: ``num_devices`` must be a multiple of
+    ``processes`` between ``processes`` and ``processes * local``.
+    """
     num_devices = num_devices or processes * local
-    if num_devices % processes or num_devices // processes > local:
-        raise ValueError(f"--num-devices {num_devices} does not split over {processes} "
-                         f"processes of {local} devices each; pass a multiple of {processes} "
-                         f"up to {processes * local}")
-    per = num_devices // processes
+    if num_devices % processes or not processes <= num_devices <= processes * local:
+        choices = ", ".join(str(processes * k) for k in range(1, local + 1))
+        raise ValueError(f"--num-devices {num_devices} counts global devices and must split "
+                         f"evenly over the {processes} processes ({local} devices each); "
+                         f"pass one of {choices}")
+    return num_devices // processes
+
+
+def _per_process_devices(num_devices: Optional[int]) -> list:
+    per = devices_per_process(num_devices or 0, jax.process_count(), jax.local_device_count())
     by_process: dict = {}
     for device in jax.devices():
         by_process.setdefault(device.process_index, []).append(device)
@@ -170,9 +182,13 @@ def run_state_shardings(shapes, mesh: Mesh, num_envs: int):
     """Shardings for a (seed-batched) run-state shape tree, see module doc."""
     n = mesh.devices.size
     if num_envs % n:
-        raise ValueError(f"num_envs={num_envs} does not split over {n} devices; pass --num-envs "
-                         f"as a multiple of {n}, or --num-devices 1 (or another divisor of "
-                         f"{num_envs})")
+        step = jax.process_count()  # every process holds the same number of devices
+        fits = [d for d in range(step, n + 1, step) if num_envs % d == 0]
+        other = (f" or --num-devices {fits[-1]} (or another divisor of {num_envs}"
+                 + (f" that is a multiple of {step})" if step > 1 else ")")) if fits else ""
+        raise ValueError(f"--num-envs {num_envs} does not split over {n} devices; pass --num-envs "
+                         f"as a multiple of {n} (a new run; a resumed or restored run keeps its "
+                         f"own){other}")
     replicated = NamedSharding(mesh, P())
     by_env = NamedSharding(mesh, P(None, DATA_AXIS))
 

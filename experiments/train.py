@@ -215,12 +215,27 @@ def load_run(logdir: str, seed_index: int = 0):
     cli = [a for a in record["argv"] if a != "--no-progress"]
     if cli and not cli[0].startswith("-"):  # sys.argv[0], the program
         cli = cli[1:]
+    cli = _without_num_devices(cli)  # restored onto this process's own devices
     env, agent, run_cfg, _ = build(cli + ["--logdir", logdir, "--no-progress"])
     state = runner.seed_slice(runner.restore(env, agent, run_cfg), seed_index)
     fields = {k: tuple(v) if isinstance(v, list) else v
               for k, v in record["agent_config"].items()}
     agent_cfg = type(agents.preset(record["agent"]))(**fields)
     return env, agent_cfg, state, record
+
+
+def _without_num_devices(argv: List[str]) -> List[str]:
+    """``argv`` less ``--num-devices N``: the devices of the run that wrote a checkpoint (e.g.
+    every process of a multi-process run) need not exist where it is restored."""
+    out, skip = [], False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg == "--num-devices":
+            skip = True
+        elif not arg.startswith("--num-devices="):
+            out.append(arg)
+    return out
 
 
 def describe(env, agent, run_cfg, record) -> str:
@@ -258,9 +273,13 @@ def main(argv: Optional[List[str]] = None) -> Dict:
     options = record["env_options"] or ""
     import jax
     primary = sharding.is_primary()
+    where = ""
+    if args.distributed:  # the mesh's global devices, checked before anything compiles
+        mesh = sharding.make_mesh(run_cfg.num_devices
+                                  or sharding.default_num_devices(run_cfg.num_envs))
+        where = (f" processes={jax.process_count()} devices={mesh.devices.size} of "
+                 f"{jax.device_count()}")
     if primary:
-        where = (f" processes={jax.process_count()} devices={jax.device_count()}"
-                 if args.distributed else "")
         print(f"[train] agent={record['agent']} preset={record['preset']} env={record['env']}"
               f"{options} steps={run_cfg.steps} num_envs={run_cfg.num_envs} num_seeds="
               f"{run_cfg.num_seeds}{where} logdir={run_cfg.logdir}", flush=True)
