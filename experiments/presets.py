@@ -51,7 +51,7 @@ _PRESET_PATTERNS = (("gymnax/*-MinAtar", "minatar"),)
 # Presets sized for an accelerator: on a CPU they run, but slowly (docs/results has the
 # measured rates), so a run that picks one on a CPU says so at start.
 ACCELERATOR_PRESETS: Dict[str, Tuple[str, ...]] = {
-    "dreamer": ("default", "1m", "12m", "25m", "50m", "100m", "200m", "1m_2023", "12m_2023",
+    "dreamer": ("1m", "12m", "25m", "50m", "100m", "200m", "1m_2023", "12m_2023",
                 "25m_2023", "50m_2023", "100m_2023", "200m_2023", "cartpole_swingup",
                 "pendulum_swingup"),
     "pets": ("default", "halfcheetah", "cartpole_swingup"),
