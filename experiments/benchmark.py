@@ -18,13 +18,14 @@ peak resident set size (CPU). Every suite rewrites its ``--json`` after each mea
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import importlib
 import json
 import os
 import platform
 import resource
 import sys
-from typing import Dict, List, Optional
+from typing import Callable, Dict, List, Optional
 
 import jax
 
@@ -36,12 +37,14 @@ from experiments.timing import time_jitted
 
 
 def _device() -> Dict:
+    """The first device's platform and kind, the device count, host name and jax version."""
     d = jax.devices()[0]
     return {"platform": d.platform, "device_kind": d.device_kind, "num_devices": jax.device_count(),
             "host": platform.node(), "jax": jax.__version__}
 
 
 def _peak_memory() -> Dict:
+    """Peak memory so far: the device's ``peak_bytes_in_use``, else the host's peak RSS."""
     stats = jax.devices()[0].memory_stats() or {}
     if "peak_bytes_in_use" in stats:
         return {"peak_memory_bytes": int(stats["peak_bytes_in_use"]),
@@ -84,21 +87,52 @@ def raw_env_throughput(env, num_envs: int, num_seeds: int, min_seconds: float) -
             "env_steps_per_s": length * num_envs * num_seeds / timing.mean}
 
 
+@dataclasses.dataclass(frozen=True)
+class LoopProgram:
+    """One training chunk of the core loop, vmapped over seeds.
+
+    ``train(state) -> (state, metrics)`` runs ``iterations`` loop iterations of every seed;
+    ``init(keys)`` builds the seed-batched state; one call makes ``env_steps`` environment steps
+    and ``updates`` agent updates, summed over the seeds."""
+
+    train: Callable
+    init: Callable
+    keys: jax.Array  # [num_seeds, 2]
+    num_envs: int
+    num_seeds: int
+    env_steps: int
+    updates: int
+
+
+def loop_program(agent_name: str, env, agent_cfg, num_envs: int, num_seeds: int,
+                 iterations: int) -> LoopProgram:
+    """The core loop's vmapped training chunk for one agent (nothing compiled yet)."""
+    agent = registry.agent_module(agent_name).make(agent_cfg, env, num_envs)
+    fns = make_loop(env, agent, num_envs=num_envs, iterations=iterations, eval_envs=1)
+    sched = agent.schedule
+    return LoopProgram(
+        train=jax.vmap(fns.train), init=jax.vmap(fns.init),
+        keys=jax.random.split(jax.random.PRNGKey(0), num_seeds), num_envs=num_envs,
+        num_seeds=num_seeds,
+        env_steps=iterations * sched.env_steps_per_iteration * num_envs * num_seeds,
+        updates=iterations * sched.updates_per_iteration * num_seeds)
+
+
+def throughput_row(program: LoopProgram, compile_s: float, seconds_per_chunk: float) -> Dict:
+    """The benchmark row of a timed :class:`LoopProgram`."""
+    return {"num_envs": program.num_envs, "num_seeds": program.num_seeds,
+            "compile_s": compile_s, "env_steps_per_s": program.env_steps / seconds_per_chunk,
+            "updates_per_s": program.updates / seconds_per_chunk,
+            "seconds_per_chunk": seconds_per_chunk}
+
+
 def agent_throughput(agent_name: str, env, agent_cfg, num_envs: int, num_seeds: int,
                      iterations: int, min_seconds: float) -> Dict:
     """Steady-state training throughput of the core loop for one agent."""
-    agent = registry.agent_module(agent_name).make(agent_cfg, env, num_envs)
-    fns = make_loop(env, agent, num_envs=num_envs, iterations=iterations, eval_envs=1)
-    keys = jax.random.split(jax.random.PRNGKey(0), num_seeds)
-    state = jax.jit(jax.vmap(fns.init))(keys)
-    timing = time_jitted(jax.vmap(fns.train), state, min_seconds=min_seconds, threaded=True)
-    compile_s, per_call = timing.compile_s, timing.mean
-    sched = agent.schedule
-    env_steps = iterations * sched.env_steps_per_iteration * num_envs * num_seeds
-    updates = iterations * sched.updates_per_iteration * num_seeds
-    return {"num_envs": num_envs, "num_seeds": num_seeds, "compile_s": compile_s,
-            "env_steps_per_s": env_steps / per_call, "updates_per_s": updates / per_call,
-            "seconds_per_chunk": per_call}
+    program = loop_program(agent_name, env, agent_cfg, num_envs, num_seeds, iterations)
+    state = jax.jit(program.init)(program.keys)
+    timing = time_jitted(program.train, state, min_seconds=min_seconds, threaded=True)
+    return throughput_row(program, timing.compile_s, timing.mean)
 
 
 def main(argv: Optional[List[str]] = None) -> Dict:

@@ -1,0 +1,179 @@
+"""The accelerator suites: budget planning, file limits, reference comparison, and (slow) both
+subcommands end to end on the CPU with a tiny budget."""
+
+import gzip
+import json
+import math
+
+import jax
+import jax.numpy as jnp
+import pytest
+
+from experiments import cli, gpu_suite
+
+
+@pytest.mark.parametrize("name", sorted(gpu_suite.SUITES))
+def test_phases_share_the_budget_less_the_reserve(name):
+    suite = gpu_suite.SUITES[name]
+    phases = gpu_suite.plan(540.0, suite.phases)
+    assert list(phases) == [p for p, _ in suite.phases]
+    reserve = max(gpu_suite.RESERVE_MIN_S, gpu_suite.RESERVE_FRACTION * 540.0)
+    assert sum(phases.values()) == pytest.approx(540.0 - reserve)
+    total = sum(f for _, f in suite.phases)
+    for phase, fraction in suite.phases:
+        assert phases[phase] == pytest.approx((540.0 - reserve) * fraction / total)
+    # the suite's files and a log fit in what a device run returns, flat
+    assert len(suite.files) + 1 <= gpu_suite.MAX_FILES
+    assert all("/" not in f for f in suite.files) and suite.files[0].endswith(".json")
+
+
+def test_phase_deadlines_are_cumulative(tmp_path):
+    report = gpu_suite.Report(str(tmp_path), "x", ("x.json",), 100.0,
+                              {"a": 20.0, "b": 30.0, "c": 40.0}, {})
+    assert [report.deadline(p) for p in "abc"] == [20.0, 50.0, 90.0]
+    assert 49.0 < report.left("b") <= 50.0
+    report.write()
+    data = json.loads((tmp_path / "x.json").read_text())
+    assert data["complete"] is False and data["peak_memory_bytes"] > 0
+    assert [p.name for p in tmp_path.iterdir()] == ["x.json"]  # no temporary file left
+    with pytest.raises(ValueError, match="not among the suite's files"):
+        report.path("other.png")
+    with pytest.raises(ValueError, match="at most 7"):
+        gpu_suite.Report(str(tmp_path), "x", tuple(f"{i}.json" for i in range(8)), 1.0, {}, {})
+
+
+def test_too_small_a_budget_and_bad_flags_are_one_line_errors(tmp_path):
+    with pytest.raises(cli.UsageError, match="leaves no time"):
+        gpu_suite.plan(5.0, gpu_suite.SUITES["dreamer"].phases)
+    out = str(tmp_path / "out")
+    for argv, message in (
+            ([], "name a suite"),
+            (["nope", "--out", out], "invalid choice"),
+            (["dreamer"], "--out"),
+            (["dreamer", "--out", out, "--budget-s", "0"], "--budget-s must be > 0"),
+            (["dreamer", "--out", out, "--budget-s", "4"], "leaves no time"),
+            (["muzero", "--out", out, "--workdir", out + "/runs"], "outside --out"),
+            (["dreamer", "--out", out, "--reference", str(tmp_path / "none.gz")],
+             "no such file")):
+        with pytest.raises(cli.UsageError, match=message):
+            gpu_suite.main(argv)
+
+
+def test_a_learning_run_is_planned_from_the_measured_rate():
+    run = gpu_suite.plan_run(200.0, rate=100.0, compile_s=40.0, steps_per_iteration=16,
+                             evals=10)
+    assert run["log_every"] % 16 == 0 and run["log_every"] <= 10 * 100
+    assert run["steps"] % run["log_every"] == 0 and run["eval_every"] % run["log_every"] == 0
+    # 25% more steps than 160 s at 100 steps/s, so that the time limit ends the run
+    assert 1.25 * 160 * 100 - run["log_every"] <= run["steps"] <= 1.25 * 160 * 100
+    assert run["steps"] // run["eval_every"] >= 10
+    assert run["max_seconds"] == pytest.approx(200.0 - 10.0 - 12.0)
+
+
+def test_the_curve_is_compared_to_the_reference_at_the_same_steps(tmp_path):
+    path = tmp_path / "ref.json.gz"
+    runs = [{"task": "dmc_cartpole_swingup", "method": "dreamerv3", "seed": s,
+             "xs": [10_000.0, 20_000.0, 30_000.0], "ys": [100.0 + 20 * s, 200.0, 300.0 - 20 * s]}
+            for s in (0, 1)]
+    runs.append({**runs[0], "task": "dmc_walker_walk", "ys": [0.0, 0.0, 0.0]})
+    with gzip.open(path, "wt") as f:
+        json.dump(runs, f)
+    ref = gpu_suite.load_reference(str(path), "dmc_cartpole_swingup")
+    assert ref["seeds"] == 2 and ref["mean"] == [110.0, 200.0, 290.0]
+    assert ref["min"] == [100.0, 200.0, 280.0] and ref["max"] == [120.0, 200.0, 300.0]
+    curves = [{"env_steps": [5_000, 15_000, 25_000], "eval_return": [10.0, 50.0, 90.0]},
+              {"env_steps": [5_000, 15_000, 25_000], "eval_return": [30.0, 70.0, 110.0]}]
+    out = gpu_suite.compare_to_reference(curves, ref)
+    assert [p["ours"] for p in out["at_our_evaluations"]] == [20.0, 60.0, 100.0]
+    assert [p["reference"] for p in out["at_our_evaluations"]] == [None, 155.0, 245.0]
+    # at the reference's 10k and 20k (30k was not reached): our last evaluation before them
+    assert [(p["env_steps"], p["ours"], p["reference"]) for p in out["at_reference_steps"]] == [
+        (10_000.0, 20.0, 110.0), (20_000.0, 60.0, 200.0)]
+    with pytest.raises(ValueError, match="no dreamerv3 curve for dmc_nope"):
+        gpu_suite.load_reference(str(path), "dmc_nope")
+
+
+def test_compiler_compiles_on_threads_and_the_timing_reads_the_program(tmp_path):
+    from experiments.benchmark import LoopProgram
+
+    def build():
+        def train(state):
+            return state + 1.0, jnp.sum(state)
+        return LoopProgram(train=train, init=lambda keys: jnp.zeros((keys.shape[0], 256)),
+                           keys=jax.random.split(jax.random.PRNGKey(0), 3), num_envs=2,
+                           num_seeds=3, env_steps=6, updates=3)
+
+    compiler = gpu_suite.Compiler(workers=2)
+    futures = [compiler.submit(build) for _ in range(2)]
+    program, init, train, lower_s, compile_s = futures[0].result(timeout=60)
+    futures[1].result(timeout=60)
+    assert compiler.busy == 0 and lower_s > 0 and compile_s > 0
+    timing = gpu_suite.time_compiled(train, init(program.keys), min_seconds=0.01)
+    assert timing.calls >= 1 and all(s > 0 for s in timing.seconds)
+    memory = gpu_suite.program_memory(train)
+    # the state (3 x 256 float32) is an argument; the output aliases the donated argument
+    assert memory["argument_size_in_bytes"] >= 3 * 256 * 4
+    assert memory["program_bytes"] > 0
+    failing = compiler.submit(lambda: 1 / 0)
+    with pytest.raises(ZeroDivisionError):
+        failing.result(timeout=60)
+    assert compiler.busy == 0
+
+
+def _check_output(out, suite):
+    files = sorted(p.name for p in out.iterdir())
+    assert len(files) <= gpu_suite.MAX_FILES and all(p.is_file() for p in out.iterdir())
+    assert set(files) <= set(gpu_suite.SUITES[suite].files)
+    data = json.loads((out / f"{suite}.json").read_text())
+    assert data["complete"] is True and data["stopped_by"] is None
+    assert data["device"]["platform"] == "cpu" and data["peak_memory_bytes"] > 0
+    assert set(data["phases"]) == {p for p, _ in gpu_suite.SUITES[suite].phases}
+    assert data["elapsed_s"] <= data["budget_s"]
+    return data, files
+
+
+def _finite(row, keys):
+    return all(isinstance(row[k], float) and math.isfinite(row[k]) and row[k] > 0 for k in keys)
+
+
+@pytest.mark.slow
+def test_dreamer_suite_on_the_cpu(tmp_path):
+    out = tmp_path / "out"
+    gpu_suite.main(["dreamer", "--tiny", "--budget-s", "240", "--seeds", "1",
+                    "--out", str(out), "--workdir", str(tmp_path / "runs")])
+    data, files = _check_output(out, "dreamer")
+    rows = data["throughput"]["rows"]
+    assert [(r["size"], r["compute_dtype"], r["num_seeds"]) for r in rows] == [
+        ("tiny", "float32", 1), ("tiny", "bfloat16", 1)]
+    measured = [r for r in rows if r["status"] == "measured"]
+    assert measured, rows
+    for row in measured:
+        assert _finite(row, ("updates_per_s", "env_steps_per_s", "compile_s", "lower_s"))
+        assert row["memory"]["program_bytes"] > 0
+    learning = data["learning"]
+    assert learning["status"] == "done" and len(learning["curves"]) == 2
+    assert all(len(c["eval_return"]) >= 1 for c in learning["curves"])
+    assert all(math.isfinite(y) for c in learning["curves"] for y in c["eval_return"])
+    assert learning["reference"]["task"] == "dmc_cartpole_swingup"
+    assert "dreamer_learning.png" in files and "dreamer_throughput.png" in files
+
+
+@pytest.mark.slow
+def test_muzero_suite_on_the_cpu(tmp_path):
+    out = tmp_path / "out"
+    gpu_suite.main(["muzero", "--tiny", "--budget-s", "200", "--games", "Breakout,Asterix",
+                    "--out", str(out), "--workdir", str(tmp_path / "runs")])
+    data, files = _check_output(out, "muzero")
+    measured = [r for r in data["throughput"]["rows"] if r["status"] == "measured"]
+    assert {r["kind"] for r in measured} >= {"loop"}
+    for row in measured:
+        keys = {"loop": ("env_steps_per_s", "updates_per_s", "compile_s"),
+                "update": ("updates_per_s", "compile_s"),
+                "acting": ("searches_per_s", "compile_s")}[row["kind"]]
+        assert _finite(row, keys)
+    games = data["learning"]["games"]
+    assert list(games) == ["Breakout", "Asterix"]
+    done = [g for g in games.values() if g.get("status") == "done"]
+    assert done and all(len(g["curves"]) == 2 for g in done)
+    assert all(math.isfinite(y) for g in done for c in g["curves"] for y in c["eval_return"])
+    assert "muzero_minatar.png" in files
