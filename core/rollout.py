@@ -19,6 +19,10 @@ its truncation) or after ``length`` steps. With ``L_n`` its number of steps,
 
     valid[n, t] = t < L_n,    returns[n] = sum_{t < L_n} reward[n, t]   (summed in step order).
 
+In a two-player game (``env.spec.num_players == 2``) ``reward`` is the mover's and ``returns``
+player 0's, as ``TimeStep.episode_return`` (``envs.api``): the mover's reward, negated where
+player 1 moved.
+
 Keys: ``reset_key, loop_key = split(key)``; environment ``n`` resets with
 ``split(reset_key, N)[n]``; every step splits ``loop_key, act_key, env_key = split(loop_key, 3)``,
 the policy gets ``act_key`` and environment ``n`` steps with ``split(env_key, N)[n]``.
@@ -112,10 +116,12 @@ def play(env: Environment, policy: Policy, key: Array, *, num_envs: int, length:
         _check_action(env, action, num_envs)
         env_keys = jax.random.split(env_key, num_envs)
         probed = probe(state, env_keys) if probe is not None else None
+        mover = jax.vmap(env.current_player)(state)
         next_state, next_obs, reward, terminated, done = _step(env, state, action, env_keys,
                                                                auto_reset)
         alive = ~ended
-        returns = returns + jnp.where(alive, reward, 0.0)
+        own = jnp.where(mover == 0, reward, -reward) if env.spec.num_players == 2 else reward
+        returns = returns + jnp.where(alive, own, 0.0)
         out = {"valid": alive, "probes": probed}
         if record:
             out.update(obs=state.obs, action=action, reward=reward, next_obs=next_obs,

@@ -21,12 +21,34 @@ Conventions
   ``truncated``: the time limit cut the episode (bootstrap with V(next_obs)).
 * ``episode_return`` / ``episode_length`` are the statistics of the episode that
   just ended, valid where ``done`` is true (zero elsewhere).
+
+Legal actions and players
+-------------------------
+Board games restrict the actions of each state and alternate two players. An adapter says so
+with two optional functions of its own state, given to :class:`Environment`:
+
+* ``legal_action_mask_fn(inner) -> [num_actions] bool``: the actions allowed next
+  (``EnvSpec.has_action_mask``). Families without one allow every action: the mask is all True.
+  ``TimeStep.legal_action_mask`` sits on the observation side of a step: it is the mask for
+  acting on ``TimeStep.obs`` (after an episode ended, the first state of the next one), and
+  :meth:`Environment.legal_action_mask` gives it for an :class:`EnvState`. An agent that ignores
+  the mask keeps working: what an illegal action does is the task's rule (in pgx the mover loses
+  at once).
+* ``current_player_fn(inner) -> () int32``: the player to act next (``EnvSpec.num_players``
+  is 2). ``TimeStep.reward`` is the reward of the player who MOVED (the player to act on the
+  observation the action was taken on), and the game is zero-sum, so the other player's reward
+  is its negative. ``episode_return`` is player 0's return (+1 win, -1 loss, 0 draw in the pgx
+  board games), whichever player moved first. Single-player tasks report player 0 throughout.
+
+An optional ``episode_metrics_fn(inner) -> {name: () float32}`` reads statistics of the running
+episode off the adapter's state (craftax's achievements unlocked so far);
+``TimeStep.episode_metrics`` holds them for the episode that just ended, valid where ``done``.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable, Optional, Tuple
+from typing import Any, Callable, Dict, Optional, Tuple
 
 import jax
 import jax.numpy as jnp
@@ -59,6 +81,10 @@ class EnvSpec:
       action_shape: shape of one action (``()`` when discrete).
       action_low / action_high: bounds of continuous actions (tuples, same shape).
       max_episode_steps: time limit applied by :class:`Environment`.
+      num_players: 1, or 2 for two-player zero-sum games that alternate moves (see the
+        module doc: rewards are the mover's, ``episode_return`` player 0's).
+      has_action_mask: True when the task restricts the actions of each state
+        (:meth:`Environment.legal_action_mask`); False means every action is always legal.
     """
 
     env_id: str
@@ -72,6 +98,8 @@ class EnvSpec:
     max_episode_steps: int = 1000
     obs_kind: Optional[str] = None
     obs_range: Optional[Tuple[float, float]] = None
+    num_players: int = 1
+    has_action_mask: bool = False
 
     def __post_init__(self):
         where = f"EnvSpec({self.env_id!r})"
@@ -91,6 +119,11 @@ class EnvSpec:
         if self.obs_range is not None and not float(self.obs_range[0]) < float(self.obs_range[1]):
             raise ValueError(f"{where}.obs_range must be (low, high) with low < high, got "
                              f"{self.obs_range!r}")
+        if self.num_players not in (1, 2):
+            raise ValueError(f"{where}.num_players must be 1 or 2, got {self.num_players!r}")
+        if (self.num_players == 2 or self.has_action_mask) and not self.discrete:
+            raise ValueError(f"{where}: two players and action masks need discrete actions "
+                             f"(discrete=True, num_actions=N)")
 
     def scale_image(self, obs: Array) -> Array:
         """An image observation mapped from ``obs_range`` to ``[-0.5, 0.5]`` (float32)."""
@@ -111,8 +144,12 @@ class EnvSpec:
     def action_dtype(self):
         return np.int32 if self.discrete else np.float32
 
-    def sample_action(self, key: Array) -> Array:
-        """A uniformly random action (one example)."""
+    def sample_action(self, key: Array, legal_action_mask: Optional[Array] = None) -> Array:
+        """A uniformly random action (one example), among the legal ones when a
+        ``[num_actions]`` bool ``legal_action_mask`` is given (discrete actions only)."""
+        if self.discrete and legal_action_mask is not None:
+            logits = jnp.where(legal_action_mask, 0.0, -jnp.inf)
+            return jax.random.categorical(key, logits).astype(jnp.int32)
         if self.discrete:
             return jax.random.randint(key, (), 0, self.num_actions, dtype=jnp.int32)
         low = jnp.asarray(self.action_low, jnp.float32)
@@ -152,6 +189,9 @@ class TimeStep:
     truncated: Array  # () bool: time limit reached (and not terminated)
     episode_return: Array  # () float32: return of the episode that just ended, else 0
     episode_length: Array  # () int32: length of the episode that just ended, else 0
+    legal_action_mask: Array  # [num_actions] bool: actions allowed on ``obs`` (all True if no mask)
+    current_player: Array  # () int32: the player to act on ``obs`` (0 in single-player tasks)
+    episode_metrics: Dict[str, Array]  # name -> () float32 of the episode that just ended, else 0
 
     @property
     def done(self) -> Array:
@@ -161,6 +201,7 @@ class TimeStep:
 ResetFn = Callable[[Array], Tuple[Any, Array]]
 StepFn = Callable[[Any, Array, Array], Tuple[Any, Array, Array, Array]]
 RewardFn = Callable[[Array, Array, Array], Array]
+InnerFn = Callable[[Any], Any]  # a function of the adapter's state
 
 
 @dataclasses.dataclass(frozen=True)
@@ -200,6 +241,12 @@ class Environment:
       termination_fn: optional known ``terminated(obs, action, next_obs) -> bool`` for one
         example (MBPO's "static" termination functions); None if unknown or never terminating.
       symmetry: optional exact mirror symmetry (:class:`Symmetry`); None if none is declared.
+      legal_action_mask_fn: ``inner -> [num_actions] bool``, the actions allowed next; given
+        exactly when ``spec.has_action_mask``.
+      current_player_fn: ``inner -> () int32``, the player to act next; needed when
+        ``spec.num_players == 2``.
+      episode_metrics_fn: ``inner -> {name: () float32}``, statistics of the running episode
+        reported in ``TimeStep.episode_metrics`` when it ends; None for none.
     """
 
     spec: EnvSpec
@@ -208,6 +255,39 @@ class Environment:
     reward_fn: Optional[RewardFn] = None
     termination_fn: Optional[RewardFn] = None
     symmetry: Optional[Symmetry] = None
+    legal_action_mask_fn: Optional[InnerFn] = None
+    current_player_fn: Optional[InnerFn] = None
+    episode_metrics_fn: Optional[InnerFn] = None
+
+    def __post_init__(self):
+        where = f"Environment({self.spec.env_id!r})"
+        if self.spec.has_action_mask != (self.legal_action_mask_fn is not None):
+            raise ValueError(f"{where}: spec.has_action_mask={self.spec.has_action_mask} but "
+                             f"legal_action_mask_fn is "
+                             f"{'missing' if self.spec.has_action_mask else 'given'}; give the "
+                             f"function exactly when the spec declares a mask.")
+        if self.spec.num_players == 2 and self.current_player_fn is None:
+            raise ValueError(f"{where}: a two-player game needs current_player_fn (the player "
+                             f"to act next, from the adapter's state).")
+
+    def _mask(self, inner: Any) -> Array:
+        if self.legal_action_mask_fn is None:
+            return jnp.ones((self.spec.num_actions,), bool)
+        return jnp.asarray(self.legal_action_mask_fn(inner), bool)
+
+    def _player(self, inner: Any) -> Array:
+        if self.current_player_fn is None:
+            return jnp.zeros((), jnp.int32)
+        return jnp.asarray(self.current_player_fn(inner), jnp.int32)
+
+    def legal_action_mask(self, state: EnvState) -> Array:
+        """``[num_actions]`` bool: the actions allowed on ``state.obs`` (all True without a mask;
+        shape ``(0,)`` for continuous actions). One environment: vmap over a batch."""
+        return self._mask(state.inner)
+
+    def current_player(self, state: EnvState) -> Array:
+        """``()`` int32: the player to act on ``state.obs`` (0 in single-player tasks)."""
+        return self._player(state.inner)
 
     def reset(self, key: Array) -> EnvState:
         inner, obs = self.adapter_reset(key)
@@ -219,11 +299,15 @@ class Environment:
         """Steps one environment; resets it in place when the episode ends."""
         self.spec.check_action(action)
         step_key, reset_key = jax.random.split(key)
+        mover = self._player(state.inner)  # the player acting now
         inner, next_obs, reward, terminated = self.adapter_step(state.inner, action, step_key)
         reward = jnp.asarray(reward, jnp.float32)
         terminated = jnp.asarray(terminated, bool)
         length = state.episode_length + 1
-        ret = state.episode_return + reward
+        if self.spec.num_players == 2:  # player 0's return: the game is zero-sum
+            ret = state.episode_return + jnp.where(mover == 0, reward, -reward)
+        else:
+            ret = state.episode_return + reward
         truncated = jnp.logical_and(length >= self.spec.max_episode_steps, ~terminated)
         done = jnp.logical_or(terminated, truncated)
 
@@ -234,10 +318,15 @@ class Environment:
         new_state = EnvState(inner=new_inner, obs=obs,
                              episode_return=jnp.where(done, 0.0, ret),
                              episode_length=jnp.where(done, 0, length))
+        metrics = {} if self.episode_metrics_fn is None else self.episode_metrics_fn(inner)
         timestep = TimeStep(obs=obs, next_obs=next_obs, reward=reward,
                             terminated=terminated, truncated=truncated,
                             episode_return=jnp.where(done, ret, 0.0),
-                            episode_length=jnp.where(done, length, 0))
+                            episode_length=jnp.where(done, length, 0),
+                            legal_action_mask=self._mask(new_inner),
+                            current_player=self._player(new_inner),
+                            episode_metrics={k: jnp.where(done, jnp.asarray(v, jnp.float32), 0.0)
+                                             for k, v in metrics.items()})
         return new_state, timestep
 
 

@@ -18,6 +18,8 @@ FAMILIES = {
     "gymnax": "envs.gymnax_env",
     "brax": "envs.brax_env",
     "dmc": "envs.dmc",
+    "pgx": "envs.pgx_env",
+    "craftax": "envs.craftax_env",
 }
 
 
