@@ -3,10 +3,12 @@
 The reference is craftax's auto-resetting environment (``CraftaxClassicSymbolicEnv.step``, which
 splits the step key into ``(step, reset)`` keys as :class:`envs.api.Environment` does), stepped
 with the same actions and keys. Compiling craftax's world generation and step takes minutes on
-a 2-core CPU, so every compiled check is ``slow``; the fast test only traces.
+a 2-core CPU, and even tracing them takes seconds, so only the spec test is fast.
 """
 
 from __future__ import annotations
+
+import functools
 
 import jax
 import jax.numpy as jnp
@@ -39,21 +41,28 @@ def trace_spec_and_step(name):
     return env.spec, timestep
 
 
-def test_classic_ids_spec_and_state_tree():
-    """Traced (not compiled): the spec, the achievement metrics, a state tree kept by a step."""
+def test_classic_ids_and_spec():
     assert set(envs.registered_ids("craftax")) == {f"craftax/{n}" for n in craftax_env.NAMES}
     with pytest.raises(ValueError, match="Craftax-Classic-Symbolic-v1"):
         envs.make("craftax/Craftax-Classic-Pixels-v1")
-    spec, timestep = trace_spec_and_step("Craftax-Classic-Symbolic-v1")
+    env = envs.make("craftax/Craftax-Classic-Symbolic-v1")
+    spec = env.spec
     assert spec.obs_shape == (1345,) and spec.obs_kind == "vector"
     assert spec.obs_range == (0.0, 1.0)
     assert spec.num_actions == 17 and spec.max_episode_steps == 10_000
     assert not spec.has_action_mask and spec.num_players == 1
+    assert env.legal_action_mask_fn is None and env.episode_metrics_fn is not None
+    assert envs.make("craftax/Craftax-Classic-Symbolic-v1",
+                     max_episode_steps=7).spec.max_episode_steps == 7
+
+
+@pytest.mark.slow
+def test_classic_state_tree_and_timestep():
+    """Traced (not compiled): the achievement metrics, a state tree kept by a step."""
+    _, timestep = trace_spec_and_step("Craftax-Classic-Symbolic-v1")
     assert timestep.legal_action_mask.shape == (NUM_ENVS, 17)
     assert len(timestep.episode_metrics) == 22
     assert timestep.episode_metrics["achievement_collect_wood"].shape == (NUM_ENVS,)
-    assert envs.make("craftax/Craftax-Classic-Symbolic-v1",
-                     max_episode_steps=7).spec.max_episode_steps == 7
 
 
 @pytest.mark.slow
@@ -97,14 +106,17 @@ def test_classic_matches_craftax_and_truncates():
     actions = jnp.tile(jnp.array([5, 0, 1, 2, 3, 4], jnp.int32)[:, None], (1, NUM_ENVS))
     obs0, ref_obs0, out = jax.tree_util.tree_map(np.asarray, run(jax.random.PRNGKey(0), actions))
     ts, ref_obs, ref_reward, ref_done, inner_time = out
-    np.testing.assert_array_equal(obs0, ref_obs0)
+    # Two compilations of the same float maths may differ in the last bit (the daylight entry).
+    close = functools.partial(np.testing.assert_allclose, rtol=0, atol=1e-6)
+    close(obs0, ref_obs0)
     first = slice(0, limit - 1)  # before our limit resets the episode
-    np.testing.assert_array_equal(ts.obs[first], ref_obs[first])
-    np.testing.assert_array_equal(ts.reward[: limit], ref_reward[: limit])
+    close(ts.obs[first], ref_obs[first])
+    close(ts.reward[: limit], ref_reward[: limit])
     np.testing.assert_array_equal(ts.terminated[: limit], ref_done[: limit])
-    np.testing.assert_array_equal(ts.next_obs[: limit], ref_obs[: limit])
+    close(ts.next_obs[: limit], ref_obs[: limit])
     assert not ts.terminated.any()  # nobody dies in six steps from the start
-    np.testing.assert_array_equal(ts.truncated, np.arange(num_steps)[:, None] == limit - 1)
+    at_limit = np.broadcast_to(np.arange(num_steps)[:, None] == limit - 1, ts.truncated.shape)
+    np.testing.assert_array_equal(ts.truncated, at_limit)
     np.testing.assert_array_equal(inner_time[limit - 1], 0)  # a fresh world after the limit
     assert (ts.obs[limit - 1] != ts.next_obs[limit - 1]).any()
     np.testing.assert_array_equal(ts.episode_length[limit - 1], limit)
@@ -112,4 +124,4 @@ def test_classic_matches_craftax_and_truncates():
     metrics = ts.episode_metrics
     for values in metrics.values():  # 0/1 at the episode's end, 0 elsewhere
         assert set(np.unique(values).tolist()) <= {0.0, 1.0}
-        assert not values[np.arange(num_steps) != limit - 1].any()
+        assert not values[~at_limit].any()

@@ -147,6 +147,7 @@ def test_board_games_match_pgx(name, num_steps):
     assert ts.next_obs[ts.terminated].any(axis=tuple(range(1, ts.obs.ndim - 1))).all()
 
 
+@pytest.mark.slow
 def test_2048_matches_pgx_with_chance():
     """The same keys reach pgx's tile spawns: the random successors agree."""
     out = compare_with_pgx("2048", 10, 0.0)
