@@ -43,6 +43,10 @@ with two optional functions of its own state, given to :class:`Environment`:
 An optional ``episode_metrics_fn(inner) -> {name: () float32}`` reads statistics of the running
 episode off the adapter's state (craftax's achievements unlocked so far);
 ``TimeStep.episode_metrics`` holds them for the episode that just ended, valid where ``done``.
+
+The mask and the player are read off the adapter's state rather than stored in
+:class:`EnvState`, so every family's state keeps one structure (saved run states restore) and
+code that steps the adapter directly (``core.rollout`` without auto-reset) sees them too.
 """
 
 from __future__ import annotations
