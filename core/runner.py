@@ -187,12 +187,14 @@ def train(env: Environment, agent: Agent, cfg: RunConfig, config_record: Optiona
     shapes = jax.eval_shape(init_v, keys)
     state_sharding = sharding.run_state_shardings(shapes, mesh, cfg.num_envs)
     replicated = NamedSharding(mesh, P())
-    init_fn = jax.jit(init_v, out_shardings=state_sharding)
-    train_fn = jax.jit(jax.vmap(fns.train), out_shardings=(state_sharding, replicated),
-                       donate_argnums=0)
-    prefill_fn = jax.jit(jax.vmap(fns.prefill), out_shardings=(state_sharding, replicated),
-                         donate_argnums=0)
-    eval_fn = jax.jit(jax.vmap(fns.evaluate), out_shardings=replicated)
+    together = sharding.compiled_together  # with several processes: all compile, then run
+    init_fn = together(jax.jit(init_v, out_shardings=state_sharding), "init")
+    train_fn = together(jax.jit(jax.vmap(fns.train), out_shardings=(state_sharding, replicated),
+                                donate_argnums=0), "train")
+    prefill_fn = together(jax.jit(jax.vmap(fns.prefill),
+                                  out_shardings=(state_sharding, replicated), donate_argnums=0),
+                          "prefill")
+    eval_fn = together(jax.jit(jax.vmap(fns.evaluate), out_shardings=replicated), "evaluate")
 
     primary = sharding.is_primary()
     if cfg.logdir:

@@ -11,7 +11,9 @@ Several processes (one per host, joined by :func:`initialize_distributed`) share
 mesh; each holds, and steps, only the environments of its own devices. Host-side decisions must
 then agree: :func:`agree_any` combines per-process flags (a signal, a deadline),
 :func:`primary_decides` lets process 0 alone touch the log directory and tells the others the
-outcome, and :func:`replicated` puts a host value (a PRNG key) on every device of the mesh.
+outcome, :func:`replicated` puts a host value (a PRNG key) on every device of the mesh, and
+:func:`compiled_together` keeps a process that compiles fast from running a program before the
+others can join its collectives.
 """
 
 from __future__ import annotations
@@ -108,6 +110,29 @@ def primary_decides(fn: Callable[[], Any], name: str) -> Any:
         message = f"{outcome['message']} (decided by process 0)"
         raise ValueError(message) if outcome["value_error"] else RuntimeError(message)
     return outcome["value"]
+
+
+def compiled_together(fn: Callable, name: str) -> Callable:
+    """``fn`` (a jitted function) that, with several processes, is compiled for its first
+    call's arguments in every process, and runs only once all have compiled it.
+
+    A program's first collective sets up its gloo connections and gives up when a peer is 30 s
+    late; process 0 reads the persistent compilation cache, the others may compile for minutes
+    (see docs/distributed.md). Later calls must take arguments of the same shapes and
+    shardings (a training chunk does).
+    """
+    if jax.process_count() == 1:
+        return fn
+    from jax.experimental import multihost_utils
+    compiled = []
+
+    def call(*args):
+        if not compiled:
+            compiled.append(fn.lower(*args).compile())
+            multihost_utils.sync_global_devices(f"compiled:{name}")
+        return compiled[0](*args)
+
+    return call
 
 
 def replicated(value: Any, mesh: Mesh) -> Any:

@@ -59,8 +59,8 @@ def _parser() -> argparse.ArgumentParser:
                         "this many seconds of this call; rerun with the same --logdir to go on "
                         "(0: no limit)")
     p.add_argument("--num-devices", type=int, default=0,
-                   help="data-parallel devices, counted over all processes (0: as many as "
-                        "split --num-envs evenly)")
+                   help="data-parallel devices, counted over all processes (a multiple of "
+                        "the process count; 0: as many as split --num-envs evenly)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar or lines")
     p.add_argument("--distributed", action="store_true",
                    help="join a multi-process run (jax.distributed; one process per host, see "
