@@ -187,8 +187,19 @@ _CARTPOLE = dict(model_size="small", num_simulations=16, discount=0.997, n_step=
                  target_update_period=50, lr_decay_steps=20_000, lr_final_fraction=0.1,
                  mirror_augmentation=True)
 
+# The default for a discrete task with vector observations (what a task without a preset of its
+# own gets): the CartPole recipe without its CartPole-specific part, mirror augmentation (most
+# tasks declare no symmetry). Small nets, 16 simulations, two updates per environment step on
+# 8 environments, 30-step value targets at discount 0.997, prioritised replay, no reanalyse, the
+# learning rate decaying 1e-3 -> 1e-4 over the 20,000 updates of the default 10k-step run (then
+# constant). The supports cover any task whose rewards are within +-8 per step: rewards
+# 11 bins over [-2, 2] in h-space (|r| <= 8), values 41 bins over [-20, 20] (|v| <= 422, above
+# the 333 that rewards of +-1 reach at discount 0.997), so the -1-per-step tasks (Acrobot,
+# MountainCar) and Catch's +-1 fit as well as CartPole's +1 (tests/agents/test_muzero_default.py).
+_DEFAULT = dict(_CARTPOLE, mirror_augmentation=False)
+
 PRESETS: Dict[str, MuZeroConfig] = {
-    "default": MuZeroConfig(),
+    "default": MuZeroConfig(**_DEFAULT),
     "cartpole_v1": MuZeroConfig(**_CARTPOLE),
     # MinAtar on a 2-core CPU: 32-channel residual nets, 8 simulations, one update (batch 32)
     # per 8-env vectorised step, no reanalyse (about 60 env steps/s with the CPU conv path).
