@@ -239,6 +239,7 @@ def _perturbed(agent_state, key, scale=0.3):
     return agent_state.replace(params=params, target_params=params)
 
 
+@pytest.mark.slow
 def test_reanalysed_rows_are_drawn_at_random():
     """flashbax returns a batch ordered by buffer position (here rows 0-7 come from
     environment 0, rows 8-15 from environment 1), so reanalysing a fixed slice of it would
