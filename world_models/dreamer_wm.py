@@ -94,9 +94,19 @@ class WorldModel(nn.Module):
     def posterior(self, deter, embed, key):
         return self.rssm.posterior(deter, embed, key)
 
+    def recurrent(self, state, action):
+        return self.rssm.recurrent(state, action)
+
+    def prior_logits(self, deter):
+        return self.rssm.prior_logits(deter)
+
     def heads(self, feat):
         """``feat -> (decoded obs, reward logits [255], continue logit)``."""
         return self.decoder(feat), self.reward_head(feat), self.cont_head(feat)
+
+    def reward_continue(self, feat):
+        """``feat -> (reward logits [255], continue logit)`` (imagination needs no decoder)."""
+        return self.reward_head(feat), self.cont_head(feat)
 
     def __call__(self, obs, action, key):
         post, _ = self.obs_step(self.initial(), action, self.embed(obs), key)
@@ -110,14 +120,19 @@ def recon_loss(model: WorldModel, pred: Array, obs: Array) -> Array:
 
 
 def observe(model: WorldModel, params, seq: Dict[str, Array], key: Array
-            ) -> Tuple[RSSMState, RSSMState, RSSMState, RSSMState, RSSMState]:
+            ) -> Tuple[RSSMState, Array, RSSMState, RSSMState, Array]:
     """Posterior states of ONE sequence (leaves ``[T, ...]``).
 
     ``seq`` has ``obs, next_obs [T, *obs]``, ``action [T, A]`` (float), ``is_first [T]``.
-    Returns ``(start_post, start_prior, s, next_post, next_prior)`` with leaves ``[T, ...]``:
-    the reset-state posterior/prior of ``o_t`` (the prior, the same for every ``t``, is
-    computed once), the state ``s_t`` used at ``t`` and the
-    successor posterior/prior ``s'_t``.
+    Returns ``(start_post, start_prior_logits, s, next_post, next_prior_logits)``: the
+    reset-state posterior of ``o_t`` and its prior's logits ``[G, C]`` (the prior step from the
+    initial state with a zero action, the same for every ``t``), the state ``s_t`` used at
+    ``t`` and the successor posterior ``s'_t`` with its prior's logits ``[T, G, C]``.
+
+    Only the recurrence ``h' = GRU(s_t, a_t)`` and the posterior sample run step by step; the
+    encoder, the reset posteriors and the prior heads run over the whole window at once.
+    Keys as in ``obs_step``: ``(prior, posterior) = split(key_t)``; the prior's sample is not
+    needed here and not drawn.
     """
     chex.assert_rank(seq["is_first"], 1)
     length = seq["is_first"].shape[0]
@@ -128,27 +143,25 @@ def observe(model: WorldModel, params, seq: Dict[str, Array], key: Array
     zero_action = jnp.zeros((model.action_dim,))
     first = seq["is_first"] | (jnp.arange(length) == 0)
 
-    # The reset states: the prior step from the initial state with a zero action is the same
-    # for every t (its deterministic part and logits), so it runs once; only the posterior
-    # sees o_t. Keys as in obs_step: (prior, posterior) = split(key_t).
     start_key, scan_key = jax.random.split(key)
     step_keys = jax.vmap(jax.random.split)(jax.random.split(start_key, length))  # [T, 2]
-    prior0 = apply(WorldModel.img_step, initial, zero_action, step_keys[0, 0])
-    start_post = jax.vmap(lambda e_t, k: apply(WorldModel.posterior, prior0.deter, e_t, k))(
+    start_deter = apply(WorldModel.recurrent, initial, zero_action)
+    start_prior_logits = apply(WorldModel.prior_logits, start_deter)
+    start_post = jax.vmap(lambda e_t, k: apply(WorldModel.posterior, start_deter, e_t, k))(
         e, step_keys[:, 1])
-    start_prior = jax.tree_util.tree_map(lambda x: jnp.broadcast_to(x, (length,) + x.shape),
-                                         prior0)
 
     def step(carry, inputs):
         start_t, e_next_t, a_t, first_t, k = inputs
         s_t = reset_where(first_t, carry, start_t)
-        next_post, next_prior = apply(WorldModel.obs_step, s_t, a_t, e_next_t, k)
-        return next_post, (s_t, next_post, next_prior)
+        deter = apply(WorldModel.recurrent, s_t, a_t)
+        next_post = apply(WorldModel.posterior, deter, e_next_t, jax.random.split(k)[1])
+        return next_post, (s_t, next_post)
 
     keys = jax.random.split(scan_key, length)
-    _, (states, post, prior) = jax.lax.scan(
+    _, (states, post) = jax.lax.scan(
         step, initial, (start_post, e_next, seq["action"], first, keys))
-    return start_post, start_prior, states, post, prior
+    prior_logits = jax.vmap(lambda h: apply(WorldModel.prior_logits, h))(post.deter)
+    return start_post, start_prior_logits, states, post, prior_logits
 
 
 def loss_fn(params, model: WorldModel, seq: Dict[str, Array], key: Array, *, kl_dyn: float,
@@ -165,7 +178,8 @@ def loss_fn(params, model: WorldModel, seq: Dict[str, Array], key: Array, *, kl_
     ``cont_scale = 1 - 1/horizon``, so the predicted continue probability carries the discount.
     Returns ``(loss, (s [T] states for imagination, metrics))``.
     """
-    start_post, start_prior, states, post, prior = observe(model, params, seq, key)
+    start_post, start_prior_logits, states, post, prior_logits = observe(model, params, seq,
+                                                                         key)
     first = (seq["is_first"] | (jnp.arange(seq["is_first"].shape[0]) == 0)).astype(jnp.float32)
     heads = jax.vmap(lambda f: model.apply(params, f, method=WorldModel.heads))
     dec, rew_logits, cont_logit = heads(features(post))
@@ -175,9 +189,9 @@ def loss_fn(params, model: WorldModel, seq: Dict[str, Array], key: Array, *, kl_
     reward = nets.SUPPORT.cross_entropy(rew_logits, seq["reward"])
     cont = nets.continue_loss(cont_logit,
                               cont_scale * (1.0 - seq["terminated"].astype(jnp.float32)))
-    kl, kl_metrics = kl_balance(post.logits, prior.logits, dyn_scale=kl_dyn,
+    kl, kl_metrics = kl_balance(post.logits, prior_logits, dyn_scale=kl_dyn,
                                 rep_scale=kl_rep, free_nats=free_nats)
-    kl_start, _ = kl_balance(start_post.logits, start_prior.logits, dyn_scale=kl_dyn,
+    kl_start, _ = kl_balance(start_post.logits, start_prior_logits, dyn_scale=kl_dyn,
                              rep_scale=kl_rep, free_nats=free_nats)
     total = recon_scale * recon + reward + cont + kl + first * kl_start
     metrics = {"wm_loss": total.mean(), "recon_loss": recon.mean(), "reward_loss": reward.mean(),

@@ -183,11 +183,19 @@ class RSSM(nn.Module):
         logits = out(hidden(x.astype(self.dtype))).astype(jnp.float32)
         return unimix_logits(logits.reshape(self.groups, self.classes), self.unimix)
 
+    def recurrent(self, state: RSSMState, action: Array) -> Array:
+        """``h' = GRU(h, [z, a])`` [D], the deterministic half of both steps."""
+        chex.assert_rank(action, 1)
+        return self._core(state.deter, state.stoch, action)
+
+    def prior_logits(self, deter: Array) -> Array:
+        """Unimix log-probabilities ``[G, C]`` of ``p(z | h)``."""
+        return self._logits(deter, self.prior_hidden, self.prior_out)
+
     def img_step(self, state: RSSMState, action: Array, key: Array) -> RSSMState:
         """Prior step ``(s, a) -> s'`` with ``z' ~ p(z' | h')`` (action [A] float)."""
-        chex.assert_rank(action, 1)
-        deter = self._core(state.deter, state.stoch, action)
-        logits = self._logits(deter, self.prior_hidden, self.prior_out)
+        deter = self.recurrent(state, action)
+        logits = self.prior_logits(deter)
         return RSSMState(deter=deter, stoch=straight_through_sample(key, logits), logits=logits)
 
     def obs_step(self, state: RSSMState, action: Array, embed: Array, key: Array

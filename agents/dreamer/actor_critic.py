@@ -118,8 +118,8 @@ def targets(model: WorldModel, wm_params, critic: nets.TwoHotHead, critic_params
     ``R_k = r_{k+1} + c_{k+1} (...)`` and ``w_k = prod_{j=0..k} c_j``. Otherwise (2023):
     ``c_k = [logit > 0]``, ``R_k = r_{k+1} + discount c_{k+1} (...)``, ``w_k = prod_{j=1..k} c_j``.
     """
-    _, rew_logits, cont_logit = jax.vmap(
-        lambda f: model.apply(wm_params, f, method=WorldModel.heads))(feats)
+    rew_logits, cont_logit = jax.vmap(
+        lambda f: model.apply(wm_params, f, method=WorldModel.reward_continue))(feats)
     reward = nets.SUPPORT.decode(rew_logits)[1:]  # [H]
     value = nets.SUPPORT.decode(jax.vmap(lambda f: critic.apply(critic_params, f))(feats))  # [H+1]
     if contdisc:

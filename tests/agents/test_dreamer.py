@@ -28,7 +28,7 @@ class _StubModel:
     """feat = [reward, continue logit, value] of the state (hand-set heads)."""
 
     def apply(self, params, feat, method=None):
-        return None, _logits_for(feat[0]), feat[1]
+        return _logits_for(feat[0]), feat[1]
 
 
 class _StubCritic:
