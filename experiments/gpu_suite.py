@@ -254,18 +254,22 @@ def program_memory(compiled) -> Dict:
 # ----------------------------------------------------------------------------- learning runs
 
 def plan_run(seconds: float, rate: float, compile_s: float, *, steps_per_iteration: int,
-             evals: int, chunk_s: float = 10.0) -> Dict:
+             evals: int, chunk_s: float = 10.0, max_steps: Optional[int] = None) -> Dict:
     """Steps, logging and evaluation intervals (environment steps per seed) of a learning run
     given ``seconds``, a per-seed ``rate`` (env steps/s) and the expected compile seconds.
 
     Steps are planned 25% above what the rate allows, so that the time limit, not the step
     count, ends the run; a chunk (one metric line) lasts about ``chunk_s``. The time limit
     (``max_seconds``, counted by the runner from its initial state) leaves a chunk and part of
-    the compile estimate for building the run and its last evaluation."""
+    the compile estimate for building the run and its last evaluation. ``max_steps`` caps the
+    steps (the CPU mode: a run that ends when its few steps are done)."""
     train_s = max(seconds - compile_s, 0.1 * seconds)
     unit = max(1, steps_per_iteration)
     log_every = max(unit, int(min(chunk_s, train_s / 20) * rate) // unit * unit)
-    steps = max(log_every, int(1.25 * train_s * rate) // log_every * log_every)
+    steps = int(1.25 * train_s * rate)
+    if max_steps:
+        steps, log_every = min(steps, max_steps), min(log_every, max(unit, max_steps // 4))
+    steps = max(log_every, steps // log_every * log_every)
     eval_every = max(log_every, steps // max(1, evals) // log_every * log_every)
     return {"steps": steps, "log_every": log_every, "eval_every": eval_every,
             "rate_per_seed": rate, "compile_estimate_s": compile_s,
@@ -304,9 +308,10 @@ def curves_so_far(logdir: str) -> Optional[List[Dict]]:
 # ----------------------------------------------------------------------------- dreamer
 
 DREAMER_OFFICIAL = dict(env="dmc/cartpole_swingup", num_envs=16, train_ratio=1024.0,
-                        learn_preset="cartpole_swingup")
+                        learn_preset="cartpole_swingup", max_steps=None)
 # The CPU mode runs on a gymnax task: XLA's CPU compiler takes minutes over MJX physics.
-DREAMER_TINY = dict(env="gymnax/Pendulum-v1", num_envs=2, train_ratio=None, learn_preset="tiny")
+DREAMER_TINY = dict(env="gymnax/Pendulum-v1", num_envs=2, train_ratio=None, learn_preset="tiny",
+                    max_steps=400)
 
 
 def dreamer_dtypes() -> Tuple[str, ...]:
@@ -330,8 +335,13 @@ def _dreamer_args(p: argparse.ArgumentParser) -> None:
                         "tiny: gymnax/Pendulum-v1); the reference curve is that of a dmc/ task")
     p.add_argument("--sizes", default=None, help="table sizes (default 1m,12m,50m; tiny: tiny)")
     p.add_argument("--seeds", default=None, help="table seed counts (default 1,4,16; tiny: 1,2)")
+    p.add_argument("--dtypes", default="float32,bfloat16", help="table compute dtypes")
     p.add_argument("--learn-seeds", type=int, default=None,
                    help="vmapped seeds of the learning run (default 4; tiny: 2)")
+    p.add_argument("--learn-dtype", default=None, choices=("float32", "bfloat16"),
+                   help="compute dtype of the learning run (default: the official bfloat16 "
+                        "where the config has it; tiny: float32, which XLA's CPU compiler "
+                        "handles faster)")
     p.add_argument("--reference", default=None,
                    help=f"published curves (default {DEFAULT_REFERENCE} beside the repository, "
                         f"else .gpu_suite/reference_scores/ inside it)")
@@ -344,6 +354,7 @@ def _rows(sizes, dtypes, seeds) -> List[Tuple[str, str, int]]:
 
 def run_dreamer(args, report: Report) -> None:
     import envs
+    from agents.dreamer.config import PRESETS
     from experiments import benchmark
 
     setting = dict(DREAMER_TINY if args.tiny else DREAMER_OFFICIAL)
@@ -352,13 +363,25 @@ def run_dreamer(args, report: Report) -> None:
     seeds = _split(args.seeds or ("1,2" if args.tiny else "1,4,16"), int)
     learn_seeds = args.learn_seeds or (2 if args.tiny else 4)
     available = dreamer_dtypes()
+    dtypes = _split(args.dtypes, str)
+    unknown = sorted(set(dtypes) - {"float32", "bfloat16"})
+    if unknown:
+        raise cli.UsageError(f"--dtypes: unknown {unknown}; choose from float32, bfloat16")
+    unknown = sorted(set(sizes) - set(PRESETS))
+    if unknown:
+        raise cli.UsageError(f"--sizes: unknown presets {unknown}; known: {', '.join(PRESETS)}")
+    learn_dtype = args.learn_dtype or ("bfloat16" if "bfloat16" in available and not args.tiny
+                                       else "float32")
+    if learn_dtype not in available:
+        raise cli.UsageError(f"--learn-dtype {learn_dtype}: this DreamerConfig has no "
+                             f"compute_dtype; pass --learn-dtype float32")
     env = envs.make(setting["env"])
     min_seconds = 0.2 if args.tiny else 1.0
     table = {"env": setting["env"], "num_envs": setting["num_envs"],
              "train_ratio": setting["train_ratio"], "iterations_per_chunk": 1,
              "min_seconds": min_seconds, "compile_workers": args.compile_workers, "rows": []}
     report.data["throughput"] = table
-    for size, dtype, n in _rows(sizes, ("float32", "bfloat16"), seeds):
+    for size, dtype, n in _rows(sizes, dtypes, seeds):
         row = {"size": size, "compute_dtype": dtype, "num_seeds": n, "status": "pending"}
         if dtype not in available:
             row["status"] = "compute_dtype not available"
@@ -376,9 +399,9 @@ def run_dreamer(args, report: Report) -> None:
     _time_rows(table["rows"], first, futures, report, "table_first_size", compiler,
                min_seconds)
     report.phase_done("table_first_size")
-    _dreamer_learning(args, report, setting, learn_seeds, available,
+    _dreamer_learning(args, report, setting, learn_seeds, learn_dtype,
                       [table["rows"][i] for i in first])
-    rest = [i for i in range(len(table["rows"])) if i not in first]
+    rest = sorted(futures)  # the other sizes, after rows of the first one compiled late
     _time_rows(table["rows"], rest, futures, report, "table_other_sizes", compiler,
                min_seconds)
     report.phase_done("table_other_sizes")
@@ -387,7 +410,8 @@ def run_dreamer(args, report: Report) -> None:
 
 def _time_rows(rows: List[Dict], indices: Sequence[int], futures: Dict[int, Future],
                report: Report, phase: str, compiler: Compiler, min_seconds: float):
-    """Times the rows ``indices`` once compiled, while they fit before the phase's deadline."""
+    """Times the rows ``indices`` once compiled, while they fit before the phase's deadline;
+    a row still compiling at the deadline keeps its future for a later phase."""
     from experiments import benchmark
 
     for i in indices:
@@ -398,7 +422,7 @@ def _time_rows(rows: List[Dict], indices: Sequence[int], futures: Dict[int, Futu
         try:
             program, init, compiled, lower_s, compile_s = future.result(timeout=max(0.0, left))
         except TimeoutError:
-            row["status"] = "skipped: not compiled within the phase"
+            futures[i] = future
             continue
         except Exception as err:  # one row's failure (out of memory, say) is recorded
             row.update(status="failed", error=f"{type(err).__name__}: {err}"[:500])
@@ -427,15 +451,15 @@ def _time_rows(rows: List[Dict], indices: Sequence[int], futures: Dict[int, Futu
               f"{compile_s:.1f} s", flush=True)
         report.write()
     for i in indices:
-        if rows[i]["status"] == "pending":
-            rows[i]["status"] = "skipped: no time left in the phase"
+        if rows[i]["status"] in ("pending", "compiling"):
+            rows[i]["status"] = ("compiling" if i in futures else
+                                 "skipped: no time left in the phase")
 
 
-def _dreamer_learning(args, report: Report, setting, learn_seeds: int, available, rows):
+def _dreamer_learning(args, report: Report, setting, learn_seeds: int, dtype: str, rows):
     from agents.dreamer import schedule_for
     from agents.dreamer.config import PRESETS
 
-    dtype = "bfloat16" if "bfloat16" in available else "float32"
     cfg = PRESETS[setting["learn_preset"]]
     measured = [r for r in rows if r["status"] == "measured"]
     match = ([r for r in measured if r["num_seeds"] == learn_seeds
@@ -446,7 +470,8 @@ def _dreamer_learning(args, report: Report, setting, learn_seeds: int, available
     seconds = report.left("learning")
     sched = schedule_for(cfg, setting["num_envs"])
     run = plan_run(seconds, rate, compile_s, evals=4 if args.tiny else 12,
-                   steps_per_iteration=setting["num_envs"] * sched.env_steps_per_iteration)
+                   steps_per_iteration=setting["num_envs"] * sched.env_steps_per_iteration,
+                   max_steps=setting["max_steps"])
     logdir = os.path.join(args.workdir, "dreamer")  # learning_run's log directory
     info = {"env": setting["env"], "preset": setting["learn_preset"], "num_seeds": learn_seeds,
             "num_envs": setting["num_envs"], "compute_dtype": dtype, "train_ratio":
@@ -523,6 +548,9 @@ def compare_to_reference(curves: List[Dict], reference: Dict) -> Dict:
 
 def _finish_dreamer(report: Report) -> None:
     """Figures from whatever was measured; also what the watchdog calls."""
+    for row in report.data.get("throughput", {}).get("rows", []):
+        if row["status"] in ("pending", "compiling"):
+            row["status"] = "skipped: not compiled within the budget"
     learning = report.data.get("learning")
     if learning and "curves" not in learning and learning.get("logdir"):
         _dreamer_curves(report, curves_so_far(learning["logdir"]))
@@ -602,10 +630,10 @@ PPO_H100 = {
 }
 MUZERO_GPU = dict(preset="minatar", num_envs=256, batch_size=1024, updates_per_iteration=2,
                   acting=((8, 256), (8, 1024), (50, 1024), (8, 16)), update_batches=(1024, 256),
-                  loop_seeds=(1, 3), learn_seeds=3, eval_episodes=10, evals=8)
+                  loop_seeds=(1, 3), learn_seeds=3, eval_episodes=10, evals=8, max_steps=None)
 MUZERO_TINY = dict(preset="tiny", num_envs=4, batch_size=16, updates_per_iteration=1,
                    acting=((4, 4),), update_batches=(16,), loop_seeds=(1, 2), learn_seeds=2,
-                   eval_episodes=2, evals=2)
+                   eval_episodes=2, evals=2, max_steps=400)
 
 
 def _muzero_args(p: argparse.ArgumentParser) -> None:
@@ -681,7 +709,7 @@ def _muzero_game(args, report, game, seconds, rate, compile_s, setting, seeds) -
     games = report.data["learning"]["games"]
     env_id = f"gymnax/{game}-MinAtar"
     run = plan_run(seconds, rate, compile_s, evals=setting["evals"],
-                   steps_per_iteration=setting["num_envs"])
+                   steps_per_iteration=setting["num_envs"], max_steps=setting["max_steps"])
     logdir = os.path.join(args.workdir, game, "muzero")  # learning_run's log directory
     games[game] = info = {"env": env_id, "plan": run, "seconds": seconds, "logdir": logdir}
     report.write()
@@ -855,6 +883,7 @@ def main(argv: Optional[List[str]] = None) -> Dict:
     from experiments.benchmark import _device
     report.data["device"] = _device()
     report.data["setup_s"] = round(report.elapsed(), 2)
+    report.write()
     print(f"[gpu_suite] {args.suite} on {report.data['device']['device_kind']}: budget "
           f"{args.budget_s:g} s, phases {json.dumps({k: round(v) for k, v in phases.items()})}, "
           f"output {args.out}", flush=True)

@@ -73,7 +73,7 @@ command_for() {
   # Run with carry [".gpu_suite"] and timeout_s 600: the suite's budget is 540 s, the wheels
   # install in about 20 s.
   cat <<EOF
-python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site $DIR/wheels/*.whl && export PYTHONPATH=/tmp/site || exit; export PYTHONUNBUFFERED=1 MUJOCO_GL=egl; set -o pipefail; nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader; python3 -m experiments.gpu_suite $suite --out \$OUT 2>&1 | tee \$OUT/$suite.log
+python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site $DIR/wheels/*.whl && export PYTHONPATH=/tmp/site || exit; export PYTHONUNBUFFERED=1; set -o pipefail; nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader; python3 -m experiments.gpu_suite $suite --out \$OUT 2>&1 | tee \$OUT/$suite.log
 EOF
 }
 

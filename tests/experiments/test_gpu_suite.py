@@ -4,6 +4,9 @@ subcommands end to end on the CPU with a tiny budget."""
 import gzip
 import json
 import math
+import os
+import subprocess
+import sys
 
 import jax
 import jax.numpy as jnp
@@ -120,6 +123,15 @@ def test_compiler_compiles_on_threads_and_the_timing_reads_the_program(tmp_path)
     assert compiler.busy == 0
 
 
+def _run_suite(argv, budget_s):
+    """The suite as a command (its watchdog ends the process it runs in)."""
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    done = subprocess.run([sys.executable, "-m", "experiments.gpu_suite", *argv, "--budget-s",
+                           str(budget_s)], cwd=root, capture_output=True, text=True,
+                          timeout=budget_s + 120)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+
+
 def _check_output(out, suite):
     files = sorted(p.name for p in out.iterdir())
     assert len(files) <= gpu_suite.MAX_FILES and all(p.is_file() for p in out.iterdir())
@@ -139,12 +151,13 @@ def _finite(row, keys):
 @pytest.mark.slow
 def test_dreamer_suite_on_the_cpu(tmp_path):
     out = tmp_path / "out"
-    gpu_suite.main(["dreamer", "--tiny", "--budget-s", "240", "--seeds", "1",
-                    "--out", str(out), "--workdir", str(tmp_path / "runs")])
+    # one table row: tracing and compiling the tiny loop takes over a minute of CPU time
+    _run_suite(["dreamer", "--tiny", "--seeds", "1", "--dtypes", "float32", "--out", str(out),
+                "--workdir", str(tmp_path / "runs")], budget_s=1500)
     data, files = _check_output(out, "dreamer")
     rows = data["throughput"]["rows"]
     assert [(r["size"], r["compute_dtype"], r["num_seeds"]) for r in rows] == [
-        ("tiny", "float32", 1), ("tiny", "bfloat16", 1)]
+        ("tiny", "float32", 1)]
     measured = [r for r in rows if r["status"] == "measured"]
     assert measured, rows
     for row in measured:
@@ -154,15 +167,16 @@ def test_dreamer_suite_on_the_cpu(tmp_path):
     assert learning["status"] == "done" and len(learning["curves"]) == 2
     assert all(len(c["eval_return"]) >= 1 for c in learning["curves"])
     assert all(math.isfinite(y) for c in learning["curves"] for y in c["eval_return"])
-    assert learning["reference"]["task"] == "dmc_cartpole_swingup"
+    assert learning["env"] == "gymnax/Pendulum-v1" and "no published DMC curve" in \
+        learning["reference"]["error"]
     assert "dreamer_learning.png" in files and "dreamer_throughput.png" in files
 
 
 @pytest.mark.slow
 def test_muzero_suite_on_the_cpu(tmp_path):
     out = tmp_path / "out"
-    gpu_suite.main(["muzero", "--tiny", "--budget-s", "200", "--games", "Breakout,Asterix",
-                    "--out", str(out), "--workdir", str(tmp_path / "runs")])
+    _run_suite(["muzero", "--tiny", "--games", "Breakout,Asterix", "--out", str(out),
+                "--workdir", str(tmp_path / "runs")], budget_s=1500)
     data, files = _check_output(out, "muzero")
     measured = [r for r in data["throughput"]["rows"] if r["status"] == "measured"]
     assert {r["kind"] for r in measured} >= {"loop"}
@@ -177,3 +191,16 @@ def test_muzero_suite_on_the_cpu(tmp_path):
     assert done and all(len(g["curves"]) == 2 for g in done)
     assert all(math.isfinite(y) for g in done for c in g["curves"] for y in c["eval_return"])
     assert "muzero_minatar.png" in files
+
+
+def test_the_device_command_fits_the_device_tool():
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    script = os.path.join(root, "scripts", "gpu_suite.sh")
+    for suite in gpu_suite.SUITES:
+        command = subprocess.run(["bash", script, "command", suite], capture_output=True,
+                                 text=True, check=True).stdout.strip()
+        assert len(command) < 2000 and "\n" not in command
+        assert "--no-index --no-deps" in command and ".gpu_suite/wheels/*.whl" in command
+        assert f"-m experiments.gpu_suite {suite} --out $OUT" in command
+    bad = subprocess.run(["bash", script, "command", "nope"], capture_output=True, text=True)
+    assert bad.returncode == 2 and "unknown suite 'nope'" in bad.stderr
