@@ -378,7 +378,8 @@ def run_dreamer(args, report: Report) -> None:
     env = envs.make(setting["env"])
     min_seconds = 0.2 if args.tiny else 1.0
     table = {"env": setting["env"], "num_envs": setting["num_envs"],
-             "train_ratio": setting["train_ratio"], "iterations_per_chunk": 1,
+             "train_ratio": setting["train_ratio"] or PRESETS[sizes[0]].train_ratio,
+             "iterations_per_chunk": 1,
              "min_seconds": min_seconds, "compile_workers": args.compile_workers, "rows": []}
     report.data["throughput"] = table
     for size, dtype, n in _rows(sizes, dtypes, seeds):
@@ -566,7 +567,7 @@ def _plot_dreamer_table(report: Report) -> None:
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(8, 4.5))
     groups = list(dict.fromkeys((r["size"], r["num_seeds"]) for r in rows))
-    for k, dtype in enumerate(("float32", "bfloat16")):
+    for k, dtype in enumerate(dict.fromkeys(r["compute_dtype"] for r in rows)):
         values = {(r["size"], r["num_seeds"]): r["updates_per_s"] for r in rows
                   if r["compute_dtype"] == dtype}
         ax.bar([i + 0.4 * k for i in range(len(groups))], [values.get(g, 0) for g in groups],
@@ -592,11 +593,11 @@ def _plot_learning(report: Report) -> None:
     for c in learning["curves"]:
         ax.plot(c["env_steps"], c["eval_return"], color="C0", alpha=0.3, lw=1)
     comparison = learning.get("reference") or {}
-    last = max(c["env_steps"][-1] for c in learning["curves"] if c["env_steps"])
-    points = comparison.get("at_our_evaluations") or []
-    if points:
-        ax.plot([p["env_steps"] for p in points], [p["ours"] for p in points], color="C0",
-                marker="o", label=f"ours ({len(learning['curves'])} seeds)")
+    length = min(len(c["env_steps"]) for c in learning["curves"])
+    last = learning["curves"][0]["env_steps"][length - 1]
+    ax.plot(learning["curves"][0]["env_steps"][:length],
+            np.mean([c["eval_return"][:length] for c in learning["curves"]], axis=0),
+            color="C0", marker="o", label=f"ours ({len(learning['curves'])} seeds)")
     if comparison.get("xs"):
         xs = np.asarray(comparison["xs"])
         keep = xs <= max(2 * last, xs[0] * 2)
