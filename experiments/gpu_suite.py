@@ -736,8 +736,9 @@ def _muzero_curves(info: Dict, game: str, curves: Optional[List[Dict]]) -> None:
     info["curves"] = [{"env_steps": c["env_steps"], "eval_return": c["eval_return"]}
                       for c in curves]
     info["training_curve"] = training_curve(info["logdir"])
-    info["summary"] = summarise(curves, ppo["threshold"], ppo["env_steps"],
-                                max(c["env_steps"][-1] for c in curves))
+    last = max(c["env_steps"][-1] for c in curves)
+    info["summary"] = summarise(curves, ppo["threshold"],
+                                [x for x in ppo["env_steps"] if x <= last], last)
 
 
 def _finish_muzero(report: Report) -> None:
