@@ -412,7 +412,7 @@ def run_dreamer(args, report: Report) -> None:
 def _time_rows(rows: List[Dict], indices: Sequence[int], futures: Dict[int, Future],
                report: Report, phase: str, compiler: Compiler, min_seconds: float):
     """Times the rows ``indices`` once compiled, while they fit before the phase's deadline;
-    a row still compiling at the deadline keeps its future for a later phase."""
+    a row still compiling, or compiled too late to be timed, waits for a later phase."""
     from experiments import benchmark
 
     for i in indices:
@@ -429,9 +429,8 @@ def _time_rows(rows: List[Dict], indices: Sequence[int], futures: Dict[int, Futu
             row.update(status="failed", error=f"{type(err).__name__}: {err}"[:500])
             report.write()
             continue
-        estimate = 3 * min_seconds + 2.0
-        if report.left(phase) < estimate:
-            row["status"] = "skipped: no time left in the phase"
+        if report.left(phase) < 3 * min_seconds + 2.0:
+            futures[i] = future
             continue
         concurrent = compiler.busy
         try:
@@ -452,9 +451,8 @@ def _time_rows(rows: List[Dict], indices: Sequence[int], futures: Dict[int, Futu
               f"{compile_s:.1f} s", flush=True)
         report.write()
     for i in indices:
-        if rows[i]["status"] in ("pending", "compiling"):
-            rows[i]["status"] = ("compiling" if i in futures else
-                                 "skipped: no time left in the phase")
+        if rows[i]["status"] in ("pending", "waiting") and i in futures:
+            rows[i]["status"] = "waiting"
 
 
 def _dreamer_learning(args, report: Report, setting, learn_seeds: int, dtype: str, rows):
@@ -550,8 +548,8 @@ def compare_to_reference(curves: List[Dict], reference: Dict) -> Dict:
 def _finish_dreamer(report: Report) -> None:
     """Figures from whatever was measured; also what the watchdog calls."""
     for row in report.data.get("throughput", {}).get("rows", []):
-        if row["status"] in ("pending", "compiling"):
-            row["status"] = "skipped: not compiled within the budget"
+        if row["status"] in ("pending", "waiting"):
+            row["status"] = "skipped: not compiled and timed within the budget"
     learning = report.data.get("learning")
     if learning and "curves" not in learning and learning.get("logdir"):
         _dreamer_curves(report, curves_so_far(learning["logdir"]))
