@@ -30,6 +30,7 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import orbax.checkpoint as ocp
 from etils import epath
 
@@ -62,7 +63,7 @@ class Checkpointer:
 
     def check_shapes(self, abstract_state: Any, step: int) -> None:
         """Raises :class:`CheckpointMismatchError` when the checkpoint at ``step`` holds other
-        arrays or shapes than ``abstract_state`` (it was written with other settings).
+        arrays, shapes or dtypes than ``abstract_state`` (it was written with other settings).
 
         Reads only the checkpoint's metadata; when that is unreadable it says nothing, and the
         restore reports the damage.
@@ -70,11 +71,12 @@ class Checkpointer:
         try:
             saved = ocp.StandardCheckpointHandler().metadata(
                 epath.Path(self.directory) / str(step) / STATE_ITEM)
-            saved = {key: tuple(value.shape) for key, value in saved.items()}
+            saved = {key: (tuple(value.shape), np.dtype(value.dtype))
+                     for key, value in saved.items()}
         except Exception:  # noqa: BLE001 - damaged metadata is the restore's to report
             return
         with_paths, _ = jax.tree_util.tree_flatten_with_path(abstract_state)
-        expected = {str(i): (jax.tree_util.keystr(path), tuple(leaf.shape))
+        expected = {str(i): (jax.tree_util.keystr(path), (tuple(leaf.shape), np.dtype(leaf.dtype)))
                     for i, (path, leaf) in enumerate(with_paths) if leaf.size > 0}
         fix = ("restore it with the settings of the run that wrote it (its config.json: "
                "--num-envs, --num-seeds, the agent and its config), or start a new run")
@@ -82,11 +84,13 @@ class Checkpointer:
             raise CheckpointMismatchError(
                 f"the checkpoint at env_steps={step} in {self.directory} holds {len(saved)} "
                 f"arrays where this run has {len(expected)}; {fix}")
-        for key, (name, shape) in expected.items():
-            if saved[key] != shape:
+        for key, (name, (shape, dtype)) in expected.items():
+            if saved[key] != (shape, dtype):
+                (saved_shape, saved_dtype) = saved[key]
                 raise CheckpointMismatchError(
                     f"the checkpoint at env_steps={step} in {self.directory} holds {name} of "
-                    f"shape {saved[key]} where this run has {shape}; {fix}")
+                    f"shape {saved_shape} and dtype {saved_dtype} where this run has {shape} "
+                    f"and {dtype}; {fix}")
 
     def restore(self, abstract_state: Any, step: Optional[int] = None) -> Tuple[Any, Dict]:
         """Restores onto the shapes, dtypes and shardings of ``abstract_state``; raises

@@ -96,7 +96,10 @@ def primary_decides(fn: Callable[[], Any], name: str) -> Any:
             error = err
             outcome = {"ok": False, "value_error": isinstance(err, ValueError),
                        "message": str(err)}
-    data = json.dumps(outcome, default=str).encode()[:_MESSAGE_BYTES]
+    data = json.dumps(outcome, default=str).encode()
+    if len(data) > _MESSAGE_BYTES and not outcome["ok"]:  # shorten the message, not the JSON
+        outcome["message"] = outcome["message"][:_MESSAGE_BYTES // 8] + " ..."
+        data = json.dumps(outcome, default=str).encode()[:_MESSAGE_BYTES]
     buffer = np.zeros(_MESSAGE_BYTES + 4, np.uint8)
     buffer[:4] = np.frombuffer(np.uint32(len(data)).tobytes(), np.uint8)
     buffer[4:4 + len(data)] = np.frombuffer(data, np.uint8)

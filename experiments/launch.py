@@ -16,6 +16,7 @@ for SLURM and Cloud TPU, where the cluster starts the processes instead.
 from __future__ import annotations
 
 import argparse
+import ctypes
 import os
 import signal
 import socket
@@ -50,6 +51,16 @@ def process_env(process_id: int, processes: int, port: int, local_devices: int =
             f"--xla_force_host_platform_device_count={local_devices}"])
         env["JAX_PLATFORMS"] = "cpu"
     return env
+
+
+def _die_with_the_launcher() -> None:
+    """In a started process (Linux): SIGTERM when the launcher dies, even by SIGKILL, so that no
+    training process outlives it."""
+    if sys.platform.startswith("linux"):
+        try:
+            ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+        except OSError:
+            pass
 
 
 def _status(returncode: int) -> int:
@@ -93,7 +104,8 @@ class Launcher:
             for command, env in zip(self.commands, self.envs):
                 # A session of its own: a terminal's Ctrl-C reaches the launcher only, which
                 # forwards it once (a second SIGINT would stop a process at once).
-                self.procs.append(subprocess.Popen(command, env=env, start_new_session=True))
+                self.procs.append(subprocess.Popen(command, env=env, start_new_session=True,
+                                                   preexec_fn=_die_with_the_launcher))
             while True:
                 codes = [p.poll() for p in self.procs]
                 for i, code in enumerate(codes):

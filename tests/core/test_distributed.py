@@ -125,8 +125,9 @@ def test_a_process_whose_peer_dies_fails_instead_of_waiting(killed_and_resumed):
     death = killed_and_resumed["death"]
     assert death["output"] is not None, f"still running {DEATH_TIMEOUT} s after its peer died"
     assert death["returncode"] != 0
-    assert "heartbeat" in death["output"] or "unhealthy" in death["output"], \
-        death["output"][-2000:]
+    # jax's coordination service (missed heartbeats) or gloo (a closed connection) says so
+    reasons = ("heartbeat", "unhealthy", "gloo", "connection")
+    assert any(r in death["output"].lower() for r in reasons), death["output"][-2000:]
 
 
 def test_a_killed_run_resumes_on_fewer_devices_and_equals_one_process(killed_and_resumed):

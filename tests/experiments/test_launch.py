@@ -1,6 +1,7 @@
 """experiments.launch: the environment of each process, the first failure's status, the others
 stopped, signals forwarded (child processes that are plain Python, no jax)."""
 
+import os
 import signal
 import subprocess
 import sys
@@ -75,3 +76,29 @@ def test_help_runs():
     out = subprocess.run([sys.executable, "-m", "experiments.launch", "--help"],
                          capture_output=True, text=True, timeout=60)
     assert out.returncode == 0 and "--local-devices" in out.stdout
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux's")
+def test_processes_end_when_the_launcher_is_killed(tmp_path):
+    """A launcher killed by SIGKILL (a test's timeout, an out-of-memory kill) takes its
+    processes with it instead of leaving them training."""
+    pid_file = tmp_path / "pid"
+    child = f"import os, time; open({str(pid_file)!r}, 'w').write(str(os.getpid())); time.sleep(60)"
+    script = (f"from experiments import launch; "
+              f"launch.Launcher([{_python(child)!r}], [None]).run()")
+    launcher = subprocess.Popen([sys.executable, "-c", script])
+    deadline = time.time() + 30
+    while not (pid_file.exists() and pid_file.read_text()) and time.time() < deadline:
+        time.sleep(0.05)
+    child_pid = int(pid_file.read_text())
+    launcher.kill()
+    launcher.wait()
+    deadline = time.time() + 10
+    while time.time() < deadline:
+        try:
+            os.kill(child_pid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.05)
+    os.kill(child_pid, signal.SIGKILL)
+    pytest.fail("the launcher's process outlived it")
