@@ -882,6 +882,9 @@ def main(argv: Optional[List[str]] = None) -> Dict:
     start_watchdog(report, _FINISH[args.suite])
     from experiments.benchmark import _device
     report.data["device"] = _device()
+    import jax
+    # a persistent compilation cache (the tests set one) makes compile times cache reads
+    report.data["compilation_cache_dir"] = jax.config.jax_compilation_cache_dir
     report.data["setup_s"] = round(report.elapsed(), 2)
     report.write()
     print(f"[gpu_suite] {args.suite} on {report.data['device']['device_kind']}: budget "
