@@ -349,3 +349,19 @@ def batch_step(env: Environment, state: EnvState, action: Array,
             f"{env.spec.env_id}: batched action has shape {tuple(np.shape(action))}, expected "
             f"{expected} (num_envs={num_envs}, action shape {tuple(env.spec.action_shape)}).")
     return jax.vmap(env.step)(state, action, jax.random.split(key, num_envs))
+
+
+# For adapters of packages whose own time limit is compared in int32 (gymnax, craftax): a limit
+# that is never reached, so that :class:`Environment` alone truncates.
+NEVER_REACHED = 2**30
+
+
+def as_arrays(tree: Any) -> Any:
+    """Every leaf as a strong-typed array (Python scalars and weak types become plain dtypes),
+    so that a package's reset and step return states of one tree type."""
+    return jax.tree_util.tree_map(lambda x: jnp.asarray(x, jnp.asarray(x).dtype), tree)
+
+
+def cast_like(tree: Any, like: Any) -> Any:
+    """``tree`` with each leaf cast to the dtype of the matching leaf of ``like``."""
+    return jax.tree_util.tree_map(lambda x, ref: jnp.asarray(x, ref.dtype), tree, like)

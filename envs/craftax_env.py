@@ -29,28 +29,15 @@ CPU VM, shared with other jobs, on 2026-12-03, ``python -m experiments.benchmark
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Optional
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 
-from envs.api import EnvSpec, Environment
+from envs.api import NEVER_REACHED, EnvSpec, Environment, as_arrays, cast_like
 
 NAMES = ("Craftax-Classic-Symbolic-v1", "Craftax-Symbolic-v1")
 
-# craftax compares ``state.timestep >= max_timesteps`` in int32; this is never reached.
-_NEVER = 2**30
-
-
-def _as_arrays(tree: Any) -> Any:
-    """Every leaf as a strong-typed array (Python scalars and weak types become plain dtypes)."""
-    return jax.tree_util.tree_map(lambda x: jnp.asarray(x, jnp.asarray(x).dtype), tree)
-
-
-def _cast_like(tree: Any, like: Any) -> Any:
-    """``tree`` with each leaf cast to the dtype of the matching leaf of ``like``."""
-    return jax.tree_util.tree_map(lambda x, ref: jnp.asarray(x, ref.dtype), tree, like)
 
 
 def _achievement_names(name: str):
@@ -78,18 +65,18 @@ def make(name: str, *, max_episode_steps: Optional[int] = None) -> Environment:
     limit = int(params.max_timesteps if max_episode_steps is None else max_episode_steps)
     if limit < 1:
         raise ValueError(f"craftax/{name}: max_episode_steps must be >= 1, got {limit}")
-    params = params.replace(max_timesteps=_NEVER)
+    params = params.replace(max_timesteps=NEVER_REACHED)
     obs_shape = tuple(env.observation_space(params).shape)
     names = _achievement_names(name)
 
     def reset(key):
         obs, state = env.reset_env(key, params)
-        return _as_arrays(state), jnp.asarray(obs, jnp.float32)
+        return as_arrays(state), jnp.asarray(obs, jnp.float32)
 
     def step(state, action, key):
         obs, next_state, reward, done, _ = env.step_env(key, state, jnp.asarray(action, jnp.int32),
                                                         params)
-        next_state = _cast_like(_as_arrays(next_state), state)
+        next_state = cast_like(as_arrays(next_state), state)
         return (next_state, jnp.asarray(obs, jnp.float32), jnp.asarray(reward, jnp.float32),
                 jnp.asarray(done, bool))
 

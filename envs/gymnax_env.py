@@ -17,10 +17,10 @@ Conventions:
 * Discrete actions are int32 scalars (``action_shape=()``); Pendulum-v1 and
   MountainCarContinuous-v0 take float32 actions of shape ``(1,)`` with the space's bounds
   (gymnax clips to them).
-* gymnax states hold Python ints/bools (``time=0`` at reset); :func:`_as_arrays` turns them into
-  strong-typed arrays and each step casts back to the incoming dtypes, so the state tree is the
-  same (structure and dtypes) after reset and after a step, as ``jnp.where`` selection and
-  ``lax.scan`` carries need.
+* gymnax states hold Python ints/bools (``time=0`` at reset); :func:`envs.api.as_arrays` turns
+  them into strong-typed arrays and each step casts back to the incoming dtypes, so the state
+  tree is the same (structure and dtypes) after reset and after a step, as ``jnp.where``
+  selection and ``lax.scan`` carries need.
 * Freeway ends after 2500 steps in MinAtar; here that limit is a truncation, like every
   gymnax time limit.
 
@@ -34,11 +34,10 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Optional
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 
-from envs.api import EnvSpec, Environment, Symmetry
+from envs.api import NEVER_REACHED, EnvSpec, Environment, Symmetry, as_arrays, cast_like
 
 CLASSIC_CONTROL = ("CartPole-v1", "Pendulum-v1", "Acrobot-v1", "MountainCar-v0",
                    "MountainCarContinuous-v0")
@@ -54,18 +53,6 @@ SYMMETRIES = {
     "CartPole-v1": Symmetry(obs=lambda o: -o, action_permutation=(1, 0)),
 }
 
-# gymnax compares ``state.time >= max_steps_in_episode`` in int32; this is never reached.
-_NEVER = 2**30
-
-
-def _as_arrays(tree: Any) -> Any:
-    """Every leaf as a strong-typed array (Python scalars become int32/float32/bool arrays)."""
-    return jax.tree_util.tree_map(lambda x: jnp.asarray(x, jnp.asarray(x).dtype), tree)
-
-
-def _cast_like(tree: Any, like: Any) -> Any:
-    """``tree`` with each leaf cast to the dtype of the matching leaf of ``like``."""
-    return jax.tree_util.tree_map(lambda x, ref: jnp.asarray(x, ref.dtype), tree, like)
 
 
 def _replace_params(name: str, params: Any, overrides: dict) -> Any:
@@ -96,7 +83,7 @@ def make(name: str, *, max_episode_steps: Optional[int] = None, **env_params) ->
 
     env, params = gymnax.make(name)
     limit = int(params.max_steps_in_episode if max_episode_steps is None else max_episode_steps)
-    params = _replace_params(name, params, {**env_params, "max_steps_in_episode": _NEVER})
+    params = _replace_params(name, params, {**env_params, "max_steps_in_episode": NEVER_REACHED})
 
     action_space = env.action_space(params)
     discrete = isinstance(action_space, spaces.Discrete)
@@ -114,12 +101,12 @@ def make(name: str, *, max_episode_steps: Optional[int] = None, **env_params) ->
 
     def reset(key):
         obs, state = env.reset_env(key, params)
-        return _as_arrays(state), jnp.asarray(obs, jnp.float32)
+        return as_arrays(state), jnp.asarray(obs, jnp.float32)
 
     def step(state, action, key):
         action = jnp.asarray(action, action_dtype)
         obs, next_state, reward, done, _ = env.step_env(key, state, action, params)
-        next_state = _cast_like(_as_arrays(next_state), state)
+        next_state = cast_like(as_arrays(next_state), state)
         return (next_state, jnp.asarray(obs, jnp.float32), jnp.asarray(reward, jnp.float32),
                 jnp.asarray(done, bool))
 
