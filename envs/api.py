@@ -18,7 +18,9 @@ Conventions
 * ``TimeStep.next_obs`` is the true successor of the transition (the final
   observation when the episode ended); replay and model learning use it.
 * ``terminated``: the MDP reached an absorbing state (bootstrap with 0).
-  ``truncated``: the time limit cut the episode (bootstrap with V(next_obs)).
+  ``truncated``: the time limit cut the episode (bootstrap with V(next_obs); in a two-player
+  zero-sum game ``next_obs`` is the opponent's view, so with -V(next_obs) where the mover
+  changed).
 * ``episode_return`` / ``episode_length`` are the statistics of the episode that
   just ended, valid where ``done`` is true (zero elsewhere).
 

@@ -212,6 +212,21 @@ def test_illegal_move_loses_for_the_mover(opener):
     assert ts[1].episode_return == (1.0 if opener == 0 else -1.0)  # player 0's outcome
 
 
+
+def test_a_time_limit_truncates_and_resets_the_board():
+    """A 3-ply limit cuts an undecided game: truncated, not terminated, player 0's return 0;
+    the next board is empty, every action legal, and its mover pgx's draw."""
+    env = pgx_env.make("tic_tac_toe", max_episode_steps=3)
+    step = jax.jit(env.step)
+    state = jax.jit(env.reset)(first_player_keys()[0])
+    for i, action in enumerate([0, 4, 8]):
+        state, ts = step(state, jnp.int32(action), jax.random.PRNGKey(200 + i))
+    assert bool(ts.truncated) and not bool(ts.terminated) and bool(ts.done)
+    assert float(ts.episode_return) == 0.0 and int(ts.episode_length) == 3
+    assert not np.asarray(ts.obs).any() and np.asarray(ts.legal_action_mask).all()
+    assert int(ts.current_player) == int(env.current_player(state))
+    assert np.asarray(ts.next_obs).sum() == 3  # the final board of the cut game
+
 def test_existing_families_allow_every_action():
     """Families without masks: every action legal, player 0 throughout, unchanged steps."""
     env = envs.make("gymnax/CartPole-v1")
