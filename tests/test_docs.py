@@ -22,22 +22,23 @@ def test_the_docs_show_commands():
     assert "README.md" in files and len(TRAIN) >= 5
 
 
+# Commands whose --logdir (or --out ...) is a run they write; experiments.launch runs train.
+WRITERS = ("experiments.train", "experiments.ppo", "experiments.sample_efficiency",
+           "experiments.demo", "experiments.launch")
+
+
 def test_no_command_points_at_a_directory_the_docs_do_not_create():
     """A --logdir / --from-logs / --out read by a command is written by an earlier one."""
     made = set()
     for c in COMMANDS:
         argv = c["argv"]
         for flag in ("--logdir", "--out", "--json", "--plot"):
-            if flag in argv and c["module"] in ("experiments.train", "experiments.ppo",
-                                                "experiments.sample_efficiency",
-                                                "experiments.demo"):
+            if flag in argv and c["module"] in WRITERS:
                 made.add(argv[argv.index(flag) + 1])
     for c in COMMANDS:
         argv = c["argv"]
         reads = []
-        if c["module"] not in ("experiments.train", "experiments.ppo",
-                               "experiments.sample_efficiency", "experiments.demo") \
-                and "--logdir" in argv:
+        if c["module"] not in WRITERS and "--logdir" in argv:
             reads.append(argv[argv.index("--logdir") + 1])
         for i, item in enumerate(argv):
             if item == "--from-logs":
