@@ -2,9 +2,11 @@
 
 ``train_chunk(run_state) -> (run_state, metrics)`` runs ``iterations`` iterations, each of
 ``schedule.env_steps_per_iteration`` vectorised environment steps (act, step, write to replay)
-followed by ``schedule.updates_per_iteration`` agent updates. Everything is one compiled
-program; the host only iterates over chunks. All functions here are written for ONE run
-(one seed); :mod:`core.runner` vmaps them over seeds.
+followed by ``schedule.updates_per_iteration`` agent updates. On a task with legal-action masks
+(``EnvSpec.has_action_mask``) the agent's ``act`` gets each step's mask, random prefill actions
+are drawn among the legal ones, and replay stores the mask (``Transition.legal_action_mask``).
+Everything is one compiled program; the host only iterates over chunks. All functions here are
+written for ONE run (one seed); :mod:`core.runner` vmaps them over seeds.
 """
 
 from __future__ import annotations
@@ -65,8 +67,9 @@ def make_loop(env: Environment, agent: Agent, *, num_envs: int, iterations: int,
     spec = env.spec
     schedule = agent.schedule
 
-    def _extras_like(agent_state, obs, first, carry, key):
-        shapes = jax.eval_shape(lambda: agent.act(agent_state, obs, first, carry, key, True)[2])
+    def _extras_like(agent_state, env_state, first, carry, key):
+        shapes = jax.eval_shape(lambda: rollout.act_on(env, agent.act, agent_state, env_state,
+                                                       first, carry, key, True)[2])
         return jax.tree_util.tree_map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
 
     def init(key: Array) -> RunState:
@@ -75,13 +78,15 @@ def make_loop(env: Environment, agent: Agent, *, num_envs: int, iterations: int,
         agent_state = agent.init(agent_key)
         carry = agent.initial_carry(num_envs)
         first = jnp.ones((num_envs,), bool)
-        extras = _extras_like(agent_state, env_state.obs, first, carry, run_key)
+        extras = _extras_like(agent_state, env_state, first, carry, run_key)
+        mask = rollout.legal_action_masks(env, env_state)
         example = Transition(
             obs=env_state.obs[0], action=jnp.zeros(spec.action_shape, spec.action_dtype),
             reward=jnp.zeros((), jnp.float32), next_obs=env_state.obs[0],
             terminated=jnp.zeros((), bool), truncated=jnp.zeros((), bool),
             is_first=jnp.zeros((), bool),
-            extras=jax.tree_util.tree_map(lambda x: x[0], extras))
+            extras=jax.tree_util.tree_map(lambda x: x[0], extras),
+            legal_action_mask=None if mask is None else mask[0])
         return RunState(agent=agent_state, buffer=agent.buffer.init(example), env=env_state,
                         is_first=first, carry=carry, key=run_key,
                         env_steps=jnp.zeros((), jnp.int32))
@@ -89,17 +94,20 @@ def make_loop(env: Environment, agent: Agent, *, num_envs: int, iterations: int,
     def env_step(state: RunState, random_actions: bool) -> Tuple[RunState, Any]:
         key, act_key, env_key = jax.random.split(state.key, 3)
         obs = state.env.obs
+        mask = rollout.legal_action_masks(env, state.env)  # None on tasks without masks
         if random_actions:  # prefill: no acting cost, the carry is kept, extras are zeros
-            action = jax.vmap(spec.sample_action)(jax.random.split(act_key, num_envs))
+            act_keys = jax.random.split(act_key, num_envs)
+            action = (jax.vmap(spec.sample_action)(act_keys) if mask is None
+                      else jax.vmap(spec.sample_action)(act_keys, mask))
             carry = state.carry
-            extras = _extras_like(state.agent, obs, state.is_first, carry, act_key)
+            extras = _extras_like(state.agent, state.env, state.is_first, carry, act_key)
         else:
-            action, carry, extras = agent.act(state.agent, obs, state.is_first, state.carry,
-                                              act_key, True)
+            action, carry, extras = rollout.act_on(env, agent.act, state.agent, state.env,
+                                                   state.is_first, state.carry, act_key, True)
         env_state, ts = batch_step(env, state.env, action, env_key)
         transition = Transition(obs=obs, action=action, reward=ts.reward, next_obs=ts.next_obs,
                                 terminated=ts.terminated, truncated=ts.truncated,
-                                is_first=state.is_first, extras=extras)
+                                is_first=state.is_first, extras=extras, legal_action_mask=mask)
         buffer_state = replay.add_step(agent.buffer, state.buffer, transition)
         state = state.replace(buffer=buffer_state, env=env_state, is_first=ts.done, carry=carry,
                               key=key, env_steps=state.env_steps + num_envs)
@@ -141,12 +149,12 @@ def greedy_returns(env: Environment, act, initial_carry, params, num_envs: int,
     """Return of one greedy episode in each of ``num_envs`` copies of ``env``.
 
     ``act(params, obs, is_first, carry, key, explore)`` has :class:`core.types.Agent`'s
-    signature (called with ``explore=False``) and ``initial_carry(num_envs)`` its carry; every
-    episode runs to its end or the time limit (:func:`core.rollout.play` with auto-reset for
-    ``max_episode_steps`` steps). Used by the loop's evaluation and by baselines that do not
-    run through the loop (``experiments.ppo``).
+    signature (called with ``explore=False``, and the legal-action mask where ``env`` has one)
+    and ``initial_carry(num_envs)`` its carry; every episode runs to its end or the time limit
+    (:func:`core.rollout.play` with auto-reset for ``max_episode_steps`` steps). Used by the
+    loop's evaluation and by baselines that do not run through the loop (``experiments.ppo``).
     """
-    out = rollout.play(env, rollout.agent_policy(act, params), key, num_envs=num_envs,
+    out = rollout.play(env, rollout.agent_policy(env, act, params), key, num_envs=num_envs,
                        length=env.spec.max_episode_steps, carry=initial_carry(num_envs),
                        auto_reset=True, record=False)
     returns = out.returns

@@ -76,10 +76,30 @@ class Rollout:
         return jnp.concatenate([self.obs[:, :1], self.next_obs], axis=1)
 
 
-def agent_policy(act: Callable, params: Any, explore: bool = False) -> Policy:
-    """A :class:`Policy` from :class:`core.types.Agent`'s ``act`` (greedy unless ``explore``)."""
-    def policy(env_state, is_first, carry, key):
+def legal_action_masks(env: Environment, env_state: EnvState) -> Optional[Array]:
+    """``[N, num_actions]`` bool: the actions allowed on a batch of environments' ``obs`` where
+    the task has masks (``env.spec.has_action_mask``); None on every other task."""
+    if not env.spec.has_action_mask:
+        return None
+    return jax.vmap(env.legal_action_mask)(env_state)
+
+
+def act_on(env: Environment, act: Callable, params: Any, env_state: EnvState, is_first: Array,
+           carry: Any, key: Array, explore: bool):
+    """:class:`core.types.Agent`'s ``act`` on a batch of environments (leaves ``[N, ...]``):
+    ``act(params, env_state.obs, is_first, carry, key, explore)``, with the keyword
+    ``legal_action_mask`` (:func:`legal_action_masks`) only on tasks with masks."""
+    mask = legal_action_masks(env, env_state)
+    if mask is None:
         return act(params, env_state.obs, is_first, carry, key, explore)
+    return act(params, env_state.obs, is_first, carry, key, explore, legal_action_mask=mask)
+
+
+def agent_policy(env: Environment, act: Callable, params: Any, explore: bool = False) -> Policy:
+    """A :class:`Policy` from :class:`core.types.Agent`'s ``act`` on ``env`` (greedy unless
+    ``explore``); it sees the legal-action mask where ``env`` has one (:func:`act_on`)."""
+    def policy(env_state, is_first, carry, key):
+        return act_on(env, act, params, env_state, is_first, carry, key, explore)
     return policy
 
 

@@ -26,6 +26,9 @@ class Transition:
     truncated: Array  # () bool: the time limit ended the episode at next_obs
     is_first: Array  # () bool: obs is the first observation of an episode
     extras: Any  # agent-defined pytree stored with the step (e.g. search policy, root value)
+    # [num_actions] bool: the actions allowed on obs, stored where the task has a mask
+    # (EnvSpec.has_action_mask); None (no leaves, no memory) on every other task.
+    legal_action_mask: Any = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -56,9 +59,14 @@ class Agent:
     Attributes:
       init: ``key -> agent_state``.
       initial_carry: ``num_envs -> carry`` with a leading env axis on every leaf.
-      act: ``(agent_state, obs [E, ...], is_first [E], carry, key, explore) -> (action [E, ...],
-        carry, extras)``; ``explore`` is a Python bool (training vs evaluation behaviour) and
-        ``extras`` a pytree with leading axis E stored in replay with the step.
+      act: ``(agent_state, obs [E, ...], is_first [E], carry, key, explore, *,
+        legal_action_mask=None) -> (action [E, ...], carry, extras)``; ``explore`` is a Python
+        bool (training vs evaluation behaviour) and ``extras`` a pytree with leading axis E
+        stored in replay with the step. On a task with legal-action masks
+        (``EnvSpec.has_action_mask``) the core passes ``legal_action_mask [E, num_actions]``
+        bool, the actions allowed on ``obs``; on other tasks it omits the keyword, so ``act`` is
+        called as it always was. Every agent accepts the keyword; one that ignores it still
+        runs (an illegal move is the task's to judge: in pgx the mover loses).
       update: ``(agent_state, buffer_state, key) -> (agent_state, buffer_state, metrics)``; the
         agent samples its own batches from ``buffer`` (and may write priorities back).
       buffer: the flashbax buffer the core writes transitions to (``add_batch_size = E``).

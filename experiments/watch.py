@@ -125,7 +125,7 @@ def play_episodes(env, agent, view, agent_state, key, *, num_episodes: int, max_
 
     n = num_episodes
     see = lambda env_state: jax.vmap(view)(env_state.inner, env_state.obs)  # noqa: E731
-    out = rollout.play(env, rollout.agent_policy(agent.act, agent_state), key, num_envs=n,
+    out = rollout.play(env, rollout.agent_policy(env, agent.act, agent_state), key, num_envs=n,
                        length=max_steps, carry=agent.initial_carry(n),
                        probe=lambda env_state, keys: see(env_state), record=False)
     last = jnp.minimum(jnp.arange(max_steps + 1), out.lengths[:, None])  # [N, T + 1]

@@ -140,7 +140,8 @@ class Dreamer:
                                        init)
         return ActCarry(state=state, action=jnp.zeros((num_envs, self.action_dim)))
 
-    def act(self, state: DreamerState, obs, is_first, carry: ActCarry, key, explore: bool):
+    def act(self, state: DreamerState, obs, is_first, carry: ActCarry, key, explore: bool, *,
+            legal_action_mask=None):  # the actor does not use legal-action masks
         """One step for every env: update the posterior with ``obs``, then sample (or mode)."""
         initial = self.model.initial()
 

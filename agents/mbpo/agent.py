@@ -125,7 +125,8 @@ def make(cfg: MBPOConfig, env: Environment, num_envs: int) -> Agent:
             rollout_length=jnp.zeros((), jnp.int32),
             model_metrics={name: jnp.zeros((), jnp.float32) for name in _FIT_METRICS})
 
-    def act(state: MBPOState, obs, is_first, carry, key, explore: bool):
+    def act(state: MBPOState, obs, is_first, carry, key, explore: bool, *,
+            legal_action_mask=None):  # continuous actions: never masked
         del is_first
         return learner.policy(state.sac, obs.astype(jnp.float32), key, explore), carry, {}
 

@@ -103,7 +103,8 @@ def make(cfg: MPCConfig, env: Environment, num_envs: int) -> Agent:
             return jax.vmap(rollout)(plans)
         return objective
 
-    def act(state: MPCState, obs, is_first, carry, key, explore: bool):
+    def act(state: MPCState, obs, is_first, carry, key, explore: bool, *,
+            legal_action_mask=None):  # continuous actions: never masked
         plan_key, noise_key = jax.random.split(key)
         action, next_carry, _ = cem.plan_batch(lambda o: objective_for(state.model, o), obs,
                                                is_first, carry, plan_key, planner, low, high)

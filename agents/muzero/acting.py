@@ -4,12 +4,16 @@
 observations and returns the action to take, the search policy (visit-count distribution for
 MuZero, the improved policy ``softmax(logits + sigma(completed Q))`` for Gumbel MuZero) used as
 the policy target, and the root value used for priorities and diagnostics.
+
+Legal actions: given a ``legal_action_mask [B, A]``, mctx's ``invalid_actions = ~mask`` removes
+the illegal actions at the root (prior, selection, the action taken and the search policy);
+nodes below the root use the learned model unmasked, as in MuZero.
 """
 
 from __future__ import annotations
 
 import functools
-from typing import Callable, NamedTuple
+from typing import Callable, NamedTuple, Optional
 
 import chex
 import jax
@@ -53,25 +57,34 @@ def temperature(cfg: MuZeroConfig, updates: Array) -> Array:
 
 
 def search(cfg: MuZeroConfig, root_fn: Callable, recurrent_fn: Callable, params, obs: Array,
-           key: Array, *, explore: bool, temp: Array = 1.0) -> SearchOutput:
+           key: Array, *, explore: bool, temp: Array = 1.0,
+           legal_action_mask: Optional[Array] = None) -> SearchOutput:
     """One search per observation ``obs [B, ...]``.
 
     ``explore=False`` (evaluation) removes the root noise: no Dirichlet noise and the most
     visited action (MuZero), or no Gumbel noise (Gumbel MuZero's deterministic selection).
+    ``legal_action_mask [B, A]`` bool (None: every action legal) restricts the root to the
+    legal actions (module doc).
     """
     return search_from_root(cfg, root_fn(params, obs), recurrent_fn, params, key,
-                            explore=explore, temp=temp)
+                            explore=explore, temp=temp, legal_action_mask=legal_action_mask)
 
 
 def search_from_root(cfg: MuZeroConfig, root: mctx.RootFnOutput, recurrent_fn: Callable, params,
-                     key: Array, *, explore: bool, temp: Array = 1.0) -> SearchOutput:
+                     key: Array, *, explore: bool, temp: Array = 1.0,
+                     legal_action_mask: Optional[Array] = None) -> SearchOutput:
     """:func:`search` from a root already evaluated (Sampled MuZero samples its actions
     there); ``SearchOutput.action`` indexes the root's ``prior_logits``."""
     chex.assert_rank(root.prior_logits, 2)
     num_actions = root.prior_logits.shape[-1]
+    invalid_actions = None  # None, not all False: mctx then leaves the root's logits as they are
+    if legal_action_mask is not None:
+        chex.assert_equal_shape([root.prior_logits, legal_action_mask])
+        invalid_actions = ~jnp.asarray(legal_action_mask, bool)
     if cfg.search == "muzero":
         out = mctx.muzero_policy(
             params, key, root, recurrent_fn, cfg.num_simulations,
+            invalid_actions=invalid_actions,
             dirichlet_fraction=cfg.dirichlet_fraction if explore else 0.0,
             dirichlet_alpha=cfg.dirichlet_alpha, pb_c_init=cfg.pb_c_init,
             temperature=temp if explore else 0.0,
@@ -80,6 +93,7 @@ def search_from_root(cfg: MuZeroConfig, root: mctx.RootFnOutput, recurrent_fn: C
     else:
         out = mctx.gumbel_muzero_policy(
             params, key, root, recurrent_fn, cfg.num_simulations,
+            invalid_actions=invalid_actions,
             max_num_considered_actions=min(cfg.max_num_considered_actions, num_actions),
             gumbel_scale=cfg.gumbel_scale if explore else 0.0,
             qtransform=functools.partial(mctx.qtransform_completed_by_mix_value,

@@ -79,8 +79,8 @@ def _check_env(env: Environment) -> None:
 
 def mirror_windows(window, symmetry: Symmetry, key: Array):
     """``window`` (leaves ``[B, L, ...]``) with each sequence, with probability 1/2, replaced by
-    its mirror image: observations through ``symmetry.obs``, actions and stored search
-    policies permuted; rewards, episode flags and root values are invariant."""
+    its mirror image: observations through ``symmetry.obs``, actions, stored search policies
+    and legal-action masks permuted; rewards, episode flags and root values are invariant."""
     flip = jax.random.bernoulli(key, 0.5, window.reward.shape[:1])  # [B]
 
     def pick(mirrored, x):
@@ -90,10 +90,13 @@ def mirror_windows(window, symmetry: Symmetry, key: Array):
     extras = dict(window.extras)
     extras["search_policy"] = pick(symmetry.action_values(extras["search_policy"]),
                                    extras["search_policy"])
+    mask = window.legal_action_mask
+    if mask is not None:
+        mask = pick(symmetry.action_values(mask), mask)
     return window.replace(obs=pick(obs_fn(window.obs), window.obs),
                           next_obs=pick(obs_fn(window.next_obs), window.next_obs),
                           action=pick(symmetry.action(window.action), window.action),
-                          extras=extras)
+                          extras=extras, legal_action_mask=mask)
 
 
 def reanalyse_rows(key: Array, batch_size: int, num: int) -> Array:
@@ -111,9 +114,9 @@ def make(cfg: MuZeroConfig, env: Environment, num_envs: int) -> Agent:
     model = build_model(cfg, env)
     root_fn, recurrent_fn = make_model_fns(model, cfg.discount)
 
-    def search_fn(params, obs, key, explore: bool, temp=1.0):
+    def search_fn(params, obs, key, explore: bool, temp=1.0, legal_action_mask=None):
         out = acting.search(cfg, root_fn, recurrent_fn, params, obs, key, explore=explore,
-                            temp=temp)
+                            temp=temp, legal_action_mask=legal_action_mask)
         return out.action, {"search_policy": out.policy, "root_value": out.root_value}
 
     return make_agent(cfg, env, num_envs, model=model, search_fn=search_fn)
@@ -127,7 +130,8 @@ def make_agent(cfg: MuZeroConfig, env: Environment, num_envs: int, *, model: MuZ
     Args:
       search_fn: ``(params, obs [B, ...], key, explore, temp) -> (action [B, ...], extras)``;
         ``extras`` (leading axis B) go to replay and hold at least ``"search_policy"`` (the
-        policy target) and ``"root_value"``; reanalyse replaces every entry.
+        policy target) and ``"root_value"``; reanalyse replaces every entry. On tasks with
+        legal-action masks it is also given ``legal_action_mask=[B, A] bool`` (keyword).
       policy_loss: the policy term of :func:`agents.muzero.losses.example_loss`.
       policy_actions: the ``extras`` entry holding the actions the search policy is over
         (Sampled MuZero's sampled actions), passed to the targets; None for discrete actions.
@@ -146,10 +150,15 @@ def make_agent(cfg: MuZeroConfig, env: Environment, num_envs: int, *, model: MuZ
         return MuZeroState(params=params, target_params=params, opt_state=opt.init(params),
                            steps=jnp.zeros((), jnp.int32))
 
-    def act(state: MuZeroState, obs, is_first, carry, key, explore: bool):
+    def act(state: MuZeroState, obs, is_first, carry, key, explore: bool, *,
+            legal_action_mask=None):
         del is_first
-        action, extras = search_fn(state.params, obs, key, explore,
-                                   acting.temperature(cfg, state.steps))
+        temp = acting.temperature(cfg, state.steps)
+        if legal_action_mask is None:
+            action, extras = search_fn(state.params, obs, key, explore, temp)
+        else:
+            action, extras = search_fn(state.params, obs, key, explore, temp,
+                                       legal_action_mask=legal_action_mask)
         return action, carry, extras
 
     def reanalyse(state: MuZeroState, window, values_after: Array, key: Array):
@@ -162,8 +171,13 @@ def make_agent(cfg: MuZeroConfig, env: Environment, num_envs: int, *, model: MuZ
         pick_key, search_key = jax.random.split(key)
         rows = reanalyse_rows(pick_key, cfg.batch_size, num_reanalyse)
         roots = jnp.concatenate([window.obs[rows], window.next_obs[rows, -1:]], axis=1)
-        _, out = _flat_apply(lambda o: search_fn(state.target_params, o, search_key, True),
-                             roots)
+        masks = {}
+        if window.legal_action_mask is not None:  # the last root gives a value only: unmasked
+            mask = window.legal_action_mask[rows]
+            mask = jnp.concatenate([mask, jnp.ones_like(mask[:, -1:])], axis=1)
+            masks = {"legal_action_mask": mask.reshape((-1,) + mask.shape[2:])}
+        _, out = _flat_apply(lambda o: search_fn(state.target_params, o, search_key, True,
+                                                 **masks), roots)
         done = window.terminated[rows] | window.truncated[rows]
         fresh_values = jnp.where(done, values_after[rows], out["root_value"][:, 1:])
         extras = {name: value.at[rows].set(out[name][:, :-1])

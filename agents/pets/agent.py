@@ -227,7 +227,8 @@ def make(cfg: PETSConfig, env: Environment, num_envs: int) -> Agent:
             return returns.mean(axis=1)
         return objective
 
-    def act(state: PETSState, obs, is_first, carry, key, explore: bool):
+    def act(state: PETSState, obs, is_first, carry, key, explore: bool, *,
+            legal_action_mask=None):  # continuous actions: never masked
         del explore  # planning is the exploration; nothing is added
         action, next_carry, _ = cem.plan_batch(lambda o: objective_for(state, o),
                                                obs.astype(jnp.float32), is_first, carry, key,

@@ -1,4 +1,5 @@
-"""Uniformly random actions: measures raw environment throughput through the core loop."""
+"""Uniformly random actions (among the legal ones where the task has a legal-action mask):
+measures raw environment throughput through the core loop."""
 
 from __future__ import annotations
 
@@ -27,10 +28,12 @@ def make(cfg: RandomConfig, env: Environment, num_envs: int) -> Agent:
     buffer = replay.make_buffer(num_envs=num_envs, capacity=max(cfg.buffer_size, 2 * num_envs),
                                 batch_size=1)
 
-    def act(state, obs, is_first, carry, key, explore):
+    def act(state, obs, is_first, carry, key, explore, *, legal_action_mask=None):
         del state, is_first, explore
-        action = jax.vmap(spec.sample_action)(jax.random.split(key, obs.shape[0]))
-        return action, carry, {}
+        keys = jax.random.split(key, obs.shape[0])
+        if legal_action_mask is None:
+            return jax.vmap(spec.sample_action)(keys), carry, {}
+        return jax.vmap(spec.sample_action)(keys, legal_action_mask), carry, {}
 
     def update(state, buffer_state, key):
         del key

@@ -220,7 +220,8 @@ def make(cfg: SACConfig, env: Environment, num_envs: int) -> Agent:
     buffer = replay.make_buffer(num_envs=num_envs, capacity=max(cfg.buffer_size, 2 * num_envs),
                                 batch_size=cfg.batch_size)
 
-    def act(state: SACState, obs, is_first, carry, key, explore: bool):
+    def act(state: SACState, obs, is_first, carry, key, explore: bool, *,
+            legal_action_mask=None):  # continuous actions: never masked
         del is_first
         return learner.policy(state, obs, key, explore), carry, {}
 
