@@ -179,10 +179,13 @@ class PPO:
     def apply(self, params, obs):
         return jax.vmap(lambda o: self.net.apply(params, o))(obs)
 
-    def act(self, params, obs, is_first, carry, key, explore: bool):
-        """:class:`core.types.Agent`'s ``act`` signature (stateless: the carry is unused)."""
+    def act(self, params, obs, is_first, carry, key, explore: bool, *, legal_action_mask=None):
+        """:class:`core.types.Agent`'s ``act`` signature (stateless: the carry is unused);
+        illegal actions get no probability where the task has a legal-action mask."""
         del is_first
         logits, _ = self.apply(params, obs)
+        if legal_action_mask is not None:
+            logits = jnp.where(legal_action_mask, logits, -jnp.inf)
         if explore:
             action = jax.random.categorical(key, logits)
         else:
