@@ -124,7 +124,11 @@ class Checkpointer:
         restores, nothing is renamed and :class:`CheckpointError` names the newest failure.
         """
         failures: List[Tuple[int, BaseException]] = []
-        for step in sorted(self.manager.all_steps(), reverse=True):
+        # Process 0's listing: on a shared file system another host's may lag behind.
+        steps = sharding_lib.primary_decides(
+            lambda: sorted((int(s) for s in self.manager.all_steps()), reverse=True),
+            "checkpoint_steps")
+        for step in steps:
             error = None
             try:
                 state, meta = self.restore(abstract_state, step)

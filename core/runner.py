@@ -202,7 +202,11 @@ def train(env: Environment, agent: Agent, cfg: RunConfig, config_record: Optiona
                                  "check_logdir")
     ckpt = checkpoint.Checkpointer(cfg.logdir) if cfg.logdir else None
     meta = {"env_steps": 0, "wall_time": 0.0, "prefilled": False}
-    if ckpt is not None and ckpt.latest_step() is not None:
+    # Resume or start: process 0's listing decides for every process (on a shared file system
+    # another host's may lag behind).
+    resume = ckpt is not None and sharding.primary_decides(
+        lambda: ckpt.latest_step() is not None, "resume")
+    if resume:
         try:
             state, meta, _ = ckpt.restore_newest(checkpoint.abstract_like(shapes, state_sharding))
         except BaseException:
