@@ -124,6 +124,8 @@ class ActorCritic(nn.Module):
             act = jax.nn.relu if image else jnp.tanh
             if image:
                 x = act(Conv(self.conv_channels, (3, 3), name=f"{name}_conv")(x)).reshape(-1)
+            else:
+                x = x.reshape(-1)  # vectors, and [H, W] grids such as Catch's
             for i in range(self.layers):
                 x = act(nn.Dense(self.hidden, kernel_init=nn.initializers.orthogonal(np.sqrt(2)),
                                  name=f"{name}_{i}")(x))

@@ -170,16 +170,18 @@ def make_model(num_actions: int, obs_shape: Tuple[int, ...], *, size: str = "sma
                reward_support: Support = DEFAULT_SUPPORT, projection_dim: int = 64,
                action_bounds: Tuple[Sequence[float], Sequence[float]] = None,
                **overrides) -> MuZeroModel:
-    """A model for ``obs_shape`` (rank 1 -> MLP, rank 3 -> residual CNN) and a size preset.
+    """A model for ``obs_shape`` (rank 1 or 2 -> MLP on the flattened observation, rank 3 ->
+    residual CNN) and a size preset.
 
     ``action_bounds=(low, high)`` makes the actions continuous (``num_actions`` unused)."""
     if size not in NET_PRESETS:
         raise ValueError(f"unknown size {size!r}; known: {', '.join(NET_PRESETS)}")
     rank = len(obs_shape)
-    if rank not in (1, 3):
-        raise ValueError(f"observations must be vectors or images [H, W, C]; got {obs_shape}")
+    if rank not in (1, 2, 3):
+        raise ValueError(f"observations must be vectors, [H, W] grids (flattened) or images "
+                         f"[H, W, C]; got {obs_shape}")
     kwargs = dict(NET_PRESETS[size], **overrides)
-    net = MuZeroNet(num_actions=num_actions, kind="mlp" if rank == 1 else "resnet",
+    net = MuZeroNet(num_actions=num_actions, kind="resnet" if rank == 3 else "mlp",
                     obs_rank=rank, value_bins=value_support.size,
                     reward_bins=reward_support.size, projection_dim=projection_dim,
                     action_dim=len(action_bounds[0]) if action_bounds else 0, **kwargs)

@@ -72,8 +72,8 @@ def _check_env(env: Environment) -> None:
     if not spec.discrete:
         raise ValueError(f"agent 'muzero' needs a discrete action space; {spec.env_id} is "
                          f"continuous (sampled MuZero is not implemented).")
-    if len(spec.obs_shape) not in (1, 3):
-        raise ValueError(f"agent 'muzero' needs vector or [H, W, C] observations; "
+    if len(spec.obs_shape) not in (1, 2, 3):
+        raise ValueError(f"agent 'muzero' needs vector, [H, W] or [H, W, C] observations; "
                          f"{spec.env_id} has shape {spec.obs_shape}")
 
 
