@@ -56,8 +56,6 @@ ACCELERATOR_PRESETS: Dict[str, Tuple[str, ...]] = {
                 "pendulum_swingup"),
     "pets": ("default", "halfcheetah", "cartpole_swingup"),
     "mbpo": ("default", "cartpole_swingup"),
-    "muzero": ("default",),
-    "gumbel_muzero": ("default",),
 }
 
 
