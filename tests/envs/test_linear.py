@@ -53,6 +53,15 @@ def check_timestep_types(spec, timestep, num_envs: int = NUM_ENVS):
     assert timestep.terminated.shape == lead and timestep.truncated.shape == lead
     assert timestep.episode_return.dtype == jnp.float32
     assert timestep.episode_length.dtype == jnp.int32
+    # Legal-action mask and player to move: every action legal, player 0, on a one-player task
+    # without a mask (pgx's games test theirs against pgx). Values only where ``timestep`` holds
+    # arrays, not shapes.
+    mask, player = timestep.legal_action_mask, timestep.current_player
+    assert mask.dtype == jnp.bool_ and player.dtype == jnp.int32
+    assert mask.shape == lead + ((spec.num_actions,) if spec.discrete else (0,))
+    if isinstance(mask, jax.Array):
+        assert spec.has_action_mask or np.asarray(mask).all()
+        assert spec.num_players > 1 or not np.asarray(player).any()
 
 
 def check_episodes(timesteps, lengths_after, max_episode_steps: int):
