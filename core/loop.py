@@ -48,11 +48,19 @@ class LoopFns:
     evaluate: Callable[[RunState, Array], Metrics]
 
 
+# Prefix of the chunk sums of an environment's own per-episode metrics
+# (``TimeStep.episode_metrics``, e.g. craftax's achievements); the runner logs their means.
+EPISODE_METRIC_SUM = "episode_sum:"
+
+
 def _episode_stats(timesteps) -> Metrics:
     done = timesteps.done.astype(jnp.float32)
-    return {"episodes": done.sum(),
-            "episode_return_sum": (timesteps.episode_return * done).sum(),
-            "episode_length_sum": (timesteps.episode_length * done).sum()}
+    out = {"episodes": done.sum(),
+           "episode_return_sum": (timesteps.episode_return * done).sum(),
+           "episode_length_sum": (timesteps.episode_length * done).sum()}
+    for name, value in timesteps.episode_metrics.items():
+        out[EPISODE_METRIC_SUM + name] = (value * done).sum()
+    return out
 
 
 def make_loop(env: Environment, agent: Agent, *, num_envs: int, iterations: int,

@@ -26,7 +26,7 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 
 from core import checkpoint, logger, rundir, sharding
 from core.config import at_least, require
-from core.loop import make_loop
+from core.loop import EPISODE_METRIC_SUM, make_loop
 from core.types import Agent
 from envs.api import Environment
 
@@ -129,12 +129,16 @@ def _summarise(metrics: Dict[str, np.ndarray]) -> Dict:
     episodes = metrics.pop("episodes")
     ret_sum = metrics.pop("episode_return_sum")
     len_sum = metrics.pop("episode_length_sum")
+    own = {name[len(EPISODE_METRIC_SUM):]: metrics.pop(name)
+           for name in [n for n in metrics if n.startswith(EPISODE_METRIC_SUM)]}
     out["episodes"] = int(episodes.sum())
     if episodes.min() > 0:
         per_seed = ret_sum / episodes
         out["episode_return_mean"] = float(per_seed.mean())
         out["episode_return_per_seed"] = [float(x) for x in per_seed]
         out["episode_length_mean"] = float((len_sum / episodes).mean())
+        for name, total in own.items():  # e.g. craftax's achievement success rates
+            out[f"{name}_mean"] = float((total / episodes).mean())
     for name, value in metrics.items():
         out[name] = float(np.mean(value))
     return out
