@@ -124,7 +124,7 @@ def make(cfg: MuZeroConfig, env: Environment, num_envs: int) -> Agent:
 
 def make_agent(cfg: MuZeroConfig, env: Environment, num_envs: int, *, model: MuZeroModel,
                search_fn: Callable, policy_loss: Callable = losses.policy_cross_entropy,
-               policy_actions: str = None) -> Agent:
+               policy_actions: str = None, batch_loss: Callable = losses.batch_loss) -> Agent:
     """The agent around a model and a search (MuZero's and Sampled MuZero's shared loop glue).
 
     Args:
@@ -135,6 +135,11 @@ def make_agent(cfg: MuZeroConfig, env: Environment, num_envs: int, *, model: MuZ
       policy_loss: the policy term of :func:`agents.muzero.losses.example_loss`.
       policy_actions: the ``extras`` entry holding the actions the search policy is over
         (Sampled MuZero's sampled actions), passed to the targets; None for discrete actions.
+      batch_loss: ``(params, obs [B, K+1, ...], actions [B, K, ...], targets, weights [B], *,
+        model, cfg, policy_loss) -> (loss, {"metrics": {...}, "priority": [B]})``, by default
+        :func:`agents.muzero.losses.batch_loss`; a variant with a model of its own (Stochastic
+        MuZero's afterstates) passes its own. ``model`` needs ``init(key, obs_shape)`` and
+        ``value(params, obs [N, ...]) -> [N]`` (bootstrap values).
     """
     spec = env.spec
     opt = losses.optimizer(cfg)
@@ -217,7 +222,7 @@ def make_agent(cfg: MuZeroConfig, env: Environment, num_envs: int, *, model: MuZ
         unroll_targets = compute_targets(state, window, search_key)
         weights = targets.importance_weights(sample.probabilities, cfg.importance_exponent)
         k1 = cfg.unroll_steps + 1
-        grads, aux = jax.grad(losses.batch_loss, has_aux=True)(
+        grads, aux = jax.grad(batch_loss, has_aux=True)(
             state.params, window.obs[:, :k1], window.action[:, :cfg.unroll_steps],
             unroll_targets, weights, model=model, cfg=cfg, policy_loss=policy_loss)
         # An update whose gradients overflow is skipped and counted (core.guard).
