@@ -38,7 +38,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import struct
 
-from envs.api import EnvState, Environment, batch_reset
+from envs.api import EnvState, Environment, batch_reset, batch_step_keys
 
 Array = jax.Array
 
@@ -167,8 +167,8 @@ def _check_action(env: Environment, action: Array, num_envs: int) -> None:
 
 def _step(env: Environment, state: EnvState, action: Array, keys: Array, auto_reset: bool):
     """One step of every environment: ``(state, next_obs, reward, terminated, done)``."""
-    if auto_reset:
-        state, ts = jax.vmap(env.step)(state, action, keys)
+    if auto_reset:  # the batched step: optimistic resets where the environment has them
+        state, ts = batch_step_keys(env, state, action, keys)
         return state, ts.next_obs, ts.reward, ts.terminated, ts.done
     inner, next_obs, reward, terminated = jax.vmap(env.adapter_step)(state.inner, action, keys)
     reward = jnp.asarray(reward, jnp.float32)

@@ -49,6 +49,22 @@ episode off the adapter's state (craftax's achievements unlocked so far);
 The mask and the player are read off the adapter's state rather than stored in
 :class:`EnvState`, so every family's state keeps one structure (saved run states restore) and
 code that steps the adapter directly (``core.rollout`` without auto-reset) sees them too.
+
+Optimistic resets
+-----------------
+Automatic reset computes a fresh start at every step (selected where an episode ended), which
+costs as much as the step itself or more when a reset generates a whole world (craftax).
+``Environment.reset_ratio = r > 1`` lets :func:`batch_step` draw only ``M = ceil(N / r)`` fresh
+starts for a batch of ``N`` environments per step: start ``j`` from the reset key of
+environment ``j`` (the key :meth:`Environment.step` would reset that environment with), and the
+``k``-th environment whose episode ended in this step (in batch order) takes start ``k mod M``.
+Every episode still starts from a draw of the reset distribution, independent of everything
+before it, and environments whose episode did not end step exactly as with
+:meth:`Environment.step`. The bias: episodes that start in the same step are no longer
+independent, as two of them share a start when more than ``M`` episodes end at once (at most
+``r`` share one). Craftax's own baselines reset this way ("optimistic resets", ratio 16).
+With ``M == N`` (``r = 1``, or a single environment) :func:`batch_step` is exactly the vmap of
+:meth:`Environment.step`.
 """
 
 from __future__ import annotations
@@ -253,6 +269,8 @@ class Environment:
         ``spec.num_players == 2``.
       episode_metrics_fn: ``inner -> {name: () float32}``, statistics of the running episode
         reported in ``TimeStep.episode_metrics`` when it ends; None for none.
+      reset_ratio: environments per fresh start in :func:`batch_step` (optimistic resets,
+        module doc); 1 (default): every environment resets with its own start.
     """
 
     spec: EnvSpec
@@ -264,9 +282,13 @@ class Environment:
     legal_action_mask_fn: Optional[InnerFn] = None
     current_player_fn: Optional[InnerFn] = None
     episode_metrics_fn: Optional[InnerFn] = None
+    reset_ratio: int = 1
 
     def __post_init__(self):
         where = f"Environment({self.spec.env_id!r})"
+        if not (isinstance(self.reset_ratio, (int, np.integer)) and self.reset_ratio >= 1):
+            raise ValueError(f"{where}: reset_ratio must be an integer >= 1 (1: no optimistic "
+                             f"resets), got {self.reset_ratio!r}")
         if self.spec.has_action_mask != (self.legal_action_mask_fn is not None):
             raise ValueError(f"{where}: spec.has_action_mask={self.spec.has_action_mask} but "
                              f"legal_action_mask_fn is "
@@ -303,8 +325,14 @@ class Environment:
 
     def step(self, state: EnvState, action: Array, key: Array) -> Tuple[EnvState, TimeStep]:
         """Steps one environment; resets it in place when the episode ends."""
-        self.spec.check_action(action)
         step_key, reset_key = jax.random.split(key)
+        moved = self._advance(state, action, step_key)
+        reset_inner, reset_obs = self.adapter_reset(reset_key)
+        return self._finish(moved, reset_inner, reset_obs)
+
+    def _advance(self, state: EnvState, action: Array, step_key: Array) -> "_Moved":
+        """The adapter's step and the episode statistics, before any reset."""
+        self.spec.check_action(action)
         mover = self._player(state.inner)  # the player acting now
         inner, next_obs, reward, terminated = self.adapter_step(state.inner, action, step_key)
         reward = jnp.asarray(reward, jnp.float32)
@@ -315,9 +343,15 @@ class Environment:
         else:
             ret = state.episode_return + reward
         truncated = jnp.logical_and(length >= self.spec.max_episode_steps, ~terminated)
-        done = jnp.logical_or(terminated, truncated)
+        return _Moved(inner=inner, next_obs=next_obs, reward=reward, terminated=terminated,
+                      truncated=truncated, episode_return=ret, episode_length=length)
 
-        reset_inner, reset_obs = self.adapter_reset(reset_key)
+    def _finish(self, moved: "_Moved", reset_inner: Any,
+                reset_obs: Array) -> Tuple[EnvState, TimeStep]:
+        """The state after the step: the given fresh start where the episode ended."""
+        inner, next_obs, ret, length = (moved.inner, moved.next_obs, moved.episode_return,
+                                        moved.episode_length)
+        done = jnp.logical_or(moved.terminated, moved.truncated)
         pick = lambda fresh, old: jnp.where(done, fresh, old)  # noqa: E731
         new_inner = jax.tree_util.tree_map(pick, reset_inner, inner)
         obs = pick(reset_obs, next_obs)
@@ -325,8 +359,8 @@ class Environment:
                              episode_return=jnp.where(done, 0.0, ret),
                              episode_length=jnp.where(done, 0, length))
         metrics = {} if self.episode_metrics_fn is None else self.episode_metrics_fn(inner)
-        timestep = TimeStep(obs=obs, next_obs=next_obs, reward=reward,
-                            terminated=terminated, truncated=truncated,
+        timestep = TimeStep(obs=obs, next_obs=next_obs, reward=moved.reward,
+                            terminated=moved.terminated, truncated=moved.truncated,
                             episode_return=jnp.where(done, ret, 0.0),
                             episode_length=jnp.where(done, length, 0),
                             legal_action_mask=self._mask(new_inner),
@@ -336,6 +370,19 @@ class Environment:
         return new_state, timestep
 
 
+@struct.dataclass
+class _Moved:
+    """One environment after the adapter's step, before the reset (:meth:`Environment.step`)."""
+
+    inner: Any  # the adapter's state after the step
+    next_obs: Array  # obs_shape: the true successor
+    reward: Array  # () float32
+    terminated: Array  # () bool
+    truncated: Array  # () bool
+    episode_return: Array  # (): the running episode's return, this step included
+    episode_length: Array  # () int32: its length, this step included
+
+
 def batch_reset(env: Environment, key: Array, num_envs: int) -> EnvState:
     """Resets ``num_envs`` environments; every leaf gains a leading axis of that size."""
     return jax.vmap(env.reset)(jax.random.split(key, num_envs))
@@ -343,14 +390,36 @@ def batch_reset(env: Environment, key: Array, num_envs: int) -> EnvState:
 
 def batch_step(env: Environment, state: EnvState, action: Array,
                key: Array) -> Tuple[EnvState, TimeStep]:
-    """Steps a batch of environments with actions of shape ``[num_envs, *action_shape]``."""
+    """Steps a batch of environments with actions of shape ``[num_envs, *action_shape]``;
+    environment ``n`` steps with ``split(key, num_envs)[n]`` (:func:`batch_step_keys`)."""
     num_envs = state.episode_length.shape[0]
     expected = (num_envs,) + tuple(env.spec.action_shape)
     if tuple(np.shape(action)) != expected:
         raise ValueError(
             f"{env.spec.env_id}: batched action has shape {tuple(np.shape(action))}, expected "
             f"{expected} (num_envs={num_envs}, action shape {tuple(env.spec.action_shape)}).")
-    return jax.vmap(env.step)(state, action, jax.random.split(key, num_envs))
+    return batch_step_keys(env, state, action, jax.random.split(key, num_envs))
+
+
+def batch_step_keys(env: Environment, state: EnvState, action: Array,
+                    keys: Array) -> Tuple[EnvState, TimeStep]:
+    """Steps a batch of ``N`` environments, environment ``n`` with ``keys[n]``: the vmap of
+    :meth:`Environment.step`, or with ``env.reset_ratio > 1`` and more than one environment
+    per fresh start, the optimistic resets of the module doc (``ceil(N / reset_ratio)`` fresh
+    starts per step)."""
+    num_envs = keys.shape[0]
+    num_starts = -(-num_envs // env.reset_ratio)
+    if num_starts == num_envs:
+        return jax.vmap(env.step)(state, action, keys)
+    split = jax.vmap(jax.random.split)(keys)  # [N, 2] keys: (step, reset) as in Environment.step
+    moved = jax.vmap(env._advance)(state, action, split[:, 0])
+    fresh_inner, fresh_obs = jax.vmap(env.adapter_reset)(split[:num_starts, 1])
+    done = jnp.logical_or(moved.terminated, moved.truncated)
+    # the k-th environment (in batch order) whose episode ended takes fresh start k mod M
+    slot = jnp.where(done, (jnp.cumsum(done) - 1) % num_starts, 0)
+    take = lambda x: x[slot]  # noqa: E731
+    return jax.vmap(env._finish)(moved, jax.tree_util.tree_map(take, fresh_inner),
+                                 take(fresh_obs))
 
 
 # For adapters of packages whose own time limit is compared in int32 (gymnax, craftax): a limit

@@ -19,12 +19,15 @@ Each episode reports the achievements it unlocked in ``TimeStep.episode_metrics`
 episodes are the success rates from which the Crafter score (their geometric mean with a 1%
 offset) is computed.
 
-Compilation and world generation are slow on the CPU, and :class:`envs.api.Environment`
-generates a fresh world at every step (to select it where an episode ends). On the 2-core x86-64
-CPU VM, shared with other jobs, on 2026-12-03, ``python -m experiments.benchmark --agent random
---env craftax/Craftax-Classic-Symbolic-v1 --num-envs 64 --scaling-envs 64 --scaling-seeds 1
---min-seconds 3`` compiled in 172 s and ran 199 environment steps per second.
-``Craftax-Symbolic-v1``'s programs are larger still.
+World generation costs more than a step, and automatic reset would generate a fresh world for
+every environment at every step (to select it where an episode ends). The adapter therefore
+uses optimistic resets (``Environment.reset_ratio``, :mod:`envs.api`'s module doc), as
+craftax's own baselines do: by default a batch of ``N`` environments generates
+``ceil(N / 16)`` worlds per step and the environments whose episode ended take them in turn
+(two share a world only when more than ``ceil(N / 16)`` episodes end in the same step).
+``reset_ratio=1`` restores one world per environment and step. Compilation is slow on the CPU
+(minutes for the Classic step and world generation); ``Craftax-Symbolic-v1``'s programs are
+larger still. Throughput: ``docs/results/craftax.md``.
 """
 
 from __future__ import annotations
@@ -37,7 +40,7 @@ import numpy as np
 from envs.api import NEVER_REACHED, EnvSpec, Environment, as_arrays, cast_like
 
 NAMES = ("Craftax-Classic-Symbolic-v1", "Craftax-Symbolic-v1")
-
+RESET_RATIO = 16  # craftax's baselines: min(16, num_envs) environments per fresh world
 
 
 def _achievement_names(name: str):
@@ -48,13 +51,16 @@ def _achievement_names(name: str):
     return tuple(a.name.lower() for a in sorted(Achievement, key=lambda a: a.value))
 
 
-def make(name: str, *, max_episode_steps: Optional[int] = None) -> Environment:
+def make(name: str, *, max_episode_steps: Optional[int] = None,
+         reset_ratio: int = RESET_RATIO) -> Environment:
     """Builds ``craftax/<name>``.
 
     Args:
       name: a craftax id from :data:`NAMES`, e.g. ``"Craftax-Classic-Symbolic-v1"``.
       max_episode_steps: time limit; defaults to craftax's ``max_timesteps`` (10,000 for
         Classic, 100,000 for Craftax).
+      reset_ratio: environments per freshly generated world in a batched step (optimistic
+        resets, module doc); 1 generates one per environment.
     """
     if name not in NAMES:
         raise ValueError(f"Unknown craftax environment {name!r}; known: {', '.join(NAMES)}")
@@ -88,4 +94,4 @@ def make(name: str, *, max_episode_steps: Optional[int] = None) -> Environment:
                    obs_kind="vector", obs_range=(0.0, 1.0), discrete=True,
                    num_actions=int(env.num_actions), action_shape=(), max_episode_steps=limit)
     return Environment(spec=spec, adapter_reset=reset, adapter_step=step,
-                       episode_metrics_fn=episode_metrics)
+                       episode_metrics_fn=episode_metrics, reset_ratio=reset_ratio)

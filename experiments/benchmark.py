@@ -6,7 +6,8 @@ Measures, on whatever device JAX sees:
 * the scaling of environment steps per second with the number of parallel environments and
   with ``num_seeds`` (seeds vmapped in one program).
 ``--suite NAME`` runs a family-specific benchmark instead, ``experiments/bench_<NAME>.py``
-(``planner``: PETS CEM planning vs the matmul ceiling; ``dreamer``; ``muzero``), with the
+(``planner``: PETS CEM planning vs the matmul ceiling; ``dreamer``; ``muzero``; ``craftax``:
+the craftax environment with and without optimistic resets), with the
 remaining flags passed to it (``python -m experiments.benchmark --suite planner --help``).
 ``--agent random`` measures the raw environment: a jitted ``lax.scan`` of batched steps with
 uniformly random actions, no replay. Prints a table and writes one JSON object (``--json``).
@@ -140,7 +141,7 @@ def main(argv: Optional[List[str]] = None) -> Dict:
     if "--suite" in argv:
         i = argv.index("--suite")
         if i + 1 >= len(argv):
-            raise cli.UsageError("--suite needs a name: planner, dreamer or muzero")
+            raise cli.UsageError("--suite needs a name: planner, dreamer, muzero or craftax")
         name, rest = argv[i + 1], argv[:i] + argv[i + 2:]
         try:
             suite = importlib.import_module(f"experiments.bench_{name}")
@@ -148,7 +149,7 @@ def main(argv: Optional[List[str]] = None) -> Dict:
             if e.name != f"experiments.bench_{name}":
                 raise
             raise cli.UsageError(f"unknown benchmark suite {name!r}; known: planner, dreamer, "
-                             f"muzero") from None
+                             f"muzero, craftax") from None
         return suite.main(rest)
     p = cli.ArgumentParser(prog="python -m experiments.benchmark", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
