@@ -1,4 +1,4 @@
-"""A model-free PPO baseline for discrete-action tasks (gymnax classic control and MinAtar).
+"""A model-free PPO baseline for discrete-action tasks (gymnax classic control, MinAtar, craftax).
 
 brax.training's PPO (:mod:`experiments.baselines`) only has continuous (tanh-Gaussian)
 policies, so the MuZero and Dreamer comparisons on ``gymnax/*`` use this one: clipped-ratio
@@ -14,7 +14,12 @@ as one jitted program that is vmapped over seeds (all seeds train together, as i
 * networks: an MLP (tanh) for vector observations, and for images (MinAtar's ``10 x 10 x C``)
   one 3x3 convolution of 16 channels followed by an MLP (ReLU);
 * evaluation: :func:`core.loop.greedy_returns` (argmax action, one episode in each of
-  ``eval_episodes`` environments) every ``eval_every`` environment steps.
+  ``eval_episodes`` environments) every ``eval_every`` environment steps; ``eval_episodes=0``
+  logs only the training episodes (craftax's published numbers are those of training
+  episodes, and a greedy craftax episode may last the whole 10,000-step time limit);
+* training episodes: their mean return, and the means of the environment's own per-episode
+  metrics (``TimeStep.episode_metrics``, e.g. craftax's ``achievement_<name>``) logged as
+  ``<name>_mean``, as :mod:`core.runner` does.
 
 ``python -m experiments.ppo --env gymnax/CartPole-v1 --steps 200000 --seeds 3 --out runs/ppo``
 writes ``<out>/metrics.jsonl`` (``env_steps``, ``eval_return_per_seed``, ``wall_time``), the
@@ -38,7 +43,7 @@ import numpy as np
 import optax
 
 from core.config import at_least, positive, require, within
-from core.loop import greedy_returns
+from core.loop import EPISODE_METRIC_SUM, greedy_returns
 from envs import registry
 from envs.api import Environment, batch_reset, batch_step
 from world_models.conv import Conv
@@ -101,10 +106,18 @@ PRESETS: Dict[str, PPOConfig] = {
                          learning_rate=5e-4, hidden=128, layers=1),
     "tiny": PPOConfig(num_envs=2, num_steps=16, epochs=1, minibatches=2, hidden=16, layers=1,
                       conv_channels=4),
+    # Craftax's PPO baseline settings (1,024 environments x 64 steps, 4 epochs of 8
+    # minibatches, learning rate 2e-4, GAE lambda 0.8, gradient clip 1.0), three tanh layers of
+    # 512 per head; sized for an accelerator (``--set num_envs=64`` on a CPU).
+    "craftax": PPOConfig(num_envs=1024, num_steps=64, epochs=4, minibatches=8,
+                         learning_rate=2e-4, gae_lambda=0.8, max_grad_norm=1.0, hidden=512,
+                         layers=3),
 }
 
 
 def preset_for(env_id: str) -> str:
+    if env_id.startswith("craftax/"):
+        return "craftax"
     return "minatar" if env_id.endswith("-MinAtar") else "default"
 
 
@@ -228,7 +241,7 @@ class PPO:
                    "reward": ts.reward, "next_obs": ts.next_obs,
                    "terminated": ts.terminated.astype(jnp.float32),
                    "done": ts.done.astype(jnp.float32),
-                   "episode_return": ts.episode_return}
+                   "episode_return": ts.episode_return, "episode_metrics": ts.episode_metrics}
             return (env_state, key), row
 
         key, roll_key, perm_key = jax.random.split(state["key"], 3)
@@ -262,13 +275,15 @@ class PPO:
         out = jax.tree_util.tree_map(jnp.mean, metrics)
         out["episodes"] = done.sum()
         out["episode_return_sum"] = (rows["episode_return"] * done).sum()
+        for name, value in rows["episode_metrics"].items():  # craftax's achievements
+            out[EPISODE_METRIC_SUM + name] = (value * done).sum()
         new = {"params": params, "opt": opt, "env": env_state, "key": key}
         return new, out
 
 
 def train(env_id: str, *, steps: int, seeds: int = 1, seed: int = 0, eval_every: int = 0,
           eval_episodes: int = 10, out: Optional[str] = None, preset: Optional[str] = None,
-          **overrides) -> List[Dict[str, Any]]:
+          max_seconds: Optional[float] = None, **overrides) -> List[Dict[str, Any]]:
     """Trains ``seeds`` PPO runs together; returns per-seed curves.
 
     Each curve is ``{"env_steps", "eval_return", "wall_time", "seed"}`` with an evaluation at
@@ -276,7 +291,11 @@ def train(env_id: str, *, steps: int, seeds: int = 1, seed: int = 0, eval_every:
     evaluations over the budget) and at the end. The run takes ``steps // (num_envs *
     num_steps)`` iterations (at least one), so it never exceeds ``steps`` unless ``steps`` is
     below one iteration. ``out``: write ``metrics.jsonl`` and ``config.json`` there.
+    ``eval_episodes=0``: no evaluation (the curves stay empty; ``metrics.jsonl`` has the
+    training episodes). ``max_seconds``: stop after the first chunk that ends past it.
     """
+    if eval_episodes < 0:
+        raise ValueError(f"eval_episodes must be >= 0 (0: no evaluation), got {eval_episodes}")
     env = registry.make(env_id)
     cfg = dataclasses.replace(PRESETS[preset or preset_for(env_id)], **overrides)
     iterations = max(1, int(steps) // cfg.batch_steps)
@@ -309,27 +328,32 @@ def train(env_id: str, *, steps: int, seeds: int = 1, seed: int = 0, eval_every:
     eval_key = jax.random.PRNGKey(seed + 10_000)
     done_iterations, metrics = 0, {}
     while True:
-        eval_key, k = jax.random.split(eval_key)
-        returns = np.asarray(evaluate(state, k))
         env_steps = done_iterations * cfg.batch_steps
-        record = {"env_steps": env_steps, "eval_return_per_seed": returns.tolist(),
-                  "eval_return_mean": float(returns.mean()), "wall_time": time.time() - start}
+        record = {"env_steps": env_steps}
+        if eval_episodes:
+            eval_key, k = jax.random.split(eval_key)
+            returns = np.asarray(evaluate(state, k))
+            record.update(eval_return_per_seed=returns.tolist(),
+                          eval_return_mean=float(returns.mean()))
+        record["wall_time"] = time.time() - start
         if done_iterations:
-            # metrics leaves: [seeds, chunk]
-            record.update({k: float(np.mean(v)) for k, v in metrics.items()
-                           if k not in ("episodes", "episode_return_sum")})
-            record["episode_return_mean"] = float(
-                np.sum(metrics["episode_return_sum"]) / max(1.0, np.sum(metrics["episodes"])))
-        for i, c in enumerate(curves):
-            c["env_steps"].append(env_steps)
-            c["eval_return"].append(float(returns[i]))
-            c["wall_time"].append(record["wall_time"])
-        print(f"[ppo] {env_id}: {env_steps} steps, eval return per seed "
-              f"{np.round(returns, 1).tolist()} ({record['wall_time']:.0f} s)", flush=True)
+            record.update(_training_record(metrics))
+        if eval_episodes:
+            for i, c in enumerate(curves):
+                c["env_steps"].append(env_steps)
+                c["eval_return"].append(float(returns[i]))
+                c["wall_time"].append(record["wall_time"])
+            shown = f"eval return per seed {np.round(returns, 1).tolist()}"
+        else:
+            shown = f"training return {record.get('episode_return_mean', float('nan')):.2f}"
+        print(f"[ppo] {env_id}: {env_steps} steps, {shown} ({record['wall_time']:.0f} s)",
+              flush=True)
         if log:
             log.write(json.dumps(record) + "\n")
             log.flush()
-        if done_iterations >= iterations:
+        late = (max_seconds is not None and done_iterations > 0
+                and time.time() - start >= max_seconds)
+        if done_iterations >= iterations or late:
             break
         length = min(chunk, iterations - done_iterations)  # a shorter last chunk if needed
         state, metrics = run_chunk(state, length)
@@ -337,6 +361,21 @@ def train(env_id: str, *, steps: int, seeds: int = 1, seed: int = 0, eval_every:
     if log:
         log.close()
     return curves
+
+
+def _training_record(metrics: Dict[str, Any]) -> Dict[str, float]:
+    """A chunk's metrics (leaves ``[seeds, chunk]``) as logged values: loss means, and the
+    means over the chunk's finished training episodes (all seeds pooled)."""
+    episodes = max(1.0, float(np.sum(metrics["episodes"])))
+    out = {k: float(np.mean(v)) for k, v in metrics.items()
+           if k not in ("episodes", "episode_return_sum") and not k.startswith(EPISODE_METRIC_SUM)}
+    out["episodes"] = int(np.sum(metrics["episodes"]))
+    out["episode_return_mean"] = float(np.sum(metrics["episode_return_sum"]) / episodes)
+    if out["episodes"]:
+        for k, v in metrics.items():
+            if k.startswith(EPISODE_METRIC_SUM):
+                out[k[len(EPISODE_METRIC_SUM):] + "_mean"] = float(np.sum(v) / episodes)
+    return out
 
 
 def main(argv: Optional[Sequence[str]] = None) -> List[Dict[str, Any]]:
@@ -347,7 +386,10 @@ def main(argv: Optional[Sequence[str]] = None) -> List[Dict[str, Any]]:
     p.add_argument("--seeds", type=int, default=1)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--eval-every", type=int, default=0)
-    p.add_argument("--eval-episodes", type=int, default=10)
+    p.add_argument("--eval-episodes", type=int, default=10,
+                   help="greedy episodes per evaluation (0: none, training episodes only)")
+    p.add_argument("--max-seconds", type=float, default=None,
+                   help="stop after the first chunk that ends past this many seconds")
     p.add_argument("--preset", choices=sorted(PRESETS), default=None)
     p.add_argument("--out", default=None)
     p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
@@ -377,7 +419,7 @@ def main(argv: Optional[Sequence[str]] = None) -> List[Dict[str, Any]]:
                 f"--set {name}: expected a {type(default).__name__}, got {value!r}") from None
     return train(args.env, steps=args.steps, seeds=args.seeds, seed=args.seed,
                  eval_every=args.eval_every, eval_episodes=args.eval_episodes, out=args.out,
-                 preset=args.preset, **overrides)
+                 preset=args.preset, max_seconds=args.max_seconds, **overrides)
 
 
 if __name__ == "__main__":

@@ -49,3 +49,31 @@ def test_budget_is_not_exceeded_and_last_chunk_is_shorter():
     # evaluations every 2 iterations and at the end.
     curves = ppo.train("gymnax/CartPole-v1", steps=100, eval_every=64, preset="tiny")
     assert curves[0]["env_steps"] == [0, 64, 96]
+
+
+def test_training_episodes_log_the_environments_own_metrics(tmp_path):
+    """eval_episodes=0: no evaluation; every chunk logs the training episodes' mean return and
+    the means of the environment's per-episode metrics (craftax's achievements) as
+    ``<name>_mean``; max_seconds=0 stops after the first chunk."""
+    import json
+
+    import envs
+    from tests.envs.test_craftax import numbered_env
+
+    envs.register("test/ppo_numbered", lambda: numbered_env(2, limit=3), overwrite=True)
+    curves = ppo.train("test/ppo_numbered", steps=96, seeds=2, eval_every=32, eval_episodes=0,
+                       preset="tiny", out=str(tmp_path))
+    assert all(c["eval_return"] == [] for c in curves)
+    records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().split("\n")
+               if line]
+    assert [r["env_steps"] for r in records] == [0, 32, 64, 96]
+    for r in records[1:]:
+        assert "eval_return_mean" not in r and r["episodes"] > 0
+        # every episode ends by action 1 or at the 3-step limit: 1 <= t <= 3, return = t
+        assert 1.0 <= r["t_mean"] <= 3.0 and r["episode_return_mean"] == pytest.approx(
+            r["t_mean"])
+    curves = ppo.train("test/ppo_numbered", steps=96, eval_every=32, eval_episodes=0,
+                       preset="tiny", out=str(tmp_path / "short"), max_seconds=0.0)
+    assert len((tmp_path / "short" / "metrics.jsonl").read_text().split("\n")) == 3
+    with pytest.raises(ValueError, match="eval_episodes must be >= 0"):
+        ppo.train("test/ppo_numbered", steps=96, eval_episodes=-1, preset="tiny")
