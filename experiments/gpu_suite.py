@@ -1,4 +1,4 @@
-"""Accelerator suites: ``python -m experiments.gpu_suite {dreamer,muzero} --out DIR``.
+"""Accelerator suites: ``python -m experiments.gpu_suite {dreamer,muzero,craftax} --out DIR``.
 
 Each subcommand is one run planned for a fresh single-GPU machine and a wall-clock budget
 (``--budget-s``, default 540 s from the start of the command, compilation included). It writes at
@@ -18,6 +18,12 @@ most eight files, JSON and PNG, flat in ``--out``:
   batch 1,024, two updates per vectorised step), then MinAtar learning curves (SpaceInvaders,
   Breakout, Asterix; 3 vmapped seeds each, the same configuration) next to PPO's numbers on the
   H100 from that page.
+* ``craftax``: Craftax-Classic-Symbolic throughput (random-action environment steps/s with one
+  fresh world per environment and step and with optimistic resets; PPO's and DreamerV3's
+  training env steps/s at a few environment counts, with compile times), then a PPO run
+  (preset ``craftax``: 1,024 environments, 2 vmapped seeds) and a DreamerV3 run (``12m``,
+  train ratio 64, 16 environments) toward 1M environment steps each, with curves of the
+  training episodes' return, achievement success rates and Crafter score.
 
 The budget is split into phases (fractions of it, less a reserve for the final files); a phase
 ends at its cumulative deadline, so time one phase leaves goes to the next. Table rows that
@@ -779,6 +785,261 @@ def _brief(row: Dict) -> str:
     return ", ".join(parts) or row.get("status", "")
 
 
+# ----------------------------------------------------------------------------- craftax
+
+CRAFTAX_ENV = "craftax/Craftax-Classic-Symbolic-v1"
+# env_rows: (environments, reset_ratio); ppo_rows / dreamer_rows: environments per seed.
+CRAFTAX_GPU = dict(env_rows=((1024, 1), (1024, 16)), ppo_rows=(256, 1024), dreamer_rows=(16, 64),
+                   ppo_preset="craftax", ppo_envs=1024, ppo_seeds=2, dreamer_preset="12m",
+                   train_ratio=64.0, dreamer_envs=16, dreamer_seeds=1, target_steps=1_000_000,
+                   min_seconds=1.0)
+CRAFTAX_TINY = dict(env_rows=((4, 2),), ppo_rows=(2,), dreamer_rows=(2,), ppo_preset="tiny",
+                    ppo_envs=2, ppo_seeds=2, dreamer_preset="tiny", train_ratio=None,
+                    dreamer_envs=2, dreamer_seeds=2, target_steps=256, min_seconds=0.2)
+
+
+def crafter_score(rates: Dict[str, float]) -> float:
+    """The Crafter score (Hafner, 2021) in percent: the geometric mean of the achievement
+    success rates (in percent) with 1 added inside and taken away after,
+    ``exp(mean(log(1 + 100 rate))) - 1``."""
+    import math
+    if not rates:
+        raise ValueError("crafter_score needs at least one achievement success rate")
+    return math.exp(sum(math.log1p(100.0 * r) for r in rates.values()) / len(rates)) - 1.0
+
+
+def craftax_curve(path: str) -> Dict:
+    """Training-episode curve of a ``metrics.jsonl`` (``core.runner``'s or ``experiments.ppo``'s):
+    ``env_steps`` (per seed), ``return``, ``score`` (Crafter score, %) and ``achievements``
+    (name -> success rate) at every metric line that saw finished episodes."""
+    out: Dict = {"env_steps": [], "return": [], "score": [], "achievements": {}}
+    if not os.path.exists(path):
+        return out
+    with open(path) as f:
+        records = [json.loads(line) for line in f if line.strip()]
+    for r in records:
+        rates = {k[len("achievement_"):-len("_mean")]: float(v) for k, v in r.items()
+                 if k.startswith("achievement_") and k.endswith("_mean")}
+        if r.get("episode_return_mean") is None or not rates:
+            continue
+        out["env_steps"].append(int(r["env_steps"]))
+        out["return"].append(float(r["episode_return_mean"]))
+        out["score"].append(crafter_score(rates))
+        for name, rate in rates.items():
+            out["achievements"].setdefault(name, []).append(rate)
+    return out
+
+
+def _craftax_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--target-steps", type=int, default=None,
+                   help="environment steps per seed the learning runs aim at (default 1M; "
+                        "tiny: 256); the budget may end them earlier")
+
+
+def ppo_throughput(env, cfg, min_seconds: float) -> Dict:
+    """Training env steps/s (collection and update) of one PPO iteration, one seed."""
+    import jax
+    from experiments import ppo
+    from experiments.timing import time_jitted
+
+    agent = ppo.PPO(cfg, env, 1)
+    state = jax.jit(agent.init)(jax.random.PRNGKey(0))
+    timing = time_jitted(lambda s: agent.iteration(s, None), state, min_seconds=min_seconds,
+                         threaded=True)
+    return {"num_envs": cfg.num_envs, "num_steps": cfg.num_steps,
+            "compile_s": timing.compile_s, "env_steps_per_s": cfg.batch_steps / timing.mean,
+            "seconds_per_iteration": timing.mean}
+
+
+def run_craftax(args, report: Report) -> None:
+    import envs
+    from agents import registry
+    from experiments import bench_craftax, benchmark, ppo
+
+    setting = dict(CRAFTAX_TINY if args.tiny else CRAFTAX_GPU)
+    target = args.target_steps or setting["target_steps"]
+    if target < 1:
+        raise cli.UsageError(f"--target-steps must be >= 1, got {target}")
+    env = envs.make(CRAFTAX_ENV)
+    min_s = setting["min_seconds"]
+    dreamer_cfg = registry.preset("dreamer", setting["dreamer_preset"])
+    if setting["train_ratio"]:
+        dreamer_cfg = dataclasses.replace(dreamer_cfg, train_ratio=setting["train_ratio"])
+    ppo_cfg = ppo.PRESETS[setting["ppo_preset"]]
+    table = {"env": CRAFTAX_ENV, "min_seconds": min_s, "ppo_preset": setting["ppo_preset"],
+             "dreamer_preset": setting["dreamer_preset"],
+             "dreamer_train_ratio": dreamer_cfg.train_ratio, "rows": []}
+    report.data["throughput"] = table
+    # Dreamer's programs compile on the compiler's threads while the others run here.
+    compiler, futures = Compiler(args.compile_workers), {}
+    jobs = []
+    for n in setting["dreamer_rows"]:
+        table["rows"].append({"kind": "dreamer", "num_envs": n, "status": "pending"})
+        futures[len(table["rows"]) - 1] = compiler.submit(
+            lambda n=n: benchmark.loop_program("dreamer", env, dreamer_cfg, n, 1, 1))
+    for n, ratio in setting["env_rows"]:
+        jobs.append(({"kind": "env", "num_envs": n, "reset_ratio": ratio}, lambda n=n, r=ratio:
+                     bench_craftax.env_rows(CRAFTAX_ENV.split("/")[1], [n], [r], min_s)[0]))
+    for n in setting["ppo_rows"]:
+        jobs.append(({"kind": "ppo", "num_envs": n}, lambda n=n: ppo_throughput(
+            env, dataclasses.replace(ppo_cfg, num_envs=n), min_s)))
+    for spec, measure in jobs:
+        row = {**spec, "status": "pending"}
+        table["rows"].append(row)
+        if report.left("throughput") < 5.0:
+            row["status"] = "skipped: no time left in the phase"
+            continue
+        start = time.monotonic()
+        try:
+            row.update(measure(), status="measured")
+        except Exception as err:  # one row's failure is recorded, the suite goes on
+            row.update(status="failed", error=f"{type(err).__name__}: {err}"[:500])
+        row["wall_s"] = time.monotonic() - start
+        print(f"[gpu_suite] craftax {spec}: {_brief(row)}", flush=True)
+        report.write()
+    _time_craftax_dreamer(table["rows"], futures, report, min_s)
+    report.phase_done("throughput")
+
+    report.data["learning"] = {"target_steps": target}
+    _craftax_ppo(args, report, setting, ppo_cfg, target)
+    report.phase_done("ppo")
+    _craftax_dreamer(args, report, setting, dreamer_cfg, target)
+    report.phase_done("dreamer")
+    _finish_craftax(report)
+
+
+def _time_craftax_dreamer(rows: List[Dict], futures: Dict[int, Future], report: Report,
+                          min_seconds: float) -> None:
+    from experiments import benchmark
+    for i, future in futures.items():
+        try:
+            program, init, compiled, lower_s, compile_s = future.result(
+                timeout=max(0.0, report.left("throughput")))
+            timing = time_compiled(compiled, init(program.keys), min_seconds)
+        except TimeoutError:
+            rows[i]["status"] = "skipped: not compiled within the phase"
+            continue
+        except Exception as err:
+            rows[i].update(status="failed", error=f"{type(err).__name__}: {err}"[:500])
+            continue
+        rows[i].update(benchmark.throughput_row(program, compile_s, timing.mean),
+                       status="measured", lower_s=lower_s)
+        print(f"[gpu_suite] craftax dreamer envs={rows[i]['num_envs']}: {_brief(rows[i])}",
+              flush=True)
+        report.write()
+
+
+def _measured_rate(report: Report, kind: str, num_envs: int) -> Optional[Dict]:
+    rows = [r for r in report.data["throughput"]["rows"]
+            if r["kind"] == kind and r["status"] == "measured"]
+    same = [r for r in rows if r["num_envs"] == num_envs]
+    return (same or rows or [None])[0]
+
+
+def _craftax_ppo(args, report: Report, setting: Dict, cfg, target: int) -> None:
+    from experiments import ppo
+
+    seconds, seeds = report.left("ppo"), setting["ppo_seeds"]
+    cfg = dataclasses.replace(cfg, num_envs=setting["ppo_envs"])
+    row = _measured_rate(report, "ppo", cfg.num_envs)
+    # seeds share the machine: the rate per seed of a one-seed row, divided by the seeds
+    rate = (row["env_steps_per_s"] * cfg.num_envs / row["num_envs"] / seeds if row
+            else 20.0 * seeds)
+    compile_s = 1.5 * row["compile_s"] if row else 60.0
+    plan = plan_run(seconds, rate, compile_s, steps_per_iteration=cfg.batch_steps, evals=10,
+                    max_steps=target)
+    steps = max(cfg.batch_steps, min(target, plan["steps"]))
+    logdir = os.path.join(args.workdir, "ppo")
+    info = {"method": "ppo", "preset": setting["ppo_preset"], "num_envs": cfg.num_envs,
+            "num_seeds": seeds, "steps": steps, "plan": plan, "seconds": seconds,
+            "logdir": logdir, "observation": "symbolic (1,345 entries)"}
+    report.data["learning"]["ppo"] = info
+    report.write()
+    if seconds < 0.5 * compile_s:
+        info["status"] = "skipped: no time left for the PPO run"
+        return
+    start = time.monotonic()
+    ppo.train(CRAFTAX_ENV, steps=steps, seeds=seeds, eval_every=plan["log_every"],
+              eval_episodes=0, out=logdir, preset=setting["ppo_preset"],
+              max_seconds=plan["max_seconds"], num_envs=cfg.num_envs)
+    info.update(status="done", wall_s=time.monotonic() - start)
+    info["curve"] = craftax_curve(os.path.join(logdir, "metrics.jsonl"))
+    report.write()
+
+
+def _craftax_dreamer(args, report: Report, setting: Dict, cfg, target: int) -> None:
+    from agents.dreamer import schedule_for
+    from core import runner
+    from experiments import train
+
+    seconds, seeds, n = report.left("dreamer"), setting["dreamer_seeds"], setting["dreamer_envs"]
+    row = _measured_rate(report, "dreamer", n)
+    rate = row["env_steps_per_s"] * n / row["num_envs"] / seeds if row else 10.0
+    compile_s = 1.5 * (row["lower_s"] + row["compile_s"]) if row else 60.0
+    sched = schedule_for(cfg, n)
+    plan = plan_run(seconds, rate, compile_s, evals=10, max_steps=target,
+                    steps_per_iteration=n * sched.env_steps_per_iteration)
+    logdir = os.path.join(args.workdir, "dreamer")
+    info = {"method": "dreamer", "preset": setting["dreamer_preset"], "num_envs": n,
+            "num_seeds": seeds, "train_ratio": cfg.train_ratio, "plan": plan,
+            "seconds": seconds, "logdir": logdir, "observation": "symbolic (1,345 entries)"}
+    report.data["learning"]["dreamer"] = info
+    report.write()
+    if seconds < 0.5 * compile_s:
+        info["status"] = "skipped: no time left for the Dreamer run"
+        return
+    argv = ["--agent", "dreamer", "--env", CRAFTAX_ENV, "--preset", setting["dreamer_preset"],
+            "--steps", str(plan["steps"]), "--num-seeds", str(seeds), "--num-envs", str(n),
+            "--logdir", logdir, "--log-every", str(plan["log_every"]), "--eval-every", "-1",
+            "--checkpoint-every", "0", "--max-seconds", f"{plan['max_seconds']:.1f}",
+            "--no-progress"]
+    if setting["train_ratio"]:
+        argv += ["--train-ratio", str(setting["train_ratio"])]
+    start = time.monotonic()
+    env, agent, run_cfg, record = train.build(argv)
+    runner.train(env, agent, run_cfg, record)
+    info.update(status="done", wall_s=time.monotonic() - start)
+    info["curve"] = craftax_curve(os.path.join(logdir, "metrics.jsonl"))
+    report.write()
+
+
+def _finish_craftax(report: Report) -> None:
+    """Curves from whatever the runs logged, and the figures; also what the watchdog calls."""
+    for info in (report.data.get("learning") or {}).values():
+        if isinstance(info, dict) and "curve" not in info and info.get("logdir"):
+            info["curve"] = craftax_curve(os.path.join(info["logdir"], "metrics.jsonl"))
+    _plot_craftax(report)
+
+
+def _plot_craftax(report: Report) -> None:
+    runs = {k: v for k, v in (report.data.get("learning") or {}).items()
+            if isinstance(v, dict) and (v.get("curve") or {}).get("env_steps")}
+    if not runs:
+        return
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, 3, figsize=(16, 4.5))
+    for k, (method, info) in enumerate(runs.items()):
+        c, label = info["curve"], f"{method} ({info['num_seeds']} seeds)"
+        axes[0].plot(c["env_steps"], c["return"], marker=".", color=f"C{k}", label=label)
+        axes[1].plot(c["env_steps"], c["score"], marker=".", color=f"C{k}", label=label)
+        names = sorted(c["achievements"])
+        width = 0.8 / len(runs)
+        axes[2].bar([i + k * width for i in range(len(names))],
+                    [100.0 * c["achievements"][n][-1] for n in names], width=width,
+                    color=f"C{k}", label=f"{method} at {c['env_steps'][-1]:,} steps")
+        axes[2].set_xticks(range(len(names)), names, rotation=90, fontsize=7)
+    for ax, title in zip(axes[:2], ("training episode return", "Crafter score (%)")):
+        ax.set_xlabel("environment steps (per seed)")
+        ax.set_title(title)
+        ax.legend(fontsize=8)
+    axes[2].set_ylabel("success rate (%)")
+    axes[2].set_title("achievements, last metric line")
+    axes[2].legend(fontsize=7)
+    device = report.data.get("device", {}).get("device_kind", "?")
+    fig.suptitle(f"{CRAFTAX_ENV} [{device}]")
+    _save(fig, report.path("craftax_learning.png"))
+
+
 # ----------------------------------------------------------------------------- command line
 
 SUITES: Dict[str, Suite] = {
@@ -792,8 +1053,13 @@ SUITES: Dict[str, Suite] = {
         phases=(("throughput", 0.25), ("learning", 0.75)),
         files=("muzero.json", "muzero_minatar.png"),
         add_arguments=_muzero_args, run=run_muzero),
+    "craftax": Suite(
+        help="Craftax-Classic-Symbolic throughput, and PPO and DreamerV3 learning curves",
+        phases=(("throughput", 0.30), ("ppo", 0.25), ("dreamer", 0.45)),
+        files=("craftax.json", "craftax_learning.png"),
+        add_arguments=_craftax_args, run=run_craftax),
 }
-_FINISH = {"dreamer": _finish_dreamer, "muzero": _finish_muzero}
+_FINISH = {"dreamer": _finish_dreamer, "muzero": _finish_muzero, "craftax": _finish_craftax}
 
 
 def _parser() -> argparse.ArgumentParser:

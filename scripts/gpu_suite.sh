@@ -7,7 +7,8 @@
 #                                         tree plus .gpu_suite/ fit in 64 MiB
 #   scripts/gpu_suite.sh size             only the size check
 #   scripts/gpu_suite.sh command SUITE    prints the one command to run on the GPU machine
-#                                         (SUITE: dreamer or muzero), carrying .gpu_suite
+#                                         (SUITE: dreamer, muzero or craftax), carrying
+#                                         .gpu_suite
 #
 # The GPU image has jax 0.11.2 with CUDA, flax, optax, chex, orbax-checkpoint, matplotlib,
 # rich, six and numpy; what else the suites import travels as wheels for CPython 3.12 on
@@ -19,12 +20,14 @@ DIR=".gpu_suite"
 LIMIT=$((64 * 1024 * 1024))
 # Pinned as in setup.cfg; the rest are their imported dependencies missing from the image
 # (warp-lang, 390 MB installed, is left out: mujoco.mjx imports it only if present, and the
-# dmc adapter uses MJX's JAX implementation).
+# dmc adapter uses MJX's JAX implementation; so is pygame, which craftax needs only for its
+# interactive game, not for the environment).
 WHEELS=(
   brax==0.14.2 playground==0.2.0 mujoco==4.0.0 mujoco-core==4.0.0 mujoco-studio==4.0.0
   mujoco-mjx==3.17.0 glfw==2.11.0 trimesh==5.2.0 jaxopt==0.8.5 ml-collections==1.1.0
   mctx==0.0.71 gymnax==1.0.1 gymnasium==1.3.0 farama-notifications==0.0.6
   flashbax==0.1.3 tensorboardX==2.6.5 tyro==1.0.17 docstring-parser==0.18.0
+  craftax==1.6.1 imageio==2.38.2
 )
 REFERENCE="dmc_proprio-dreamerv3.json.gz"
 
@@ -68,8 +71,8 @@ prepare() {
 
 command_for() {
   local suite="$1"
-  case "$suite" in dreamer|muzero) ;; *)
-    echo "error: unknown suite '$suite'; choose dreamer or muzero" >&2; exit 2;; esac
+  case "$suite" in dreamer|muzero|craftax) ;; *)
+    echo "error: unknown suite '$suite'; choose dreamer, muzero or craftax" >&2; exit 2;; esac
   # Run with carry [".gpu_suite"] and timeout_s 600: the suite's budget is 540 s, the wheels
   # install in about 20 s.
   cat <<EOF
@@ -81,5 +84,6 @@ case "${1:-}" in
   prepare) prepare ;;
   size) size_check ;;
   command) command_for "${2:-}" ;;
-  *) echo "usage: scripts/gpu_suite.sh {prepare | size | command dreamer|muzero}" >&2; exit 2 ;;
+  *) echo "usage: scripts/gpu_suite.sh {prepare | size | command dreamer|muzero|craftax}" >&2
+     exit 2 ;;
 esac

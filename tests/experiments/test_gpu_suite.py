@@ -207,3 +207,50 @@ def test_the_device_command_fits_the_device_tool():
         assert f"-m experiments.gpu_suite {suite} --out $OUT" in command
     bad = subprocess.run(["bash", script, "command", "nope"], capture_output=True, text=True)
     assert bad.returncode == 2 and "unknown suite 'nope'" in bad.stderr
+
+
+def test_crafter_score_and_the_craftax_curve(tmp_path):
+    # all rates 0 -> 0; all 1 -> 100; the geometric mean of (1 + percent) less 1
+    assert gpu_suite.crafter_score({"a": 0.0, "b": 0.0}) == pytest.approx(0.0)
+    assert gpu_suite.crafter_score({"a": 1.0, "b": 1.0}) == pytest.approx(100.0)
+    assert gpu_suite.crafter_score({"a": 0.0, "b": 0.5}) == pytest.approx(math.sqrt(51.0) - 1)
+    with pytest.raises(ValueError, match="at least one"):
+        gpu_suite.crafter_score({})
+    lines = [{"env_steps": 0, "phase": "prefill"},  # no episode statistics: left out
+             {"env_steps": 64, "episode_return_mean": 1.5, "achievement_collect_wood_mean": 0.5,
+              "achievement_wake_up_mean": 0.0, "loss": 3.0},
+             {"env_steps": 128, "episode_return_mean": 2.5,
+              "achievement_collect_wood_mean": 1.0, "achievement_wake_up_mean": 0.5}]
+    path = tmp_path / "metrics.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in lines))
+    curve = gpu_suite.craftax_curve(str(path))
+    assert curve["env_steps"] == [64, 128] and curve["return"] == [1.5, 2.5]
+    assert curve["achievements"] == {"collect_wood": [0.5, 1.0], "wake_up": [0.0, 0.5]}
+    assert curve["score"] == pytest.approx([math.sqrt(51.0) - 1, math.sqrt(101.0 * 51.0) - 1])
+    assert gpu_suite.craftax_curve(str(tmp_path / "none.jsonl"))["env_steps"] == []
+
+
+@pytest.mark.slow
+def test_craftax_suite_on_the_cpu(tmp_path):
+    """Every phase on the CPU in the tiny mode. Each program compiles craftax's step and world
+    generation (minutes on a 2-core CPU), so the watchdog may stop the run before its last
+    phase; what was measured must hold."""
+    out = tmp_path / "out"
+    _run_suite(["craftax", "--tiny", "--out", str(out), "--workdir", str(tmp_path / "runs")],
+               budget_s=2400)
+    data, files = _check_output(out, "craftax")
+    rows = data["throughput"]["rows"]
+    assert {r["kind"] for r in rows} == {"env", "ppo", "dreamer"}
+    measured = [r for r in rows if r["status"] == "measured"]
+    assert measured, rows
+    for row in measured:
+        assert _finite(row, ("env_steps_per_s", "compile_s"))
+    learning = data.get("learning") or {}
+    curves = [info["curve"] for info in learning.values()
+              if isinstance(info, dict) and info.get("curve", {}).get("env_steps")]
+    for curve in curves:
+        assert all(math.isfinite(y) for y in curve["return"] + curve["score"])
+        assert len(curve["achievements"]) == 22
+    if data["complete"]:
+        assert learning["ppo"]["status"] == "done" and learning["dreamer"]["status"] == "done"
+        assert len(curves) == 2 and "craftax_learning.png" in files
