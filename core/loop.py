@@ -18,7 +18,7 @@ import jax
 import jax.numpy as jnp
 from flax import struct
 
-from core import replay, rollout
+from core import arena, replay, rollout
 from core.types import Agent, Metrics, Transition
 from envs.api import EnvState, Environment, batch_reset, batch_step
 
@@ -64,13 +64,17 @@ def _episode_stats(timesteps) -> Metrics:
 
 
 def make_loop(env: Environment, agent: Agent, *, num_envs: int, iterations: int,
-              prefill_iterations: int = 1, eval_envs: int = 8) -> LoopFns:
+              prefill_iterations: int = 1, eval_envs: int = 8,
+              eval_opponent_simulations: int = 32) -> LoopFns:
     """Builds the loop functions for ``agent`` on ``num_envs`` copies of ``env``.
 
     Args:
       iterations: training iterations per call of ``train``.
       prefill_iterations: vectorised random-action steps per call of ``prefill``.
-      eval_envs: episodes per evaluation (one per environment, run to the time limit).
+      eval_envs: episodes per evaluation (one per environment, run to the time limit); on a
+        two-player game, games against each opponent (:mod:`core.arena`).
+      eval_opponent_simulations: on a two-player game, simulations per move of the true-model
+        MCTS opponent (0: the random opponent only).
     """
     spec = env.spec
     schedule = agent.schedule
@@ -146,7 +150,13 @@ def make_loop(env: Environment, agent: Agent, *, num_envs: int, iterations: int,
         return state, out
 
     def evaluate(state: RunState, key: Array) -> Metrics:
-        """Greedy (``explore=False``) return of one episode in each of ``eval_envs`` envs."""
+        """Greedy (``explore=False``) return of one episode in each of ``eval_envs`` envs; on a
+        two-player game, the greedy agent's games against fixed opponents
+        (:func:`core.arena.evaluate`)."""
+        if spec.num_players == 2:
+            return arena.evaluate(env, rollout.agent_policy(env, agent.act, state.agent),
+                                  agent.initial_carry, key, num_games=eval_envs,
+                                  mcts_simulations=eval_opponent_simulations)
         return greedy_returns(env, agent.act, agent.initial_carry, state.agent, eval_envs, key)
 
     return LoopFns(init=init, prefill=prefill, train=train, evaluate=evaluate)

@@ -48,7 +48,10 @@ class RunConfig:
       log_every: environment steps between metric lines (rounded to whole iterations; at most
         ``steps``).
       eval_every: environment steps between evaluations (0: only at the end; -1: never).
-      eval_episodes: episodes per evaluation and seed.
+      eval_episodes: episodes per evaluation and seed (on a two-player game: games against
+        each opponent, :mod:`core.arena`).
+      eval_opponent_simulations: on a two-player game, simulations per move of the true-model
+        MCTS opponent of the evaluation (0: only the random opponent).
       checkpoint_every: environment steps between checkpoints (0: only at the end).
       num_devices: devices of the data-parallel mesh (0: as many as divide ``num_envs``, up
         to all visible devices).
@@ -66,6 +69,7 @@ class RunConfig:
     log_every: int = 1000
     eval_every: int = 0
     eval_episodes: int = 8
+    eval_opponent_simulations: int = 32
     checkpoint_every: int = 0
     num_devices: int = 0
     progress: bool = True
@@ -75,7 +79,7 @@ class RunConfig:
         require(self, [
             *at_least(self, ("steps", "num_envs", "num_seeds", "log_every", "eval_episodes"), 1),
             ("eval_every", self.eval_every >= -1, ">= -1 (0: at the end only, -1: never)"),
-            *at_least(self, ("checkpoint_every", "num_devices"), 0),
+            *at_least(self, ("checkpoint_every", "num_devices", "eval_opponent_simulations"), 0),
             ("max_seconds", self.max_seconds >= 0, ">= 0 (0: no limit)"),
         ])
 
@@ -182,7 +186,8 @@ def train(env: Environment, agent: Agent, cfg: RunConfig, config_record: Optiona
     iterations = max(1, min(cfg.log_every, cfg.steps) // steps_per_iteration)
     prefill_iterations = max(1, math.ceil(schedule.prefill_steps / cfg.num_envs))
     fns = make_loop(env, agent, num_envs=cfg.num_envs, iterations=iterations,
-                    prefill_iterations=prefill_iterations, eval_envs=cfg.eval_episodes)
+                    prefill_iterations=prefill_iterations, eval_envs=cfg.eval_episodes,
+                    eval_opponent_simulations=cfg.eval_opponent_simulations)
 
     mesh = sharding.make_mesh(cfg.num_devices or sharding.default_num_devices(cfg.num_envs))
     host_keys = jax.random.split(jax.random.PRNGKey(cfg.seed), cfg.num_seeds)
@@ -335,7 +340,8 @@ def restore(env: Environment, agent: Agent, cfg: RunConfig, step: Optional[int] 
                              f"config.json) and this restore asks for {getattr(cfg, name)}; "
                              f"restore it with {flag} {recorded[name]}")
     fns = make_loop(env, agent, num_envs=cfg.num_envs, iterations=1,
-                    eval_envs=cfg.eval_episodes)
+                    eval_envs=cfg.eval_episodes,
+                    eval_opponent_simulations=cfg.eval_opponent_simulations)
     keys = jax.random.split(jax.random.PRNGKey(cfg.seed), cfg.num_seeds)
     shapes = jax.eval_shape(jax.vmap(fns.init), keys)
     mesh = sharding.make_mesh(cfg.num_devices or sharding.default_num_devices(cfg.num_envs))

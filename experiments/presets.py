@@ -46,7 +46,9 @@ def run_defaults(agent: str, env_id: str) -> Dict:
 
 # Environment-id patterns -> the agent preset they get when no preset is named after the task
 # (only for agents that have that preset).
-_PRESET_PATTERNS = (("gymnax/*-MinAtar", "minatar"),)
+_PRESET_PATTERNS = (("gymnax/*-MinAtar", "minatar"),
+                    *((f"pgx/{game}", "board_games")
+                      for game in ("tic_tac_toe", "connect_four", "othello", "go_9x9")))
 
 # Presets sized for an accelerator: on a CPU they run, but slowly (docs/results has the
 # measured rates), so a run that picks one on a CPU says so at start.

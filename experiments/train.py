@@ -22,7 +22,7 @@ from experiments import cli, presets
 
 # Run fields that may change when a run is resumed (the rest define the run, see core.rundir).
 BUDGET_FLAGS = ("steps", "log_every", "eval_every", "eval_episodes", "checkpoint_every",
-                "max_seconds", "num_devices", "no_progress")
+                "max_seconds", "num_devices", "no_progress", "eval_opponent_simulations")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -50,7 +50,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--logdir", default=None, help="output dir (default runs/<agent>_<env>_s<seed>)")
     p.add_argument("--log-every", type=int, default=None)
     p.add_argument("--eval-every", type=int, default=None, help="0: at the end only, -1: never")
-    p.add_argument("--eval-episodes", type=int, default=None)
+    p.add_argument("--eval-episodes", type=int, default=None,
+                   help="episodes per evaluation (two-player games: games per opponent)")
+    p.add_argument("--eval-opponent-simulations", type=int, default=None,
+                   help="two-player games: simulations per move of the true-model MCTS opponent "
+                        "of the evaluation (0: the random opponent only; default 32)")
     p.add_argument("--checkpoint-every", type=int, default=None,
                    help="environment steps between checkpoints (0: at the end only; default: "
                         "the agent's, else about a tenth of --steps)")
@@ -94,7 +98,8 @@ def _check_positive(args) -> None:
         value = getattr(args, name)
         if value is not None and value < 1:
             raise cli.UsageError(f"--{name.replace('_', '-')} must be >= 1, got {value}")
-    for name, low in (("eval_every", -1), ("checkpoint_every", 0), ("num_devices", 0)):
+    for name, low in (("eval_every", -1), ("checkpoint_every", 0), ("num_devices", 0),
+                      ("eval_opponent_simulations", 0)):
         value = getattr(args, name)
         if value is not None and value < low:
             raise cli.UsageError(f"--{name.replace('_', '-')} must be >= {low}, got {value}")
@@ -180,7 +185,7 @@ def build(argv: Optional[List[str]] = None):
 
     run_fields = presets.run_defaults(args.agent, args.env)
     for name in ("steps", "num_envs", "log_every", "eval_every", "eval_episodes",
-                 "checkpoint_every"):
+                 "checkpoint_every", "eval_opponent_simulations"):
         if getattr(args, name) is not None:
             run_fields[name] = getattr(args, name)
     if not run_fields.get("checkpoint_every"):

@@ -30,7 +30,7 @@ actions lives in :mod:`agents.sampled_muzero.search`.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable, Dict, NamedTuple, Sequence, Tuple
+from typing import Any, Callable, Dict, NamedTuple, Optional, Sequence, Tuple
 
 import chex
 import jax
@@ -50,6 +50,9 @@ NET_PRESETS: Dict[str, Dict[str, Any]] = {
     "large": dict(latent_dim=256, hidden=(256, 256), num_blocks=4, head_channels=32),
 }
 
+
+# Prior logit of an action a search must not take (a softmax gives it probability 0).
+MASKED_LOGIT = -1e9
 
 # MuZero's value/reward support: 21 bins over [-10, 10] in h-space (|x| up to about 120).
 DEFAULT_SUPPORT = Support(21, 10.0, "signed_hyperbolic")
@@ -88,6 +91,7 @@ class Unroll(NamedTuple):
     value_logits: Array  # [K+1, value_bins]
     reward_logits: Array  # [K+1, reward_bins]
     hidden: Array  # [K+1, *latent]: hidden states s_0..s_K
+    legal_logits: Optional[Array] = None  # [K+1, A]: legality logits (models with that head)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -107,6 +111,10 @@ class MuZeroModel:
     @property
     def continuous(self) -> bool:
         return self.net.action_dim > 0
+
+    @property
+    def has_legal_head(self) -> bool:
+        return self.net.legal_head
 
     def init(self, key: Array, obs_shape: Tuple[int, ...]) -> Any:
         obs = jnp.zeros((1,) + tuple(obs_shape), jnp.float32)
@@ -130,6 +138,10 @@ class MuZeroModel:
 
     def predict(self, params, s: Array) -> Tuple[Array, Array]:
         return self.net.apply(params, s, method=MuZeroNet.predict)
+
+    def legal_logits(self, params, s: Array) -> Array:
+        """``s -> [..., A]`` logits of each action being legal (models with the head)."""
+        return self.net.apply(params, s, method=MuZeroNet.legal_logits)
 
     def project(self, params, s: Array, predictor: bool) -> Array:
         return self.net.apply(params, s, predictor, method=MuZeroNet.project)
@@ -162,18 +174,23 @@ class MuZeroModel:
         hidden = jnp.concatenate([s0[None], hidden], axis=0)
         policy_logits, value_logits = self.predict(params, hidden)
         reward_logits = jnp.concatenate([jnp.zeros_like(reward_logits[:1]), reward_logits])
-        return Unroll(policy_logits, value_logits, reward_logits, hidden)
+        legal = self.legal_logits(params, hidden) if self.has_legal_head else None
+        return Unroll(policy_logits, value_logits, reward_logits, hidden, legal)
 
 
 def make_model(num_actions: int, obs_shape: Tuple[int, ...], *, size: str = "small",
                value_support: Support = DEFAULT_SUPPORT,
                reward_support: Support = DEFAULT_SUPPORT, projection_dim: int = 64,
                action_bounds: Tuple[Sequence[float], Sequence[float]] = None,
-               **overrides) -> MuZeroModel:
+               legal_head: bool = False, **overrides) -> MuZeroModel:
     """A model for ``obs_shape`` (rank 1 or 2 -> MLP on the flattened observation, rank 3 ->
     residual CNN) and a size preset.
 
-    ``action_bounds=(low, high)`` makes the actions continuous (``num_actions`` unused)."""
+    ``action_bounds=(low, high)`` makes the actions continuous (``num_actions`` unused).
+    ``legal_head`` adds the head predicting the legal actions of a hidden state (discrete
+    tasks with legal-action masks; :func:`make_model_fns` masks the search's priors by it)."""
+    if legal_head and action_bounds:
+        raise ValueError("legal_head needs discrete actions; drop action_bounds or legal_head")
     if size not in NET_PRESETS:
         raise ValueError(f"unknown size {size!r}; known: {', '.join(NET_PRESETS)}")
     rank = len(obs_shape)
@@ -184,7 +201,8 @@ def make_model(num_actions: int, obs_shape: Tuple[int, ...], *, size: str = "sma
     net = MuZeroNet(num_actions=num_actions, kind="resnet" if rank == 3 else "mlp",
                     obs_rank=rank, value_bins=value_support.size,
                     reward_bins=reward_support.size, projection_dim=projection_dim,
-                    action_dim=len(action_bounds[0]) if action_bounds else 0, **kwargs)
+                    action_dim=len(action_bounds[0]) if action_bounds else 0,
+                    legal_head=legal_head, **kwargs)
     if not action_bounds:
         return MuZeroModel(net=net, value_support=value_support, reward_support=reward_support)
     low, high = (tuple(float(x) for x in b) for b in action_bounds)
@@ -198,7 +216,14 @@ def make_model_fns(model: MuZeroModel, discount: float) -> Tuple[Callable, Calla
     """``(root_fn, recurrent_fn)`` of the learned model in mctx's types.
 
     ``root_fn(params, obs [B, ...])`` and ``recurrent_fn(params, key, action [B], s [B, ...])``;
-    the learned model never terminates, so every edge has discount ``discount``.
+    the learned model never terminates, so every edge has discount ``discount``: in a
+    two-player game that alternates moves, ``-1`` (mctx's convention: values are the player to
+    move's, rewards the mover's, so a child's value counts negated for its parent).
+
+    A model with the legality head (:meth:`MuZeroModel.legal_logits`) removes the actions it
+    predicts to be illegal (logit < 0) from the prior of every node below the root (their
+    prior logit becomes :data:`MASKED_LOGIT`), unless it predicts no legal action at all;
+    the root's legal actions come from the environment (``invalid_actions`` of the search).
     """
 
     def root_fn(params, obs: Array) -> mctx.RootFnOutput:
@@ -211,6 +236,10 @@ def make_model_fns(model: MuZeroModel, discount: float) -> Tuple[Callable, Calla
         del key
         reward_logits, s_next = model.dynamics(params, s, action)
         policy_logits, value_logits = model.predict(params, s_next)
+        if model.has_legal_head:
+            legal = model.legal_logits(params, s_next) > 0
+            legal = legal | ~jnp.any(legal, axis=-1, keepdims=True)
+            policy_logits = jnp.where(legal, policy_logits, MASKED_LOGIT)
         out = mctx.RecurrentFnOutput(
             reward=model.reward_support.decode(reward_logits),
             discount=jnp.full(action.shape, discount, jnp.float32),

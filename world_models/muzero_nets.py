@@ -72,6 +72,8 @@ class MuZeroNet(nn.Module):
       head_channels: channels of each head's 1x1 reducing convolution (resnet).
       value_bins / reward_bins: sizes of the categorical supports.
       projection_dim: width of the consistency-loss projection.
+      legal_head: add a head predicting which actions are legal in ``s``
+        (:meth:`legal_logits`, one logit per action), for tasks with legal-action masks.
     """
 
     num_actions: int
@@ -85,6 +87,7 @@ class MuZeroNet(nn.Module):
     reward_bins: int = 21
     projection_dim: int = 64
     action_dim: int = 0
+    legal_head: bool = False
 
     @property
     def latent_axes(self) -> int:
@@ -99,6 +102,8 @@ class MuZeroNet(nn.Module):
         self.value_head = self._mlp(self.value_bins, outscale=0.0)
         self.projection = self._mlp(self.projection_dim)
         self.projection_predictor = self._mlp(self.projection_dim)
+        if self.legal_head:
+            self.legality_head = self._mlp(self.num_actions)
         if self.kind == "resnet":
             self.reduce = {name: Conv(self.head_channels, (1, 1))
                            for name in ("reward", "prediction", "projection")}
@@ -108,6 +113,8 @@ class MuZeroNet(nn.Module):
         s = self.represent(obs)
         reward_logits, s_next = self.dynamics(s, action)
         policy_logits, value_logits = self.predict(s_next)
+        if self.legal_head:
+            self.legal_logits(s_next)
         return reward_logits, policy_logits, value_logits, self.project(s, True)
 
     def _mlp(self, out_size: int, outscale: float = 1.0) -> MLP:
@@ -148,6 +155,10 @@ class MuZeroNet(nn.Module):
         action_dim`` when continuous: Gaussian mean and raw scale)."""
         x = self._flat(s, "prediction")
         return self.policy_head(x), self.value_head(x)
+
+    def legal_logits(self, s: Array) -> Array:
+        """``s -> [..., num_actions]`` logits of each action being legal in ``s``."""
+        return self.legality_head(self._flat(s, "prediction"))
 
     def project(self, s: Array, predictor: bool) -> Array:
         """EfficientZero's projection ``s -> z [..., projection_dim]`` (+ predictor head)."""

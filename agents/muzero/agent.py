@@ -5,14 +5,22 @@ search policy and root value go to replay as ``extras``. One update, all inside 
 loop:
 
 1. sample ``B`` windows of ``K + n`` steps from the prioritised flashbax buffer;
-2. bootstrap values ``v_j = V_target(next_obs_j)`` from the target network; for the first
-   ``round(reanalyse_fraction * B)`` windows a fresh search with the target network over
-   ``o_0..o_{L-1}, next_obs_{L-1}`` replaces the stored policies and the bootstrap values
-   (reanalyse);
+2. bootstrap values ``v_j = V_target(next_obs_j)`` from the target network; for
+   ``round(reanalyse_fraction * B)`` windows drawn at random a fresh search with the target
+   network over ``o_0..o_{L-1}, next_obs_{L-1}`` replaces the stored policies and the
+   bootstrap values (reanalyse);
 3. targets (:mod:`agents.muzero.targets`), importance-weighted loss
    (:mod:`agents.muzero.losses`), one Adam step;
 4. priorities ``|v_0 - z_0| + eps`` written back; target network copied every
    ``target_update_period`` updates (or EMA with ``target_tau``).
+
+Board games (``EnvSpec.num_players == 2``) are learned by self-play: the same search acts for
+whichever player moves (observations and rewards are the mover's), the search's per-ply
+discount is negative (:func:`search_discount`), and with outcome value targets
+(``MuZeroConfig.value_targets``) a window runs to the end of the game of each unroll step,
+``K + max_episode_steps`` steps, with no bootstrap values and reanalyse refreshing the policies
+of ``o_0..o_K`` only. On tasks with legal-action masks the model has a legality head, trained
+on the stored masks and used to mask the priors below the root.
 """
 
 from __future__ import annotations
@@ -44,8 +52,16 @@ class MuZeroState:
     steps: Array  # () int32: updates taken
 
 
+def search_discount(cfg: MuZeroConfig, num_players: int) -> float:
+    """The per-ply discount of the search and the value targets: ``discount`` (1 with outcome
+    targets), negated in a two-player game (the next state's value is the opponent's)."""
+    gamma = 1.0 if cfg.uses_outcome(num_players) else cfg.discount
+    return -gamma if num_players == 2 else gamma
+
+
 def build_model(cfg: MuZeroConfig, env: Environment) -> MuZeroModel:
-    """The learned model for ``env`` under ``cfg``'s sizes and supports."""
+    """The learned model for ``env`` under ``cfg``'s sizes and supports (with the legality
+    head on tasks with legal-action masks)."""
     spec = env.spec
     overrides = {}
     if cfg.latent_dim:
@@ -57,7 +73,7 @@ def build_model(cfg: MuZeroConfig, env: Environment) -> MuZeroModel:
                                             "signed_hyperbolic"),
                       reward_support=Support(cfg.reward_support_size, cfg.reward_support_max,
                                              "signed_hyperbolic"),
-                      **overrides)
+                      legal_head=spec.has_action_mask, **overrides)
 
 
 def _flat_apply(fn, x: Array, batch_axes: int = 2):
@@ -99,6 +115,11 @@ def mirror_windows(window, symmetry: Symmetry, key: Array):
                           extras=extras, legal_action_mask=mask)
 
 
+def model_has_legal_head(model) -> bool:
+    """Whether ``model`` (any variant's) predicts legal actions."""
+    return bool(getattr(model, "has_legal_head", False))
+
+
 def reanalyse_rows(key: Array, batch_size: int, num: int) -> Array:
     """``num`` distinct rows of a batch of ``batch_size``, uniformly at random."""
     return jax.random.permutation(key, batch_size)[:num]
@@ -112,7 +133,7 @@ def make(cfg: MuZeroConfig, env: Environment, num_envs: int) -> Agent:
                          f"(envs.api.Symmetry); {env.spec.env_id} declares none. Drop "
                          f"--mirror-augmentation or add the symmetry to its adapter.")
     model = build_model(cfg, env)
-    root_fn, recurrent_fn = make_model_fns(model, cfg.discount)
+    root_fn, recurrent_fn = make_model_fns(model, search_discount(cfg, env.spec.num_players))
 
     def search_fn(params, obs, key, explore: bool, temp=1.0, legal_action_mask=None):
         out = acting.search(cfg, root_fn, recurrent_fn, params, obs, key, explore=explore,
@@ -143,7 +164,11 @@ def make_agent(cfg: MuZeroConfig, env: Environment, num_envs: int, *, model: MuZ
     """
     spec = env.spec
     opt = losses.optimizer(cfg)
-    length = cfg.sequence_length
+    outcome = cfg.uses_outcome(spec.num_players)
+    length = cfg.window_length(spec.num_players, spec.max_episode_steps)
+    n_step = length - cfg.unroll_steps
+    discount = search_discount(cfg, spec.num_players)
+    k1 = cfg.unroll_steps + 1
     buffer = replay.make_buffer(num_envs=num_envs,
                                 capacity=max(cfg.buffer_size, num_envs * (length + 1)),
                                 batch_size=cfg.batch_size, sequence_length=length,
@@ -175,14 +200,22 @@ def make_agent(cfg: MuZeroConfig, env: Environment, num_envs: int, *, model: MuZ
         """
         pick_key, search_key = jax.random.split(key)
         rows = reanalyse_rows(pick_key, cfg.batch_size, num_reanalyse)
-        roots = jnp.concatenate([window.obs[rows], window.next_obs[rows, -1:]], axis=1)
+        if outcome:  # policies of the unrolled steps only; outcomes need no values
+            roots = window.obs[rows, :k1]
+        else:
+            roots = jnp.concatenate([window.obs[rows], window.next_obs[rows, -1:]], axis=1)
         masks = {}
         if window.legal_action_mask is not None:  # the last root gives a value only: unmasked
-            mask = window.legal_action_mask[rows]
-            mask = jnp.concatenate([mask, jnp.ones_like(mask[:, -1:])], axis=1)
+            mask = window.legal_action_mask[rows, :roots.shape[1]]
+            if not outcome:
+                mask = jnp.concatenate([mask, jnp.ones_like(mask[:, -1:])], axis=1)
             masks = {"legal_action_mask": mask.reshape((-1,) + mask.shape[2:])}
         _, out = _flat_apply(lambda o: search_fn(state.target_params, o, search_key, True,
                                                  **masks), roots)
+        if outcome:
+            extras = {name: value.at[rows, :k1].set(out[name])
+                      for name, value in window.extras.items() if name != "root_value"}
+            return extras, values_after
         done = window.terminated[rows] | window.truncated[rows]
         fresh_values = jnp.where(done, values_after[rows], out["root_value"][:, 1:])
         extras = {name: value.at[rows].set(out[name][:, :-1])
@@ -190,17 +223,21 @@ def make_agent(cfg: MuZeroConfig, env: Environment, num_envs: int, *, model: MuZ
         return extras, values_after.at[rows].set(fresh_values)
 
     def compute_targets(state: MuZeroState, window, key: Array):
-        values_after = _flat_apply(lambda o: model.value(state.target_params, o),
-                                   window.next_obs)  # [B, L]
+        if outcome:  # no bootstrap: not computed
+            values_after = jnp.zeros(window.reward.shape, jnp.float32)
+        else:
+            values_after = _flat_apply(lambda o: model.value(state.target_params, o),
+                                       window.next_obs)  # [B, L]
         extras = window.extras
         if num_reanalyse > 0:
             extras, values_after = reanalyse(state, window, values_after, key)
-        fn = lambda r, te, tr, f, p, v, pa: targets.unroll_targets(
-            r, te, tr, f, p, v, unroll_steps=cfg.unroll_steps, n_step=cfg.n_step,
-            discount=cfg.discount, policy_actions=pa)
+        fn = lambda r, te, tr, f, p, v, pa, lm: targets.unroll_targets(
+            r, te, tr, f, p, v, unroll_steps=cfg.unroll_steps, n_step=n_step,
+            discount=discount, policy_actions=pa, outcome=outcome, legal_mask=lm)
         return jax.vmap(fn)(window.reward, window.terminated, window.truncated, window.is_first,
                             extras["search_policy"], jax.lax.stop_gradient(values_after),
-                            extras[policy_actions] if policy_actions else None)
+                            extras[policy_actions] if policy_actions else None,
+                            window.legal_action_mask if model_has_legal_head(model) else None)
 
     def shrink_and_perturb(params, steps: Array, key: Array):
         """Every ``shrink_period`` updates (up to ``shrink_stop``): ``keep * params + (1 - keep)
@@ -221,7 +258,6 @@ def make_agent(cfg: MuZeroConfig, env: Environment, num_envs: int, *, model: MuZ
             window = mirror_windows(window, env.symmetry, jax.random.fold_in(sample_key, 1))
         unroll_targets = compute_targets(state, window, search_key)
         weights = targets.importance_weights(sample.probabilities, cfg.importance_exponent)
-        k1 = cfg.unroll_steps + 1
         grads, aux = jax.grad(batch_loss, has_aux=True)(
             state.params, window.obs[:, :k1], window.action[:, :cfg.unroll_steps],
             unroll_targets, weights, model=model, cfg=cfg, policy_loss=policy_loss)

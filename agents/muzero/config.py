@@ -10,6 +10,7 @@ from world_models.muzero import NET_PRESETS
 
 SEARCHES = ("muzero", "gumbel")
 Q_NORMALISATIONS = ("siblings", "tree")
+VALUE_TARGETS = ("auto", "n_step", "outcome")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -38,6 +39,16 @@ class MuZeroConfig:
       value_support_size, value_support_max: bins and range (transformed space) of values;
         likewise ``reward_support_*`` for rewards.
       discount: gamma; n_step: bootstrap horizon of value targets; unroll_steps: K.
+      value_targets: ``"n_step"`` (n-step returns bootstrapped on the target network's value),
+        ``"outcome"`` (the game's final outcome from the mover's point of view, no bootstrap,
+        no discount: each window reaches the end of its game, ``unroll_steps +
+        max_episode_steps`` steps, and in a two-player game a ply's return is its mover's
+        reward minus the next mover's return, MuZero's targets for board games), or
+        ``"auto"``: ``"outcome"`` on two-player games (``EnvSpec.num_players == 2``), else
+        ``"n_step"``. With outcome targets ``discount`` and ``n_step`` are not used.
+      legal_loss_weight: weight of the legality head's loss (binary cross-entropy against the
+        legal-action mask of every real state of the unroll) on tasks with legal-action masks;
+        the search removes the actions the head predicts illegal below the root.
       batch_size, learning_rate, max_grad_norm: optimisation (Adam; 0 disables clipping).
       lr_decay_steps, lr_final_fraction: the learning rate decays linearly from
         ``learning_rate`` to ``lr_final_fraction * learning_rate`` over ``lr_decay_steps``
@@ -89,6 +100,7 @@ class MuZeroConfig:
     reward_support_max: float = 10.0
     discount: float = 0.997
     n_step: int = 5
+    value_targets: str = "auto"
     unroll_steps: int = 5
     batch_size: int = 128
     learning_rate: float = 1e-3
@@ -99,6 +111,7 @@ class MuZeroConfig:
     value_loss_weight: float = 0.25
     reward_loss_weight: float = 1.0
     policy_loss_weight: float = 1.0
+    legal_loss_weight: float = 1.0
     use_consistency_loss: bool = False
     consistency_loss_weight: float = 2.0
     buffer_size: int = 100_000
@@ -118,8 +131,21 @@ class MuZeroConfig:
 
     @property
     def sequence_length(self) -> int:
-        """Replay window: K + n steps (targets for unroll steps 0..K need n rewards each)."""
+        """Replay window with n-step targets: K + n steps (targets for unroll steps 0..K need
+        n rewards each); see :meth:`window_length` for outcome targets."""
         return self.unroll_steps + self.n_step
+
+    def uses_outcome(self, num_players: int) -> bool:
+        """Whether value targets are game outcomes on a task with ``num_players`` players."""
+        return self.value_targets == "outcome" or (self.value_targets == "auto"
+                                                   and num_players == 2)
+
+    def window_length(self, num_players: int, max_episode_steps: int) -> int:
+        """Replay window on a task: K + n steps, or K + ``max_episode_steps`` with outcome
+        targets (every window reaches the end of the game of each of its unroll steps)."""
+        if self.uses_outcome(num_players):
+            return self.unroll_steps + max_episode_steps
+        return self.sequence_length
 
     def __post_init__(self):
         bounds = list(self.temperature_boundaries)
@@ -127,6 +153,7 @@ class MuZeroConfig:
         require(self, [
             one_of(self, "search", SEARCHES),
             one_of(self, "q_normalisation", Q_NORMALISATIONS),
+            one_of(self, "value_targets", VALUE_TARGETS),
             ("q_normalisation", self.search == "muzero" or self.q_normalisation == "siblings",
              "'siblings' with search='gumbel' (the gumbel search rescales its completed "
              "Q-values itself; see gumbel_value_scale)"),
@@ -142,7 +169,7 @@ class MuZeroConfig:
               for f in ("value_support_size", "reward_support_size")],
             *at_least(self, ("updates_per_iteration", "prefill_steps", "latent_dim",
                              "weight_decay", "max_grad_norm", "value_loss_weight",
-                             "reward_loss_weight", "policy_loss_weight",
+                             "reward_loss_weight", "policy_loss_weight", "legal_loss_weight",
                              "consistency_loss_weight", "gumbel_scale", "gumbel_value_scale",
                              "lr_decay_steps", "shrink_period", "shrink_stop"), 0),
             *widths(self, ("hidden",), allow_empty=True),
@@ -210,6 +237,19 @@ PRESETS: Dict[str, MuZeroConfig] = {
                             priority_exponent=0.6, importance_exponent=0.4,
                             reanalyse_fraction=0.0, temperature_boundaries=(5_000, 10_000),
                             updates_per_iteration=1, prefill_steps=1_000),
+    # Two-player board games (pgx/tic_tac_toe, connect_four, othello, go_9x9) by self-play on
+    # a 2-core CPU: 32-channel residual nets, 16 simulations, outcome value targets (the
+    # "auto" default on two-player games), one update (batch 64) per vectorised step of the
+    # 16 environments of RUN_DEFAULTS, no reanalyse, the visit temperature falling after
+    # 5,000 and 10,000 updates.
+    "board_games": MuZeroConfig(model_size="small", latent_dim=32, num_simulations=16,
+                                dirichlet_alpha=0.3, batch_size=64, learning_rate=1e-3,
+                                buffer_size=50_000, priority_exponent=0.6,
+                                importance_exponent=0.4, reanalyse_fraction=0.0,
+                                temperature_boundaries=(5_000, 10_000),
+                                value_support_size=21, value_support_max=2.0,
+                                reward_support_size=11, reward_support_max=2.0,
+                                updates_per_iteration=1, prefill_steps=1_000),
     "tiny": MuZeroConfig(model_size="tiny", num_simulations=4, batch_size=16, n_step=3,
                          unroll_steps=3, buffer_size=2_000, prefill_steps=32,
                          value_support_size=11, value_support_max=5.0, reward_support_size=5,
@@ -221,4 +261,6 @@ RUN_DEFAULTS = {
     "*": dict(steps=10_000, num_envs=8, log_every=1_000, eval_every=1_000, eval_episodes=10,
               checkpoint_every=0),
     "gymnax": dict(num_envs=8),
+    "pgx": dict(num_envs=16, steps=50_000, log_every=5_000, eval_every=5_000,
+                eval_episodes=32),
 }

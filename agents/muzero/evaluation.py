@@ -24,6 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from agents.muzero import acting
+from agents.muzero.agent import search_discount
 from core import rollout
 from world_models.evaluation import k_step_error
 from world_models.muzero import MuZeroModel, make_model_fns
@@ -59,13 +60,21 @@ def model_k_step_errors(model: MuZeroModel, params, obs: Array, actions: Array,
     return {name: {k: np.asarray(v).tolist() for k, v in res.items()} for name, res in out.items()}
 
 
-def greedy_search_policy(cfg, model: MuZeroModel, params) -> rollout.Policy:
-    """The greedy (``explore=False``) search on ``model`` as a :data:`core.rollout.Policy`."""
-    root_fn, recurrent_fn = make_model_fns(model, cfg.discount)
+def _discount(cfg, env) -> float:
+    """The per-step discount the search and the action values use on ``env`` (negated in a
+    two-player game: the next state's value is the opponent's)."""
+    return search_discount(cfg, env.spec.num_players)
+
+
+def greedy_search_policy(cfg, model: MuZeroModel, params, env) -> rollout.Policy:
+    """The greedy (``explore=False``) search on ``model`` as a :data:`core.rollout.Policy` on
+    ``env`` (its legal moves at the root where it has masks, its players' discount)."""
+    root_fn, recurrent_fn = make_model_fns(model, _discount(cfg, env))
 
     def policy(env_state, is_first, carry, key):
         out = acting.search(cfg, root_fn, recurrent_fn, params, env_state.obs, key,
-                            explore=False)
+                            explore=False,
+                            legal_action_mask=rollout.legal_action_masks(env, env_state))
         return out.action, carry, ()
 
     return policy
@@ -75,7 +84,7 @@ def greedy_rollout(env, cfg, model: MuZeroModel, params, key: Array, num: int, l
                    probe: Optional[rollout.Probe] = None) -> rollout.Rollout:
     """``num`` greedy-search trajectories of ``length`` steps without reset (adapter level),
     jitted; ``probe`` (optional) as in :func:`core.rollout.play`."""
-    policy = greedy_search_policy(cfg, model, params)
+    policy = greedy_search_policy(cfg, model, params, env)
     return jax.jit(lambda k: rollout.play(env, policy, k, num_envs=num, length=length,
                                           probe=probe))(key)
 
@@ -130,6 +139,7 @@ def action_value_errors(env, cfg, model: MuZeroModel, params, key: Array, num: i
 def _action_value_probe(env, cfg, model: MuZeroModel, params) -> rollout.Probe:
     """The probe of :func:`action_value_errors`: ``(Q_real, Q_model)``, each ``[N, A]``."""
     value = lambda o: model.value(params, o)
+    discount = _discount(cfg, env)
 
     def probe(env_state, keys):
         inner, obs = env_state.inner, env_state.obs
@@ -138,11 +148,11 @@ def _action_value_probe(env, cfg, model: MuZeroModel, params) -> rollout.Probe:
             act = jnp.full(obs.shape[:1], action, jnp.int32)
             _, next_obs, reward, terminated = jax.vmap(env.adapter_step)(inner, act, keys)
             return (reward.astype(jnp.float32)
-                    + cfg.discount * jnp.where(terminated, 0.0, value(next_obs)))
+                    + discount * jnp.where(terminated, 0.0, value(next_obs)))
 
         actions = jnp.arange(env.spec.num_actions)
         return (jax.lax.map(real_q, actions).T,
-                model_action_values(model, params, obs, cfg.discount))
+                model_action_values(model, params, obs, discount))
 
     return probe
 
@@ -185,7 +195,8 @@ def policy_action_values(env, cfg, model: MuZeroModel, params, key: Array, lengt
     if length < 1 or every < 1:
         raise ValueError(f"policy_action_values needs length >= 1 and every >= 1, got "
                          f"length={length}, every={every}")
-    search = greedy_search_policy(cfg, model, params)
+    search = greedy_search_policy(cfg, model, params, env)
+    discount = _discount(cfg, env)
 
     @jax.jit
     def returns(start, first_action, horizon, key):
@@ -197,7 +208,7 @@ def policy_action_values(env, cfg, model: MuZeroModel, params, key: Array, lengt
                            start=start)
         steps = jnp.arange(length)
         counted = out.valid & (steps < horizon[:, None])
-        return jnp.where(counted, cfg.discount ** steps * out.reward, 0.0).sum(1)
+        return jnp.where(counted, discount ** steps * out.reward, 0.0).sum(1)
 
     episode_key, rollout_key = jax.random.split(key)
     # one greedy episode, with the environments' states before every step
@@ -213,7 +224,7 @@ def policy_action_values(env, cfg, model: MuZeroModel, params, key: Array, lengt
                 rollout_key)
     return {"t": t, "obs": np.asarray(obs[t]), "action": np.asarray(actions[t]),
             "q_policy": np.asarray(q).reshape(len(t), num_actions),
-            "q_model": np.asarray(model_action_values(model, params, obs[t], cfg.discount))}
+            "q_model": np.asarray(model_action_values(model, params, obs[t], discount))}
 
 
 def policy_action_value_summary(out: Dict[str, np.ndarray]) -> Dict[str, float]:

@@ -8,7 +8,9 @@ For unroll steps ``k = 0..K`` of the model (``s_0 = h(o_0)``, ``s_k = g(s_{k-1},
 with ``c_0 = 1`` and ``c_k = 1 / K`` for ``k >= 1`` (the paper's scaling of the unrolled
 steps), ``phi`` the two-hot encoding on the transformed support, ``m`` the masks of
 :mod:`agents.muzero.targets`, and the consistency term (EfficientZero; ``k >= 1``, off unless
-``use_consistency_loss``). The batch loss is ``mean_b w_b l_b + c ||theta||^2`` with the
+``use_consistency_loss``), plus, on tasks with legal-action masks, ``w_l BCE(l_k, legal_k)
+alive_k`` for the legality head (mean over the actions). The batch loss is
+``mean_b w_b l_b + c ||theta||^2`` with the
 prioritised-replay importance weights ``w_b``; the new priority of each window is
 ``|v_0 - z_0|`` (decoded root value prediction against its target).
 """
@@ -66,6 +68,10 @@ def example_loss(params, obs: Array, actions: Array, targets: UnrollTargets,
     loss = (cfg.value_loss_weight * parts["value_loss"]
             + cfg.reward_loss_weight * parts["reward_loss"]
             + cfg.policy_loss_weight * parts["policy_loss"])
+    if targets.legal is not None and unroll.legal_logits is not None:
+        bce = optax.sigmoid_binary_cross_entropy(unroll.legal_logits, targets.legal).mean(-1)
+        parts["legal_loss"] = (scale * bce * targets.alive).sum()
+        loss = loss + cfg.legal_loss_weight * parts["legal_loss"]
     if cfg.use_consistency_loss:
         predicted = model.project(params, unroll.hidden[1:], True)
         real = jax.lax.stop_gradient(

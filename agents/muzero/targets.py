@@ -13,6 +13,13 @@ search policy ``pi_j`` and ``v_j``: the value of the state AFTER step j (``V(nex
 Value targets are n-step returns ``z_k = sum_{i<n} gamma^i r_{k+i} + gamma^n v_{k+n-1}`` cut at
 the episode end: a terminal zeroes the discount; a truncation at step j bootstraps on
 ``V(next_obs_j)`` by folding ``gamma v_j`` into ``r_j`` and zeroing the discount after it.
+
+Outcome targets (``outcome=True``, board games): the window reaches past the end of the game
+of every unroll step (``n`` at least the game's length) and ``z_k`` is the sum of the rewards to
+the end with the per-ply ``discount`` (-1 in a two-player game: each reward counts for the
+player to move at ``o_k`` when its mover is that player, negated otherwise), with no
+bootstrap; a game that does not terminate inside the window (a time limit cut it) has no
+outcome, and its value targets are masked.
 """
 
 from __future__ import annotations
@@ -41,6 +48,9 @@ class UnrollTargets(NamedTuple):
     # Sampled MuZero: the actions the policy target is over, [K+1, N, action_dim]; None for
     # discrete actions (the target is then over the action space itself).
     policy_actions: Any = None
+    # Tasks with legal-action masks: [K+1, A] float, 1 where the action is legal in o_k
+    # (trained where alive); None elsewhere.
+    legal: Any = None
 
 
 def episode_masks(terminated: Array, truncated: Array, is_first: Array):
@@ -66,29 +76,40 @@ def n_step_value_targets(rewards: Array, terminated: Array, truncated: Array,
 
 def unroll_targets(rewards: Array, terminated: Array, truncated: Array, is_first: Array,
                    policies: Array, values_after: Array, *, unroll_steps: int, n_step: int,
-                   discount: float, policy_actions: Array = None) -> UnrollTargets:
+                   discount: float, policy_actions: Array = None, outcome: bool = False,
+                   legal_mask: Array = None) -> UnrollTargets:
     """One window (leaves ``[L]``, ``policies [L, A]``, ``L >= K + n``) -> targets.
 
-    ``policy_actions [L, N, ...]`` (Sampled MuZero): the actions ``policies [L, N]`` weigh."""
+    ``policy_actions [L, N, ...]`` (Sampled MuZero): the actions ``policies [L, N]`` weigh.
+    ``outcome``: outcome targets (module doc; ``values_after`` is then not read).
+    ``legal_mask [L, A]`` bool: the legal actions of each ``o_j`` (tasks with masks)."""
     chex.assert_rank(policies, 2)
     length, k1 = rewards.shape[0], unroll_steps + 1
     if length < unroll_steps + n_step:
         raise ValueError(f"window length {length} < unroll_steps + n_step = "
                          f"{unroll_steps + n_step}")
     alive, absorbing = episode_masks(terminated, truncated, is_first)
+    if outcome:
+        values_after = jnp.zeros_like(rewards)
     returns = n_step_value_targets(rewards, terminated, truncated, values_after,
                                    n_step=n_step, discount=discount)
     alive_k, absorbing_k = alive[:k1], absorbing[:k1]
+    value_mask = jnp.maximum(alive_k, absorbing_k)
+    if outcome:  # o_0's game (that of every alive o_k) must end by a terminal in the window
+        has_outcome = jnp.any((alive > 0) & terminated)
+        value_mask = jnp.where(alive_k > 0, has_outcome.astype(jnp.float32), absorbing_k)
     value = alive_k * returns[:k1]
     # reward target of step k is r_{k-1}: real while o_{k-1} is alive, 0 once absorbing.
     prev_alive = jnp.concatenate([jnp.zeros(1), alive[:unroll_steps]])
     prev_absorbing = jnp.concatenate([jnp.zeros(1), absorbing[:unroll_steps]])
     reward = prev_alive * jnp.concatenate([jnp.zeros(1), rewards[:unroll_steps]])
     has_policy = (policies[:k1].sum(-1) > 0).astype(jnp.float32)  # prefill steps store zeros
-    return UnrollTargets(value=value, value_mask=jnp.maximum(alive_k, absorbing_k),
+    return UnrollTargets(value=value, value_mask=value_mask,
                          reward=reward, reward_mask=jnp.maximum(prev_alive, prev_absorbing),
                          policy=policies[:k1], policy_mask=alive_k * has_policy, alive=alive_k,
-                         policy_actions=None if policy_actions is None else policy_actions[:k1])
+                         policy_actions=None if policy_actions is None else policy_actions[:k1],
+                         legal=None if legal_mask is None
+                         else jnp.asarray(legal_mask[:k1], jnp.float32))
 
 
 def importance_weights(probabilities: Array, exponent: float) -> Array:

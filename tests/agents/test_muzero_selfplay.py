@@ -1,0 +1,109 @@
+"""MuZero on two-player games: outcome targets, the negated per-ply discount, the legality head
+masking the search below the root, and self-play updates through the loop (pgx/tic_tac_toe)."""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import envs
+from agents.muzero import agent as muzero
+from agents.muzero import targets
+from agents.muzero.config import PRESETS, MuZeroConfig
+from core.loop import make_loop
+from world_models.muzero import MASKED_LOGIT, make_model, make_model_fns
+
+F, T = False, True
+
+
+def outcome_targets(rewards, terminated, truncated=None, is_first=None, *, k=2, discount=-1.0):
+    length = len(rewards)
+    truncated = [F] * length if truncated is None else truncated
+    is_first = [T] + [F] * (length - 1) if is_first is None else is_first
+    arr = lambda x, dtype: jnp.asarray(x, dtype)  # noqa: E731
+    return targets.unroll_targets(
+        arr(rewards, jnp.float32), arr(terminated, bool), arr(truncated, bool),
+        arr(is_first, bool), jnp.full((length, 3), 1 / 3), jnp.full((length,), 7.0),
+        unroll_steps=k, n_step=length - k, discount=discount, outcome=True)
+
+
+def test_outcome_targets_by_hand():
+    """A game won by the move of step 3 (reward +1 for its mover): with plies alternating, the
+    mover of steps 1 and 3 wins (+1) and that of steps 0 and 2 loses (-1); the stored values
+    (7.0) are never used; a new game starting inside the window does not leak in."""
+    t = outcome_targets([0, 0, 0, 1, 5, 5], [F, F, F, T, F, F], is_first=[T, F, F, F, T, F])
+    np.testing.assert_allclose(t.value, [-1, 1, -1])
+    np.testing.assert_allclose(t.value_mask, [1, 1, 1])
+    # A single-player task with outcome targets sums the rewards (discount 1).
+    t = outcome_targets([1, 2, 3, 4, 0, 0], [F, F, F, T, F, F], discount=1.0)
+    np.testing.assert_allclose(t.value, [10, 9, 7])
+
+
+def test_outcome_targets_past_the_end_and_after_a_time_limit():
+    """Past the terminal the state is absorbing (value 0, trained); a game cut by a time limit
+    inside the window has no outcome: its value targets are masked."""
+    t = outcome_targets([1, 0, 0, 0, 0, 0], [T, F, F, F, F, F])
+    np.testing.assert_allclose(t.value, [1, 0, 0])
+    np.testing.assert_allclose(t.value_mask, [1, 1, 1])
+    t = outcome_targets([0, 0, 0, 0, 0, 0], [F] * 6, truncated=[F, F, T, F, F, F])
+    np.testing.assert_allclose(t.value_mask, [0, 0, 0])
+
+
+def test_search_discount():
+    cfg = MuZeroConfig(discount=0.99)
+    assert muzero.search_discount(cfg, 2) == -1.0  # outcome targets ("auto"): undiscounted
+    assert muzero.search_discount(cfg, 1) == 0.99
+    n_step = MuZeroConfig(discount=0.99, value_targets="n_step")
+    assert muzero.search_discount(n_step, 2) == -0.99
+    assert muzero.search_discount(MuZeroConfig(value_targets="outcome"), 1) == 1.0
+    assert cfg.window_length(2, 42) == cfg.unroll_steps + 42
+    assert cfg.window_length(1, 42) == cfg.unroll_steps + cfg.n_step
+
+
+def test_legality_head_masks_the_priors_below_the_root():
+    """Below the root the prior of every action the head predicts illegal is MASKED_LOGIT, the
+    others keep the policy's logits; a state predicted to have no legal action is unmasked."""
+    model = make_model(9, (3, 3, 2), size="tiny", legal_head=True)
+    params = model.init(jax.random.PRNGKey(0), (3, 3, 2))
+    root_fn, recurrent_fn = make_model_fns(model, -1.0)
+    root = root_fn(params, jax.random.bernoulli(jax.random.PRNGKey(1), 0.3, (16, 3, 3, 2)))
+    action = jnp.arange(16) % 9
+    out, s_next = recurrent_fn(params, None, action, root.embedding)
+    legal = np.asarray(model.legal_logits(params, s_next) > 0)
+    logits, _ = model.predict(params, s_next)
+    assert 0 < legal.mean() < 1  # the freshly initialised head predicts both
+    expected = np.where(legal | ~legal.any(-1, keepdims=True), logits, MASKED_LOGIT)
+    np.testing.assert_allclose(out.prior_logits, expected)
+    np.testing.assert_allclose(out.discount, -1.0)
+
+
+@functools.lru_cache(maxsize=None)
+def tiny_selfplay(search: str):
+    env = envs.make("pgx/tic_tac_toe")
+    cfg = PRESETS["tiny"] if search == "muzero" else __import__(
+        "agents.gumbel_muzero", fromlist=["PRESETS"]).PRESETS["tiny"]
+    agent = muzero.make(cfg, env, 4)
+    fns = make_loop(env, agent, num_envs=4, iterations=2, prefill_iterations=16)
+
+    @jax.jit
+    def run(key):
+        state, _ = fns.prefill(fns.init(key))
+        return fns.train(state)
+
+    return cfg, agent, run
+
+
+@pytest.mark.parametrize("search", ["muzero", pytest.param("gumbel", marks=pytest.mark.slow)])
+def test_selfplay_updates_on_tic_tac_toe(search):
+    """Self-play through the loop: the losses (legality included) are finite and the value
+    targets are game outcomes."""
+    _, _, run = tiny_selfplay(search)
+    _, metrics = run(jax.random.PRNGKey(0))
+    for name in ("loss", "value_loss", "policy_loss", "reward_loss", "legal_loss"):
+        assert np.isfinite(float(metrics[name])), name
+    assert float(metrics["legal_loss"]) > 0
+    assert -1.0 <= float(metrics["value_target"]) <= 1.0
