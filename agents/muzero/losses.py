@@ -9,10 +9,9 @@ with ``c_0 = 1`` and ``c_k = 1 / K`` for ``k >= 1`` (the paper's scaling of the 
 steps), ``phi`` the two-hot encoding on the transformed support, ``m`` the masks of
 :mod:`agents.muzero.targets`, and the consistency term (EfficientZero; ``k >= 1``, off unless
 ``use_consistency_loss``), plus, on tasks with legal-action masks, ``w_l BCE(l_k, legal_k)
-alive_k`` for the legality head (mean over the actions). The batch loss is
-``mean_b w_b l_b + c ||theta||^2`` with the
-prioritised-replay importance weights ``w_b``; the new priority of each window is
-``|v_0 - z_0|`` (decoded root value prediction against its target).
+alive_k`` for the legality head (mean over the actions). The batch loss is ``mean_b w_b l_b +
+c ||theta||^2`` with the prioritised-replay importance weights ``w_b``; the new priority of
+each window is ``|v_0 - z_0|`` (decoded root value prediction against its target).
 """
 
 from __future__ import annotations
