@@ -29,13 +29,16 @@ goes next).
 The report (``<out>/report.json``, plot ``<out>/returns.png``) gives, per method,
 
 * ``steps_to_threshold``: per seed, the first evaluated env-step count whose return is
-  ``>= threshold`` (None if never within the budget), their mean over the seeds that reached it
-  and the number that did;
+  ``>= threshold`` (None if never within the budget), their mean over the seeds that reached it,
+  the number that did, and ``median_steps_to_threshold``, the median over all seeds with a seed
+  that never reached it counted as infinitely slow (None when half of the seeds or more did
+  not: the median is then unknown);
 * ``return_at``: per budget ``b`` of ``--report-at``, the mean over seeds of the last
   evaluation at ``<= b`` steps;
 * ``ratios``: for each model-free method ``f`` and model-based ``m``, mean steps to threshold of
   ``f`` / of ``m`` (the headline "10-100x fewer steps" claim); when ``f`` never reached the
-  threshold the ratio is a lower bound from its budget (``"lower_bound": true``).
+  threshold the ratio is a lower bound from its budget (``"lower_bound": true``); and
+  ``median_ratio``, the same with the medians (None when either median is unknown).
 
 ``--from-logs METHOD=DIR[,DIR...]`` takes a method's curves from runs already made (the
 ``metrics.jsonl`` of ``experiments.train`` or ``experiments.ppo`` logdirs; several dirs give
@@ -92,9 +95,21 @@ def summarise(curves: List[Dict], threshold: float, report_at: Sequence[int],
     finals = [c["eval_return"][-1] for c in curves if c["eval_return"]]
     return {"steps_to_threshold": reached,
             "mean_steps_to_threshold": float(sum(hits) / len(hits)) if hits else None,
+            "median_steps_to_threshold": median_steps(reached),
             "seeds_reaching_threshold": len(hits), "num_seeds": len(curves),
             "return_at": at, "final_return_mean": float(sum(finals) / len(finals))
             if finals else None, "budget": int(budget)}
+
+
+def median_steps(reached: Sequence[Optional[int]]) -> Optional[float]:
+    """Median of per-seed steps to threshold, a seed that never reached it (None) counting as
+    infinitely slow; None when the median falls on such a seed (or there are no seeds)."""
+    ordered = sorted(math.inf if r is None else float(r) for r in reached)
+    if not ordered:
+        return None
+    mid = len(ordered) // 2
+    value = ordered[mid] if len(ordered) % 2 else (ordered[mid - 1] + ordered[mid]) / 2
+    return None if math.isinf(value) else value
 
 
 def ratios(summary: Dict[str, Dict]) -> Dict[str, Dict]:
@@ -114,6 +129,9 @@ def ratios(summary: Dict[str, Dict]) -> Dict[str, Dict]:
                             "note": f"{free} did not reach the threshold within its budget"}
             else:
                 out[key] = {"ratio": mf / mb, "lower_bound": False}
+            med_b = summary[based].get("median_steps_to_threshold")
+            med_f = summary[free].get("median_steps_to_threshold")
+            out[key]["median_ratio"] = med_f / med_b if med_b and med_f else None
     return out
 
 

@@ -9,6 +9,13 @@ import pytest
 from experiments import baselines, sample_efficiency as se
 
 
+def test_median_steps_counts_missing_seeds_as_slowest():
+    assert se.median_steps([300, None, 100]) == 300.0
+    assert se.median_steps([300, 100, 200, 400]) == 250.0
+    assert se.median_steps([None, None, 100]) is None
+    assert se.median_steps([]) is None
+
+
 def test_steps_to_threshold_and_return_at_by_hand():
     xs, ys = [0, 100, 200, 300], [10.0, 950.0, 880.0, 990.0]
     assert se.steps_to_threshold(xs, ys, 900.0) == 100
@@ -30,10 +37,14 @@ def test_summary_and_ratios_by_hand():
     assert mb["return_at"]["500"] == pytest.approx((950.0 + 100.0) / 2)
     assert mb["final_return_mean"] == pytest.approx(960.0)
     ratios = se.ratios(summary)
-    assert ratios["brax_ppo/mbpo"] == {"ratio": 40_000 / 750.0, "lower_bound": False}
+    # medians: mbpo's two seeds 750, ppo's one 40,000
+    assert mb["median_steps_to_threshold"] == 750.0
+    assert ratios["brax_ppo/mbpo"] == {"ratio": 40_000 / 750.0, "lower_bound": False,
+                                       "median_ratio": 40_000 / 750.0}
     # SAC never reached 900 within 5000 steps: the ratio is a lower bound from its budget.
     assert ratios["brax_sac/mbpo"]["ratio"] == pytest.approx(5_000 / 750.0)
     assert ratios["brax_sac/mbpo"]["lower_bound"] is True
+    assert ratios["brax_sac/mbpo"]["median_ratio"] is None  # SAC's median is unknown
 
 
 def test_baseline_settings_and_validation():
