@@ -17,6 +17,7 @@ AGENTS: Dict[str, str] = {
     "random": "agents.random",
     "sac": "agents.sac",
     "sampled_muzero": "agents.sampled_muzero",
+    "stochastic_muzero": "agents.stochastic_muzero",
 }
 
 

@@ -1,0 +1,71 @@
+"""Settings of Stochastic MuZero: MuZero's, plus the codebook and the chance losses."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Dict
+
+from agents.muzero.config import MuZeroConfig
+from core.config import at_least, require
+
+
+@dataclasses.dataclass(frozen=True)
+class StochasticMuZeroConfig(MuZeroConfig):
+    """MuZero's settings (:class:`agents.muzero.config.MuZeroConfig`, every field) plus:
+
+    Attributes:
+      codebook_size: C, the chance codes (one-hot vectors of size C; 32 in the paper).
+      afterstate_value_loss_weight: weight of the afterstate value loss ``CE(Q_k, z_k)``.
+      chance_loss_weight: weight of ``CE(sigma_k, c_k)``, the chance prediction against the
+        encoder's code.
+      commitment_loss_weight: beta of the commitment loss ``||c_k - softmax(e_k)||^2``.
+
+    The search is ``mctx.stochastic_muzero_policy`` (PUCT with Dirichlet noise at decision
+    nodes), so ``search`` must be ``"muzero"``; EfficientZero's consistency loss is not
+    implemented here.
+    """
+
+    codebook_size: int = 32
+    afterstate_value_loss_weight: float = 0.25
+    chance_loss_weight: float = 1.0
+    commitment_loss_weight: float = 0.25
+
+    def __post_init__(self):
+        super().__post_init__()
+        require(self, [
+            *at_least(self, ("codebook_size",), 1),
+            *at_least(self, ("afterstate_value_loss_weight", "chance_loss_weight",
+                             "commitment_loss_weight"), 0),
+            ("search", self.search == "muzero",
+             "'muzero' (mctx.stochastic_muzero_policy is a PUCT search; there is no gumbel "
+             "variant)"),
+            ("use_consistency_loss", not self.use_consistency_loss,
+             "False (the consistency loss is not implemented for Stochastic MuZero)"),
+        ])
+
+
+# 2048 (pgx/2048, 4x4x31 planes) on a 2-core CPU: MuZero's "minatar" recipe (residual nets
+# of 32 channels with one block, 8 simulations, one update of batch 32 per 8-environment
+# vectorised step, prioritised replay, no reanalyse) with values on 41 bins over [-40, 40] in
+# h-space (|v| up to about 1,700: 2048's merge rewards add up to thousands in a game); the
+# rewards' 21 bins over [-10, 10] reach |r| ~ 120.
+_CPU = dict(model_size="small", latent_dim=32, num_simulations=8, batch_size=32,
+            learning_rate=1e-3, buffer_size=100_000, priority_exponent=0.6,
+            importance_exponent=0.4, reanalyse_fraction=0.0,
+            temperature_boundaries=(5_000, 10_000), value_support_max=40.0,
+            updates_per_iteration=1, prefill_steps=1_000)
+
+PRESETS: Dict[str, StochasticMuZeroConfig] = {
+    "default": StochasticMuZeroConfig(**_CPU),
+    "tiny": StochasticMuZeroConfig(model_size="tiny", num_simulations=4, batch_size=16,
+                                   n_step=3, unroll_steps=3, buffer_size=2_000,
+                                   prefill_steps=32, value_support_size=11,
+                                   value_support_max=5.0, reward_support_size=5,
+                                   reward_support_max=2.0, codebook_size=8),
+}
+
+# Run defaults read by experiments.presets.run_defaults.
+RUN_DEFAULTS = {
+    "*": dict(steps=10_000, num_envs=8, log_every=1_000, eval_every=1_000, eval_episodes=10,
+              checkpoint_every=0),
+}
