@@ -296,6 +296,9 @@ def train(env: Environment, agent: Agent, cfg: RunConfig, config_record: Optiona
                 evaluation = jax.tree_util.tree_map(np.asarray, eval_fn(state, eval_keys))
                 record.update({k: float(v.mean()) for k, v in evaluation.items()})
                 record["eval_return_per_seed"] = evaluation["eval_return_mean"].tolist()
+                for name in evaluation:  # two-player games: each seed's win rates
+                    if name.startswith("eval_win_rate_"):
+                        record[name + "_per_seed"] = evaluation[name].tolist()
                 next_eval = _next_multiple(env_steps, cfg.eval_every)
             emit(record)
             progress.update(env_steps, _progress_info(record, env_steps, start))
