@@ -26,6 +26,7 @@ RUNS = {
     "muzero": ["--env", "gymnax/CartPole-v1", "--steps", "96", "--num-envs", "2"],
     "gumbel_muzero": ["--env", "gymnax/CartPole-v1", "--steps", "96", "--num-envs", "2"],
     "sampled_muzero": ["--env", "linear/scalar_a0.5", "--steps", "96", "--num-envs", "2"],
+    "stochastic_muzero": ["--env", "gymnax/CartPole-v1", "--steps", "96", "--num-envs", "2"],
 }
 
 
