@@ -212,6 +212,20 @@ def make_model(num_actions: int, obs_shape: Tuple[int, ...], *, size: str = "sma
                        action_low=low, action_high=high)
 
 
+def make_root_fn(model) -> Callable:
+    """mctx's ``root_fn(params, obs [B, ...]) -> RootFnOutput`` of any model with
+    ``represent``, ``predict`` and ``value_support`` (MuZero's and its variants'): the prior
+    and decoded value of ``s = h(o)``, with ``s`` as the embedding."""
+
+    def root_fn(params, obs: Array) -> mctx.RootFnOutput:
+        s = model.represent(params, obs)
+        policy_logits, value_logits = model.predict(params, s)
+        return mctx.RootFnOutput(prior_logits=policy_logits,
+                                 value=model.value_support.decode(value_logits), embedding=s)
+
+    return root_fn
+
+
 def make_model_fns(model: MuZeroModel, discount: float) -> Tuple[Callable, Callable]:
     """``(root_fn, recurrent_fn)`` of the learned model in mctx's types.
 
@@ -226,11 +240,7 @@ def make_model_fns(model: MuZeroModel, discount: float) -> Tuple[Callable, Calla
     the root's legal actions come from the environment (``invalid_actions`` of the search).
     """
 
-    def root_fn(params, obs: Array) -> mctx.RootFnOutput:
-        s = model.represent(params, obs)
-        policy_logits, value_logits = model.predict(params, s)
-        return mctx.RootFnOutput(prior_logits=policy_logits,
-                                 value=model.value_support.decode(value_logits), embedding=s)
+    root_fn = make_root_fn(model)
 
     def recurrent_fn(params, key, action, s):
         del key

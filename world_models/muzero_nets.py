@@ -58,6 +58,21 @@ class ResBlock(nn.Module):
         return x + y
 
 
+def head_mlp(hidden: Sequence[int], out_size: int, outscale: float = 1.0) -> MLP:
+    """Dense + LayerNorm + ReLU layers of widths ``hidden``, then a linear output of
+    ``out_size`` (``outscale=0``: zeros)."""
+    return MLP(tuple(hidden), out_size, norm="layer", act="relu", outscale=outscale)
+
+
+def trunk(kind: str, latent_dim: int, hidden: Sequence[int], num_blocks: int) -> nn.Module:
+    """A hidden-state network: an MLP to ``latent_dim`` (``"mlp"``), or a 3x3 convolution to
+    ``latent_dim`` channels and ``num_blocks`` residual blocks (``"resnet"``)."""
+    if kind == "mlp":
+        return head_mlp(hidden, latent_dim)
+    return nn.Sequential([Conv(latent_dim, (3, 3))]
+                         + [ResBlock(latent_dim) for _ in range(num_blocks)])
+
+
 class MuZeroNet(nn.Module):
     """Representation, dynamics, prediction and (EfficientZero) projection networks.
 
@@ -118,14 +133,10 @@ class MuZeroNet(nn.Module):
         return reward_logits, policy_logits, value_logits, self.project(s, True)
 
     def _mlp(self, out_size: int, outscale: float = 1.0) -> MLP:
-        """Dense + LayerNorm + ReLU layers, then a linear output (``outscale=0``: zeros)."""
-        return MLP(tuple(self.hidden), out_size, norm="layer", act="relu", outscale=outscale)
+        return head_mlp(self.hidden, out_size, outscale)
 
     def _trunk(self):
-        if self.kind == "mlp":
-            return self._mlp(self.latent_dim)
-        return nn.Sequential([Conv(self.latent_dim, (3, 3))]
-                             + [ResBlock(self.latent_dim) for _ in range(self.num_blocks)])
+        return trunk(self.kind, self.latent_dim, self.hidden, self.num_blocks)
 
     def represent(self, obs: Array) -> Array:
         """``obs [..., *obs_shape] -> s``, normalised to [0, 1] per example."""

@@ -31,7 +31,7 @@ import jax.numpy as jnp
 import mctx
 
 from core.rlmath import Support
-from world_models.muzero import DEFAULT_SUPPORT, NET_PRESETS, scale_gradient
+from world_models.muzero import DEFAULT_SUPPORT, NET_PRESETS, make_root_fn, scale_gradient
 from world_models.stochastic_muzero_nets import StochasticMuZeroNet
 
 Array = jax.Array
@@ -180,11 +180,7 @@ def make_search_fns(model: StochasticMuZeroModel, discount: float
       policy logits and value.
     """
 
-    def root_fn(params, obs: Array) -> mctx.RootFnOutput:
-        s = model.represent(params, obs)
-        policy_logits, value_logits = model.predict(params, s)
-        return mctx.RootFnOutput(prior_logits=policy_logits,
-                                 value=model.value_support.decode(value_logits), embedding=s)
+    root_fn = make_root_fn(model)
 
     def decision_recurrent_fn(params, key, action, s):
         del key

@@ -28,7 +28,7 @@ import jax.numpy as jnp
 
 from core.nets import MLP
 from world_models.conv import Conv
-from world_models.muzero_nets import ResBlock, min_max_normalise
+from world_models.muzero_nets import head_mlp, min_max_normalise, trunk
 
 Array = jax.Array
 
@@ -85,13 +85,10 @@ class StochasticMuZeroNet(nn.Module):
         return chance_logits, q_logits, reward_logits, policy_logits, value_logits
 
     def _mlp(self, out_size: int, outscale: float = 1.0) -> MLP:
-        return MLP(tuple(self.hidden), out_size, norm="layer", act="relu", outscale=outscale)
+        return head_mlp(self.hidden, out_size, outscale)
 
     def _trunk(self):
-        if self.kind == "mlp":
-            return self._mlp(self.latent_dim)
-        return nn.Sequential([Conv(self.latent_dim, (3, 3))]
-                             + [ResBlock(self.latent_dim) for _ in range(self.num_blocks)])
+        return trunk(self.kind, self.latent_dim, self.hidden, self.num_blocks)
 
     def _flatten_obs(self, obs: Array) -> Array:
         x = obs.astype(jnp.float32)

@@ -83,13 +83,14 @@ def _flat_apply(fn, x: Array, batch_axes: int = 2):
     return jax.tree_util.tree_map(lambda y: y.reshape(lead + y.shape[1:]), out)
 
 
-def _check_env(env: Environment) -> None:
+def check_discrete_env(env: Environment, agent: str = "muzero") -> None:
+    """One-line errors where ``agent`` (a discrete-action MuZero) cannot run on ``env``."""
     spec = env.spec
     if not spec.discrete:
-        raise ValueError(f"agent 'muzero' needs a discrete action space; {spec.env_id} is "
-                         f"continuous (sampled MuZero is not implemented).")
+        raise ValueError(f"agent {agent!r} needs a discrete action space; {spec.env_id} is "
+                         f"continuous (use --agent sampled_muzero).")
     if len(spec.obs_shape) not in (1, 2, 3):
-        raise ValueError(f"agent 'muzero' needs vector, [H, W] or [H, W, C] observations; "
+        raise ValueError(f"agent {agent!r} needs vector, [H, W] or [H, W, C] observations; "
                          f"{spec.env_id} has shape {spec.obs_shape}")
 
 
@@ -127,7 +128,7 @@ def reanalyse_rows(key: Array, batch_size: int, num: int) -> Array:
 
 def make(cfg: MuZeroConfig, env: Environment, num_envs: int) -> Agent:
     """Builds the agent for ``num_envs`` copies of ``env``."""
-    _check_env(env)
+    check_discrete_env(env)
     if cfg.mirror_augmentation and env.symmetry is None:
         raise ValueError(f"mirror_augmentation needs an environment with a declared symmetry "
                          f"(envs.api.Symmetry); {env.spec.env_id} declares none. Drop "

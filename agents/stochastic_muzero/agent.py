@@ -19,7 +19,7 @@ import jax.numpy as jnp
 import mctx
 
 from agents.muzero import acting
-from agents.muzero.agent import MuZeroState, make_agent
+from agents.muzero.agent import MuZeroState, check_discrete_env, make_agent
 from agents.stochastic_muzero.config import StochasticMuZeroConfig
 from agents.stochastic_muzero.losses import batch_loss
 from core.rlmath import Support
@@ -35,12 +35,7 @@ __all__ = ["MuZeroState", "build_model", "make", "search"]
 def build_model(cfg: StochasticMuZeroConfig, env: Environment) -> StochasticMuZeroModel:
     """The afterstate model for ``env`` under ``cfg``'s sizes, codebook and supports."""
     spec = env.spec
-    if not spec.discrete:
-        raise ValueError(f"agent 'stochastic_muzero' needs a discrete action space; "
-                         f"{spec.env_id} is continuous (use --agent sampled_muzero).")
-    if len(spec.obs_shape) not in (1, 2, 3):
-        raise ValueError(f"agent 'stochastic_muzero' needs vector, [H, W] or [H, W, C] "
-                         f"observations; {spec.env_id} has shape {spec.obs_shape}")
+    check_discrete_env(env, "stochastic_muzero")
     overrides = {}
     if cfg.latent_dim:
         overrides["latent_dim"] = cfg.latent_dim
