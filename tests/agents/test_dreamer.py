@@ -167,6 +167,7 @@ def _layer_outputs(tree):
     return out
 
 
+@pytest.mark.slow
 def test_bfloat16_compute_dtype():
     """bfloat16: the layers compute in bf16 from the same float32 parameters, the heads' outputs
     are float32 and close to float32's, and an update is finite with float32 parameters and

@@ -99,7 +99,8 @@ def tiny_selfplay(search: str):
     return cfg, agent, run
 
 
-@pytest.mark.parametrize("search", ["muzero", pytest.param("gumbel", marks=pytest.mark.slow)])
+@pytest.mark.slow
+@pytest.mark.parametrize("search", ["muzero", "gumbel"])
 def test_selfplay_updates_on_tic_tac_toe(search):
     """Self-play through the loop: the losses (legality included) are finite and the value
     targets are game outcomes."""

@@ -150,6 +150,7 @@ def test_acting_never_picks_an_illegal_action():
         assert extras["root_value"].shape == (batch,)
 
 
+@pytest.mark.slow
 def test_trains_through_the_runner():
     """A few hundred steps of the gamble through :func:`core.runner.train`: updates taken,
     none skipped, every loss finite, the chance loss at most log C (the fresh chance head is

@@ -48,6 +48,7 @@ def test_names_and_spec(swingup):
         dmc.make("cartpole_swingup", episode_lenght=10)
 
 
+@pytest.mark.slow
 def test_truncation_auto_reset_and_statistics(swingup):
     env, rollout = swingup
     actions = random_actions(jax.random.PRNGKey(1))
