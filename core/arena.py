@@ -9,9 +9,9 @@ sides), so an agent is scored by playing against opponents that do not learn:
   every node) and, as the value of each new leaf, the outcome of one random playout from it
   (the classic MCTS of game-playing programs before learned evaluations).
 
-:func:`play_match` plays ``num_games`` games at once, the agent taking player 0 in the games of
-even index and player 1 in the others (pgx also draws who moves first at random), and scores
-each from the agent's side: +1 win, 0 draw, -1 loss. Games run to their end with no automatic
+:func:`play_match` plays ``num_games`` games at once, the agent moving first in the games of
+even index and second in the others (pgx draws which player id moves first), and scores each
+from the agent's side: +1 win, 0 draw, -1 loss. Games run to their end with no automatic
 reset (pgx's board games always end within their time limit). Everything is jittable and
 vmappable, so the training loop evaluates inside its compiled program
 (:func:`core.loop.make_loop`).
@@ -26,7 +26,7 @@ import jax.numpy as jnp
 import mctx
 
 from core import rollout
-from envs.api import EnvState, Environment
+from envs.api import EnvState, Environment, batch_reset
 
 Array = jax.Array
 
@@ -127,13 +127,17 @@ def mcts_opponent(env: Environment, num_simulations: int) -> rollout.Policy:
 def play_match(env: Environment, agent: rollout.Policy, opponent: rollout.Policy, key: Array,
                *, num_games: int, agent_carry: Any = ()) -> Array:
     """``num_games`` games of ``agent`` against ``opponent`` -> ``[num_games]`` outcomes from
-    the agent's side (+1 win, 0 draw, -1 loss). The agent is player ``g % 2`` in game ``g``.
+    the agent's side (+1 win, 0 draw, -1 loss). The agent moves first in the games of even
+    index ``g`` and second in the others.
 
     Both policies are called on every ply of every game (one batch), and the move of the
     player to move is kept; ``agent_carry`` is the agent's initial carry (leaves
     ``[num_games, ...]``), the opponent's carry is unused."""
     _check_two_player(env)
-    seat = jnp.arange(num_games) % 2
+    reset_key, play_key = jax.random.split(key)
+    start = batch_reset(env, reset_key, num_games)
+    first = jax.vmap(env.current_player)(start)
+    seat = jnp.where(jnp.arange(num_games) % 2 == 0, first, 1 - first)  # the agent's player id
 
     def policy(env_state, is_first, carry, k):
         agent_key, opponent_key = jax.random.split(k)
@@ -142,8 +146,9 @@ def play_match(env: Environment, agent: rollout.Policy, opponent: rollout.Policy
         mover = jax.vmap(env.current_player)(env_state)
         return jnp.where(mover == seat, mine, theirs), carry, ()
 
-    out = rollout.play(env, policy, key, num_envs=num_games, length=env.spec.max_episode_steps,
-                       carry=agent_carry, record=False)
+    out = rollout.play(env, policy, play_key, num_envs=num_games,
+                       length=env.spec.max_episode_steps, carry=agent_carry, start=start,
+                       record=False)
     return jnp.where(seat == 0, out.returns, -out.returns)  # returns are player 0's
 
 

@@ -261,6 +261,8 @@ RUN_DEFAULTS = {
     "*": dict(steps=10_000, num_envs=8, log_every=1_000, eval_every=1_000, eval_episodes=10,
               checkpoint_every=0),
     "gymnax": dict(num_envs=8),
-    "pgx": dict(num_envs=16, steps=50_000, log_every=5_000, eval_every=5_000,
-                eval_episodes=32),
+    # the two-player pgx games (the board_games preset's)
+    **{f"pgx/{game}": dict(num_envs=16, steps=50_000, log_every=5_000, eval_every=5_000,
+                           eval_episodes=32)
+       for game in ("tic_tac_toe", "connect_four", "othello", "go_9x9")},
 }

@@ -79,7 +79,9 @@ def example_loss(params, obs: Array, actions: Array, targets: UnrollTargets,
         parts["consistency_loss"] = (scale[1:] * cos).sum()
         loss = loss + cfg.consistency_loss_weight * parts["consistency_loss"]
     root_value = model.value_support.decode(unroll.value_logits[0])
-    parts["priority"] = jnp.abs(root_value - targets.value[0])
+    # a window without a value target (a game cut by a time limit under outcome targets)
+    # gets the floor priority
+    parts["priority"] = jnp.abs(root_value - targets.value[0]) * targets.value_mask[0]
     parts["root_value_pred"] = root_value
     return loss, parts
 
