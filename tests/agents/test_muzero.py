@@ -279,6 +279,7 @@ def test_reanalysed_rows_are_drawn_at_random():
     assert len(rows) >= 10 and rows & set(range(8)) and rows & set(range(8, 16)), rows
 
 
+@pytest.mark.slow
 def test_update_on_images_trains_the_residual_network():
     """MinAtar's [10, 10, C] observations go through the residual torso (a convolution and a
     residual block per trunk, a 1x1 reducing convolution before each head). One update,

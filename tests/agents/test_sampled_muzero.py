@@ -97,6 +97,7 @@ def test_acting_shapes_bounds_and_deterministic_greedy():
     np.testing.assert_allclose(extras["search_policy"].sum(-1), 1.0, rtol=1e-5)
 
 
+@pytest.mark.slow
 def test_update_changes_parameters_with_finite_metrics():
     """One update on prefilled windows whose stored search policies and samples are filled in
     (prefill stores zeros, which the policy mask skips): every metric finite, the policy loss

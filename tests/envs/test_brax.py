@@ -41,6 +41,7 @@ def test_names_and_spec(pendulum):
         brax_env.make("no_such_env")
 
 
+@pytest.mark.slow
 def test_termination_truncation_and_statistics(pendulum):
     env, rollout = pendulum
     timesteps, lengths, _ = rollout(jax.random.PRNGKey(0), push_actions())
