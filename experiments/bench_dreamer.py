@@ -109,9 +109,10 @@ def main(argv: Optional[List[str]] = None) -> Dict:
             r = agent_throughput("dreamer", env, cfg, args.num_envs, n, args.iterations,
                                  args.min_seconds)
             runs.append(r)
+            readings = ", ".join(f"{u:.3f}" for u in r.get("updates_per_s_readings", ()))
             print(f"[{size}] num_seeds={n}: {r['updates_per_s']:.2f} updates/s, "
-                  f"{r['env_steps_per_s']:.1f} env steps/s, compile {r['compile_s']:.1f} s",
-                  flush=True)
+                  f"{r['env_steps_per_s']:.1f} env steps/s, compile {r['compile_s']:.1f} s "
+                  f"(per chunk: {readings})", flush=True)
         row["scaling"] = runs
         row.update({k: runs[0][k] for k in ("updates_per_s", "env_steps_per_s", "compile_s")})
         result["sizes"][size] = row

@@ -26,7 +26,7 @@ import os
 import platform
 import resource
 import sys
-from typing import Callable, Dict, List, Optional
+from typing import Callable, Dict, List, Optional, Sequence
 
 import jax
 
@@ -119,12 +119,17 @@ def loop_program(agent_name: str, env, agent_cfg, num_envs: int, num_seeds: int,
         updates=iterations * sched.updates_per_iteration * num_seeds)
 
 
-def throughput_row(program: LoopProgram, compile_s: float, seconds_per_chunk: float) -> Dict:
-    """The benchmark row of a timed :class:`LoopProgram`."""
-    return {"num_envs": program.num_envs, "num_seeds": program.num_seeds,
-            "compile_s": compile_s, "env_steps_per_s": program.env_steps / seconds_per_chunk,
-            "updates_per_s": program.updates / seconds_per_chunk,
-            "seconds_per_chunk": seconds_per_chunk}
+def throughput_row(program: LoopProgram, compile_s: float, seconds_per_chunk: float,
+                   chunk_seconds: Sequence[float] = ()) -> Dict:
+    """The benchmark row of a timed :class:`LoopProgram`; ``chunk_seconds`` (each timed chunk's
+    seconds) adds ``updates_per_s_readings``, one reading per chunk."""
+    row = {"num_envs": program.num_envs, "num_seeds": program.num_seeds,
+           "compile_s": compile_s, "env_steps_per_s": program.env_steps / seconds_per_chunk,
+           "updates_per_s": program.updates / seconds_per_chunk,
+           "seconds_per_chunk": seconds_per_chunk}
+    if chunk_seconds:
+        row["updates_per_s_readings"] = [program.updates / s for s in chunk_seconds]
+    return row
 
 
 def agent_throughput(agent_name: str, env, agent_cfg, num_envs: int, num_seeds: int,
@@ -133,7 +138,7 @@ def agent_throughput(agent_name: str, env, agent_cfg, num_envs: int, num_seeds: 
     program = loop_program(agent_name, env, agent_cfg, num_envs, num_seeds, iterations)
     state = jax.jit(program.init)(program.keys)
     timing = time_jitted(program.train, state, min_seconds=min_seconds, threaded=True)
-    return throughput_row(program, timing.compile_s, timing.mean)
+    return throughput_row(program, timing.compile_s, timing.mean, timing.seconds)
 
 
 def main(argv: Optional[List[str]] = None) -> Dict:

@@ -42,7 +42,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import gzip
 import json
 import os
 import queue
@@ -54,6 +53,7 @@ from concurrent.futures import Future
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 from experiments import cli
+from experiments.sample_efficiency import compare_to_reference, load_reference
 
 MAX_FILES = 8  # what a device run returns from its output folder: 8 files, flat
 RESERVE_FRACTION, RESERVE_MIN_S = 0.04, 6.0  # kept back from the phases for the final files
@@ -513,42 +513,6 @@ def _dreamer_curves(report: Report, curves: Optional[List[Dict]]) -> None:
         info["reference"] = {"error": f"no published DMC curve for {info['env']}"}
     else:
         info["reference"] = compare_to_reference(curves, load_reference(path, f"dmc_{name}"))
-
-
-def load_reference(path: str, task: str, method: str = "dreamerv3") -> Dict:
-    """Mean, min and max over seeds of the published curve of ``task`` in ``path``."""
-    import numpy as np
-    with gzip.open(path, "rt") as f:
-        runs = [r for r in json.load(f) if r["task"] == task and r["method"] == method]
-    if not runs:
-        raise ValueError(f"{path} has no {method} curve for {task}")
-    length = min(len(r["xs"]) for r in runs)
-    ys = np.asarray([r["ys"][:length] for r in runs], float)
-    return {"task": task, "method": method, "seeds": len(runs), "path": path,
-            "xs": [float(x) for x in runs[0]["xs"][:length]], "mean": ys.mean(0).tolist(),
-            "min": ys.min(0).tolist(), "max": ys.max(0).tolist()}
-
-
-def compare_to_reference(curves: List[Dict], reference: Dict) -> Dict:
-    """Our seed-mean evaluation return and the reference mean at the same step counts: at each
-    of our evaluations (the reference interpolated, None outside its range) and at each
-    reference step we reached (our last evaluation at or before it)."""
-    import numpy as np
-    from experiments.sample_efficiency import return_at
-
-    length = min(len(c["env_steps"]) for c in curves)
-    xs = curves[0]["env_steps"][:length]
-    ours = [float(np.mean([c["eval_return"][i] for c in curves])) for i in range(length)]
-    rx, rm = reference["xs"], reference["mean"]
-    at_ours = [{"env_steps": x, "ours": y, "reference": float(np.interp(x, rx, rm))
-                if rx[0] <= x <= rx[-1] else None} for x, y in zip(xs, ours)]
-    at_ref = []
-    for x, y in zip(rx, rm):
-        if xs and x <= xs[-1]:
-            values = [return_at(c["env_steps"], c["eval_return"], x) for c in curves]
-            at_ref.append({"env_steps": x, "reference": y,
-                           "ours": float(np.mean([v for v in values if v is not None]))})
-    return {**reference, "at_our_evaluations": at_ours, "at_reference_steps": at_ref}
 
 
 def _finish_dreamer(report: Report) -> None:

@@ -47,6 +47,12 @@ by a time limit or ``--max-seconds``: ``python -m experiments.sample_efficiency 
 gymnax/Breakout-MinAtar --from-logs muzero=runs/a,runs/b --from-logs ppo=runs/c/ppo --threshold
 3 --out runs/compare_breakout``.
 
+``--reference FILE`` (on a ``dmc/`` task) draws a published curve of the task next to ours, e.g.
+the DreamerV3 paper's ``dmc_proprio-dreamerv3.json.gz`` (mean and min-max over its seeds,
+``--reference-method`` picks another method of the file), and the report's ``reference`` gives,
+per method, our seed-mean return and the published mean at our evaluations and at the
+published step counts we reached.
+
 Finished methods are reused from an existing ``<out>/report.json`` when their budget and number
 of seeds match (so an interrupted comparison resumes); ``--fresh`` reruns everything.
 ``--quick`` is a smoke mode (tiny presets, a few hundred steps, 1 seed) used by the tests.
@@ -55,6 +61,7 @@ of seeds match (so an interrupted comparison resumes); ``--fresh`` reruns everyt
 from __future__ import annotations
 
 import argparse
+import gzip
 import json
 import math
 import os
@@ -209,8 +216,45 @@ def curves_from_log(logdir: str, repeat: int = 1) -> List[Dict]:
     return curves
 
 
-def plot(results: Dict[str, List[Dict]], threshold: float, env_id: str, path: str) -> None:
-    """Mean eval return vs env steps (log x) per method, min-max band over seeds."""
+def load_reference(path: str, task: str, method: str = "dreamerv3") -> Dict:
+    """Mean, min and max over seeds of the published curve of ``task`` in ``path``."""
+    import numpy as np
+    with gzip.open(path, "rt") as f:
+        runs = [r for r in json.load(f) if r["task"] == task and r["method"] == method]
+    if not runs:
+        raise ValueError(f"{path} has no {method} curve for {task}")
+    length = min(len(r["xs"]) for r in runs)
+    ys = np.asarray([r["ys"][:length] for r in runs], float)
+    return {"task": task, "method": method, "seeds": len(runs), "path": path,
+            "xs": [float(x) for x in runs[0]["xs"][:length]], "mean": ys.mean(0).tolist(),
+            "min": ys.min(0).tolist(), "max": ys.max(0).tolist()}
+
+
+def compare_to_reference(curves: List[Dict], reference: Dict) -> Dict:
+    """Our seed-mean evaluation return and the reference mean at the same step counts: at each
+    of our evaluations (the reference interpolated, None outside its range) and at each
+    reference step we reached (our last evaluation at or before it)."""
+    import numpy as np
+
+    length = min(len(c["env_steps"]) for c in curves)
+    xs = curves[0]["env_steps"][:length]
+    ours = [float(np.mean([c["eval_return"][i] for c in curves])) for i in range(length)]
+    rx, rm = reference["xs"], reference["mean"]
+    at_ours = [{"env_steps": x, "ours": y, "reference": float(np.interp(x, rx, rm))
+                if rx[0] <= x <= rx[-1] else None} for x, y in zip(xs, ours)]
+    at_ref = []
+    for x, y in zip(rx, rm):
+        if xs and x <= xs[-1]:
+            values = [return_at(c["env_steps"], c["eval_return"], x) for c in curves]
+            at_ref.append({"env_steps": x, "reference": y,
+                           "ours": float(np.mean([v for v in values if v is not None]))})
+    return {**reference, "at_our_evaluations": at_ours, "at_reference_steps": at_ref}
+
+
+def plot(results: Dict[str, List[Dict]], threshold: float, env_id: str, path: str,
+         reference: Optional[Dict] = None) -> None:
+    """Mean eval return vs env steps (log x) per method, min-max band over seeds; a published
+    ``reference`` curve (:func:`load_reference`) is drawn dashed up to the longest budget."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -226,6 +270,15 @@ def plot(results: Dict[str, List[Dict]], threshold: float, env_id: str, path: st
         xs = np.maximum(xs, 1.0)
         line, = ax.plot(xs, ys.mean(0), marker="o", ms=3, label=f"{method} ({len(curves)} seeds)")
         ax.fill_between(xs, ys.min(0), ys.max(0), color=line.get_color(), alpha=0.2)
+    if reference is not None:
+        longest = max((c["env_steps"][-1] for cs in results.values() for c in cs
+                       if c["env_steps"]), default=0)
+        keep = [i for i, x in enumerate(reference["xs"]) if x <= longest] or [0]
+        rx = np.asarray(reference["xs"], float)[keep]
+        line, = ax.plot(rx, np.asarray(reference["mean"])[keep], ls="--", marker="s", ms=3,
+                        label=f"{reference['method']} published ({reference['seeds']} seeds)")
+        ax.fill_between(rx, np.asarray(reference["min"])[keep],
+                        np.asarray(reference["max"])[keep], color=line.get_color(), alpha=0.1)
     ax.axhline(threshold, color="k", ls="--", lw=1, label=f"threshold {threshold:g}")
     ax.set_xscale("log")
     ax.set_xlabel("environment steps")
@@ -277,12 +330,28 @@ def main(argv: Optional[List[str]] = None) -> Dict:
                         "of runs already made (experiments.train / experiments.ppo logdirs; "
                         "several dirs: their seeds together) instead of training; its budget "
                         "is the runs' last evaluated step unless --budget names one")
+    p.add_argument("--reference", default=None,
+                   help="a published-curves file (dmc_proprio-dreamerv3.json.gz of the "
+                        "DreamerV3 scores: task, method, seed, xs, ys per run) to draw and "
+                        "compare with on a dmc/ task")
+    p.add_argument("--reference-method", default="dreamerv3",
+                   help="the method of --reference to draw")
     p.add_argument("--out", default="runs/sample_efficiency")
     p.add_argument("--quick", action="store_true", help="tiny budgets and presets, 1 seed")
     p.add_argument("--fresh", action="store_true",
                    help="do not reuse curves in report.json, and move the model-based methods' "
                         "earlier runs under --out aside (<dir>.<time>) instead of resuming them")
     args = p.parse_args(argv)
+    args.reference_curve = None
+    if args.reference:
+        family, _, name = args.env.partition("/")
+        if family != "dmc":
+            raise cli.UsageError(f"--reference holds published DMC curves; {args.env} is not a "
+                                 f"dmc/ task")
+        if not os.path.exists(args.reference):
+            raise cli.UsageError(f"--reference {args.reference}: no such file")
+        args.reference_curve = load_reference(args.reference, f"dmc_{name}",
+                                              args.reference_method)
 
     default_methods = ",".join(i.partition("=")[0] for i in args.from_logs) or \
         "pets,mbpo,brax_ppo,brax_sac"
@@ -384,10 +453,14 @@ def _write(args, methods, budgets, seeds, report_at, results, final=False) -> Di
               "methods": methods, "budgets": {m: budgets[m] for m in methods},
               "report_at": report_at, "summary": summary, "ratios": ratios(summary),
               "curves": results, "complete": final}
+    if args.reference_curve is not None:
+        report["reference"] = {m: compare_to_reference(c, args.reference_curve)
+                               for m, c in results.items()}
     with open(os.path.join(args.out, "report.json"), "w") as f:
         json.dump(report, f, indent=1)
     if final:
-        plot(results, args.threshold, args.env, os.path.join(args.out, "returns.png"))
+        plot(results, args.threshold, args.env, os.path.join(args.out, "returns.png"),
+             args.reference_curve)
         print(json.dumps({"summary": summary, "ratios": report["ratios"]}, indent=1))
     return report
 

@@ -23,6 +23,16 @@ def test_benchmark_json_fields(tmp_path):
     assert result["complete"] is True
 
 
+def test_throughput_row_reads_updates_per_second_chunk_by_chunk():
+    program = benchmark.LoopProgram(train=None, init=None, keys=None, num_envs=4, num_seeds=2,
+                                    env_steps=32, updates=8)
+    row = benchmark.throughput_row(program, 1.5, 3.0, (2.0, 4.0))
+    assert row["updates_per_s"] == pytest.approx(8 / 3.0)
+    assert row["env_steps_per_s"] == pytest.approx(32 / 3.0)
+    assert row["updates_per_s_readings"] == pytest.approx([4.0, 2.0])
+    assert "updates_per_s_readings" not in benchmark.throughput_row(program, 1.5, 3.0)
+
+
 def test_a_stopped_benchmark_keeps_the_rows_it_measured(tmp_path, monkeypatch):
     path = tmp_path / "bench.json"
     measure = benchmark.raw_env_throughput

@@ -1,12 +1,13 @@
 """The sample-efficiency report: hand-computed statistics, and a quick real run whose numbers
 must match the training logs."""
 
+import gzip
 import json
 import os
 
 import pytest
 
-from experiments import baselines, sample_efficiency as se
+from experiments import baselines, cli, sample_efficiency as se
 
 
 def test_median_steps_counts_missing_seeds_as_slowest():
@@ -143,3 +144,55 @@ def test_from_logs_reports_runs_already_made(tmp_path):
     with pytest.raises(ValueError, match="is a run on gymnax/Breakout-MinAtar"):
         se.main(["--env", "gymnax/Asterix-MinAtar", "--from-logs", f"ppo={logs['ppo']}",
                  "--out", out])
+
+
+def _reference_file(path):
+    runs = [{"task": "dmc_cartpole_swingup", "method": "dreamerv3", "seed": s,
+             "xs": [10_000.0, 20_000.0, 30_000.0], "ys": [100.0 + 20 * s, 200.0, 300.0 - 20 * s]}
+            for s in (0, 1)]
+    runs.append({**runs[0], "task": "dmc_walker_walk", "ys": [0.0, 0.0, 0.0]})
+    with gzip.open(path, "wt") as f:
+        json.dump(runs, f)
+    return str(path)
+
+
+def test_the_curve_is_compared_to_the_reference_at_the_same_steps(tmp_path):
+    path = _reference_file(tmp_path / "ref.json.gz")
+    ref = se.load_reference(path, "dmc_cartpole_swingup")
+    assert ref["seeds"] == 2 and ref["mean"] == [110.0, 200.0, 290.0]
+    assert ref["min"] == [100.0, 200.0, 280.0] and ref["max"] == [120.0, 200.0, 300.0]
+    curves = [{"env_steps": [5_000, 15_000, 25_000], "eval_return": [10.0, 50.0, 90.0]},
+              {"env_steps": [5_000, 15_000, 25_000], "eval_return": [30.0, 70.0, 110.0]}]
+    out = se.compare_to_reference(curves, ref)
+    assert [p["ours"] for p in out["at_our_evaluations"]] == [20.0, 60.0, 100.0]
+    assert [p["reference"] for p in out["at_our_evaluations"]] == [None, 155.0, 245.0]
+    # at the reference's 10k and 20k (30k was not reached): our last evaluation before them
+    assert [(p["env_steps"], p["ours"], p["reference"]) for p in out["at_reference_steps"]] == [
+        (10_000.0, 20.0, 110.0), (20_000.0, 60.0, 200.0)]
+    with pytest.raises(ValueError, match="no dreamerv3 curve for dmc_nope"):
+        se.load_reference(path, "dmc_nope")
+
+
+def test_from_logs_with_the_published_reference(tmp_path):
+    logdir = tmp_path / "dreamer"
+    logdir.mkdir()
+    (logdir / "config.json").write_text(json.dumps({"env": "dmc/cartpole_swingup"}))
+    with open(logdir / "metrics.jsonl", "w") as f:
+        for steps, per_seed in [(5_000, [10.0, 30.0]), (15_000, [50.0, 70.0])]:
+            f.write(json.dumps({"env_steps": steps, "eval_return_per_seed": per_seed,
+                                "wall_time": 1.0}) + "\n")
+    ref = _reference_file(tmp_path / "ref.json.gz")
+    out = str(tmp_path / "se")
+    report = se.main(["--env", "dmc/cartpole_swingup", "--threshold", "100", "--from-logs",
+                      f"dreamer={logdir}", "--reference", ref, "--out", out])
+    compared = report["reference"]["dreamer"]
+    assert compared["task"] == "dmc_cartpole_swingup" and compared["seeds"] == 2
+    assert [(p["env_steps"], p["ours"], p["reference"]) for p in compared["at_reference_steps"]
+            ] == [(10_000.0, 20.0, 110.0)]
+    assert os.path.getsize(os.path.join(out, "returns.png")) > 0
+    with pytest.raises(cli.UsageError, match="not a dmc/ task"):
+        se.main(["--env", "gymnax/Breakout-MinAtar", "--from-logs", f"dreamer={logdir}",
+                 "--reference", ref, "--out", out])
+    with pytest.raises(cli.UsageError, match="no such file"):
+        se.main(["--env", "dmc/cartpole_swingup", "--from-logs", f"dreamer={logdir}",
+                 "--reference", str(tmp_path / "missing.json.gz"), "--out", out])
