@@ -447,7 +447,7 @@ def _time_rows(rows: List[Dict], indices: Sequence[int], futures: Dict[int, Futu
             row.update(status="failed", error=f"{type(err).__name__}: {err}"[:500])
             report.write()
             continue
-        row.update(benchmark.throughput_row(program, compile_s, timing.mean))
+        row.update(benchmark.throughput_row(program, compile_s, timing.mean, timing.seconds))
         row.update(status="measured", lower_s=lower_s, median_seconds_per_chunk=timing.median,
                    calls=timing.calls, compiles_running_while_timed=concurrent,
                    memory=program_memory(compiled))
@@ -886,7 +886,7 @@ def _time_craftax_dreamer(rows: List[Dict], futures: Dict[int, Future], report: 
         except Exception as err:
             rows[i].update(status="failed", error=f"{type(err).__name__}: {err}"[:500])
             continue
-        rows[i].update(benchmark.throughput_row(program, compile_s, timing.mean),
+        rows[i].update(benchmark.throughput_row(program, compile_s, timing.mean, timing.seconds),
                        status="measured", lower_s=lower_s)
         print(f"[gpu_suite] craftax dreamer envs={rows[i]['num_envs']}: {_brief(rows[i])}",
               flush=True)

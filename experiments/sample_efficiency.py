@@ -217,17 +217,33 @@ def curves_from_log(logdir: str, repeat: int = 1) -> List[Dict]:
 
 
 def load_reference(path: str, task: str, method: str = "dreamerv3") -> Dict:
-    """Mean, min and max over seeds of the published curve of ``task`` in ``path``."""
+    """Mean, min and max over seeds of the published curve of ``task`` in ``path`` (a gzipped
+    JSON list of runs with ``task, method, seed, xs, ys``).
+
+    Seeds evaluated at different steps are interpolated onto the first seed's steps inside the
+    range every seed covers; where all seeds share their steps nothing is interpolated.
+    """
     import numpy as np
-    with gzip.open(path, "rt") as f:
-        runs = [r for r in json.load(f) if r["task"] == task and r["method"] == method]
+    try:
+        with gzip.open(path, "rt") as f:
+            everything = [(r["task"], r["method"], r) for r in json.load(f)]
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise ValueError(f"{path} is not a published-curves file (a gzipped JSON list of runs "
+                         f"with task, method, seed, xs, ys): {type(err).__name__}: {err}"
+                         ) from None
+    runs = [r for t, m, r in everything if t == task and m == method]
     if not runs:
-        raise ValueError(f"{path} has no {method} curve for {task}")
-    length = min(len(r["xs"]) for r in runs)
-    ys = np.asarray([r["ys"][:length] for r in runs], float)
+        methods = sorted({m for t, m, _ in everything if t == task})
+        raise ValueError(f"{path} has no {method} curve for {task} (methods with {task}: "
+                         f"{methods or 'none'})")
+    lo = max(float(r["xs"][0]) for r in runs)
+    hi = min(float(r["xs"][-1]) for r in runs)
+    xs = np.asarray([x for x in runs[0]["xs"] if lo <= x <= hi], float)
+    ys = np.asarray([np.interp(xs, np.asarray(r["xs"], float), np.asarray(r["ys"], float))
+                     for r in runs])
     return {"task": task, "method": method, "seeds": len(runs), "path": path,
-            "xs": [float(x) for x in runs[0]["xs"][:length]], "mean": ys.mean(0).tolist(),
-            "min": ys.min(0).tolist(), "max": ys.max(0).tolist()}
+            "xs": xs.tolist(), "mean": ys.mean(0).tolist(), "min": ys.min(0).tolist(),
+            "max": ys.max(0).tolist()}
 
 
 def compare_to_reference(curves: List[Dict], reference: Dict) -> Dict:
@@ -245,16 +261,18 @@ def compare_to_reference(curves: List[Dict], reference: Dict) -> Dict:
     at_ref = []
     for x, y in zip(rx, rm):
         if xs and x <= xs[-1]:
-            values = [return_at(c["env_steps"], c["eval_return"], x) for c in curves]
+            values = [v for v in (return_at(c["env_steps"], c["eval_return"], x)
+                                  for c in curves) if v is not None]
             at_ref.append({"env_steps": x, "reference": y,
-                           "ours": float(np.mean([v for v in values if v is not None]))})
+                           "ours": float(np.mean(values)) if values else None})
     return {**reference, "at_our_evaluations": at_ours, "at_reference_steps": at_ref}
 
 
 def plot(results: Dict[str, List[Dict]], threshold: float, env_id: str, path: str,
          reference: Optional[Dict] = None) -> None:
     """Mean eval return vs env steps (log x) per method, min-max band over seeds; a published
-    ``reference`` curve (:func:`load_reference`) is drawn dashed up to the longest budget."""
+    ``reference`` curve (:func:`load_reference`) is drawn dashed up to our last evaluation (not
+    at all when it starts after it)."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -270,10 +288,11 @@ def plot(results: Dict[str, List[Dict]], threshold: float, env_id: str, path: st
         xs = np.maximum(xs, 1.0)
         line, = ax.plot(xs, ys.mean(0), marker="o", ms=3, label=f"{method} ({len(curves)} seeds)")
         ax.fill_between(xs, ys.min(0), ys.max(0), color=line.get_color(), alpha=0.2)
-    if reference is not None:
-        longest = max((c["env_steps"][-1] for cs in results.values() for c in cs
-                       if c["env_steps"]), default=0)
-        keep = [i for i, x in enumerate(reference["xs"]) if x <= longest] or [0]
+    longest = max((c["env_steps"][-1] for cs in results.values() for c in cs
+                   if c["env_steps"]), default=0)
+    keep = [] if reference is None else [i for i, x in enumerate(reference["xs"])
+                                         if x <= longest]
+    if keep:
         rx = np.asarray(reference["xs"], float)[keep]
         line, = ax.plot(rx, np.asarray(reference["mean"])[keep], ls="--", marker="s", ms=3,
                         label=f"{reference['method']} published ({reference['seeds']} seeds)")
@@ -348,7 +367,7 @@ def main(argv: Optional[List[str]] = None) -> Dict:
         if family != "dmc":
             raise cli.UsageError(f"--reference holds published DMC curves; {args.env} is not a "
                                  f"dmc/ task")
-        if not os.path.exists(args.reference):
+        if not os.path.isfile(args.reference):
             raise cli.UsageError(f"--reference {args.reference}: no such file")
         args.reference_curve = load_reference(args.reference, f"dmc_{name}",
                                               args.reference_method)

@@ -1,5 +1,5 @@
-"""The accelerator suites: budget planning, file limits, reference comparison, and (slow) both
-subcommands end to end on the CPU with a tiny budget."""
+"""The accelerator suites: budget planning, file limits, and (slow) both subcommands end to end
+on the CPU with a tiny budget."""
 
 import json
 import math

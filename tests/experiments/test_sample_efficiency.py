@@ -171,6 +171,30 @@ def test_the_curve_is_compared_to_the_reference_at_the_same_steps(tmp_path):
         (10_000.0, 20.0, 110.0), (20_000.0, 60.0, 200.0)]
     with pytest.raises(ValueError, match="no dreamerv3 curve for dmc_nope"):
         se.load_reference(path, "dmc_nope")
+    with pytest.raises(ValueError, match=r"no ddpg curve .*\(methods with dmc_cartpole_swingup: "
+                                         r"\['dreamerv3'\]"):
+        se.load_reference(path, "dmc_cartpole_swingup", "ddpg")
+    # a reference step before our first evaluation has no value of ours (not NaN)
+    late = [{"env_steps": [15_000], "eval_return": [50.0]}]
+    assert [p["ours"] for p in se.compare_to_reference(late, ref)["at_reference_steps"]] == [None]
+
+
+def test_seeds_evaluated_at_different_steps_are_interpolated(tmp_path):
+    path = tmp_path / "ref.json.gz"
+    runs = [{"task": "dmc_x", "method": "ddpg", "seed": 0, "xs": [0.0, 10.0, 20.0, 30.0],
+             "ys": [0.0, 10.0, 20.0, 30.0]},
+            {"task": "dmc_x", "method": "ddpg", "seed": 1, "xs": [5.0, 25.0],
+             "ys": [0.0, 40.0]}]
+    with gzip.open(path, "wt") as f:
+        json.dump(runs, f)
+    ref = se.load_reference(str(path), "dmc_x", "ddpg")
+    # the range both seeds cover is [5, 25]; seed 0's steps inside it; seed 1 at 10 and 20: 10, 30
+    assert ref["xs"] == [10.0, 20.0]
+    assert ref["mean"] == [10.0, 25.0] and ref["min"] == [10.0, 20.0]
+    assert ref["max"] == [10.0, 30.0]
+    (tmp_path / "plain.json.gz").write_text("not gzip")
+    with pytest.raises(ValueError, match="is not a published-curves file"):
+        se.load_reference(str(tmp_path / "plain.json.gz"), "dmc_x")
 
 
 def test_from_logs_with_the_published_reference(tmp_path):
@@ -196,3 +220,6 @@ def test_from_logs_with_the_published_reference(tmp_path):
     with pytest.raises(cli.UsageError, match="no such file"):
         se.main(["--env", "dmc/cartpole_swingup", "--from-logs", f"dreamer={logdir}",
                  "--reference", str(tmp_path / "missing.json.gz"), "--out", out])
+    with pytest.raises(cli.UsageError, match="no such file"):
+        se.main(["--env", "dmc/cartpole_swingup", "--from-logs", f"dreamer={logdir}",
+                 "--reference", str(tmp_path), "--out", out])
