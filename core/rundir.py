@@ -70,7 +70,7 @@ def _normalised(value: Any) -> Any:
 
 
 def _flatten(name: str, value: Any, out: Dict[str, Any]) -> None:
-    if isinstance(value, dict) and value:
+    if isinstance(value, dict):  # an empty one adds nothing
         for key, item in value.items():
             _flatten(f"{name}.{key}", item, out)
     else:
@@ -88,16 +88,27 @@ def _lookup(record: Dict, dotted: str) -> Tuple[bool, Any]:
 
 def differences(old: Dict, new: Dict) -> List[Tuple[str, Any, Any]]:
     """``(field, old value, new value)`` for each identity field that differs (a field absent
-    from either record is not compared)."""
+    from either record is not compared).
+
+    ``new["defaults"]`` (optional) maps an identity field to its defaults (e.g.
+    ``{"agent_config": {...}}``): an entry that the old record lacks, because the version that
+    wrote it did not have it yet, is no difference when the new value is its default. This
+    holds a new field to a rule: its default does what the version before it did.
+    """
     out = []
     for name in IDENTITY:
         (has_old, a), (has_new, b) = _lookup(old, name), _lookup(new, name)
         if not (has_old and has_new):
             continue
-        flat_a, flat_b = {}, {}
+        flat_a, flat_b, flat_default = {}, {}, {}
         _flatten(name, _normalised(a), flat_a)
         _flatten(name, _normalised(b), flat_b)
+        _, default = _lookup(new.get("defaults") or {}, name)
+        if default is not None:
+            _flatten(name, _normalised(default), flat_default)
         for key in sorted(set(flat_a) | set(flat_b)):
+            if key not in flat_a and key in flat_default and flat_default[key] == flat_b.get(key):
+                continue
             if flat_a.get(key, "<absent>") != flat_b.get(key, "<absent>"):
                 out.append((key, flat_a.get(key, "<absent>"), flat_b.get(key, "<absent>")))
     return out

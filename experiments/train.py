@@ -16,7 +16,7 @@ import json
 import os
 import signal
 import sys
-from typing import Dict, List, Optional
+from typing import Any, Dict, List, Optional
 
 from experiments import cli, presets
 
@@ -201,8 +201,22 @@ def build(argv: Optional[List[str]] = None):
     record = {"agent": args.agent, "env": args.env, "env_options": env_opts,
               "preset": preset_name,
               "run": dataclasses.asdict(run_cfg), "agent_config": dataclasses.asdict(agent_cfg),
-              "argv": list(sys.argv if argv is None else argv)}
+              "argv": list(sys.argv if argv is None else argv),
+              # what a run recorded before a field existed resumes when the field is at its
+              # default (core.rundir.differences)
+              "defaults": {"agent_config": field_defaults(agent_cfg)}}
     return env, agent, run_cfg, record
+
+
+def field_defaults(cfg) -> Dict[str, Any]:
+    """The default of each field of the dataclass ``cfg`` that has one."""
+    out = {}
+    for field in dataclasses.fields(cfg):
+        if field.default is not dataclasses.MISSING:
+            out[field.name] = field.default
+        elif field.default_factory is not dataclasses.MISSING:
+            out[field.name] = field.default_factory()
+    return out
 
 
 def load_run(logdir: str, seed_index: int = 0):

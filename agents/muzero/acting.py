@@ -56,6 +56,59 @@ def temperature(cfg: MuZeroConfig, updates: Array) -> Array:
     return jnp.asarray(cfg.temperatures, jnp.float32)[index]
 
 
+class ExploreCarry(NamedTuple):
+    """Per-environment state of the exploration options (:func:`explore_options`)."""
+
+    action: Array  # [B, *action_shape]: the option's action
+    left: Array  # [B] int32: steps of the option still to take (0: none running)
+
+
+def initial_explore_carry(num_envs: int, action_shape=(), action_dtype=jnp.int32) -> ExploreCarry:
+    """No option running in any of ``num_envs`` environments."""
+    return ExploreCarry(jnp.zeros((num_envs,) + tuple(action_shape), action_dtype),
+                        jnp.zeros((num_envs,), jnp.int32))
+
+
+def zeta_durations(key: Array, shape, exponent: float, max_duration: int) -> Array:
+    """Durations ``n`` in ``1..max_duration`` with ``P(n) ~ n^-exponent``."""
+    logits = -exponent * jnp.log(jnp.arange(1, max_duration + 1, dtype=jnp.float32))
+    return jax.random.categorical(key, logits, shape=shape).astype(jnp.int32) + 1
+
+
+def explore_options(cfg: MuZeroConfig, sample_action: Callable, carry: ExploreCarry,
+                    search_action: Array, is_first: Array, key: Array,
+                    legal_action_mask: Optional[Array] = None):
+    """Epsilon-z-greedy (Dabney et al. 2021): the action to take in each environment, the
+    search's unless an exploration option runs there, and the options' next carry.
+
+    An environment with no option running (or whose episode starts, or whose option's action
+    is illegal under ``legal_action_mask [B, A]``) starts one with probability
+    ``cfg.explore_epsilon``: ``sample_action(key[, mask])`` held for a zeta-distributed number
+    of steps, this one included.
+    """
+    num = search_action.shape[0]
+    start_key, length_key, action_key = jax.random.split(key, 3)
+    left = jnp.where(is_first, 0, carry.left)
+    if legal_action_mask is not None:
+        held_legal = jnp.take_along_axis(legal_action_mask, carry.action[:, None], axis=1)[:, 0]
+        left = jnp.where(held_legal, left, 0)
+    running = left > 0
+    start = ~running & (jax.random.uniform(start_key, (num,)) < cfg.explore_epsilon)
+    keys = jax.random.split(action_key, num)
+    fresh = (jax.vmap(sample_action)(keys) if legal_action_mask is None
+             else jax.vmap(sample_action)(keys, legal_action_mask))
+    lengths = zeta_durations(length_key, (num,), cfg.explore_zeta, cfg.explore_max_duration)
+    option_action = jnp.where(_expand(start, fresh), fresh, carry.action)
+    active = running | start
+    action = jnp.where(_expand(active, search_action), option_action, search_action)
+    left = jnp.where(start, lengths, left) - active.astype(jnp.int32)
+    return action, ExploreCarry(option_action, left)
+
+
+def _expand(flag: Array, like: Array) -> Array:
+    return flag.reshape(flag.shape + (1,) * (like.ndim - flag.ndim))
+
+
 def search(cfg: MuZeroConfig, root_fn: Callable, recurrent_fn: Callable, params, obs: Array,
            key: Array, *, explore: bool, temp: Array = 1.0,
            legal_action_mask: Optional[Array] = None) -> SearchOutput:

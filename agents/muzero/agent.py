@@ -181,15 +181,27 @@ def make_agent(cfg: MuZeroConfig, env: Environment, num_envs: int, *, model: MuZ
         return MuZeroState(params=params, target_params=params, opt_state=opt.init(params),
                            steps=jnp.zeros((), jnp.int32))
 
+    options = cfg.explore_epsilon > 0  # exploration options (acting.explore_options)
+
+    def initial_carry(n: int):
+        if not options:
+            return jnp.zeros((n,))
+        return acting.initial_explore_carry(n, spec.action_shape, spec.action_dtype)
+
     def act(state: MuZeroState, obs, is_first, carry, key, explore: bool, *,
             legal_action_mask=None):
-        del is_first
         temp = acting.temperature(cfg, state.steps)
+        search_key = option_key = key
+        if options:
+            search_key, option_key = jax.random.split(key)
         if legal_action_mask is None:
-            action, extras = search_fn(state.params, obs, key, explore, temp)
+            action, extras = search_fn(state.params, obs, search_key, explore, temp)
         else:
-            action, extras = search_fn(state.params, obs, key, explore, temp,
+            action, extras = search_fn(state.params, obs, search_key, explore, temp,
                                        legal_action_mask=legal_action_mask)
+        if options and explore:
+            action, carry = acting.explore_options(cfg, spec.sample_action, carry, action,
+                                                   is_first, option_key, legal_action_mask)
         return action, carry, extras
 
     def reanalyse(state: MuZeroState, window, values_after: Array, key: Array):
@@ -288,5 +300,5 @@ def make_agent(cfg: MuZeroConfig, env: Environment, num_envs: int, *, model: MuZ
     schedule = Schedule(env_steps_per_iteration=cfg.env_steps_per_iteration,
                         updates_per_iteration=cfg.updates_per_iteration,
                         prefill_steps=max(cfg.prefill_steps, num_envs * (length + 1)))
-    return Agent(init=init, initial_carry=lambda n: jnp.zeros((n,)), act=act, update=update,
+    return Agent(init=init, initial_carry=initial_carry, act=act, update=update,
                  buffer=buffer, schedule=schedule)

@@ -78,6 +78,15 @@ class MuZeroConfig:
       env_steps_per_iteration, updates_per_iteration: the replay ratio (updates per vectorised
         env step is their ratio).
       prefill_steps: random-action steps (summed over envs) before learning.
+      explore_epsilon, explore_zeta, explore_max_duration: temporally extended random
+        exploration while acting (epsilon-z-greedy, Dabney et al. 2021): at each step of an
+        environment not already in one, with probability ``explore_epsilon`` an exploration
+        option starts, a uniformly random action held for ``n`` steps, ``n`` drawn from the
+        zeta distribution ``P(n) ~ n^-explore_zeta`` truncated at ``explore_max_duration``;
+        the option ends early when an episode starts or when its action becomes illegal (on
+        a two-player board game the held move is usually illegal at the next turn, so options
+        there last one move). The search still runs at every step and its policy and value
+        go to replay as the targets. 0 (off) by default; evaluation never explores.
     """
 
     search: str = "muzero"
@@ -128,6 +137,9 @@ class MuZeroConfig:
     env_steps_per_iteration: int = 1
     updates_per_iteration: int = 1
     prefill_steps: int = 500
+    explore_epsilon: float = 0.0
+    explore_zeta: float = 2.0
+    explore_max_duration: int = 100
 
     @property
     def sequence_length(self) -> int:
@@ -164,7 +176,7 @@ class MuZeroConfig:
             one_of(self, "model_size", tuple(NET_PRESETS)),
             *at_least(self, ("num_simulations", "n_step", "unroll_steps", "batch_size",
                              "max_num_considered_actions", "target_update_period",
-                             "env_steps_per_iteration"), 1),
+                             "env_steps_per_iteration", "explore_max_duration"), 1),
             *[(f, getattr(self, f) >= 2, ">= 2 (a categorical support needs two bins)")
               for f in ("value_support_size", "reward_support_size")],
             *at_least(self, ("updates_per_iteration", "prefill_steps", "latent_dim",
@@ -180,11 +192,12 @@ class MuZeroConfig:
              all(b > 0 for b in bounds) and all(a < b for a, b in zip(bounds, bounds[1:])),
              "positive update counts in strictly increasing order"),
             *within(self, ("discount",), 0.0, 1.0, "[)"),
-            *positive(self, ("learning_rate", "value_support_max", "reward_support_max",
-                             "priority_eps", "dirichlet_alpha", "pb_c_init")),
+            *positive(self, ("explore_zeta", "learning_rate", "value_support_max",
+                             "reward_support_max", "priority_eps", "dirichlet_alpha",
+                             "pb_c_init")),
             *within(self, ("lr_final_fraction", "shrink_keep", "dirichlet_fraction",
                            "priority_exponent", "importance_exponent", "target_tau",
-                           "reanalyse_fraction"), 0.0, 1.0),
+                           "reanalyse_fraction", "explore_epsilon"), 0.0, 1.0),
             ("reanalyse_fraction", self.reanalyse_fraction == 0
              or self.reanalyse_fraction * self.batch_size >= 1,
              f"0 or at least one window of the batch of {self.batch_size}, i.e. >= "

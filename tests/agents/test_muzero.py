@@ -469,3 +469,92 @@ def test_consistency_loss_trains_the_projection_only_when_on():
     assert len(off) >= 2 and max(off) == 0.0 and "consistency_loss" not in metrics_off
     assert min(on) > 0.0
     assert -1.0 <= float(metrics_on["consistency_loss"]) <= 1.0
+
+
+def test_exploration_options_hold_a_random_action_for_zeta_durations():
+    from agents.muzero import acting
+    cfg = dataclasses.replace(muzero.PRESETS["tiny"], explore_epsilon=0.2, explore_zeta=2.0,
+                              explore_max_duration=50)
+    sample = lambda key, mask=None: jax.random.randint(key, (), 0, 3)  # noqa: E731
+    num, steps, search = 64, 200, jnp.full((64,), 7, jnp.int32)  # 7: "the search's action"
+
+    def step(carry, key):
+        action, carry = acting.explore_options(cfg, sample, carry, search,
+                                               jnp.zeros((num,), bool), key)
+        return carry, action
+    _, actions = jax.lax.scan(step, acting.initial_explore_carry(num),
+                              jax.random.split(jax.random.PRNGKey(0), steps))
+    actions = np.asarray(actions).T  # [num, steps]
+    # Runs of a random action between search actions: their lengths are the durations.
+    runs = []
+    for row in actions:
+        length, prev = 0, None
+        for a in row:
+            if a != 7 and a == prev:
+                length += 1
+            else:
+                if prev is not None and prev != 7:
+                    runs.append(length)
+                length = 1
+            prev = a
+    runs = np.array(runs)
+    share = (actions != 7).mean()
+    # zeta(2) truncated at 50: P(1) = 1 / sum n^-2 = 0.62, mean ~ 2.8 (runs of one action
+    # back to back merge, so measured runs are a little longer)
+    assert 0.5 < (runs == 1).mean() < 0.7 and 2.3 < runs.mean() < 4.0 and runs.max() > 10
+    assert 0.25 < share < 0.5  # eps D / (1 + eps (D - 1)) with D ~ 2.8: 0.41
+    assert set(np.unique(actions)) == {0, 1, 2, 7}
+    # An episode start ends a running option; epsilon 0 never starts one.
+    carry = acting.ExploreCarry(jnp.zeros((num,), jnp.int32), jnp.full((num,), 5, jnp.int32))
+    action, after = acting.explore_options(dataclasses.replace(cfg, explore_epsilon=0.0), sample,
+                                           carry, search, jnp.ones((num,), bool),
+                                           jax.random.PRNGKey(1))
+    assert (np.asarray(action) == 7).all() and (np.asarray(after.left) == 0).all()
+    # An option whose action becomes illegal ends; the held action is kept while legal.
+    mask = jnp.zeros((num, 3), bool).at[:, 1].set(True).at[: num // 2, 0].set(True)
+    action, after = acting.explore_options(dataclasses.replace(cfg, explore_epsilon=0.0), sample,
+                                           carry, search, jnp.zeros((num,), bool),
+                                           jax.random.PRNGKey(1), mask)
+    action = np.asarray(action)
+    assert (action[: num // 2] == 0).all() and (action[num // 2:] == 7).all()
+    assert (np.asarray(after.left)[: num // 2] == 4).all()
+
+
+def test_exploration_options_act_in_training_not_in_evaluation():
+    env = envs.make("gymnax/CartPole-v1")
+    cfg = dataclasses.replace(muzero.PRESETS["tiny"], explore_epsilon=1.0,
+                              explore_max_duration=50)  # every env starts an option at once
+    agent = muzero.make(cfg, env, 256)
+    state = agent.init(jax.random.PRNGKey(0))
+    obs = jnp.zeros((256,) + env.spec.obs_shape)
+    first = jnp.zeros((256,), bool)
+    held = muzero_agent.acting.ExploreCarry(jnp.ones((256,), jnp.int32),
+                                            jnp.full((256,), 3, jnp.int32))
+    _, after, _ = agent.act(state, obs, first, held, jax.random.PRNGKey(1), False)
+    assert (np.asarray(after.left) == 3).all()  # evaluation neither follows nor runs options
+    carry = agent.initial_carry(256)
+    explored, carry, extras = agent.act(state, obs, first, carry, jax.random.PRNGKey(1), True)
+    assert abs(np.asarray(explored).mean() - 0.5) < 0.1  # uniform over CartPole's 2 actions
+    assert extras["search_policy"].shape == (256, 2)  # the search's targets still stored
+    left = np.asarray(carry.left)
+    assert 0.2 < (left > 0).mean() < 0.6  # P(n > 1) = 1 - 1 / sum n^-2 = 0.39
+    assert (np.asarray(carry.action) == np.asarray(explored)).all()
+    again, after, _ = agent.act(state, obs, first, carry, jax.random.PRNGKey(2), True)
+    assert (np.asarray(again)[left > 0] == np.asarray(explored)[left > 0]).all()  # held
+    assert (np.asarray(after.left)[left > 0] == left[left > 0] - 1).all()
+
+
+def test_exploration_options_hold_continuous_actions():
+    from agents.muzero import acting
+    cfg = dataclasses.replace(muzero.PRESETS["tiny"], explore_epsilon=1.0,
+                              explore_max_duration=3)
+    sample = lambda key: jax.random.uniform(key, (2,), minval=-1, maxval=1)  # noqa: E731
+    carry = acting.initial_explore_carry(64, (2,), jnp.float32)
+    search = jnp.full((64, 2), 5.0)
+    first, after = acting.explore_options(cfg, sample, carry, search, jnp.zeros((64,), bool),
+                                          jax.random.PRNGKey(0))
+    second, _ = acting.explore_options(cfg, sample, after, search, jnp.zeros((64,), bool),
+                                       jax.random.PRNGKey(1))
+    assert np.abs(np.asarray(first)).max() <= 1.0  # every env explores (epsilon 1)
+    held = np.asarray(after.left) > 0  # those go on holding the same vector
+    assert held.any() and np.allclose(np.asarray(second)[held], np.asarray(first)[held])

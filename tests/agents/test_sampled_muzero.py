@@ -95,6 +95,14 @@ def test_acting_shapes_bounds_and_deterministic_greedy():
                                                               jax.random.PRNGKey(2), True)
     assert actions.shape == (3, 2) and np.all(np.abs(np.asarray(actions)) <= 2.0)
     np.testing.assert_allclose(extras["search_policy"].sum(-1), 1.0, rtol=1e-5)
+    # Exploration options hold a uniformly random action vector within the bounds.
+    explorer = sampled_muzero.make(dataclasses.replace(cfg, explore_epsilon=1.0), env, 3)
+    carry = explorer.initial_carry(3)
+    actions, carry, _ = jax.jit(explorer.act, static_argnums=5)(state, obs, first, carry,
+                                                               jax.random.PRNGKey(2), True)
+    assert carry.action.shape == (3, 2) and carry.action.dtype == jnp.float32
+    np.testing.assert_array_equal(actions, carry.action)
+    assert np.all(np.abs(np.asarray(actions)) <= 2.0)
 
 
 @pytest.mark.slow

@@ -64,6 +64,27 @@ def test_differences_compare_only_identity_fields():
     new["run"]["num_envs"] = 8
     assert rundir.differences(old, new) == [("agent_config.horizon", 15, 5),
                                             ("run.num_envs", 4, 8)]
+    # A field added after the old run was recorded: no difference at its default, one else.
+    new = {"agent": "mpc", "run": {"seed": 0, "steps": 99, "num_envs": 4},
+           "agent_config": {"horizon": 15, "sizes": (1, 2), "noise": 0.0},
+           "defaults": {"agent_config": {"horizon": 10, "noise": 0.0}}}
+    assert rundir.differences(old, new) == []
+    new["agent_config"]["noise"] = 0.3
+    assert rundir.differences(old, new) == [("agent_config.noise", "<absent>", 0.3)]
+    new["agent_config"]["horizon"] = 10  # a field the old run has is compared as before
+    assert ("agent_config.horizon", 15, 10) in rundir.differences(old, new)
+
+
+def test_a_run_recorded_before_a_field_existed_resumes(tmp_path):
+    logdir = str(tmp_path / "run")
+    train.main(RANDOM + ["--steps", "32", "--logdir", logdir])
+    record = rundir.read_config(logdir)
+    field = next(iter(record["agent_config"]))
+    del record["agent_config"][field]  # as an older version wrote it
+    with open(os.path.join(logdir, rundir.CONFIG_FILE), "w") as f:
+        json.dump(record, f)
+    summary = train.main(RANDOM + ["--steps", "48", "--logdir", logdir, "--eval-every", "-1"])
+    assert summary["env_steps"] == 48
 
 
 def test_budget_change_resumes_and_fresh_moves_aside(tmp_path):
