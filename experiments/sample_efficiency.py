@@ -8,9 +8,10 @@ Each method is trained for its budget of environment steps with ``--seeds`` seed
 greedy evaluation return is recorded against environment steps:
 
 * model-based ``pets``, ``mbpo`` (continuous actions), ``muzero``, ``gumbel_muzero``,
-  ``dreamer``: ``experiments.train.build`` + ``core.runner.train`` (the task's preset, all
-  seeds vmapped in one program, logs under ``<out>/<method>``); the curve is read back from
-  ``metrics.jsonl`` (``eval_return_per_seed``);
+  ``sampled_muzero``, ``stochastic_muzero``, ``dreamer``: ``experiments.train.build`` +
+  ``core.runner.train`` (the task's preset, all seeds vmapped in one program, logs under
+  ``<out>/<method>``); the curve is read back from ``metrics.jsonl``
+  (``eval_return_per_seed``);
 * model-free ``brax_ppo``, ``brax_sac`` (brax/* and dmc/*):
   :func:`experiments.baselines.run_baseline`, one run per seed;
 * a model-based method given ``--extra "METHOD=--env-option action_repeat=R"`` acts every R
@@ -45,7 +46,9 @@ The report (``<out>/report.json``, plot ``<out>/returns.png``) gives, per method
 their seeds together) instead of training it, e.g. runs made concurrently on one GPU, or cut short
 by a time limit or ``--max-seconds``: ``python -m experiments.sample_efficiency --env
 gymnax/Breakout-MinAtar --from-logs muzero=runs/a,runs/b --from-logs ppo=runs/c/ppo --threshold
-3 --out runs/compare_breakout``.
+3 --out runs/compare_breakout``. A name ``METHOD:TAG`` (``--from-logs muzero:eps0.3=runs/d``)
+tells apart runs of one method made with different options: the curves, report and plot carry
+the whole name, the ratios pair it as ``METHOD``.
 
 ``--reference FILE`` (on a ``dmc/`` task) draws a published curve of the task next to ours, e.g.
 the DreamerV3 paper's ``dmc_proprio-dreamerv3.json.gz`` (mean and min-max over its seeds,
@@ -69,9 +72,16 @@ import time
 from typing import Dict, List, Optional, Sequence
 from experiments import cli
 
-MODEL_BASED = ("pets", "mbpo", "muzero", "gumbel_muzero", "dreamer")
+MODEL_BASED = ("pets", "mbpo", "muzero", "gumbel_muzero", "sampled_muzero", "stochastic_muzero",
+               "dreamer")
 MODEL_FREE = ("brax_ppo", "brax_sac", "ppo")
 METHODS = MODEL_BASED + MODEL_FREE
+
+
+def base_method(name: str) -> str:
+    """The method of a name ``METHOD`` or ``METHOD:TAG`` (runs of one method with other
+    options, from ``--from-logs``)."""
+    return name.partition(":")[0]
 
 
 def steps_to_threshold(xs: Sequence[int], ys: Sequence[float], threshold: float
@@ -122,10 +132,9 @@ def median_steps(reached: Sequence[Optional[int]]) -> Optional[float]:
 def ratios(summary: Dict[str, Dict]) -> Dict[str, Dict]:
     """``steps(model-free) / steps(model-based)`` for every pair present (see module doc)."""
     out = {}
-    for free in MODEL_FREE:
-        for based in MODEL_BASED:
-            if free not in summary or based not in summary:
-                continue
+    names = list(summary)
+    for free in [n for n in names if base_method(n) in MODEL_FREE]:
+        for based in [n for n in names if base_method(n) in MODEL_BASED]:
             mb = summary[based]["mean_steps_to_threshold"]
             mf = summary[free]["mean_steps_to_threshold"]
             key = f"{free}/{based}"
@@ -320,9 +329,11 @@ def _parse_budgets(items: Sequence[str]) -> Dict[str, int]:
 
 
 _DEFAULT_BUDGETS = {"pets": 5_000, "mbpo": 5_000, "muzero": 100_000, "gumbel_muzero": 100_000,
-                    "dreamer": 100_000, "brax_sac": 100_000, "brax_ppo": 2_000_000,
+                    "sampled_muzero": 100_000, "stochastic_muzero": 100_000, "dreamer": 100_000,
+                    "brax_sac": 100_000, "brax_ppo": 2_000_000,
                     "ppo": 1_000_000}
 _QUICK_BUDGETS = {"pets": 300, "mbpo": 300, "muzero": 300, "gumbel_muzero": 300,
+                  "sampled_muzero": 300, "stochastic_muzero": 300,
                   "dreamer": 300, "brax_sac": 2_000, "brax_ppo": 20_000, "ppo": 2_000}
 
 
@@ -345,10 +356,12 @@ def main(argv: Optional[List[str]] = None) -> Dict:
                    help="METHOD=ARGS: extra train.py flags for a model-based method, e.g. "
                         "'mbpo=--updates_per_step 20'")
     p.add_argument("--from-logs", action="append", default=[],
-                   help="METHOD=DIR[,DIR...]: take the method's curves from the metrics.jsonl "
-                        "of runs already made (experiments.train / experiments.ppo logdirs; "
-                        "several dirs: their seeds together) instead of training; its budget "
-                        "is the runs' last evaluated step unless --budget names one")
+                   help="METHOD[:TAG]=DIR[,DIR...]: take the method's curves from the "
+                        "metrics.jsonl of runs already made (experiments.train / "
+                        "experiments.ppo logdirs; several dirs: their seeds together) instead "
+                        "of training; its budget is the runs' last evaluated step unless "
+                        "--budget names one; a TAG tells apart runs of one method with other "
+                        "options (muzero:eps0.3=DIR)")
     p.add_argument("--reference", default=None,
                    help="a published-curves file (dmc_proprio-dreamerv3.json.gz of the "
                         "DreamerV3 scores: task, method, seed, xs, ys per run) to draw and "
@@ -375,7 +388,8 @@ def main(argv: Optional[List[str]] = None) -> Dict:
     default_methods = ",".join(i.partition("=")[0] for i in args.from_logs) or \
         "pets,mbpo,brax_ppo,brax_sac"
     methods = [m for m in (args.methods or default_methods).split(",") if m]
-    unknown = sorted(set(methods) - set(METHODS))
+    logged = {i.partition("=")[0] for i in args.from_logs}
+    unknown = sorted(m for m in methods if m not in METHODS and m not in logged)
     if unknown:
         raise ValueError(f"unknown methods {unknown}; known: {METHODS}")
     budgets = dict(_QUICK_BUDGETS if args.quick else _DEFAULT_BUDGETS)
@@ -389,13 +403,19 @@ def main(argv: Optional[List[str]] = None) -> Dict:
     from_logs = {}
     for item in args.from_logs:
         name, _, logdir = item.partition("=")
-        if name not in METHODS or not logdir:
-            raise ValueError(f"--from-logs takes METHOD=DIR with METHOD in {METHODS}, "
+        method, colon, tag = name.partition(":")
+        if method not in METHODS or not logdir or (colon and not tag):
+            raise ValueError(f"--from-logs takes METHOD[:TAG]=DIR with METHOD in {METHODS}, "
                              f"got {item!r}")
+        if name in from_logs:
+            raise ValueError(f"--from-logs names {name!r} twice; give each run its own TAG "
+                             f"({method}:TAG=DIR) or list the dirs of one method together "
+                             f"({name}=DIR1,DIR2)")
         from_logs[name] = []
         for one in logdir.split(","):  # separate runs' seeds, one curve list
             _check_logged_env(one, args.env)
-            from_logs[name] += curves_from_log(one, action_repeat(extra[name]))
+            from_logs[name] += curves_from_log(one, action_repeat(extra.get(name,
+                                                                            extra[method])))
         for i, curve in enumerate(from_logs[name]):
             curve["seed"] = i
         if name not in methods:

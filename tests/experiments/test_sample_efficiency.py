@@ -144,6 +144,24 @@ def test_from_logs_reports_runs_already_made(tmp_path):
     with pytest.raises(ValueError, match="is a run on gymnax/Breakout-MinAtar"):
         se.main(["--env", "gymnax/Asterix-MinAtar", "--from-logs", f"ppo={logs['ppo']}",
                  "--out", out])
+    # Two runs of one method with other options, told apart by a tag; ratios pair by method.
+    tagged = se.main(["--env", "gymnax/Breakout-MinAtar", "--threshold", "5",
+                      "--from-logs", f"muzero={logs['muzero']}",
+                      "--from-logs", f"muzero:other={logs['ppo']}",
+                      "--from-logs", f"ppo={logs['ppo']}", "--out", out])
+    assert tagged["methods"] == ["muzero", "muzero:other", "ppo"]
+    assert tagged["summary"]["muzero:other"]["steps_to_threshold"] == [800, 800]
+    assert tagged["ratios"]["ppo/muzero:other"]["ratio"] == 1.0
+    assert tagged["ratios"]["ppo/muzero"]["ratio"] == 800 / 500
+    for bad, message in ((f"muzero:={logs['muzero']}", r"METHOD\[:TAG\]=DIR"),
+                         (f"alphago:x={logs['muzero']}", r"METHOD\[:TAG\]=DIR")):
+        with pytest.raises(ValueError, match=message):
+            se.main(["--env", "gymnax/Breakout-MinAtar", "--from-logs", bad, "--out", out])
+    with pytest.raises(ValueError, match="names 'muzero' twice"):
+        se.main(["--env", "gymnax/Breakout-MinAtar", "--from-logs", f"muzero={logs['muzero']}",
+                 "--from-logs", f"muzero={logs['ppo']}", "--out", out])
+    with pytest.raises(ValueError, match="unknown methods"):  # a tag only names logged runs
+        se.main(["--env", "gymnax/Breakout-MinAtar", "--methods", "muzero:x", "--out", out])
 
 
 def _reference_file(path):
