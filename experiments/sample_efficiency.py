@@ -48,7 +48,8 @@ by a time limit or ``--max-seconds``: ``python -m experiments.sample_efficiency 
 gymnax/Breakout-MinAtar --from-logs muzero=runs/a,runs/b --from-logs ppo=runs/c/ppo --threshold
 3 --out runs/compare_breakout``. A name ``METHOD:TAG`` (``--from-logs muzero:eps0.3=runs/d``)
 tells apart runs of one method made with different options: the curves, report and plot carry
-the whole name, the ratios pair it as ``METHOD``.
+the whole name (``--methods``, ``--budget`` and ``--extra`` take it too), and the ratios class
+it by ``METHOD`` (their keys carry the whole name).
 
 ``--reference FILE`` (on a ``dmc/`` task) draws a published curve of the task next to ours, e.g.
 the DreamerV3 paper's ``dmc_proprio-dreamerv3.json.gz`` (mean and min-max over its seeds,
@@ -322,8 +323,9 @@ def _parse_budgets(items: Sequence[str]) -> Dict[str, int]:
     out = {}
     for item in items:
         name, _, value = item.partition("=")
-        if name not in METHODS or not value:
-            raise ValueError(f"--budget takes METHOD=STEPS with METHOD in {METHODS}, got {item!r}")
+        if base_method(name) not in METHODS or not value:
+            raise ValueError(f"--budget takes METHOD[:TAG]=STEPS with METHOD in {METHODS}, got "
+                             f"{item!r}")
         out[name] = int(float(value))
     return out
 
@@ -343,8 +345,9 @@ def main(argv: Optional[List[str]] = None) -> Dict:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--env", default="brax/inverted_pendulum")
     p.add_argument("--methods", default=None,
-                   help=f"comma-separated subset of {METHODS} (default: those of --from-logs, "
-                        f"else pets,mbpo,brax_ppo,brax_sac)")
+                   help=f"comma-separated subset of {METHODS} or METHOD:TAG names of "
+                        f"--from-logs (default: those of --from-logs, else "
+                        f"pets,mbpo,brax_ppo,brax_sac)")
     p.add_argument("--threshold", type=float, default=900.0)
     p.add_argument("--seeds", type=int, default=3)
     p.add_argument("--budget", action="append", default=[], help="METHOD=STEPS (repeatable)")
@@ -353,8 +356,8 @@ def main(argv: Optional[List[str]] = None) -> Dict:
     p.add_argument("--evals", type=int, default=10, help="evaluations per run")
     p.add_argument("--report-at", default="", help="comma-separated budgets for return_at")
     p.add_argument("--extra", action="append", default=[],
-                   help="METHOD=ARGS: extra train.py flags for a model-based method, e.g. "
-                        "'mbpo=--updates_per_step 20'")
+                   help="METHOD[:TAG]=ARGS: extra train.py flags for a model-based method, "
+                        "e.g. 'mbpo=--updates_per_step 20'")
     p.add_argument("--from-logs", action="append", default=[],
                    help="METHOD[:TAG]=DIR[,DIR...]: take the method's curves from the "
                         "metrics.jsonl of runs already made (experiments.train / "
@@ -391,7 +394,8 @@ def main(argv: Optional[List[str]] = None) -> Dict:
     logged = {i.partition("=")[0] for i in args.from_logs}
     unknown = sorted(m for m in methods if m not in METHODS and m not in logged)
     if unknown:
-        raise ValueError(f"unknown methods {unknown}; known: {METHODS}")
+        raise ValueError(f"unknown methods {unknown}; known: {METHODS} (a METHOD:TAG names a "
+                         f"--from-logs run)")
     budgets = dict(_QUICK_BUDGETS if args.quick else _DEFAULT_BUDGETS)
     budgets.update(_parse_budgets(args.budget))
     seeds = {m: 1 if args.quick else args.seeds for m in METHODS}

@@ -520,26 +520,23 @@ def test_exploration_options_hold_a_random_action_for_zeta_durations():
     assert (np.asarray(after.left)[: num // 2] == 4).all()
 
 
-def test_exploration_options_act_in_training_not_in_evaluation():
+def test_exploration_options_act_through_the_agent():
     env = envs.make("gymnax/CartPole-v1")
     cfg = dataclasses.replace(muzero.PRESETS["tiny"], explore_epsilon=1.0,
                               explore_max_duration=50)  # every env starts an option at once
     agent = muzero.make(cfg, env, 256)
     state = agent.init(jax.random.PRNGKey(0))
+    act = jax.jit(agent.act, static_argnums=5)
     obs = jnp.zeros((256,) + env.spec.obs_shape)
     first = jnp.zeros((256,), bool)
-    held = muzero_agent.acting.ExploreCarry(jnp.ones((256,), jnp.int32),
-                                            jnp.full((256,), 3, jnp.int32))
-    _, after, _ = agent.act(state, obs, first, held, jax.random.PRNGKey(1), False)
-    assert (np.asarray(after.left) == 3).all()  # evaluation neither follows nor runs options
     carry = agent.initial_carry(256)
-    explored, carry, extras = agent.act(state, obs, first, carry, jax.random.PRNGKey(1), True)
+    explored, carry, extras = act(state, obs, first, carry, jax.random.PRNGKey(1), True)
     assert abs(np.asarray(explored).mean() - 0.5) < 0.1  # uniform over CartPole's 2 actions
     assert extras["search_policy"].shape == (256, 2)  # the search's targets still stored
     left = np.asarray(carry.left)
     assert 0.2 < (left > 0).mean() < 0.6  # P(n > 1) = 1 - 1 / sum n^-2 = 0.39
     assert (np.asarray(carry.action) == np.asarray(explored)).all()
-    again, after, _ = agent.act(state, obs, first, carry, jax.random.PRNGKey(2), True)
+    again, after, _ = act(state, obs, first, carry, jax.random.PRNGKey(2), True)
     assert (np.asarray(again)[left > 0] == np.asarray(explored)[left > 0]).all()  # held
     assert (np.asarray(after.left)[left > 0] == left[left > 0] - 1).all()
 

@@ -148,8 +148,10 @@ def test_from_logs_reports_runs_already_made(tmp_path):
     tagged = se.main(["--env", "gymnax/Breakout-MinAtar", "--threshold", "5",
                       "--from-logs", f"muzero={logs['muzero']}",
                       "--from-logs", f"muzero:other={logs['ppo']}",
-                      "--from-logs", f"ppo={logs['ppo']}", "--out", out])
+                      "--from-logs", f"ppo={logs['ppo']}", "--budget", "muzero:other=700",
+                      "--out", out])
     assert tagged["methods"] == ["muzero", "muzero:other", "ppo"]
+    assert tagged["budgets"]["muzero:other"] == 700
     assert tagged["summary"]["muzero:other"]["steps_to_threshold"] == [800, 800]
     assert tagged["ratios"]["ppo/muzero:other"]["ratio"] == 1.0
     assert tagged["ratios"]["ppo/muzero"]["ratio"] == 800 / 500
