@@ -19,6 +19,9 @@ class StochasticMuZeroConfig(MuZeroConfig):
       chance_loss_weight: weight of ``CE(sigma_k, c_k)``, the chance prediction against the
         encoder's code.
       commitment_loss_weight: beta of the commitment loss ``||c_k - softmax(e_k)||^2``.
+      code_usage_loss_weight: weight of ``log C - H(mean softmax(e_k))`` over a batch's
+        observed transitions (an addition to the paper: without it the encoder can give every
+        outcome the same code; docs/results/stochastic_muzero.md). 0 turns it off.
 
     The search is ``mctx.stochastic_muzero_policy`` (PUCT with Dirichlet noise at decision
     nodes), so ``search`` must be ``"muzero"``; EfficientZero's consistency loss is not
@@ -29,13 +32,14 @@ class StochasticMuZeroConfig(MuZeroConfig):
     afterstate_value_loss_weight: float = 0.25
     chance_loss_weight: float = 1.0
     commitment_loss_weight: float = 0.25
+    code_usage_loss_weight: float = 0.1
 
     def __post_init__(self):
         super().__post_init__()
         require(self, [
             *at_least(self, ("codebook_size",), 1),
             *at_least(self, ("afterstate_value_loss_weight", "chance_loss_weight",
-                             "commitment_loss_weight"), 0),
+                             "commitment_loss_weight", "code_usage_loss_weight"), 0),
             ("search", self.search == "muzero",
              "'muzero' (mctx.stochastic_muzero_policy is a PUCT search; there is no gumbel "
              "variant)"),

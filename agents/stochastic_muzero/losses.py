@@ -14,8 +14,10 @@ The afterstate value ``Q_k`` of the action taken has the same target as the valu
 ``sigma_k`` learn the encoder's one-hot code (a fixed target, no gradient); the commitment
 term pulls the encoder's softmax towards its one-hot code. ``alive_{k+1}`` drops the chance
 terms where ``o_{k+1}`` is not the successor of ``o_k`` (past an episode's end, where the
-window runs into the next episode). The batch loss is ``mean_b w_b l_b + c ||theta||^2`` and
-the priority ``|v_0 - z_0|``, as in MuZero.
+window runs into the next episode). The batch loss is ``mean_b w_b l_b + c ||theta||^2 +
+w_u (log C - H(mean softmax(e)))``, the last term (ours, not the paper's) over the batch's
+observed transitions so that the encoder does not give every outcome one code, and the
+priority is ``|v_0 - z_0|``, as in MuZero.
 """
 
 from __future__ import annotations
@@ -77,7 +79,17 @@ def example_loss(params, obs: Array, actions: Array, targets: UnrollTargets, *,
     parts["priority"] = jnp.abs(root_value - targets.value[0])
     parts["root_value_pred"] = root_value
     parts["code_counts"] = (unroll.codes * observed[:, None]).sum(0)  # [C]
+    parts["code_probs"] = (unroll.encoder_probs * observed[:, None]).sum(0)  # [C]
     return loss, parts
+
+
+def code_usage_loss(prob_sums: Array) -> Array:
+    """``log C - H(mean softmax(e))`` from the encoder's probabilities summed over a batch's
+    observed transitions (``prob_sums [C]``): 0 when the batch spreads evenly over the C codes,
+    ``log C`` when every transition puts all its mass on one code."""
+    p = prob_sums / jnp.maximum(prob_sums.sum(), 1e-6)
+    entropy = -jnp.sum(p * jnp.log(jnp.maximum(p, 1e-12)))
+    return jnp.log(prob_sums.shape[-1]) - entropy
 
 
 def code_perplexity(counts: Array) -> Array:
@@ -98,8 +110,11 @@ def batch_loss(params, obs: Array, actions: Array, targets: UnrollTargets, weigh
                                                           cfg=cfg, policy_loss=policy_loss)
                              )(obs, actions, targets)
     l2 = sum(jnp.sum(jnp.square(p)) for p in jax.tree_util.tree_leaves(params))
-    loss = jnp.mean(weights * losses) + cfg.weight_decay * l2
     counts = parts.pop("code_counts").sum(0)
+    usage = code_usage_loss(parts.pop("code_probs").sum(0))
+    loss = (jnp.mean(weights * losses) + cfg.weight_decay * l2
+            + cfg.code_usage_loss_weight * usage)
     metrics = {name: value.mean() for name, value in parts.items() if name != "priority"}
-    metrics.update(loss=loss, l2=l2, code_perplexity=code_perplexity(counts))
+    metrics.update(loss=loss, l2=l2, code_perplexity=code_perplexity(counts),
+                   code_usage_loss=usage)
     return loss, {"metrics": metrics, "priority": jax.lax.stop_gradient(parts["priority"])}

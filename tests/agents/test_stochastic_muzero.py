@@ -15,7 +15,8 @@ import pytest
 import envs
 from agents import stochastic_muzero
 from agents.muzero.targets import UnrollTargets
-from agents.stochastic_muzero.losses import chance_losses, code_perplexity, example_loss
+from agents.stochastic_muzero.losses import (chance_losses, code_perplexity, code_usage_loss,
+                                             example_loss)
 from core import runner
 from core.loop import make_loop
 from envs.api import EnvSpec, Environment
@@ -67,6 +68,8 @@ def test_config_validation_names_the_field():
         cfg(use_consistency_loss=True)
     with pytest.raises(ValueError, match="StochasticMuZeroConfig.commitment_loss_weight"):
         cfg(commitment_loss_weight=-1.0)
+    with pytest.raises(ValueError, match="StochasticMuZeroConfig.code_usage_loss_weight"):
+        cfg(code_usage_loss_weight=-0.1)
     with pytest.raises(ValueError, match="needs a discrete action space"):
         stochastic_muzero.make(TINY, envs.make("linear/random_4x2"), 2)
 
@@ -96,6 +99,19 @@ def test_chance_losses_by_hand():
                                rtol=1e-6)
 
 
+def test_code_usage_loss_by_hand():
+    """``log C - H(mean softmax)``: 0 for a batch spread evenly over C = 4 codes (also when each
+    transition is sharp on its own code), log 4 when all mass is on one code, and log 4 - log 2
+    for two codes used equally. Its gradient raises the batch's unused codes."""
+    usage = jax.jit(code_usage_loss)
+    np.testing.assert_allclose(usage(jnp.full(4, 3.0)), 0.0, atol=1e-6)
+    np.testing.assert_allclose(usage(jnp.eye(4).sum(0)), 0.0, atol=1e-6)
+    np.testing.assert_allclose(usage(jnp.array([5.0, 0.0, 0.0, 0.0])), np.log(4), rtol=1e-5)
+    np.testing.assert_allclose(usage(jnp.array([2.0, 2.0, 0.0, 0.0])), np.log(2), rtol=1e-5)
+    grad = jax.grad(code_usage_loss)(jnp.array([3.0, 1.0, 0.0, 0.0]))
+    assert float(grad[0]) > 0.0 > float(grad[1]), grad
+
+
 def test_example_loss_masks_the_chance_terms_past_the_episode_end():
     """A fresh model's chance and afterstate-value heads output zeros, so each unmasked
     transition adds CE = log C to the chance loss and log(value bins) to the Q loss. With
@@ -122,6 +138,7 @@ def test_example_loss_masks_the_chance_terms_past_the_episode_end():
                                np.log(TINY.value_support_size) * 3 / k, rtol=1e-5)
     assert np.isfinite(float(loss))
     np.testing.assert_allclose(parts["code_counts"].sum(), 1.0)
+    np.testing.assert_allclose(parts["code_probs"].sum(), 1.0, rtol=1e-5)
     encoder = [g for name, g in grads["params"].items() if name.startswith("encoder")]
     assert max(float(jnp.abs(x).max()) for x in jax.tree.leaves(encoder)) > 0.0
 
@@ -192,9 +209,12 @@ def test_one_update_on_pgx_2048_image_planes():
 def test_learns_to_gamble_and_call_the_coin():
     """Fails if learning breaks: a player that does not call the coin it sees returns at most
     0.6 (the sure 0.6); both seeds must return 1 (gamble, then call the coin the observation
-    shows). The acting search starts from the real observation of the coin, so this holds
-    whether or not the model tells the coin's sides apart: with these settings the encoder's
-    codes collapse to one (docs/results/stochastic_muzero.md)."""
+    shows). The acting search starts from the real observation of the coin, so that part holds
+    whether or not the model tells the coin's sides apart; the chance model is checked apart:
+    the encoder gives heads and tails different codes, and the chance head at the gamble's
+    afterstate puts about half on each (a fair coin). Without the code usage loss
+    (``code_usage_loss_weight=0``) the codes collapse to one on some seeds
+    (docs/results/stochastic_muzero.md)."""
     env = gamble_env()
     cfg = dataclasses.replace(TINY, num_simulations=8, learning_rate=3e-3,
                               updates_per_iteration=2, prefill_steps=64, n_step=2,
@@ -207,3 +227,14 @@ def test_learns_to_gamble_and_call_the_coin():
     last = result.history[-1]
     assert last["eval_return_per_seed"] == [1.0, 1.0], last
     assert last["skipped_updates"] == 0.0, last
+    model = stochastic_muzero.build_model(cfg, env)
+    start, heads, tails = jnp.eye(3)
+    for seed in range(2):
+        params = jax.tree.map(lambda x: x[seed], result.state.agent.params)
+        codes = jnp.argmax(model.encode(params, jnp.stack([start, start]),
+                                        jnp.stack([heads, tails])), -1)
+        afterstate = model.afterstate(params, model.represent(params, start[None]),
+                                      jnp.array([1]))
+        sigma = jax.nn.softmax(model.afterstate_predict(params, afterstate)[0][0])
+        assert int(codes[0]) != int(codes[1]), (seed, codes)
+        np.testing.assert_allclose(sigma[codes], [0.5, 0.5], atol=0.15, err_msg=str(seed))
