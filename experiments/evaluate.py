@@ -13,6 +13,10 @@ recorded in its ``config.json``, picks the measurement:
   dynamics and the model's one-step action values against the real next states'
   (:mod:`agents.muzero.evaluation`); ``--policy-values-every N`` adds the greedy policy's own
   action values by rollout at every N-th state of one episode.
+* ``stochastic_muzero`` (H defaults to 10): reward and value errors of the unrolled
+  afterstate model, with the chance codes the encoder gives the real outcomes (``observed``)
+  and with the chance head's most likely codes (``likely``), along the agent's greedy games
+  (:mod:`agents.stochastic_muzero.evaluation`).
 * ``dreamer`` (H defaults to 15): decoded observation and reward errors of the RSSM's prior
   from posterior states (:mod:`agents.dreamer.evaluation`).
 
@@ -30,8 +34,9 @@ from experiments import cli, watch
 from experiments.cli import UsageError
 
 # agent name (experiments.train --agent) -> the family whose evaluation measures its model
-FAMILIES = {"muzero": "muzero", "gumbel_muzero": "muzero", "dreamer": "dreamer"}
-DEFAULT_HORIZON = {"muzero": 10, "dreamer": 15}
+FAMILIES = {"muzero": "muzero", "gumbel_muzero": "muzero", "dreamer": "dreamer",
+            "stochastic_muzero": "stochastic_muzero"}
+DEFAULT_HORIZON = {"muzero": 10, "dreamer": 15, "stochastic_muzero": 10}
 
 
 def evaluation_parser() -> argparse.ArgumentParser:
@@ -118,6 +123,25 @@ def evaluate_muzero(env, cfg, state, record: Dict, args, horizon: int) -> Tuple[
     return result, ("reward", "value")
 
 
+def evaluate_stochastic_muzero(env, cfg, state, record: Dict, args, horizon: int
+                               ) -> Tuple[Dict, Tuple]:
+    """Stochastic MuZero's measurements; returns the result and its error names."""
+    import jax
+    import numpy as np
+
+    from agents import stochastic_muzero
+    from agents.stochastic_muzero import evaluation
+
+    agent = stochastic_muzero.make(cfg, env, args.trajectories)
+    out = evaluation.greedy_games(env, agent, state.agent, jax.random.PRNGKey(7),
+                                  args.trajectories, args.length)
+    model = stochastic_muzero.build_model(cfg, env)
+    result = evaluation.model_k_step_errors(model, state.agent.params, out.observations(),
+                                            out.action, out.reward, horizon, valid=out.valid)
+    result["terminated_fraction"] = float(np.mean(np.asarray(out.ended)))
+    return result, ("reward_observed", "value_observed", "reward_likely", "value_likely")
+
+
 def evaluate_dreamer(env, cfg, state, record: Dict, args, horizon: int) -> Tuple[Dict, Tuple]:
     """The RSSM's measurements; returns the result and its error names."""
     import jax
@@ -132,7 +156,8 @@ def evaluate_dreamer(env, cfg, state, record: Dict, args, horizon: int) -> Tuple
     return result, ("obs", "reward")
 
 
-EVALUATIONS = {"muzero": evaluate_muzero, "dreamer": evaluate_dreamer}
+EVALUATIONS = {"muzero": evaluate_muzero, "dreamer": evaluate_dreamer,
+               "stochastic_muzero": evaluate_stochastic_muzero}
 
 
 def main(argv: Optional[Sequence[str]] = None) -> Dict:

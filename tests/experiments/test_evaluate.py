@@ -79,7 +79,7 @@ def test_usage_errors(muzero_record, tmp_path_factory, capsys):
                                "dreamer") == 15
     random_run = _train(tmp_path_factory, "random", "--steps", "8", "--log-every", "8")
     err = _usage_error(["--logdir", random_run], capsys)
-    assert "agent 'random'" in err and "dreamer, gumbel_muzero, muzero" in err
+    assert "agent 'random'" in err and "dreamer, gumbel_muzero, muzero, stochastic_muzero" in err
 
 
 @pytest.mark.slow
@@ -94,6 +94,21 @@ def test_dreamer_run_errors(tmp_path_factory, capsys):
     assert result["agent"] == "dreamer" and result["reconstruction_abs_error"] >= 0.0
     printed = capsys.readouterr().out
     assert "reconstruction (k=0)" in printed and "obs abs error by k:" in printed
+
+
+@pytest.mark.slow
+def test_stochastic_muzero_run_errors(tmp_path_factory, capsys):
+    logdir = _train(tmp_path_factory, "stochastic_muzero", "--preset", "tiny", "--steps", "48",
+                    "--log-every", "48")
+    result = evaluate.main(["--logdir", logdir, "--horizon", "3", "--trajectories", "2",
+                            "--length", "8"])
+    for codes in ("observed", "likely"):
+        for name in ("reward", "value"):
+            assert result[f"{name}_{codes}"]["horizons"] == [1, 2, 3]
+            assert result[f"{name}_{codes}"]["num_starts"] == 2 * (8 - 3 + 1)
+    assert result["agent"] == "stochastic_muzero" and result["env_steps"] >= 48
+    assert 0.0 <= result["terminated_fraction"] <= 1.0
+    assert "value_likely pooled relative error by k:" in capsys.readouterr().out
 
 
 def test_report_errors_prints_both_curves_and_writes_json(tmp_path, capsys):
