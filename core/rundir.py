@@ -90,10 +90,12 @@ def differences(old: Dict, new: Dict) -> List[Tuple[str, Any, Any]]:
     """``(field, old value, new value)`` for each identity field that differs (a field absent
     from either record is not compared).
 
-    ``new["defaults"]`` (optional) maps an identity field to its defaults (e.g.
-    ``{"agent_config": {...}}``): an entry that the old record lacks, because the version that
-    wrote it did not have it yet, is no difference when the new value is its default. This
-    holds a new field to a rule: its default does what the version before it did.
+    ``new["defaults"]`` (optional) maps an identity field to what each of its entries did
+    before it existed (e.g. ``{"agent_config": {...}}``, written by
+    :func:`experiments.train.field_defaults`: the default, or the value a config class names in
+    ``VALUES_BEFORE_FIELDS`` where the default changed behaviour): an entry that the old record
+    lacks, because the version that wrote it did not have it yet, is no difference when the
+    new value is that one.
     """
     out = []
     for name in IDENTITY:

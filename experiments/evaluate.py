@@ -46,7 +46,8 @@ def evaluation_parser() -> argparse.ArgumentParser:
     p.add_argument("--logdir", required=True, help="log directory of python -m experiments.train")
     p.add_argument("--seed-index", type=int, default=0, help="which seed of the run")
     p.add_argument("--horizon", type=int, default=None,
-                   help="largest k (default: 10 for MuZero runs, 15 for Dreamer runs)")
+                   help="largest k (default: 10 for MuZero and Stochastic MuZero runs, 15 for "
+                        "Dreamer runs)")
     p.add_argument("--trajectories", type=int, default=16, help="real greedy episodes")
     p.add_argument("--length", type=int, default=60, help="steps per episode at most")
     p.add_argument("--json", default=None, help="write the whole result to this JSON file")

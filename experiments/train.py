@@ -209,10 +209,16 @@ def build(argv: Optional[List[str]] = None):
 
 
 def field_defaults(cfg) -> Dict[str, Any]:
-    """The default of each field of the dataclass ``cfg`` that has one."""
+    """What each field of the dataclass ``cfg`` did before it existed, for the resume check:
+    its default, or, where the default changed behaviour, the value that the class's
+    ``VALUES_BEFORE_FIELDS`` names (a run recorded without the field resumes only at that
+    value)."""
+    before = getattr(type(cfg), "VALUES_BEFORE_FIELDS", {})
     out = {}
     for field in dataclasses.fields(cfg):
-        if field.default is not dataclasses.MISSING:
+        if field.name in before:
+            out[field.name] = before[field.name]
+        elif field.default is not dataclasses.MISSING:
             out[field.name] = field.default
         elif field.default_factory is not dataclasses.MISSING:
             out[field.name] = field.default_factory()

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import Dict
+from typing import Any, ClassVar, Dict
 
 from agents.muzero.config import MuZeroConfig
 from core.config import at_least, require
@@ -27,6 +27,10 @@ class StochasticMuZeroConfig(MuZeroConfig):
     nodes), so ``search`` must be ``"muzero"``; EfficientZero's consistency loss is not
     implemented here.
     """
+
+    # What a field added later did before it existed, where its default is not that (read by
+    # experiments.train.field_defaults: a run recorded without the field resumes at this value)
+    VALUES_BEFORE_FIELDS: ClassVar[Dict[str, Any]] = {"code_usage_loss_weight": 0.0}
 
     codebook_size: int = 32
     afterstate_value_loss_weight: float = 0.25

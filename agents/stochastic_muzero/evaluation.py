@@ -15,7 +15,8 @@ observation), for ``k = 1..horizon``, with two choices of the chance codes ``c``
 * ``likely``: the most likely code under ``sigma`` (no observation): one path of the search.
 
 MuZero's model on the same games is :func:`agents.muzero.evaluation.model_k_step_errors`
-(its one dynamics step has no chance input).
+(its one dynamics step has no chance input). The command line is ``python -m
+experiments.evaluate --logdir RUN``.
 """
 
 from __future__ import annotations

@@ -86,10 +86,12 @@ def example_loss(params, obs: Array, actions: Array, targets: UnrollTargets, *,
 def code_usage_loss(prob_sums: Array) -> Array:
     """``log C - H(mean softmax(e))`` from the encoder's probabilities summed over a batch's
     observed transitions (``prob_sums [C]``): 0 when the batch spreads evenly over the C codes,
-    ``log C`` when every transition puts all its mass on one code."""
-    p = prob_sums / jnp.maximum(prob_sums.sum(), 1e-6)
+    ``log C`` when every transition puts all its mass on one code; 0 for a batch without an
+    observed transition."""
+    total = prob_sums.sum()
+    p = prob_sums / jnp.maximum(total, 1e-6)
     entropy = -jnp.sum(p * jnp.log(jnp.maximum(p, 1e-12)))
-    return jnp.log(prob_sums.shape[-1]) - entropy
+    return jnp.where(total > 0, jnp.log(prob_sums.shape[-1]) - entropy, 0.0)
 
 
 def code_perplexity(counts: Array) -> Array:

@@ -15,8 +15,8 @@ import pytest
 import envs
 from agents import stochastic_muzero
 from agents.muzero.targets import UnrollTargets
-from agents.stochastic_muzero.losses import (chance_losses, code_perplexity, code_usage_loss,
-                                             example_loss)
+from agents.stochastic_muzero.losses import (batch_loss, chance_losses, code_perplexity,
+                                             code_usage_loss, example_loss)
 from core import runner
 from core.loop import make_loop
 from envs.api import EnvSpec, Environment
@@ -100,16 +100,48 @@ def test_chance_losses_by_hand():
 
 
 def test_code_usage_loss_by_hand():
-    """``log C - H(mean softmax)``: 0 for a batch spread evenly over C = 4 codes (also when each
-    transition is sharp on its own code), log 4 when all mass is on one code, and log 4 - log 2
-    for two codes used equally. Its gradient raises the batch's unused codes."""
+    """``log C - H(mean softmax)`` from the summed probabilities: 0 for a batch spread evenly
+    over C = 4 codes, log 4 when all mass is on one code, log 4 - log 2 for two codes used
+    equally, 0 without an observed transition. Its gradient lowers the most used code and
+    raises the rest, most of all the unused ones."""
     usage = jax.jit(code_usage_loss)
     np.testing.assert_allclose(usage(jnp.full(4, 3.0)), 0.0, atol=1e-6)
-    np.testing.assert_allclose(usage(jnp.eye(4).sum(0)), 0.0, atol=1e-6)
     np.testing.assert_allclose(usage(jnp.array([5.0, 0.0, 0.0, 0.0])), np.log(4), rtol=1e-5)
     np.testing.assert_allclose(usage(jnp.array([2.0, 2.0, 0.0, 0.0])), np.log(2), rtol=1e-5)
+    assert float(usage(jnp.zeros(4))) == 0.0
     grad = jax.grad(code_usage_loss)(jnp.array([3.0, 1.0, 0.0, 0.0]))
-    assert float(grad[0]) > 0.0 > float(grad[1]), grad
+    assert float(grad[0]) > 0.0 > float(grad[1]) > float(grad[2]), grad
+    np.testing.assert_allclose(grad[2], grad[3])
+
+
+def test_batch_loss_adds_the_weighted_code_usage_loss():
+    """The batch loss at ``code_usage_loss_weight`` 0.3 is the loss at 0 plus 0.3 times the
+    logged ``code_usage_loss``, which is ``log C - H`` of the observed transitions' mean
+    encoder softmax."""
+    env = gamble_env()
+    model = stochastic_muzero.build_model(TINY, env)
+    params = model.init(jax.random.PRNGKey(0), env.spec.obs_shape)
+    params = jax.tree.map(lambda x: x + 0.05, params)  # off the heads' zero initialisation
+    k = TINY.unroll_steps
+    obs = jnp.stack([jnp.eye(3)[jnp.array([0, 1, 0, 2])], jnp.eye(3)[jnp.array([0, 2, 0, 1])]])
+    actions = jnp.array([[1, 0, 1], [1, 1, 1]])
+    ones = jnp.ones((2, k + 1))
+    alive = jnp.array([[1.0, 1.0, 0.0, 0.0], [1.0, 1.0, 1.0, 0.0]])
+    targets = UnrollTargets(value=ones, value_mask=ones, reward=ones, reward_mask=ones,
+                            policy=jnp.full((2, k + 1, 2), 0.5), policy_mask=ones, alive=alive)
+
+    def loss_at(weight):
+        cfg = dataclasses.replace(TINY, code_usage_loss_weight=weight)
+        return batch_loss(params, obs, actions, targets, jnp.ones(2), model=model, cfg=cfg)
+
+    (loss0, out0), (loss3, out3) = jax.jit(lambda: (loss_at(0.0), loss_at(0.3)))()
+    usage = out3["metrics"]["code_usage_loss"]
+    np.testing.assert_allclose(loss3 - loss0, 0.3 * usage, rtol=1e-4)
+    probs = jax.vmap(lambda o: jax.nn.softmax(model.encode(params, o[:-1], o[1:]), -1))(obs)
+    observed = alive[:, 1:]
+    mean = (probs * observed[..., None]).sum((0, 1)) / observed.sum()
+    np.testing.assert_allclose(usage, np.log(TINY.codebook_size)
+                               + np.sum(mean * np.log(mean)), rtol=1e-4)
 
 
 def test_example_loss_masks_the_chance_terms_past_the_episode_end():

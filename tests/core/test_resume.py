@@ -75,6 +75,23 @@ def test_differences_compare_only_identity_fields():
     assert ("agent_config.horizon", 15, 10) in rundir.differences(old, new)
 
 
+def test_a_field_whose_default_changed_behaviour_resumes_at_its_value_before():
+    """Stochastic MuZero's code usage loss is on by default, but a run recorded before the field
+    existed trained without it: it resumes at 0 and is refused at the default."""
+    from agents.stochastic_muzero.config import StochasticMuZeroConfig
+    cfg = StochasticMuZeroConfig()
+    before = train.field_defaults(cfg)
+    assert cfg.code_usage_loss_weight == 0.1 and before["code_usage_loss_weight"] == 0.0
+    assert before["codebook_size"] == cfg.codebook_size
+    old = {"agent_config": {"codebook_size": 32}}
+    new = {"agent_config": {"codebook_size": 32, "code_usage_loss_weight": 0.1},
+           "defaults": {"agent_config": before}}
+    assert rundir.differences(old, new) == [
+        ("agent_config.code_usage_loss_weight", "<absent>", 0.1)]
+    new["agent_config"]["code_usage_loss_weight"] = 0.0
+    assert rundir.differences(old, new) == []
+
+
 def test_a_run_recorded_before_a_field_existed_resumes(tmp_path):
     logdir = str(tmp_path / "run")
     train.main(RANDOM + ["--steps", "32", "--logdir", logdir])

@@ -1,4 +1,5 @@
-"""experiments.evaluate: the k-step errors of a tiny trained MuZero run, and its usage errors."""
+"""experiments.evaluate: the k-step errors of tiny trained MuZero, Stochastic MuZero and Dreamer
+runs, and the usage errors."""
 
 import argparse
 import json
