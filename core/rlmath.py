@@ -92,7 +92,8 @@ class Support:
 
     ``encode``: scalar ``[...]`` -> probabilities ``[..., size]``; ``decode``: logits
     ``[..., size]`` -> scalar ``[...]``, with ``decode(log(encode(x))) = x`` for
-    ``|T(x)| <= max_value``; ``cross_entropy(logits [..., size], x [...]) -> [...]``.
+    ``|T(x)| <= max_value``; ``cross_entropy(logits [..., size], x [...]) -> [...]``;
+    ``clipped(x)``: where ``x`` is beyond the support (``encode`` clips it).
     Hashable, so it can be a static field of a jitted model.
     """
 
@@ -138,6 +139,14 @@ class Support:
 
     def cross_entropy(self, logits: Array, x: Array) -> Array:
         return -jnp.sum(self.encode(x) * jax.nn.log_softmax(logits, axis=-1), axis=-1)
+
+    def clipped(self, x: Array) -> Array:
+        """``[...]`` bool: where ``x`` lies beyond the outermost bins, so that :meth:`encode`
+        clips it (the head cannot represent it: the support is too narrow for the task)."""
+        forward, _ = TRANSFORMS[self.transform]
+        points = self.points
+        t = forward(x)
+        return (t > points[-1]) | (t < points[0])
 
 
 def lambda_returns(rewards: Array, discounts: Array, values: Array, lambda_: float) -> Array:

@@ -78,6 +78,11 @@ def example_loss(params, obs: Array, actions: Array, targets: UnrollTargets,
         cos = _neg_cosine(predicted, real) * targets.alive[1:]
         parts["consistency_loss"] = (scale[1:] * cos).sum()
         loss = loss + cfg.consistency_loss_weight * parts["consistency_loss"]
+    # share of this window's value targets beyond the value support (clipped by the two-hot
+    # encoding: a support too narrow for the task's returns caps every value the search sees);
+    # logged as the mean over the batch's windows
+    clipped = model.value_support.clipped(targets.value) * targets.value_mask
+    parts["value_target_clipped"] = clipped.sum() / jnp.maximum(targets.value_mask.sum(), 1.0)
     root_value = model.value_support.decode(unroll.value_logits[0])
     # a window without a value target (a game cut by a time limit under outcome targets)
     # gets the floor priority

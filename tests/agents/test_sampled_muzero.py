@@ -65,6 +65,7 @@ def test_policy_loss_is_the_visit_weighted_log_likelihood_by_hand():
 def test_acting_shapes_bounds_and_deterministic_greedy():
     env = envs.make("linear/random_4x2")  # 2-D actions in [-2, 2]
     cfg = sampled_muzero.PRESETS["tiny"]
+    assert cfg.search == "gumbel"  # the default (config docstring)
     agent = sampled_muzero.make(cfg, env, 3)
     state = agent.init(jax.random.PRNGKey(0))
     # Start from a policy far outside the bounds' centre, so squashing matters.
@@ -89,10 +90,10 @@ def test_acting_shapes_bounds_and_deterministic_greedy():
     greedy = [act(state, obs, first, carry, jax.random.PRNGKey(k), False)[0] for k in (4, 5)]
     np.testing.assert_array_equal(greedy[0], greedy[1])
     assert np.all(np.abs(np.asarray(greedy[0])) <= 2.0)
-    # The Gumbel variant: mctx's gumbel_muzero_policy over the same K samples.
-    gumbel = sampled_muzero.make(dataclasses.replace(cfg, search="gumbel"), env, 3)
-    actions, _, extras = jax.jit(gumbel.act, static_argnums=5)(state, obs, first, carry,
-                                                              jax.random.PRNGKey(2), True)
+    # The PUCT variant: mctx's muzero_policy over the same K samples.
+    puct = sampled_muzero.make(dataclasses.replace(cfg, search="muzero"), env, 3)
+    actions, _, extras = jax.jit(puct.act, static_argnums=5)(state, obs, first, carry,
+                                                            jax.random.PRNGKey(2), True)
     assert actions.shape == (3, 2) and np.all(np.abs(np.asarray(actions)) <= 2.0)
     np.testing.assert_allclose(extras["search_policy"].sum(-1), 1.0, rtol=1e-5)
     # Exploration options hold a uniformly random action vector within the bounds.
@@ -152,12 +153,13 @@ def _reach_env():
 
 
 @pytest.mark.slow
-def test_learns_to_reach_a_delayed_reward():
+@pytest.mark.parametrize("search", ["gumbel", "muzero"])
+def test_learns_to_reach_a_delayed_reward(search):
     """Fails if learning breaks: random play reaches the goal in about 1 of 8 episodes; after
     800 steps (2 seeds, vmapped) both seeds' greedy evaluations reach it every time and the
-    training episodes take about 5 steps (optimum 4)."""
+    training episodes take about 5 steps (optimum 4), with either search."""
     env = _reach_env()
-    cfg = dataclasses.replace(sampled_muzero.PRESETS["tiny"], num_samples=8,
+    cfg = dataclasses.replace(sampled_muzero.PRESETS["tiny"], search=search, num_samples=8,
                               num_simulations=16, n_step=5, discount=0.9, batch_size=32,
                               learning_rate=3e-3, updates_per_iteration=4, prefill_steps=128,
                               temperature_boundaries=(200, 400), target_update_period=50)

@@ -55,6 +55,14 @@ def test_support_h_transform_by_hand_and_round_trip():
     # Out of range values are clipped to the support's end: h^-1(2) = 8.0 (up to eps terms).
     np.testing.assert_allclose(support.decode(jnp.log(support.encode(jnp.array(100.0)) + 1e-30)),
                                rlmath.signed_parabolic(jnp.array(2.0)), rtol=1e-5)
+    # clipped() names them: the last point 2 is h(7.952); h(7.9) = 1.9912, h(8.1) = 2.0247.
+    np.testing.assert_array_equal(support.clipped(jnp.array([-8.1, -7.9, 0.0, 7.9, 8.1, 100.0])),
+                                  [True, False, False, False, True, True])
+    # 41 bins over [-20, 20] hold values up to h^-1(20) = 422.4, not inverted_double_pendulum's
+    # 920 (9.2 per step at discount 0.99); 101 bins over [-50, 50] hold up to 2,364.
+    np.testing.assert_allclose(rlmath.signed_parabolic(jnp.array(20.0)), 422.44, rtol=1e-4)
+    assert bool(wide.clipped(jnp.array(920.0)))
+    assert not bool(rlmath.Support(101, 50.0, "signed_hyperbolic").clipped(jnp.array(2300.0)))
 
 
 def test_support_symlog_and_identity_by_hand():
