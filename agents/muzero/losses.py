@@ -46,6 +46,14 @@ def policy_cross_entropy(policy_logits: Array, targets: UnrollTargets) -> Array:
     return _cross_entropy(targets.policy, policy_logits)
 
 
+def value_target_clipped(support, targets: UnrollTargets) -> Array:
+    """Share of a window's value targets beyond ``support`` (clipped by its two-hot encoding: a
+    support too narrow for the task's returns caps every value the search sees); logged as
+    ``value_target_clipped``, the mean over the batch's windows."""
+    clipped = support.clipped(targets.value) * targets.value_mask
+    return clipped.sum() / jnp.maximum(targets.value_mask.sum(), 1.0)
+
+
 def example_loss(params, obs: Array, actions: Array, targets: UnrollTargets,
                  *, model: MuZeroModel, cfg: MuZeroConfig,
                  policy_loss: Callable = policy_cross_entropy) -> Tuple[Array, Dict[str, Array]]:
@@ -78,11 +86,7 @@ def example_loss(params, obs: Array, actions: Array, targets: UnrollTargets,
         cos = _neg_cosine(predicted, real) * targets.alive[1:]
         parts["consistency_loss"] = (scale[1:] * cos).sum()
         loss = loss + cfg.consistency_loss_weight * parts["consistency_loss"]
-    # share of this window's value targets beyond the value support (clipped by the two-hot
-    # encoding: a support too narrow for the task's returns caps every value the search sees);
-    # logged as the mean over the batch's windows
-    clipped = model.value_support.clipped(targets.value) * targets.value_mask
-    parts["value_target_clipped"] = clipped.sum() / jnp.maximum(targets.value_mask.sum(), 1.0)
+    parts["value_target_clipped"] = value_target_clipped(model.value_support, targets)
     root_value = model.value_support.decode(unroll.value_logits[0])
     # a window without a value target (a game cut by a time limit under outcome targets)
     # gets the floor priority
