@@ -149,10 +149,27 @@ def check_logdir(logdir: str, record: Optional[Dict], fresh: bool = False) -> Op
     diffs = differences(old, record)
     if diffs:
         listed = "; ".join(f"{k}: {json.dumps(a)} -> {json.dumps(b)}" for k, a, b in diffs)
+        flags = _resume_flags(diffs, record)
+        resume = f"; it resumes with {' '.join(flags)}" if flags else ""
         raise RunMismatchError(
-            f"{logdir} holds a run with another configuration ({listed}); pass a new --logdir "
-            f"to keep it, or --fresh to move it to {logdir.rstrip(os.sep)}.<time> and start over")
+            f"{logdir} holds a run with another configuration ({listed}){resume}; pass a new "
+            f"--logdir to keep it, or --fresh to move it to {logdir.rstrip(os.sep)}.<time> and "
+            f"start over")
     return None
+
+
+def _resume_flags(diffs: List[Tuple[str, Any, Any]], record: Dict) -> List[str]:
+    """``--field value`` for each agent config field the old run's version did not have yet,
+    at the value it had then (``record["defaults"]``); numbers and strings only."""
+    _, before = _lookup(record.get("defaults") or {}, "agent_config")
+    flags = []
+    for key, old, _ in diffs:
+        field = key.partition(".")[2]
+        if (old == "<absent>" and key.startswith("agent_config.") and before
+                and field in before and isinstance(before[field], (int, float, str))
+                and not isinstance(before[field], bool)):
+            flags.append(f"--{field.replace('_', '-')} {before[field]}")
+    return flags
 
 
 def write_config(logdir: str, record: Dict, resumed: bool) -> None:

@@ -81,6 +81,8 @@ Array = jax.Array
 
 
 OBS_KINDS = ("vector", "image")
+# Where a discrete action acts on an image observation's [H, W] grid (EnvSpec.action_layout).
+ACTION_LAYOUTS = ("cells", "columns")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -107,6 +109,12 @@ class EnvSpec:
         module doc: rewards are the mover's, ``episode_return`` player 0's).
       has_action_mask: True when the task restricts the actions of each state
         (:meth:`Environment.legal_action_mask`); False means every action is always legal.
+      action_layout: where each discrete action acts on an image observation's ``[H, W]``
+        grid, for networks that encode an action as a board plane
+        (:func:`action_footprints`): ``"cells"`` (action ``a < H * W`` places on cell
+        ``(a // W, a % W)``; later actions, such as a pass, act nowhere in particular),
+        ``"columns"`` (action ``a`` drops into column ``a``; ``num_actions == W``), or None
+        (no spatial meaning, e.g. a joystick).
     """
 
     env_id: str
@@ -122,6 +130,7 @@ class EnvSpec:
     obs_range: Optional[Tuple[float, float]] = None
     num_players: int = 1
     has_action_mask: bool = False
+    action_layout: Optional[str] = None
 
     def __post_init__(self):
         where = f"EnvSpec({self.env_id!r})"
@@ -146,6 +155,21 @@ class EnvSpec:
         if (self.num_players == 2 or self.has_action_mask) and not self.discrete:
             raise ValueError(f"{where}: two players and action masks need discrete actions "
                              f"(discrete=True, num_actions=N)")
+        if self.action_layout is not None:
+            if self.action_layout not in ACTION_LAYOUTS:
+                raise ValueError(f"{where}.action_layout must be one of "
+                                 f"{', '.join(ACTION_LAYOUTS)} or None, got "
+                                 f"{self.action_layout!r}")
+            if not self.discrete or self.obs_kind != "image":
+                raise ValueError(f"{where}: action_layout needs discrete actions and image "
+                                 f"observations [H, W, C]; set action_layout=None")
+            height, width = self.obs_shape[:2]
+            if self.action_layout == "cells" and self.num_actions < height * width:
+                raise ValueError(f"{where}: action_layout='cells' needs an action per cell "
+                                 f"(num_actions >= {height} * {width}), got {self.num_actions}")
+            if self.action_layout == "columns" and self.num_actions != width:
+                raise ValueError(f"{where}: action_layout='columns' needs num_actions == the "
+                                 f"grid's width {width}, got {self.num_actions}")
 
     def scale_image(self, obs: Array) -> Array:
         """An image observation mapped from ``obs_range`` to ``[-0.5, 0.5]`` (float32)."""
@@ -436,3 +460,19 @@ def as_arrays(tree: Any) -> Any:
 def cast_like(tree: Any, like: Any) -> Any:
     """``tree`` with each leaf cast to the dtype of the matching leaf of ``like``."""
     return jax.tree_util.tree_map(lambda x, ref: jnp.asarray(x, ref.dtype), tree, like)
+
+
+def action_footprints(layout: Optional[str], num_actions: int, height: int,
+                      width: int) -> np.ndarray:
+    """``[num_actions, height, width]`` float32: where each action acts on the grid under an
+    :attr:`EnvSpec.action_layout` (1 on its cell or column, 0 elsewhere; all 0 for an action
+    with no cell, such as a pass, and for every action when ``layout`` is None)."""
+    planes = np.zeros((num_actions, height, width), np.float32)
+    if layout == "cells":
+        cells = min(num_actions, height * width)
+        planes.reshape(num_actions, -1)[np.arange(cells), np.arange(cells)] = 1.0
+    elif layout == "columns":
+        planes[np.arange(num_actions), :, np.arange(num_actions)] = 1.0
+    elif layout is not None:
+        raise ValueError(f"unknown action layout {layout!r}; known: {', '.join(ACTION_LAYOUTS)}")
+    return planes

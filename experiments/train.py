@@ -204,20 +204,22 @@ def build(argv: Optional[List[str]] = None):
               "argv": list(sys.argv if argv is None else argv),
               # what a run recorded before a field existed resumes when the field is at its
               # default (core.rundir.differences)
-              "defaults": {"agent_config": field_defaults(agent_cfg)}}
+              "defaults": {"agent_config": field_defaults(agent_cfg, env.spec)}}
     return env, agent, run_cfg, record
 
 
-def field_defaults(cfg) -> Dict[str, Any]:
+def field_defaults(cfg, spec=None) -> Dict[str, Any]:
     """What each field of the dataclass ``cfg`` did before it existed, for the resume check:
     its default, or, where the default changed behaviour, the value that the class's
     ``VALUES_BEFORE_FIELDS`` names (a run recorded without the field resumes only at that
-    value)."""
+    value; an entry may be a function of the task's ``EnvSpec`` ``spec``, for a default that
+    changed behaviour on some tasks only)."""
     before = getattr(type(cfg), "VALUES_BEFORE_FIELDS", {})
     out = {}
     for field in dataclasses.fields(cfg):
         if field.name in before:
-            out[field.name] = before[field.name]
+            value = before[field.name]
+            out[field.name] = value(spec) if callable(value) else value
         elif field.default is not dataclasses.MISSING:
             out[field.name] = field.default
         elif field.default_factory is not dataclasses.MISSING:
@@ -241,12 +243,26 @@ def load_run(logdir: str, seed_index: int = 0):
     if cli and not cli[0].startswith("-"):  # sys.argv[0], the program
         cli = cli[1:]
     cli = _without_num_devices(cli)  # restored onto this process's own devices
-    env, agent, run_cfg, _ = build(cli + ["--logdir", logdir, "--no-progress"])
+    env, agent, run_cfg, now = build(cli + ["--logdir", logdir, "--no-progress"])
+    # fields the run's version did not have yet: rebuilt as they were (VALUES_BEFORE_FIELDS)
+    before = {k: v for k, v in now["defaults"]["agent_config"].items()
+              if k not in record["agent_config"] and v != now["agent_config"][k]}
+    if before:
+        cli += [flag for name, value in before.items() for flag in _flag(name, value)]
+        env, agent, run_cfg, _ = build(cli + ["--logdir", logdir, "--no-progress"])
     state = runner.seed_slice(runner.restore(env, agent, run_cfg), seed_index)
     fields = {k: tuple(v) if isinstance(v, list) else v
-              for k, v in record["agent_config"].items()}
+              for k, v in {**record["agent_config"], **before}.items()}
     agent_cfg = type(agents.preset(record["agent"]))(**fields)
     return env, agent_cfg, state, record
+
+
+def _flag(name: str, value: Any) -> List[str]:
+    """The command-line flag setting config field ``name`` to ``value``."""
+    flag = "--" + name.replace("_", "-")
+    if isinstance(value, bool):
+        return [flag if value else "--no-" + name.replace("_", "-")]
+    return [flag, str(value)]
 
 
 def _without_num_devices(argv: List[str]) -> List[str]:

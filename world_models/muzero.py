@@ -191,6 +191,9 @@ def make_model(num_actions: int, obs_shape: Tuple[int, ...], *, size: str = "sma
     tasks with legal-action masks; :func:`make_model_fns` masks the search's priors by it)."""
     if legal_head and action_bounds:
         raise ValueError("legal_head needs discrete actions; drop action_bounds or legal_head")
+    if overrides.get("action_layout") is not None and (action_bounds or len(obs_shape) != 3):
+        raise ValueError(f"action_layout {overrides['action_layout']!r} needs discrete actions "
+                         f"and image observations [H, W, C] (got {tuple(obs_shape)}); drop it")
     if size not in NET_PRESETS:
         raise ValueError(f"unknown size {size!r}; known: {', '.join(NET_PRESETS)}")
     rank = len(obs_shape)

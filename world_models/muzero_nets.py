@@ -16,7 +16,8 @@ Reward and value heads output logits over a categorical support (see
 :mod:`world_models.muzero`); their last layers start at zero so the first predictions are the
 support's centre value (0 after the transform) rather than noise.
 
-Actions are discrete (``num_actions`` logits, one-hot into the dynamics) or, with
+Actions are discrete (``num_actions`` logits, one-hot into the dynamics; the resnet's also as
+a board plane where the task says which cell or column a move acts on) or, with
 ``action_dim > 0``, continuous vectors (Sampled MuZero): the dynamics takes the action scaled
 to [-1, 1] as it is, and the policy head outputs ``2 * action_dim`` numbers, the mean and the
 raw scale of a Gaussian (:func:`world_models.muzero.gaussian_policy`).
@@ -24,13 +25,14 @@ raw scale of a Gaussian (:func:`world_models.muzero.gaussian_policy`).
 
 from __future__ import annotations
 
-from typing import Sequence, Tuple
+from typing import Optional, Sequence, Tuple
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
 from core.nets import MLP
+from envs.api import action_footprints
 from world_models.conv import Conv
 
 Array = jax.Array
@@ -89,6 +91,9 @@ class MuZeroNet(nn.Module):
       projection_dim: width of the consistency-loss projection.
       legal_head: add a head predicting which actions are legal in ``s``
         (:meth:`legal_logits`, one logit per action), for tasks with legal-action masks.
+      action_layout: resnet only: an :attr:`envs.api.EnvSpec.action_layout` (``"cells"``,
+        ``"columns"``); the dynamics then also gets a board plane marking where the action
+        acts (:func:`envs.api.action_footprints`), next to the one-hot planes.
     """
 
     num_actions: int
@@ -102,6 +107,7 @@ class MuZeroNet(nn.Module):
     reward_bins: int = 21
     projection_dim: int = 64
     action_dim: int = 0
+    action_layout: Optional[str] = None
     legal_head: bool = False
 
     @property
@@ -158,6 +164,12 @@ class MuZeroNet(nn.Module):
             planes = jnp.broadcast_to(onehot[..., None, None, :],
                                       s.shape[:-1] + onehot.shape[-1:])
             x = jnp.concatenate([s, planes], axis=-1)
+            if self.action_layout is not None:
+                height, width = s.shape[-3:-1]
+                footprints = action_footprints(self.action_layout, self.num_actions, height,
+                                               width).reshape(self.num_actions, -1)
+                board = onehot @ jnp.asarray(footprints)  # [..., H * W]
+                x = jnp.concatenate([x, board.reshape(s.shape[:-1] + (1,))], axis=-1)
         s_next = min_max_normalise(self.dynamics_trunk(x), self.latent_axes)
         return self.reward_head(self._flat(s_next, "reward")), s_next
 

@@ -68,6 +68,8 @@ def build_model(cfg: MuZeroConfig, env: Environment) -> MuZeroModel:
         overrides["latent_dim"] = cfg.latent_dim
     if cfg.hidden:
         overrides["hidden"] = tuple(cfg.hidden)
+    if cfg.action_encoding == "auto" and spec.action_layout is not None:
+        overrides["action_layout"] = spec.action_layout
     return make_model(spec.num_actions, spec.obs_shape, size=cfg.model_size,
                       value_support=Support(cfg.value_support_size, cfg.value_support_max,
                                             "signed_hyperbolic"),

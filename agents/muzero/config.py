@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import Dict, Tuple
+from typing import Any, ClassVar, Dict, Tuple
 
 from core.config import at_least, one_of, positive, require, widths, within
 from world_models.muzero import NET_PRESETS
@@ -11,6 +11,7 @@ from world_models.muzero import NET_PRESETS
 SEARCHES = ("muzero", "gumbel")
 Q_NORMALISATIONS = ("siblings", "tree")
 VALUE_TARGETS = ("auto", "n_step", "outcome")
+ACTION_ENCODINGS = ("auto", "broadcast")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -36,6 +37,12 @@ class MuZeroConfig:
         action values against the prior logits in acting and in the policy target.
       model_size: network size preset (``world_models.muzero.NET_PRESETS``).
       latent_dim, hidden: override the preset's widths when > 0 / non-empty.
+      action_encoding: how the residual network's dynamics sees the action: ``"broadcast"``
+        (its one-hot vector as constant planes over the grid, as for a joystick) or
+        ``"auto"``: those planes, plus a board plane marking where the action acts
+        (its cell or column) on tasks that declare it (``EnvSpec.action_layout``: the pgx
+        board games), as AlphaZero and MuZero encode board moves. Without that plane a
+        convolution must work out from constant planes which cell a move fills.
       value_support_size, value_support_max: bins and range (transformed space) of values;
         likewise ``reward_support_*`` for rewards.
       discount: gamma; n_step: bootstrap horizon of value targets; unroll_steps: K.
@@ -89,6 +96,13 @@ class MuZeroConfig:
         go to replay as the targets. 0 (off) by default; evaluation never explores.
     """
 
+    # What a field added later did before it existed, where its default is not that (read by
+    # experiments.train.field_defaults: a run recorded without the field resumes at this value,
+    # here a function of the task's EnvSpec: the board plane changed the network only where a
+    # task declares an action layout)
+    VALUES_BEFORE_FIELDS: ClassVar[Dict[str, Any]] = {"action_encoding": lambda spec: (
+        "broadcast" if spec is not None and spec.action_layout is not None else "auto")}
+
     search: str = "muzero"
     num_simulations: int = 50
     dirichlet_alpha: float = 0.25
@@ -103,6 +117,7 @@ class MuZeroConfig:
     model_size: str = "small"
     latent_dim: int = 0
     hidden: Tuple[int, ...] = ()
+    action_encoding: str = "auto"
     value_support_size: int = 41
     value_support_max: float = 20.0
     reward_support_size: int = 21
@@ -166,6 +181,7 @@ class MuZeroConfig:
             one_of(self, "search", SEARCHES),
             one_of(self, "q_normalisation", Q_NORMALISATIONS),
             one_of(self, "value_targets", VALUE_TARGETS),
+            one_of(self, "action_encoding", ACTION_ENCODINGS),
             ("q_normalisation", self.search == "muzero" or self.q_normalisation == "siblings",
              "'siblings' with search='gumbel' (the gumbel search rescales its completed "
              "Q-values itself; see gumbel_value_scale)"),

@@ -92,6 +92,32 @@ def test_a_field_whose_default_changed_behaviour_resumes_at_its_value_before():
     assert rundir.differences(old, new) == []
 
 
+def test_the_value_before_a_field_may_depend_on_the_task(tmp_path):
+    """MuZero's board plane (``action_encoding="auto"``) changed the network only on tasks
+    with an action layout: a run recorded before the field resumes at ``"broadcast"`` there,
+    at the default elsewhere; the refusal names the flag that resumes it."""
+    import envs
+    from agents.muzero.config import MuZeroConfig
+    cfg = MuZeroConfig()
+    board = train.field_defaults(cfg, envs.make("pgx/tic_tac_toe").spec)
+    vector = train.field_defaults(cfg, envs.make("gymnax/CartPole-v1").spec)
+    assert board["action_encoding"] == "broadcast" and vector["action_encoding"] == "auto"
+    old = {"agent_config": {"num_simulations": 50}}
+    new = {"agent_config": {"num_simulations": 50, "action_encoding": "auto"},
+           "defaults": {"agent_config": board}}
+    assert rundir.differences(old, new) == [("agent_config.action_encoding", "<absent>", "auto")]
+    new["defaults"] = {"agent_config": vector}
+    assert rundir.differences(old, new) == []
+    logdir = str(tmp_path / "run")
+    os.makedirs(logdir)
+    with open(os.path.join(logdir, rundir.CONFIG_FILE), "w") as f:
+        json.dump(old, f)
+    new["defaults"] = {"agent_config": board}
+    with pytest.raises(rundir.RunMismatchError, match="it resumes with --action-encoding "
+                                                      "broadcast; pass a new --logdir"):
+        rundir.check_logdir(logdir, new)
+
+
 def test_a_run_recorded_before_a_field_existed_resumes(tmp_path):
     logdir = str(tmp_path / "run")
     train.main(RANDOM + ["--steps", "32", "--logdir", logdir])

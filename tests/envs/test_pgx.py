@@ -18,7 +18,7 @@ import pytest
 
 import envs
 from envs import pgx_env
-from envs.api import EnvSpec, Environment, batch_reset, batch_step
+from envs.api import EnvSpec, Environment, action_footprints, batch_reset, batch_step
 from tests.envs.test_linear import check_timestep_types
 
 NUM_ENVS = 8
@@ -265,6 +265,97 @@ def test_bad_declarations_are_refused():
     with pytest.raises(ValueError, match="current_player_fn"):
         Environment(spec=spec, adapter_reset=lambda k: (0, 0), adapter_step=step,
                     legal_action_mask_fn=lambda s: jnp.ones(2, bool))
+
+
+@functools.lru_cache(maxsize=None)
+def _board_game(name):
+    """``pgx_env.make(name)`` with its reset, mask, sampler and step jitted once per module."""
+    env = pgx_env.make(name)
+    return env, {fn: jax.jit(getattr(env, fn)) for fn in
+                 ("adapter_reset", "legal_action_mask_fn", "adapter_step")} | {
+                     "sample_action": jax.jit(env.spec.sample_action)}
+
+
+def _random_game(name, key, num_moves):
+    """Up to ``num_moves`` random legal moves from pgx's start (the adapter's step, no reset):
+    per move ``(obs, action, legal mask, next_obs, reward, terminated)``."""
+    _, fns = _board_game(name)
+    inner, obs = fns["adapter_reset"](key)
+    out = []
+    for k in jax.random.split(jax.random.fold_in(key, 1), num_moves):
+        mask = fns["legal_action_mask_fn"](inner)
+        action = fns["sample_action"](k, mask)
+        inner, nxt, reward, terminated = fns["adapter_step"](inner, action, k)
+        out.append((obs, action, mask, nxt, float(reward), bool(terminated)))
+        obs = nxt
+        if terminated:
+            break
+    return out
+
+
+@pytest.mark.parametrize("name", ["tic_tac_toe", "connect_four", "othello", "go_9x9"])
+def test_action_layout_marks_where_a_move_is_placed(name):
+    """A move's new stone lands inside its footprint (its cell, or connect four's column)."""
+    env, _ = _board_game(name)
+    spec = env.spec
+    height, width = spec.obs_shape[:2]
+    footprints = action_footprints(spec.action_layout, spec.num_actions, height, width)
+    assert footprints.shape == (spec.num_actions, height, width)
+    placed = 0
+    for seed in range(3):
+        for obs, action, _, nxt, _, terminated in _random_game(
+                name, jax.random.PRNGKey(seed), 12):
+            # the two players' current stones: planes 0 and 1 in every pgx board game here
+            before = np.asarray(obs)[..., :2].sum(-1) > 0
+            after = np.asarray(nxt)[..., :2].sum(-1) > 0
+            new = after & ~before
+            if terminated or not new.any():  # a pass, or the move that ends the game
+                continue
+            placed += 1
+            assert (footprints[int(action)][new] == 1).all(), (name, int(action))
+            if spec.action_layout == "cells":
+                assert new.sum() == 1
+    assert placed >= 10
+
+
+@pytest.mark.parametrize("name", ["tic_tac_toe", "connect_four", "othello", "go_9x9"])
+def test_mirrored_game_is_the_mirror_image(name):
+    """The board's reflection (``env.symmetry``: left-right, othello's transpose) is exact:
+    from the same start, which it leaves unchanged, the reflected moves give the reflected
+    observations, legal masks, rewards and ends."""
+    env, fns = _board_game(name)
+    sym = env.symmetry
+    assert sorted(sym.action_permutation) == list(range(env.spec.num_actions))
+    key = jax.random.PRNGKey(3)
+    game = _random_game(name, key, 16)
+    inner, obs = fns["adapter_reset"](key)
+    for ref_obs, action, ref_mask, ref_next, ref_reward, ref_terminated in game:
+        np.testing.assert_array_equal(np.asarray(obs), np.asarray(sym.obs(ref_obs)))
+        np.testing.assert_array_equal(np.asarray(fns["legal_action_mask_fn"](inner)),
+                                      np.asarray(sym.action_values(ref_mask)))
+        inner, obs, reward, terminated = fns["adapter_step"](inner, sym.action(action),
+                                                             jax.random.PRNGKey(0))
+        np.testing.assert_array_equal(np.asarray(obs), np.asarray(sym.obs(ref_next)))
+        assert (float(reward), bool(terminated)) == (ref_reward, ref_terminated)
+    assert len(game) >= 5
+    assert pgx_env.make("2048").symmetry is None
+
+
+def test_action_layouts_are_checked():
+    with pytest.raises(ValueError, match="action_layout must be one of"):
+        EnvSpec(env_id="t/x", obs_shape=(3, 3, 2), obs_range=(0.0, 1.0), discrete=True,
+                num_actions=9, action_layout="diagonals")
+    with pytest.raises(ValueError, match="an action per cell"):
+        EnvSpec(env_id="t/x", obs_shape=(3, 3, 2), obs_range=(0.0, 1.0), discrete=True,
+                num_actions=8, action_layout="cells")
+    with pytest.raises(ValueError, match="num_actions == the grid's width 7"):
+        EnvSpec(env_id="t/x", obs_shape=(6, 7, 2), obs_range=(0.0, 1.0), discrete=True,
+                num_actions=6, action_layout="columns")
+    with pytest.raises(ValueError, match="image observations"):
+        EnvSpec(env_id="t/x", obs_shape=(9,), discrete=True, num_actions=9,
+                action_layout="cells")
+    planes = action_footprints("cells", 10, 3, 3)  # 9 cells and a pass
+    assert planes[:9].reshape(9, 9).tolist() == np.eye(9).tolist() and not planes[9].any()
 
 
 def test_rollout_returns_are_player_zeros():

@@ -132,3 +132,27 @@ def test_gumbel_value_scale_weighs_the_action_values():
                                                    explore=False).policy)
     np.testing.assert_allclose(policies[0.0], 1.0 / 3.0, atol=1e-6)
     assert np.all(np.argmax(policies[0.1], -1) == 1) and np.all(policies[0.1][:, 1] > 0.5)
+
+
+@pytest.mark.parametrize("layout", [None, "cells"])
+def test_board_plane_tells_the_moves_apart(layout):
+    """With an action layout the residual dynamics also sees a board plane marking the move's
+    cell: with the weights of the one-hot planes zeroed, the moves still give different next
+    states through that plane alone (and all the same state without it)."""
+    kwargs = {} if layout is None else {"action_layout": layout}
+    model = muzero.make_model(9, (3, 3, 2), size="tiny", **kwargs)
+    params = model.init(jax.random.PRNGKey(0), (3, 3, 2))
+    kernel = params["params"]["dynamics_trunk"]["layers_0"]["kernel"]
+    latent = model.net.latent_dim
+    assert kernel.shape[-2] == latent + 9 + (layout is not None)
+    params = jax.tree_util.tree_map(lambda x: x, params)
+    params["params"]["dynamics_trunk"]["layers_0"]["kernel"] = kernel.at[
+        ..., latent:latent + 9, :].set(0.0)
+    s = model.represent(params, jax.random.uniform(jax.random.PRNGKey(1), (9, 3, 3, 2)))
+    s = jnp.broadcast_to(s[:1], s.shape)  # one state, every move
+    _, s_next = model.dynamics(params, s, jnp.arange(9))
+    spread = float(jnp.abs(s_next - s_next[:1]).max())
+    if layout is None:
+        assert spread < 1e-6
+    else:
+        assert spread > 1e-3
