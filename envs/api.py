@@ -451,6 +451,15 @@ def batch_step_keys(env: Environment, state: EnvState, action: Array,
 NEVER_REACHED = 2**30
 
 
+def check_single_player(spec: EnvSpec, agent: str) -> None:
+    """One-line error where ``agent``, which learns one player's return, is given a two-player
+    game: there each reward is the mover's, so a return summed over plies mixes the two sides."""
+    if spec.num_players == 2:
+        raise ValueError(f"agent {agent!r} learns one player's return and does not play "
+                         f"two-player games; {spec.env_id} is one (num_players=2). Use --agent "
+                         f"muzero or --agent gumbel_muzero, which learn them by self-play.")
+
+
 def as_arrays(tree: Any) -> Any:
     """Every leaf as a strong-typed array (Python scalars and weak types become plain dtypes),
     so that a package's reset and step return states of one tree type."""

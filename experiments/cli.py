@@ -36,6 +36,21 @@ class ArgumentParser(argparse.ArgumentParser):
         raise UsageError(f"{message} (see {self.prog} --help)")
 
 
+def check_output_file(path: Optional[str], flag: str) -> None:
+    """A :class:`UsageError` naming ``flag`` where ``path`` (None: not given) cannot be written
+    as a file: its folder is missing or not writable, or the path is a folder. Checked before
+    the work, so that a run does not end in a traceback after it."""
+    if not path:
+        return
+    if os.path.isdir(path):
+        raise UsageError(f"{flag} {path} is a directory; give a file name")
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder):
+        raise UsageError(f"{flag} {path}: no directory {folder}; create it or pick another path")
+    if not os.access(folder, os.W_OK):
+        raise UsageError(f"{flag} {path}: directory {folder} is not writable; pick another path")
+
+
 def _raised_internally(err: BaseException) -> bool:
     """True when the innermost frame of ``err``'s traceback lies in a numerical library."""
     frames = traceback.extract_tb(err.__traceback__)

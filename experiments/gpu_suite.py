@@ -53,6 +53,7 @@ from concurrent.futures import Future
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 from experiments import cli
+from experiments.craftax_report import craftax_curve, plot_craftax
 from experiments.sample_efficiency import compare_to_reference, load_reference
 
 MAX_FILES = 8  # what a device run returns from its output folder: 8 files, flat
@@ -762,38 +763,6 @@ CRAFTAX_TINY = dict(env_rows=((4, 2),), ppo_rows=(2,), dreamer_rows=(2,), ppo_pr
                     dreamer_envs=2, dreamer_seeds=2, target_steps=256, min_seconds=0.2)
 
 
-def crafter_score(rates: Dict[str, float]) -> float:
-    """The Crafter score (Hafner, 2021) in percent: the geometric mean of the achievement
-    success rates (in percent) with 1 added inside and taken away after,
-    ``exp(mean(log(1 + 100 rate))) - 1``."""
-    import math
-    if not rates:
-        raise ValueError("crafter_score needs at least one achievement success rate")
-    return math.exp(sum(math.log1p(100.0 * r) for r in rates.values()) / len(rates)) - 1.0
-
-
-def craftax_curve(path: str) -> Dict:
-    """Training-episode curve of a ``metrics.jsonl`` (``core.runner``'s or ``experiments.ppo``'s):
-    ``env_steps`` (per seed), ``return``, ``score`` (Crafter score, %) and ``achievements``
-    (name -> success rate) at every metric line that saw finished episodes."""
-    out: Dict = {"env_steps": [], "return": [], "score": [], "achievements": {}}
-    if not os.path.exists(path):
-        return out
-    with open(path) as f:
-        records = [json.loads(line) for line in f if line.strip()]
-    for r in records:
-        rates = {k[len("achievement_"):-len("_mean")]: float(v) for k, v in r.items()
-                 if k.startswith("achievement_") and k.endswith("_mean")}
-        if r.get("episode_return_mean") is None or not rates:
-            continue
-        out["env_steps"].append(int(r["env_steps"]))
-        out["return"].append(float(r["episode_return_mean"]))
-        out["score"].append(crafter_score(rates))
-        for name, rate in rates.items():
-            out["achievements"].setdefault(name, []).append(rate)
-    return out
-
-
 def _craftax_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--target-steps", type=int, default=None,
                    help="environment steps per seed the learning runs aim at (default 1M; "
@@ -976,32 +945,12 @@ def _finish_craftax(report: Report) -> None:
 
 
 def _plot_craftax(report: Report) -> None:
-    runs = {k: v for k, v in (report.data.get("learning") or {}).items()
-            if isinstance(v, dict) and (v.get("curve") or {}).get("env_steps")}
-    if not runs:
-        return
-    plt = _pyplot()
-    fig, axes = plt.subplots(1, 3, figsize=(16, 4.5))
-    for k, (method, info) in enumerate(runs.items()):
-        c, label = info["curve"], f"{method} ({info['num_seeds']} seeds)"
-        axes[0].plot(c["env_steps"], c["return"], marker=".", color=f"C{k}", label=label)
-        axes[1].plot(c["env_steps"], c["score"], marker=".", color=f"C{k}", label=label)
-        names = sorted(c["achievements"])
-        width = 0.8 / len(runs)
-        axes[2].bar([i + k * width for i in range(len(names))],
-                    [100.0 * c["achievements"][n][-1] for n in names], width=width,
-                    color=f"C{k}", label=f"{method} at {c['env_steps'][-1]:,} steps")
-        axes[2].set_xticks(range(len(names)), names, rotation=90, fontsize=7)
-    for ax, title in zip(axes[:2], ("training episode return", "Crafter score (%)")):
-        ax.set_xlabel("environment steps (per seed)")
-        ax.set_title(title)
-        ax.legend(fontsize=8)
-    axes[2].set_ylabel("success rate (%)")
-    axes[2].set_title("achievements, last metric line")
-    axes[2].legend(fontsize=7)
-    device = report.data.get("device", {}).get("device_kind", "?")
-    fig.suptitle(f"{CRAFTAX_ENV} [{device}]")
-    _save(fig, report.path("craftax_learning.png"))
+    runs = {f"{method} ({info['num_seeds']} seeds)": info["curve"]
+            for method, info in (report.data.get("learning") or {}).items()
+            if isinstance(info, dict) and (info.get("curve") or {}).get("env_steps")}
+    if runs:
+        device = report.data.get("device", {}).get("device_kind", "?")
+        plot_craftax(runs, report.path("craftax_learning.png"), f"{CRAFTAX_ENV} [{device}]")
 
 
 # ----------------------------------------------------------------------------- command line

@@ -364,13 +364,18 @@ def train(env_id: str, *, steps: int, seeds: int = 1, seed: int = 0, eval_every:
 
 
 def _training_record(metrics: Dict[str, Any]) -> Dict[str, float]:
-    """A chunk's metrics (leaves ``[seeds, chunk]``) as logged values: loss means, and the
-    means over the chunk's finished training episodes (all seeds pooled)."""
+    """A chunk's metrics (leaves ``[seeds, chunk]``) as logged values: loss means, the means
+    over the chunk's finished training episodes (all seeds pooled), and each seed's mean
+    return (``episode_return_per_seed``, where every seed finished an episode)."""
     episodes = max(1.0, float(np.sum(metrics["episodes"])))
     out = {k: float(np.mean(v)) for k, v in metrics.items()
            if k not in ("episodes", "episode_return_sum") and not k.startswith(EPISODE_METRIC_SUM)}
     out["episodes"] = int(np.sum(metrics["episodes"]))
     out["episode_return_mean"] = float(np.sum(metrics["episode_return_sum"]) / episodes)
+    per_seed = np.asarray(metrics["episodes"]).reshape(len(metrics["episodes"]), -1).sum(1)
+    if per_seed.min() > 0:  # each seed's mean, as core.runner logs them
+        sums = np.asarray(metrics["episode_return_sum"]).reshape(len(per_seed), -1).sum(1)
+        out["episode_return_per_seed"] = [float(x) for x in sums / per_seed]
     if out["episodes"]:
         for k, v in metrics.items():
             if k.startswith(EPISODE_METRIC_SUM):

@@ -36,7 +36,6 @@ from __future__ import annotations
 import argparse
 import functools
 import json
-import os
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
@@ -219,10 +218,7 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict:
                          f"{' or '.join(AGENTS)} on pgx/tic_tac_toe")
     if args.fit_replay_steps < 0:
         raise UsageError(f"--fit-replay-steps must be >= 0, got {args.fit_replay_steps}")
-    folder = os.path.dirname(os.path.abspath(args.json)) if args.json else ""
-    if folder and not os.path.isdir(folder):
-        raise UsageError(f"--json {args.json}: no directory {folder}; create it or pick "
-                         f"another path")
+    cli.check_output_file(args.json, "--json")
     (seed_index,) = watch.seed_indices(record, args.seed_index)
     env, cfg, state, record = watch.load_seed(args.logdir, seed_index)
 

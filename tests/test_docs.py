@@ -28,7 +28,7 @@ WRITERS = ("experiments.train", "experiments.ppo", "experiments.sample_efficienc
 
 
 def test_no_command_points_at_a_directory_the_docs_do_not_create():
-    """A --logdir / --from-logs / --out read by a command is written by an earlier one."""
+    """A --logdir / --from-logs / --run read by a command is written by an earlier one."""
     made = set()
     for c in COMMANDS:
         argv = c["argv"]
@@ -43,6 +43,8 @@ def test_no_command_points_at_a_directory_the_docs_do_not_create():
         for i, item in enumerate(argv):
             if item == "--from-logs":
                 reads += [d for d in argv[i + 1].partition("=")[2].split(",")]
+            if item == "--run":  # plot_win_rates, craftax_report: NAME=LOGDIR
+                reads.append(argv[i + 1].partition("=")[2])
         for path in reads:
             assert any(path == m or path.startswith(m.rstrip("/") + "/") for m in made), \
                 f"{_id(c)} reads {path}, which no documented command writes"

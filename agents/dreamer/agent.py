@@ -22,7 +22,7 @@ from agents.dreamer.config import DreamerConfig
 from agents.dreamer.optim import make_optimizer
 from core import guard, replay
 from core.types import Agent, Schedule
-from envs.api import Environment
+from envs.api import Environment, check_single_player
 from world_models import dreamer_nets as nets
 from world_models import dreamer_wm as wm
 from world_models.rssm import RSSMState, features, reset_where
@@ -248,6 +248,7 @@ def _flat_starts(states: RSSMState) -> RSSMState:
 
 def make(cfg: DreamerConfig, env: Environment, num_envs: int) -> Agent:
     """Builds DreamerV3 for ``num_envs`` copies of ``env`` and prints its parameter count."""
+    check_single_player(env.spec, "dreamer")
     dreamer = Dreamer(cfg, env)
     print(f"[dreamer] parameters: {dreamer.param_count():,} (world model + actor + critic)",
           flush=True)

@@ -24,7 +24,7 @@ from agents.stochastic_muzero.config import StochasticMuZeroConfig
 from agents.stochastic_muzero.losses import batch_loss
 from core.rlmath import Support
 from core.types import Agent
-from envs.api import Environment
+from envs.api import Environment, check_single_player
 from world_models.stochastic_muzero import StochasticMuZeroModel, make_model, make_search_fns
 
 Array = jax.Array
@@ -78,6 +78,7 @@ def search(cfg: StochasticMuZeroConfig, fns, params, obs: Array, key: Array, *,
 
 def make(cfg: StochasticMuZeroConfig, env: Environment, num_envs: int) -> Agent:
     """Builds the agent for ``num_envs`` copies of ``env``."""
+    check_single_player(env.spec, "stochastic_muzero")
     if cfg.mirror_augmentation and env.symmetry is None:
         raise ValueError(f"mirror_augmentation needs an environment with a declared symmetry "
                          f"(envs.api.Symmetry); {env.spec.env_id} declares none. Drop "

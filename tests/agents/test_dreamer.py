@@ -117,6 +117,9 @@ def test_schedule_from_train_ratio_and_config_errors():
         DreamerConfig(optimizer="sgd")
     with pytest.raises(ValueError, match="DreamerConfig.compute_dtype"):
         DreamerConfig(compute_dtype="float16")
+    # rewards of a two-player game are the mover's: one return over plies mixes the sides
+    with pytest.raises(ValueError, match="does not play two-player games.*--agent muzero"):
+        make(PRESETS["tiny"], envs.make("pgx/connect_four"), 2)
 
 
 def test_size_presets_and_variants():

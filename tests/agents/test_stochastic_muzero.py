@@ -72,6 +72,9 @@ def test_config_validation_names_the_field():
         cfg(code_usage_loss_weight=-0.1)
     with pytest.raises(ValueError, match="needs a discrete action space"):
         stochastic_muzero.make(TINY, envs.make("linear/random_4x2"), 2)
+    # its search backs values up with +discount: a two-player game would need -1 per ply
+    with pytest.raises(ValueError, match="does not play two-player games.*--agent muzero"):
+        stochastic_muzero.make(TINY, envs.make("pgx/tic_tac_toe"), 2)
 
 
 def test_chance_code_is_one_hot_forward_with_the_softmax_gradient_by_hand():

@@ -301,6 +301,13 @@ def test_action_layout_marks_where_a_move_is_placed(name):
     height, width = spec.obs_shape[:2]
     footprints = action_footprints(spec.action_layout, spec.num_actions, height, width)
     assert footprints.shape == (spec.num_actions, height, width)
+    # each move's footprint is one cell, or one whole column, and no two moves share one
+    board_moves = footprints.reshape(spec.num_actions, -1).sum(-1) > 0
+    size = 1 if spec.action_layout == "cells" else height
+    assert set(footprints.reshape(spec.num_actions, -1).sum(-1)[board_moves]) == {size}
+    assert (footprints[board_moves].sum(0) == 1).all()
+    if spec.action_layout == "columns":
+        assert (footprints.any(1) == np.eye(spec.num_actions, width, dtype=bool)).all()
     placed = 0
     for seed in range(3):
         for obs, action, _, nxt, _, terminated in _random_game(

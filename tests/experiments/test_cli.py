@@ -112,3 +112,17 @@ def test_other_commands_answer_mistakes_in_one_line(module, argv, needle, capsys
     assert exit_.value.code == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: ") and "\n" not in err and needle in err
+
+
+def test_output_file_is_checked_before_the_work(tmp_path):
+    cli.check_output_file(None, "--json")  # not given: nothing to check
+    cli.check_output_file(str(tmp_path / "out.json"), "--json")
+    with pytest.raises(cli.UsageError, match="--json .* is a directory"):
+        cli.check_output_file(str(tmp_path), "--json")
+    with pytest.raises(cli.UsageError, match="--out .*: no directory"):
+        cli.check_output_file(str(tmp_path / "missing" / "f.png"), "--out")
+    locked = tmp_path / "locked"
+    locked.mkdir(mode=0o500)
+    if not os.access(locked, os.W_OK):  # root writes anywhere: nothing to refuse there
+        with pytest.raises(cli.UsageError, match="not writable"):
+            cli.check_output_file(str(locked / "f.json"), "--json")

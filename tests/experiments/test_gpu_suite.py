@@ -185,27 +185,6 @@ def test_the_device_command_fits_the_device_tool():
     assert bad.returncode == 2 and "unknown suite 'nope'" in bad.stderr
 
 
-def test_crafter_score_and_the_craftax_curve(tmp_path):
-    # all rates 0 -> 0; all 1 -> 100; the geometric mean of (1 + percent) less 1
-    assert gpu_suite.crafter_score({"a": 0.0, "b": 0.0}) == pytest.approx(0.0)
-    assert gpu_suite.crafter_score({"a": 1.0, "b": 1.0}) == pytest.approx(100.0)
-    assert gpu_suite.crafter_score({"a": 0.0, "b": 0.5}) == pytest.approx(math.sqrt(51.0) - 1)
-    with pytest.raises(ValueError, match="at least one"):
-        gpu_suite.crafter_score({})
-    lines = [{"env_steps": 0, "phase": "prefill"},  # no episode statistics: left out
-             {"env_steps": 64, "episode_return_mean": 1.5, "achievement_collect_wood_mean": 0.5,
-              "achievement_wake_up_mean": 0.0, "loss": 3.0},
-             {"env_steps": 128, "episode_return_mean": 2.5,
-              "achievement_collect_wood_mean": 1.0, "achievement_wake_up_mean": 0.5}]
-    path = tmp_path / "metrics.jsonl"
-    path.write_text("".join(json.dumps(r) + "\n" for r in lines))
-    curve = gpu_suite.craftax_curve(str(path))
-    assert curve["env_steps"] == [64, 128] and curve["return"] == [1.5, 2.5]
-    assert curve["achievements"] == {"collect_wood": [0.5, 1.0], "wake_up": [0.0, 0.5]}
-    assert curve["score"] == pytest.approx([math.sqrt(51.0) - 1, math.sqrt(101.0 * 51.0) - 1])
-    assert gpu_suite.craftax_curve(str(tmp_path / "none.jsonl"))["env_steps"] == []
-
-
 @pytest.mark.slow
 def test_craftax_suite_on_the_cpu(tmp_path):
     """Every phase on the CPU in the tiny mode. Each program compiles craftax's step and world

@@ -72,6 +72,9 @@ def test_training_episodes_log_the_environments_own_metrics(tmp_path):
         # every episode ends by action 1 or at the 3-step limit: 1 <= t <= 3, return = t
         assert 1.0 <= r["t_mean"] <= 3.0 and r["episode_return_mean"] == pytest.approx(
             r["t_mean"])
+        per_seed = r["episode_return_per_seed"]  # each seed's mean, the pooled one between
+        assert len(per_seed) == 2 and min(per_seed) <= r["episode_return_mean"] + 1e-6
+        assert max(per_seed) >= r["episode_return_mean"] - 1e-6
     curves = ppo.train("test/ppo_numbered", steps=96, eval_every=32, eval_episodes=0,
                        preset="tiny", out=str(tmp_path / "short"), max_seconds=0.0)
     assert len((tmp_path / "short" / "metrics.jsonl").read_text().split("\n")) == 3

@@ -122,3 +122,5 @@ def test_scores_a_run_recorded_before_board_planes(tmp_path):
     assert fit["steps"] == 3 and fit["transitions"] >= 96 and 0 <= fit["reward_recall"] <= 1
     with pytest.raises(UsageError, match="no directory"):
         exact.main(["--logdir", logdir, "--json", str(tmp_path / "missing" / "x.json")])
+    with pytest.raises(UsageError, match="is a directory"):
+        exact.main(["--logdir", logdir, "--json", str(tmp_path)])
