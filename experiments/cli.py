@@ -16,7 +16,7 @@ import os
 import re
 import sys
 import traceback
-from typing import Any, Callable, Iterator, List, Optional, Sequence
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence
 
 DEBUG_FLAG = "--debug"
 DEBUG_ENV = "MBRL_DEBUG"
@@ -34,6 +34,26 @@ class ArgumentParser(argparse.ArgumentParser):
 
     def error(self, message: str):
         raise UsageError(f"{message} (see {self.prog} --help)")
+
+
+def add_run_flag(p: argparse.ArgumentParser, what: str) -> None:
+    """The repeatable ``--run NAME=LOGDIR`` of the commands that read runs already made."""
+    p.add_argument("--run", action="append", required=True, metavar="NAME=LOGDIR",
+                   help=f"a run to {what} (repeatable)")
+
+
+def named_runs(items: Sequence[str]) -> Dict[str, str]:
+    """``--run NAME=LOGDIR`` values as ``{NAME: LOGDIR}``, in order; a :class:`UsageError` for
+    an item without both parts or a name given twice."""
+    runs: Dict[str, str] = {}
+    for item in items:
+        name, sep, logdir = item.partition("=")
+        if not sep or not name or not logdir:
+            raise UsageError(f"--run takes NAME=LOGDIR, got {item!r}")
+        if name in runs:
+            raise UsageError(f"--run names {name!r} twice; give each run its own name")
+        runs[name] = logdir
+    return runs
 
 
 def check_output_file(path: Optional[str], flag: str) -> None:

@@ -164,8 +164,7 @@ def achievement_table(runs: Dict[str, Dict]) -> List[str]:
 def main(argv: Optional[Sequence[str]] = None) -> Dict:
     p = cli.ArgumentParser(prog="python -m experiments.craftax_report", description=__doc__,
                            formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--run", action="append", required=True, metavar="NAME=LOGDIR",
-                   help="a run to report (repeatable)")
+    cli.add_run_flag(p, "report")
     p.add_argument("--out", default=None, help="the PNG to write (optional)")
     p.add_argument("--json", default=None, help="write the curves to this JSON file")
     p.add_argument("--every", type=int, default=0, metavar="STEPS",
@@ -175,14 +174,7 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict:
     args = p.parse_args(argv)
     if args.every < 0:
         raise cli.UsageError(f"--every must be >= 0, got {args.every}")
-    runs: Dict[str, Dict] = {}
-    for item in args.run:
-        name, sep, logdir = item.partition("=")
-        if not sep or not name or not logdir:
-            raise cli.UsageError(f"--run takes NAME=LOGDIR, got {item!r}")
-        if name in runs:
-            raise cli.UsageError(f"--run names {name!r} twice; give each run its own name")
-        runs[name] = read_run(logdir)
+    runs = {name: read_run(logdir) for name, logdir in cli.named_runs(args.run).items()}
     cli.check_output_file(args.out, "--out")
     cli.check_output_file(args.json, "--json")
     for name, curve in runs.items():

@@ -82,17 +82,11 @@ def plot(runs: Dict[str, Dict[str, Dict[str, List]]], path: str, title: str = ""
 def main(argv: Optional[Sequence[str]] = None) -> Dict:
     p = cli.ArgumentParser(prog="python -m experiments.plot_win_rates", description=__doc__,
                            formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--run", action="append", required=True, metavar="NAME=LOGDIR",
-                   help="a run to draw (repeatable)")
+    cli.add_run_flag(p, "draw")
     p.add_argument("--out", required=True, help="the PNG to write")
     p.add_argument("--title", default="")
     args = p.parse_args(argv)
-    runs = {}
-    for item in args.run:
-        name, sep, logdir = item.partition("=")
-        if not sep or not name or not logdir:
-            raise cli.UsageError(f"--run takes NAME=LOGDIR, got {item!r}")
-        runs[name] = read_curves(logdir)
+    runs = {name: read_curves(logdir) for name, logdir in cli.named_runs(args.run).items()}
     plot(runs, args.out, args.title)
     print(f"wrote {args.out}")
     return runs
