@@ -4,8 +4,8 @@ Measures, for a preset at a ``batch_size x seq_len`` replay batch (16 x 64 for t
 
 * the core loop's steady state (one seed): updates/s, env steps/s, compile time, peak memory;
 * how updates/s scale with ``num_seeds`` (vmapped seeds in one program);
-* a profile of one update: the jitted world-model loss + gradient, the imagination + actor
-  gradient and the critic gradient timed separately, next to the whole update.
+* a profile of one update: the jitted world-model loss + gradient, the imagination (no
+  gradient) and the actor + critic gradient timed separately, next to the whole update.
 
 CPU defaults are short (``1m``, train ratio 1024, seeds 1,2,4); ``--sizes 1m,12m,50m`` and
 ``--seeds 1,2,4,8`` give the full table on an accelerator.
@@ -55,19 +55,26 @@ def profile_update(cfg, env, min_seconds: float) -> Dict:
     _, starts, _ = jax.jit(lambda s, k: dreamer.world_model_grad(s.wm_params, batch, k))(
         state, key)
 
-    def actor_grad(s, k):
-        return jax.grad(ac.actor_loss, has_aux=True)(
-            s.actor_params, s.wm_params, s.critic_params, starts, k, s.ret_state,
-            model=dreamer.model, actor=dreamer.actor, critic=dreamer.critic, cfg=cfg,
-            backprop=dreamer.backprop)
+    sg = jax.lax.stop_gradient
 
-    out["imagination_actor_compile_s"], out["imagination_actor_s"] = _time(
-        actor_grad, state, key, min_seconds=min_seconds)
-    data = jax.jit(actor_grad)(state, key)[1][0]
-    out["critic_compile_s"], out["critic_s"] = _time(
-        lambda s: jax.grad(ac.critic_loss, has_aux=True)(
-            s.critic_params, s.slow_critic_params, data, critic=dreamer.critic,
-            slow_reg=cfg.slow_reg)[0], state, min_seconds=min_seconds)
+    def imagine(s, k):
+        return ac.imagine(dreamer.model, sg(s.wm_params), dreamer.actor, sg(s.actor_params),
+                          starts, k, cfg.horizon, False)
+
+    out["imagination_compile_s"], out["imagination_s"] = _time(
+        imagine, state, key, min_seconds=min_seconds)
+    traj = jax.jit(imagine)(state, key)
+
+    def actor_critic_grad(s):
+        def loss(actor_params, critic_params):
+            a, c, *_ = ac.actor_critic_loss(
+                actor_params, critic_params, s.slow_critic_params, traj, s.ret_state,
+                actor=dreamer.actor, critic=dreamer.critic, cfg=cfg, backprop=False)
+            return a + c
+        return jax.grad(loss, argnums=(0, 1))(s.actor_params, s.critic_params)
+
+    out["actor_critic_compile_s"], out["actor_critic_s"] = _time(
+        actor_critic_grad, state, min_seconds=min_seconds)
     out["update_compile_s"], out["update_s"] = _time(
         lambda s, k: dreamer.update(s, batch, k)[0], state, key, min_seconds=min_seconds)
     out["param_count"] = dreamer.param_count()

@@ -107,6 +107,11 @@ class BlockLinear(nn.Module):
     The kernel ``[blocks, n_in, n_out]`` is initialised as the official ``BlockLinear``'s, with
     fan-in ``blocks * n_in`` (the fan of the whole block-diagonal matrix). It computes in
     ``dtype`` (float32 parameters cast to it).
+
+    ``shared [n_shared]``, when given, is an input every block sees after its own slice (block
+    ``b`` maps ``[x_b, shared]``, so ``n_in = x.shape[-1] + n_shared``): its part of every
+    block's kernel is applied as one dense ``[n_shared, blocks * n_out]`` product, the same map
+    without copying ``shared`` into each block.
     """
 
     blocks: int
@@ -114,12 +119,17 @@ class BlockLinear(nn.Module):
     dtype: Any = jnp.float32
 
     @nn.compact
-    def __call__(self, x):
-        n_in = x.shape[-1]
+    def __call__(self, x, shared=None):
+        n_own = x.shape[-1]
+        n_in = n_own + (0 if shared is None else shared.shape[-1])
         w = self.param("kernel", nn.initializers.lecun_normal(), (self.blocks, n_in, self.n_out))
         b = self.param("bias", nn.initializers.zeros, (self.blocks, self.n_out))
         x, w, b = (a.astype(self.dtype) for a in (x, w, b))
-        return jnp.einsum("gi,gio->go", x, w) + b
+        out = jnp.einsum("gi,gio->go", x, w[:, :n_own]) + b
+        if shared is not None:
+            w_shared = jnp.moveaxis(w[:, n_own:], 0, 1).reshape(n_in - n_own, -1)
+            out = out + (shared.astype(self.dtype) @ w_shared).reshape(self.blocks, self.n_out)
+        return out
 
 
 class RSSM(nn.Module):
@@ -168,9 +178,8 @@ class RSSM(nn.Module):
         x = jnp.concatenate([self.in_deter(cast(deter)), self.in_stoch(cast(stoch.reshape(-1))),
                              self.in_action(cast(action))])
         nb, per = self.blocks, self.deter // self.blocks
-        blocks_in = jnp.concatenate([cast(deter.reshape(nb, per)),
-                                     jnp.broadcast_to(x, (nb,) + x.shape)], axis=-1)
-        hid = jax.nn.silu(self.dyn_hidden_norm(self.dyn_hidden(blocks_in).reshape(-1)))
+        hid = self.dyn_hidden(cast(deter.reshape(nb, per)), x)  # block b sees [h_b, x]
+        hid = jax.nn.silu(self.dyn_hidden_norm(hid.reshape(-1)))
         gates = self.gru(hid.reshape(nb, per))  # [nb, 3 per]
         reset, cand, update = jnp.split(gates, 3, axis=-1)
         reset = jax.nn.sigmoid(reset)

@@ -27,7 +27,7 @@ from core import nets as core_nets
 from core import rlmath
 from world_models import dreamer_nets as nets
 from world_models.dreamer_wm import WorldModel
-from world_models.rssm import features
+from world_models.rssm import RSSMState, features
 
 Array = jax.Array
 MIN_STD, MAX_STD = 0.1, 1.0
@@ -93,35 +93,51 @@ def policy_entropy(out, discrete: bool) -> Array:
     return (jnp.log(out[1]) + 0.5 * jnp.log(2 * jnp.pi * jnp.e)).sum(-1)
 
 
-def imagine(model: WorldModel, wm_params, actor: Actor, actor_params, start, key: Array,
-            horizon: int, backprop: bool) -> Tuple[Array, Array]:
-    """One imagined trajectory: ``feats [H+1, F]`` of ``s_0..s_H`` and actions ``[H, A]``."""
-    def step(state, k):
+def imagine(model: WorldModel, wm_params, actor: Actor, actor_params, starts: RSSMState,
+            key: Array, horizon: int, backprop: bool) -> Dict[str, Array]:
+    """Imagined trajectories from a batch of start states (leaves ``[N, ...]``), time-major.
+
+    Returns ``feats [H, N, F]`` of ``s_0..s_{H-1}``, ``last [N, F]`` (``s_H``), ``actions
+    [H, N, A]``, the predicted ``reward [H, N]`` of ``s_1..s_H`` and ``cont_logit [H+1, N]`` of
+    ``s_0..s_H``. The reward and continue heads run inside the scan, on each step's states
+    while they are in cache; nothing is stacked but what the losses read. Trajectory ``i``
+    draws its step ``k``'s action and prior sample from ``split(split(split(key, N)[i], H)[k])``.
+    Without ``backprop`` the actions carry no gradient (REINFORCE).
+    """
+    n = starts.deter.shape[0]
+    heads = jax.vmap(lambda f: model.apply(wm_params, f, method=WorldModel.reward_continue))
+    img_step = jax.vmap(lambda s, a, k: model.apply(wm_params, s, a, k,
+                                                     method=WorldModel.img_step))
+    step_keys = jax.vmap(lambda k: jax.random.split(k, horizon))(jax.random.split(key, n))
+
+    def step(state, keys):  # keys [N, 2]
         feat = features(state)
-        act_key, dyn_key = jax.random.split(k)
-        action = policy_sample(actor.apply(actor_params, feat), act_key, actor.discrete)
+        act_key, dyn_key = jnp.moveaxis(jax.vmap(jax.random.split)(keys), 1, 0)
+        out = actor.apply(actor_params, feat)
+        action = jax.vmap(lambda o, k: policy_sample(o, k, actor.discrete))(out, act_key)
         if not backprop:
             action = jax.lax.stop_gradient(action)
-        nxt = model.apply(wm_params, state, jnp.clip(action, -1.0, 1.0), dyn_key,
-                          method=WorldModel.img_step)
-        return nxt, (feat, action)
+        nxt = img_step(state, jnp.clip(action, -1.0, 1.0), dyn_key)
+        rew_logits, cont_logit = heads(features(nxt))
+        return nxt, (feat, action, nets.SUPPORT.decode(rew_logits), cont_logit)
 
-    last, (feats, actions) = jax.lax.scan(step, start, jax.random.split(key, horizon))
-    return jnp.concatenate([feats, features(last)[None]]), actions
+    last, (feats, actions, reward, cont_logit) = jax.lax.scan(
+        step, starts, jnp.moveaxis(step_keys, 1, 0))
+    _, cont0 = heads(features(starts))
+    return {"feats": feats, "last": features(last), "actions": actions, "reward": reward,
+            "cont_logit": jnp.concatenate([cont0[None], cont_logit])}
 
 
-def targets(model: WorldModel, wm_params, critic: nets.TwoHotHead, critic_params, feats: Array,
-            *, discount: float, lambda_: float, contdisc: bool = True) -> Dict[str, Array]:
-    """Rewards, continues, values, lambda-returns and weights of one trajectory (feats [H+1]).
+def targets(reward: Array, cont_logit: Array, value: Array, *, discount: float,
+            lambda_: float, contdisc: bool = True) -> Dict[str, Array]:
+    """Continues, lambda-returns and weights of ONE trajectory from its heads' outputs:
+    ``reward [H]`` of ``s_1..s_H``, ``cont_logit [H+1]`` and ``value [H+1]`` of ``s_0..s_H``.
 
     ``contdisc`` (2024): ``c_k = sigmoid(continue logit of s_k)``, which carries the discount,
     ``R_k = r_{k+1} + c_{k+1} (...)`` and ``w_k = prod_{j=0..k} c_j``. Otherwise (2023):
     ``c_k = [logit > 0]``, ``R_k = r_{k+1} + discount c_{k+1} (...)``, ``w_k = prod_{j=1..k} c_j``.
+    Returns ``cont [H]`` (of ``s_1..s_H``), ``ret [H]`` and ``weight [H]`` (stop-gradient).
     """
-    rew_logits, cont_logit = jax.vmap(
-        lambda f: model.apply(wm_params, f, method=WorldModel.reward_continue))(feats)
-    reward = nets.SUPPORT.decode(rew_logits)[1:]  # [H]
-    value = nets.SUPPORT.decode(jax.vmap(lambda f: critic.apply(critic_params, f))(feats))  # [H+1]
     if contdisc:
         cont = jax.nn.sigmoid(cont_logit)  # [H+1]
         ret = rlmath.lambda_returns(reward, cont[1:], value[1:], lambda_)  # [H]
@@ -131,8 +147,7 @@ def targets(model: WorldModel, wm_params, critic: nets.TwoHotHead, critic_params
         cont = (cont_logit[1:] > 0).astype(jnp.float32)  # [H]
         ret = rlmath.lambda_returns(reward, discount * cont, value[1:], lambda_)  # [H]
         weight = jnp.cumprod(jnp.concatenate([jnp.ones(1), cont[:-1]]))  # [H]
-    return {"reward": reward, "cont": cont, "value": value, "ret": ret,
-            "weight": jax.lax.stop_gradient(weight)}
+    return {"cont": cont, "ret": ret, "weight": jax.lax.stop_gradient(weight)}
 
 
 def percentile_scale(ret: Array, state: Tuple[Array, Array, Array], decay: float
@@ -149,36 +164,53 @@ def percentile_scale(ret: Array, state: Tuple[Array, Array, Array], decay: float
     return jnp.maximum(1.0, hi - lo), (lo, hi, n + 1)
 
 
-def actor_loss(actor_params, wm_params, critic_params, starts, key: Array, ret_state, *,
-               model: WorldModel, actor: Actor, critic: nets.TwoHotHead, cfg, backprop: bool):
-    """Actor loss over a batch of start states (leaves ``[N, ...]``).
+def actor_critic_loss(actor_params, critic_params, slow_params, traj: Dict[str, Array],
+                      ret_state, *, actor: Actor, critic: nets.TwoHotHead, cfg, backprop: bool):
+    """Actor and critic losses on imagined trajectories (:func:`imagine`, time-major).
 
-    Returns ``(loss, (trajectories, new percentile state, metrics))``; trajectories are
-    stop-gradient ``feats [N, H+1, F]`` etc. for the critic.
+    The critic runs once on ``s_0..s_{H-1}``: its logits are trained towards the returns and
+    their (stop-gradient) means are the values the returns bootstrap on. With ``backprop`` the
+    returns carry gradients through the dynamics into the actor, so the values come from a
+    stop-gradient copy of the critic on the live features instead.
+    Returns ``(actor_loss, critic_loss, new percentile state, R [H, N], metrics)``.
     """
-    n = starts.deter.shape[0]
-    feats, actions = jax.vmap(
-        lambda s, k: imagine(model, wm_params, actor, actor_params, s, k, cfg.horizon, backprop)
-    )(starts, jax.random.split(key, n))
-    traj = jax.vmap(lambda f: targets(model, wm_params, critic, critic_params, f,
-                                      discount=cfg.discount, lambda_=cfg.lambda_,
-                                      contdisc=cfg.contdisc))(feats)
-    scale, ret_state = percentile_scale(traj["ret"], ret_state, cfg.ret_decay)
-    out = actor.apply(actor_params, jax.lax.stop_gradient(feats[:, :-1]))
-    logp = policy_log_prob(out, jax.lax.stop_gradient(actions), actor.discrete)
+    sg = jax.lax.stop_gradient
+    feats, last = traj["feats"], traj["last"]
+    logits = critic.apply(critic_params, sg(feats))  # [H, N, 255]
+    if backprop:
+        value = nets.SUPPORT.decode(critic.apply(
+            sg(critic_params), jnp.concatenate([feats, last[None]])))  # [H+1, N]
+    else:
+        value = sg(jnp.concatenate([nets.SUPPORT.decode(logits),
+                                    nets.SUPPORT.decode(critic.apply(critic_params, last))[None]]))
+    tgt = jax.vmap(lambda r, c, v: targets(r, c, v, discount=cfg.discount, lambda_=cfg.lambda_,
+                                           contdisc=cfg.contdisc),
+                   in_axes=1, out_axes=1)(traj["reward"], traj["cont_logit"], value)
+    ret, weight = tgt["ret"], tgt["weight"]  # [H, N]
+    scale, ret_state = percentile_scale(ret, ret_state, cfg.ret_decay)
+    out = actor.apply(actor_params, sg(feats))
+    logp = policy_log_prob(out, sg(traj["actions"]), actor.discrete)
     entropy = policy_entropy(out, actor.discrete)
     if backprop:
-        objective = traj["ret"] / scale
+        objective = ret / scale
     else:
-        adv = (traj["ret"] - traj["value"][:, :-1]) / scale
-        objective = jax.lax.stop_gradient(adv) * logp
-    loss = -(traj["weight"] * (objective + cfg.entropy * entropy)).mean()
+        objective = sg((ret - value[:-1]) / scale) * logp
+    actor_loss = -(weight * (objective + cfg.entropy * entropy)).mean()
+    slow_mean = nets.SUPPORT.decode(critic.apply(slow_params, sg(feats)))
+    critic_loss = (weight * value_loss_from_logits(logits, slow_mean, ret, cfg.slow_reg)).mean()
+    metrics = {"actor_loss": actor_loss, "entropy": entropy.mean(), "return_scale": scale,
+               "imag_return": ret.mean(), "imag_reward": traj["reward"].mean(),
+               "imag_cont": tgt["cont"].mean(), "critic_loss": critic_loss,
+               "value": nets.SUPPORT.decode(logits).mean()}
+    return actor_loss, critic_loss, ret_state, sg(ret), metrics
+
+
+def value_loss_from_logits(logits: Array, slow_mean: Array, ret: Array, slow_reg: float
+                           ) -> Array:
+    """Per step ``CE(logits, two_hot(R)) + slow_reg CE(logits, two_hot(slow mean))``."""
     sg = jax.lax.stop_gradient
-    data = {"feats": sg(feats), "ret": sg(traj["ret"]), "weight": traj["weight"]}
-    metrics = {"actor_loss": loss, "entropy": entropy.mean(), "return_scale": scale,
-               "imag_return": traj["ret"].mean(), "imag_reward": traj["reward"].mean(),
-               "imag_cont": traj["cont"].mean()}
-    return loss, (data, ret_state, metrics)
+    return (nets.SUPPORT.cross_entropy(logits, sg(ret))
+            + slow_reg * nets.SUPPORT.cross_entropy(logits, sg(slow_mean)))
 
 
 def value_loss(critic_params, slow_params, feats: Array, ret: Array, *,
@@ -187,18 +219,7 @@ def value_loss(critic_params, slow_params, feats: Array, ret: Array, *,
     ``feats [..., F]`` and targets ``ret [...]``; returns ``(loss [...], logits [..., 255])``."""
     logits = critic.apply(critic_params, feats)
     slow_mean = nets.SUPPORT.decode(critic.apply(slow_params, feats))
-    loss = nets.SUPPORT.cross_entropy(logits, jax.lax.stop_gradient(ret))
-    loss = loss + slow_reg * nets.SUPPORT.cross_entropy(logits, jax.lax.stop_gradient(slow_mean))
-    return loss, logits
-
-
-def critic_loss(critic_params, slow_params, data: Dict[str, Array], *,
-                critic: nets.TwoHotHead, slow_reg: float):
-    """Two-hot regression of ``v(s_k)`` on ``R_k`` plus the slow-critic regulariser."""
-    loss, logits = value_loss(critic_params, slow_params, data["feats"][:, :-1], data["ret"],
-                              critic=critic, slow_reg=slow_reg)
-    loss = (data["weight"] * loss).mean()
-    return loss, {"critic_loss": loss, "value": nets.SUPPORT.decode(logits).mean()}
+    return value_loss_from_logits(logits, slow_mean, ret, slow_reg), logits
 
 
 def replay_returns(reward: Array, terminated: Array, is_first: Array, boot: Array, *,

@@ -196,17 +196,17 @@ class Dreamer:
         wm_params, actor_params, critic_params = params
         wm_key, ac_key = jax.random.split(key)
         wm_loss, (states, metrics) = self.world_model_loss(wm_params, batch, wm_key)
-        actor_loss, (data, ret_state, ac_metrics) = ac.actor_loss(
-            actor_params, sg(wm_params), sg(critic_params), _flat_starts(states), ac_key,
-            state.ret_state, model=self.model, actor=self.actor, critic=self.critic, cfg=cfg,
-            backprop=self.backprop)
-        critic_loss, critic_metrics = ac.critic_loss(
-            critic_params, state.slow_critic_params, data, critic=self.critic,
-            slow_reg=cfg.slow_reg)
+        starts = _flat_starts(states)
+        traj = ac.imagine(self.model, sg(wm_params), self.actor,
+                          actor_params if self.backprop else sg(actor_params), starts, ac_key,
+                          cfg.horizon, self.backprop)
+        actor_loss, critic_loss, ret_state, ret, ac_metrics = ac.actor_critic_loss(
+            actor_params, critic_params, state.slow_critic_params, traj, state.ret_state,
+            actor=self.actor, critic=self.critic, cfg=cfg, backprop=self.backprop)
         total = wm_loss + actor_loss + critic_loss
-        metrics = {**metrics, **ac_metrics, **critic_metrics}
+        metrics = {**metrics, **ac_metrics}
         if cfg.repval > 0:
-            boot = data["ret"][:, 0].reshape(batch.reward.shape)  # R_0 imagined from s_t
+            boot = ret[0].reshape(batch.reward.shape)  # R_0 imagined from s_t
             ret, mask = jax.vmap(lambda r, d, f, b: ac.replay_returns(
                 r, d, f, b, discount=cfg.discount, lambda_=cfg.lambda_))(
                     batch.reward, batch.terminated, batch.is_first, boot)

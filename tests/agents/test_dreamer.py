@@ -17,50 +17,74 @@ from agents.dreamer.agent import Dreamer
 from core.types import Transition
 from envs.api import EnvSpec
 from world_models import dreamer_nets as nets
+from world_models import rssm
+from world_models.dreamer_wm import WorldModel
 from world_models.rssm import features
 
 
-def _logits_for(x):
-    return jnp.log(nets.SUPPORT.encode(x) + 1e-12)
-
-
-class _StubModel:
-    """feat = [reward, continue logit, value] of the state (hand-set heads)."""
-
-    def apply(self, params, feat, method=None):
-        return _logits_for(feat[0]), feat[1]
-
-
-class _StubCritic:
-    def apply(self, params, feat):
-        return _logits_for(feat[..., 2])
-
-
 def test_lambda_returns_and_weights_by_hand():
-    # states s_0..s_3: rewards/continues of s_1..s_3 drive R_0..R_2; s_3 is terminal.
-    feats = jnp.array([[0.0, 5.0, 10.0], [1.0, 5.0, 10.0], [2.0, 5.0, 20.0],
+    # states s_0..s_3 with (reward, continue logit, value); rewards / continues of s_1..s_3
+    # drive R_0..R_2; s_3 is terminal.
+    heads = jnp.array([[0.0, 5.0, 10.0], [1.0, 5.0, 10.0], [2.0, 5.0, 20.0],
                        [3.0, -5.0, 30.0]])
-    out = ac.targets(_StubModel(), None, _StubCritic(), None, feats, discount=0.9, lambda_=0.5,
-                     contdisc=False)
+
+    def targets(h, **kw):
+        return ac.targets(h[1:, 0], h[:, 1], h[:, 2], discount=0.9, lambda_=0.5, **kw)
+
+    out = targets(heads, contdisc=False)
     # R_2 = r_3 + 0.9 c_3 v_3 = 3 (c_3 = 0)
     # R_1 = r_2 + 0.9 c_2 (0.5 v_2 + 0.5 R_2) = 2 + 0.9 (10 + 1.5) = 12.35
     # R_0 = r_1 + 0.9 c_1 (0.5 v_1 + 0.5 R_1) = 1 + 0.9 (5 + 6.175) = 11.0575
-    np.testing.assert_allclose(out["ret"], [11.0575, 12.35, 3.0], rtol=2e-3)
+    np.testing.assert_allclose(out["ret"], [11.0575, 12.35, 3.0], rtol=1e-5)
     np.testing.assert_allclose(out["weight"], [1.0, 1.0, 1.0])
     np.testing.assert_allclose(out["cont"], [1.0, 1.0, 0.0])
-    terminal = feats.at[1, 1].set(-5.0)  # s_1 terminal: later steps get weight 0
-    np.testing.assert_allclose(ac.targets(_StubModel(), None, _StubCritic(), None, terminal,
-                                          discount=0.9, lambda_=0.5, contdisc=False)["weight"],
-                               [1.0, 0.0, 0.0])
+    terminal = heads.at[1, 1].set(-5.0)  # s_1 terminal: later steps get weight 0
+    np.testing.assert_allclose(targets(terminal, contdisc=False)["weight"], [1.0, 0.0, 0.0])
     # contdisc (2024): c_k = sigmoid(logit) carries the discount; w_k = c_0 ... c_k.
     c, d = 1 / (1 + np.exp(-5.0)), 1 / (1 + np.exp(5.0))
-    out = ac.targets(_StubModel(), None, _StubCritic(), None, feats, discount=0.9, lambda_=0.5)
+    out = targets(heads)
     r2 = 3 + d * 30
     r1 = 2 + c * (0.5 * 20 + 0.5 * r2)
     r0 = 1 + c * (0.5 * 10 + 0.5 * r1)
-    np.testing.assert_allclose(out["ret"], [r0, r1, r2], rtol=2e-3)
+    np.testing.assert_allclose(out["ret"], [r0, r1, r2], rtol=1e-5)
     np.testing.assert_allclose(out["weight"], [c, c * c, c ** 3], rtol=1e-5)
     np.testing.assert_allclose(out["cont"], [c, c, d], rtol=1e-5)
+
+
+def test_imagine_is_time_major_and_its_heads_match_the_states():
+    """``imagine`` keeps s_0..s_{H-1} in ``feats``, s_H in ``last``, and its in-scan reward
+    and continue heads are those of s_1..s_H (continue: s_0..s_H); the block-diagonal core
+    (``blocks`` 2 in ``tiny``) reproduces the dense form of its block-linear map."""
+    env = envs.make("gymnax/CartPole-v1")
+    cfg = PRESETS["tiny"]
+    dreamer = Dreamer(cfg, env)
+    state = dreamer.init(jax.random.PRNGKey(0))
+    n, h = 3, cfg.horizon
+    starts = jax.tree_util.tree_map(lambda x: jnp.broadcast_to(x, (n,) + x.shape),
+                                    dreamer.model.initial())
+    traj = jax.jit(lambda s, k: ac.imagine(dreamer.model, s.wm_params, dreamer.actor,
+                                           s.actor_params, starts, k, h, False))(
+        state, jax.random.PRNGKey(1))
+    assert traj["feats"].shape == (h, n, dreamer.feat_dim)
+    assert traj["last"].shape == (n, dreamer.feat_dim)
+    np.testing.assert_allclose(traj["feats"][0], features(starts))
+    heads = jax.vmap(jax.vmap(lambda f: dreamer.model.apply(
+        state.wm_params, f, method=WorldModel.reward_continue)))
+    every = jnp.concatenate([traj["feats"], traj["last"][None]])  # [H+1, N, F]
+    rew_logits, cont_logit = heads(every)
+    np.testing.assert_allclose(traj["reward"], nets.SUPPORT.decode(rew_logits)[1:], atol=1e-5)
+    np.testing.assert_allclose(traj["cont_logit"], cont_logit, atol=1e-5)
+    w = state.wm_params["params"]["rssm"]["dyn_hidden"]["kernel"]  # [blocks, n_in, n_out]
+    x = jax.random.normal(jax.random.PRNGKey(2), (w.shape[0], w.shape[1]))
+    own = w.shape[1] - 5
+    dense = jnp.einsum("gi,gio->go", x, w)
+    split = rssm.BlockLinear(w.shape[0], w.shape[2]).apply(
+        {"params": {"kernel": w, "bias": jnp.zeros(w.shape[::2])}}, x[:, :own],
+        jnp.broadcast_to(x[0, own:], (5,)))
+    shared = x.at[:, own:].set(x[0, own:])
+    np.testing.assert_allclose(split, jnp.einsum("gi,gio->go", shared, w), rtol=1e-5,
+                               atol=1e-5)
+    assert not np.allclose(dense, split)  # a different shared input changes the output
 
 
 def test_replay_returns_by_hand():
