@@ -31,7 +31,7 @@ demo: setup
 # What CI runs: every test but the slow ones (setup.cfg's addopts: -m "not slow"), in two pytest
 # processes, one on TEST_SPLIT and one on the rest: one process keeps only about 1.2 cores busy
 # (the tests mostly wait on XLA compiles). The first process's output follows the second's.
-# 159 s (the slower process) on a 2-core CPU with an empty compilation cache (502 tests,
+# 162 s (the slower process) on a 2-core CPU with an empty compilation cache (503 tests,
 # 2026-12-04);
 # `make test TEST_SPLIT=` runs one process.
 TEST_SPLIT ?= tests/agents tests/world_models
