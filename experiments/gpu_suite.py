@@ -32,7 +32,8 @@ throughput measured before them and stop at their share (``RunConfig.max_seconds
 writes the files and ends the process at the budget whatever is still running. The JSON is
 rewritten after every row and phase (``"complete": false`` until the end), so a run killed
 from outside keeps what it measured. Dreamer's table compiles its programs on parallel threads
-(``--compile-workers``; XLA compiles without Python's lock) and times them one at a time.
+(``--compile-workers``; XLA compiles without Python's lock) and times them one at a time; the
+sizes after the first are submitted only once the learning run has compiled.
 
 ``--tiny`` is the CPU mode of the tests: tiny presets, few seeds, a few hundred steps.
 A new suite is a ``run(args, report)`` function and an entry in :data:`SUITES`.
@@ -395,25 +396,59 @@ def run_dreamer(args, report: Report) -> None:
             row["status"] = "compute_dtype not available"
         table["rows"].append(row)
     compiler, futures = Compiler(args.compile_workers), {}
-    for i, row in enumerate(table["rows"]):
-        if row["status"] == "pending":
-            cfg = dreamer_config(row["size"], row["compute_dtype"], setting["train_ratio"])
-            row["batch"] = [cfg.batch_size, cfg.seq_len]
-            futures[i] = compiler.submit(lambda cfg=cfg, n=row["num_seeds"]: (
-                benchmark.loop_program("dreamer", env, cfg, setting["num_envs"], n, 1)))
-    report.write()
+
+    def submit(indices):
+        for i in indices:
+            row = table["rows"][i]
+            if row["status"] == "pending":
+                cfg = dreamer_config(row["size"], row["compute_dtype"], setting["train_ratio"])
+                row["batch"] = [cfg.batch_size, cfg.seq_len]
+                futures[i] = compiler.submit(lambda cfg=cfg, n=row["num_seeds"]: (
+                    benchmark.loop_program("dreamer", env, cfg, setting["num_envs"], n, 1)))
 
     first = [i for i, r in enumerate(table["rows"]) if r["size"] == sizes[0]]
+    others = [i for i in range(len(table["rows"])) if i not in first]
+    submit(first)
+    report.write()
     _time_rows(table["rows"], first, futures, report, "table_first_size", compiler,
                min_seconds)
     report.phase_done("table_first_size")
+    # The other sizes are lowered and compiled once the learning run has compiled its own
+    # program (its first metrics line), so that they do not compete with it for the CPU.
+    gate = _Gate(os.path.join(args.workdir, "dreamer"), lambda: submit(others), report.elapsed)
     _dreamer_learning(args, report, setting, learn_seeds, learn_dtype,
                       [table["rows"][i] for i in first])
+    table["other_sizes_submitted_at_s"] = gate.close()
     rest = sorted(futures)  # the other sizes, after rows of the first one compiled late
     _time_rows(table["rows"], rest, futures, report, "table_other_sizes", compiler,
                min_seconds)
     report.phase_done("table_other_sizes")
     _finish_dreamer(report)
+
+
+class _Gate:
+    """Calls ``action`` once, on a thread, as soon as ``<logdir>/metrics.jsonl`` has a line,
+    or at :meth:`close` if it never got one; ``close()`` waits for that call and returns
+    ``clock()`` at its time."""
+
+    def __init__(self, logdir: str, action: Callable[[], None], clock: Callable[[], float]):
+        self._path = os.path.join(logdir, "metrics.jsonl")
+        self._action, self._clock, self._stop = action, clock, threading.Event()
+        self.at: Optional[float] = None
+        self._thread = threading.Thread(target=self._wait, daemon=True)
+        self._thread.start()
+
+    def _wait(self):
+        while not self._stop.wait(0.5):
+            if os.path.exists(self._path) and os.path.getsize(self._path) > 0:
+                break
+        self.at = round(self._clock(), 2)
+        self._action()
+
+    def close(self) -> Optional[float]:
+        self._stop.set()
+        self._thread.join()
+        return self.at
 
 
 def _time_rows(rows: List[Dict], indices: Sequence[int], futures: Dict[int, Future],
@@ -990,7 +1025,7 @@ def _parser() -> argparse.ArgumentParser:
                             "temporary folder; not --out, which keeps only the suite's files)")
         q.add_argument("--compile-workers", type=int, default=None,
                        help="threads compiling table programs (default: CPU cores - 2, at "
-                            "most 12)")
+                            "most 6)")
         suite.add_arguments(q)
     return p
 
@@ -1046,7 +1081,7 @@ def main(argv: Optional[List[str]] = None) -> Dict:
     suite = SUITES[args.suite]
     phases = plan(args.budget_s, suite.phases)
     cores = os.cpu_count() or 2
-    args.compile_workers = args.compile_workers or max(1, min(12, cores - 2))
+    args.compile_workers = args.compile_workers or max(1, min(6, cores - 2))
     if args.compile_workers < 1:
         raise cli.UsageError(f"--compile-workers must be >= 1, got {args.compile_workers}")
     reference = find_reference(getattr(args, "reference", None))

@@ -6,6 +6,9 @@
 #                                         .gpu_suite/ (ignored by git); checks that the working
 #                                         tree plus .gpu_suite/ fit in 64 MiB
 #   scripts/gpu_suite.sh size             only the size check
+#   scripts/gpu_suite.sh deps             checks, from the distributions installed here, that
+#                                         every requirement of the carried wheels is carried,
+#                                         in the image, or listed in NOT_CARRIED
 #   scripts/gpu_suite.sh command SUITE    prints the one command to run on the GPU machine
 #                                         (SUITE: dreamer, muzero or craftax), carrying
 #                                         .gpu_suite
@@ -27,7 +30,39 @@ WHEELS=(
   mujoco-mjx==3.17.0 glfw==2.11.0 trimesh==5.2.0 jaxopt==0.8.5 ml-collections==1.1.0
   mctx==0.0.71 gymnax==1.0.1 gymnasium==1.3.0 farama-notifications==0.0.6
   flashbax==0.1.3 tensorboardX==2.6.5 tyro==1.0.17 docstring-parser==0.18.0
-  craftax==1.6.1 imageio==2.38.2
+  craftax==1.6.1 imageio==2.38.2 typeguard==4.6.1 typing-extensions==4.15.0
+)
+# Declared by the wheels above but not imported on the suites' paths, so not carried (checked
+# by `deps`): brax's flask and flask-cors serve its web viewer, playground's mediapy writes
+# videos, mujoco's pyopengl and mujoco-studio's websockets serve its viewers, warp-lang and
+# pygame as above.
+NOT_CARRIED=(flask flask-cors mediapy warp-lang pyopengl websockets pygame)
+# The GPU image's Python packages (the device library's KINDS.md, read there on 2026-11-17).
+IMAGE=(
+  absl-py accelerate aiofiles aiohappyeyeballs aiohttp aiosignal annotated-doc anyio attrs
+  botorch build certifi charset-normalizer chex click cloudpickle cmake colorama contourpy
+  coverage cuda-bindings cuda-core cuda-pathfinder cuda-toolkit cupy-cuda13x cycler cython
+  diffrax e3nn einops equinox etils execnet filelock flatbuffers flax fonttools formulaic
+  frozenlist fsspec gpytorch grpcio h11 h5py hf-xet httpcore httpx huggingface-hub humanize
+  hypothesis idna imageio iniconfig interface-meta jax jax-cuda13-pjrt jax-cuda13-plugin jaxlib
+  jaxtyping jinja2 joblib kiwisolver lazy-loader lightning lightning-utilities linear-operator
+  lineax llvmlite lxml markdown markdown-it-py markupsafe matplotlib mdurl meson ml-dtypes
+  mpi4py mpmath msgpack multidict multipledispatch mypy-extensions nanobind narwhals networkx
+  ninja numba numba-cuda numpy numpyro nvidia-cublas nvidia-cuda-cupti nvidia-cuda-nvrtc
+  nvidia-cuda-runtime nvidia-cudnn-cu13 nvidia-cufft nvidia-cufile nvidia-curand
+  nvidia-cusolver nvidia-cusparse nvidia-cusparselt-cu13 nvidia-ml-py nvidia-nccl-cu13
+  nvidia-nvjitlink nvidia-nvshmem-cu13 nvidia-nvtx onnx onnx-ir onnxruntime onnxscript
+  opencv-python-headless optax opt-einsum opt-einsum-fx optimistix orbax-checkpoint packaging
+  pandas pathspec patsy peft pillow pip pluggy portalocker prometheus-client propcache protobuf
+  psutil pyarrow pybind11 py-cpuinfo pygments pyparsing pyproject-hooks pyre-extensions pytest
+  pytest-benchmark pytest-cov pytest-mock pytest-timeout pytest-xdist python-dateutil
+  pytorch-lightning pyyaml regex requests rich sacrebleu safetensors scikit-build-core
+  scikit-image scikit-learn scipy seaborn sentencepiece sentence-transformers setuptools
+  shellingham simplejson six sortedcontainers statsmodels sympy tabulate tensorboard
+  tensorboard-data-server tensorstore threadpoolctl tifffile tiktoken timm tokenizers toolz
+  torch torchaudio torchdiffeq torch-geometric torchmetrics torchvision tqdm transformers
+  treescope triton typer typing-extensions typing-inspect urllib3 uvloop wadler-lindig werkzeug
+  wheel wrapt xarray xxhash yarl zipp
 )
 REFERENCE="dmc_proprio-dreamerv3.json.gz"
 
@@ -66,7 +101,13 @@ prepare() {
     echo "warning: $ref not found; the dreamer suite will run without the reference curve" >&2
   fi
   ls -1 "$DIR/wheels" | sed 's/^/  /'
+  deps_check
   size_check
+}
+
+deps_check() {
+  (cd "$ROOT" && python3 -m experiments.wheel_deps --image "${IMAGE[*]} ${NOT_CARRIED[*]}" \
+    "${WHEELS[@]}") && echo "requirements of the carried wheels: all carried or in the image"
 }
 
 command_for() {
@@ -83,7 +124,8 @@ EOF
 case "${1:-}" in
   prepare) prepare ;;
   size) size_check ;;
+  deps) deps_check ;;
   command) command_for "${2:-}" ;;
-  *) echo "usage: scripts/gpu_suite.sh {prepare | size | command dreamer|muzero|craftax}" >&2
+  *) echo "usage: scripts/gpu_suite.sh {prepare | size | deps | command dreamer|muzero|craftax}" >&2
      exit 2 ;;
 esac

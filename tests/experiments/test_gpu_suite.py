@@ -127,6 +127,23 @@ def _finite(row, keys):
     return all(isinstance(row[k], float) and math.isfinite(row[k]) and row[k] > 0 for k in keys)
 
 
+def test_the_other_sizes_wait_for_the_learning_runs_first_metrics(tmp_path):
+    import time
+    calls = []
+    gate = gpu_suite._Gate(str(tmp_path), lambda: calls.append("submitted"), time.monotonic)
+    time.sleep(1.2)
+    assert calls == [] and gate.at is None  # no metrics line yet: nothing submitted
+    (tmp_path / "metrics.jsonl").write_text('{"env_steps": 16}\n')
+    deadline = time.monotonic() + 10
+    while not calls and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert calls == ["submitted"]
+    assert gate.close() == gate.at and calls == ["submitted"]  # called once
+    never = gpu_suite._Gate(str(tmp_path / "none"), lambda: calls.append("at close"),
+                            lambda: 7.0)
+    assert never.close() == 7.0 and calls == ["submitted", "at close"]
+
+
 @pytest.mark.slow
 def test_dreamer_suite_on_the_cpu(tmp_path):
     out = tmp_path / "out"
@@ -142,6 +159,7 @@ def test_dreamer_suite_on_the_cpu(tmp_path):
     for row in measured:
         assert _finite(row, ("updates_per_s", "env_steps_per_s", "compile_s", "lower_s"))
         assert row["memory"]["program_bytes"] > 0
+    assert data["throughput"]["other_sizes_submitted_at_s"] > 0
     learning = data["learning"]
     assert len(learning["curves"]) == 2
     assert all(len(c["eval_return"]) >= 1 for c in learning["curves"])
@@ -183,6 +201,21 @@ def test_the_device_command_fits_the_device_tool():
         assert f"-m experiments.gpu_suite {suite} --out $OUT" in command
     bad = subprocess.run(["bash", script, "command", "nope"], capture_output=True, text=True)
     assert bad.returncode == 2 and "unknown suite 'nope'" in bad.stderr
+
+
+def test_the_carried_wheels_bring_what_they_require():
+    """Every requirement of the wheels the device runs carry is carried, in the GPU image, or
+    deliberately left out; tyro's typeguard, once missing, stopped the MuZero suite there."""
+    from experiments import wheel_deps
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    script = os.path.join(root, "scripts", "gpu_suite.sh")
+    done = subprocess.run(["bash", script, "deps"], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert wheel_deps.missing_requirements(["tyro==1.0.17"], ["docstring-parser", "rich",
+                                                             "shtab", "typing-extensions"]) \
+        == {"tyro": ["typeguard"]}
+    assert wheel_deps.missing_requirements(["no-such-dist==1.0"], []) == {
+        "no-such-dist": ["<not installed here: cannot read its requirements>"]}
 
 
 @pytest.mark.slow
