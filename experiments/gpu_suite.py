@@ -33,7 +33,8 @@ writes the files and ends the process at the budget whatever is still running. T
 rewritten after every row and phase (``"complete": false`` until the end), so a run killed
 from outside keeps what it measured. Dreamer's table compiles its programs on parallel threads
 (``--compile-workers``; XLA compiles without Python's lock) and times them one at a time; the
-sizes after the first are submitted only once the learning run has compiled.
+sizes after the first are submitted only once the learning run has logged its first
+training line.
 
 ``--tiny`` is the CPU mode of the tests: tiny presets, few seeds, a few hundred steps.
 A new suite is a ``run(args, report)`` function and an entry in :data:`SUITES`.
@@ -398,13 +399,15 @@ def run_dreamer(args, report: Report) -> None:
     compiler, futures = Compiler(args.compile_workers), {}
 
     def submit(indices):
-        for i in indices:
-            row = table["rows"][i]
-            if row["status"] == "pending":
-                cfg = dreamer_config(row["size"], row["compute_dtype"], setting["train_ratio"])
-                row["batch"] = [cfg.batch_size, cfg.seq_len]
-                futures[i] = compiler.submit(lambda cfg=cfg, n=row["num_seeds"]: (
-                    benchmark.loop_program("dreamer", env, cfg, setting["num_envs"], n, 1)))
+        with report.lock:  # the watchdog may be writing the rows
+            for i in indices:
+                row = table["rows"][i]
+                if row["status"] == "pending":
+                    cfg = dreamer_config(row["size"], row["compute_dtype"],
+                                         setting["train_ratio"])
+                    row["batch"] = [cfg.batch_size, cfg.seq_len]
+                    futures[i] = compiler.submit(lambda cfg=cfg, n=row["num_seeds"]: (
+                        benchmark.loop_program("dreamer", env, cfg, setting["num_envs"], n, 1)))
 
     first = [i for i, r in enumerate(table["rows"]) if r["size"] == sizes[0]]
     others = [i for i in range(len(table["rows"])) if i not in first]
@@ -413,12 +416,15 @@ def run_dreamer(args, report: Report) -> None:
     _time_rows(table["rows"], first, futures, report, "table_first_size", compiler,
                min_seconds)
     report.phase_done("table_first_size")
-    # The other sizes are lowered and compiled once the learning run has compiled its own
-    # program (its first metrics line), so that they do not compete with it for the CPU.
+    # The other sizes are lowered and compiled once the learning run has compiled its
+    # training program (its first training line in metrics.jsonl), so that they do not
+    # compete with it for the CPU.
     gate = _Gate(os.path.join(args.workdir, "dreamer"), lambda: submit(others), report.elapsed)
-    _dreamer_learning(args, report, setting, learn_seeds, learn_dtype,
-                      [table["rows"][i] for i in first])
-    table["other_sizes_submitted_at_s"] = gate.close()
+    try:
+        _dreamer_learning(args, report, setting, learn_seeds, learn_dtype,
+                          [table["rows"][i] for i in first])
+    finally:
+        table["other_sizes_submitted_at_s"] = gate.close()
     rest = sorted(futures)  # the other sizes, after rows of the first one compiled late
     _time_rows(table["rows"], rest, futures, report, "table_other_sizes", compiler,
                min_seconds)
@@ -427,27 +433,50 @@ def run_dreamer(args, report: Report) -> None:
 
 
 class _Gate:
-    """Calls ``action`` once, on a thread, as soon as ``<logdir>/metrics.jsonl`` has a line,
-    or at :meth:`close` if it never got one; ``close()`` waits for that call and returns
-    ``clock()`` at its time."""
+    """Calls ``action`` once, on a thread, as soon as ``<logdir>/metrics.jsonl`` has a
+    training line (one without the ``"phase"`` key that the prefill's line has) past the
+    environment steps it held at the start, or at :meth:`close` if none came. ``close()`` waits for that call,
+    re-raises its error, and returns ``clock()`` at its time."""
 
     def __init__(self, logdir: str, action: Callable[[], None], clock: Callable[[], float]):
         self._path = os.path.join(logdir, "metrics.jsonl")
         self._action, self._clock, self._stop = action, clock, threading.Event()
+        self._start_steps = self._training_steps()  # a resumed run's lines do not count
         self.at: Optional[float] = None
+        self._error: Optional[BaseException] = None
         self._thread = threading.Thread(target=self._wait, daemon=True)
         self._thread.start()
 
+    def _training_steps(self) -> float:
+        steps = -1.0
+        try:
+            with open(self._path) as f:
+                for line in f:
+                    try:
+                        record = json.loads(line)
+                    except ValueError:  # a line being written
+                        continue
+                    if "phase" not in record:
+                        steps = max(steps, float(record.get("env_steps", 0)))
+        except FileNotFoundError:
+            pass
+        return steps
+
     def _wait(self):
         while not self._stop.wait(0.5):
-            if os.path.exists(self._path) and os.path.getsize(self._path) > 0:
+            if self._training_steps() > self._start_steps:
                 break
         self.at = round(self._clock(), 2)
-        self._action()
+        try:
+            self._action()
+        except BaseException as err:  # re-raised by close()
+            self._error = err
 
     def close(self) -> Optional[float]:
         self._stop.set()
         self._thread.join()
+        if self._error is not None:
+            raise self._error
         return self.at
 
 

@@ -8,7 +8,8 @@
 #   scripts/gpu_suite.sh size             only the size check
 #   scripts/gpu_suite.sh deps             checks, from the distributions installed here, that
 #                                         every requirement of the carried wheels is carried,
-#                                         in the image, or listed in NOT_CARRIED
+#                                         in the image, or listed in NOT_CARRIED; $PYTHON
+#                                         (default python3) runs it
 #   scripts/gpu_suite.sh command SUITE    prints the one command to run on the GPU machine
 #                                         (SUITE: dreamer, muzero or craftax), carrying
 #                                         .gpu_suite
@@ -30,14 +31,16 @@ WHEELS=(
   mujoco-mjx==3.17.0 glfw==2.11.0 trimesh==5.2.0 jaxopt==0.8.5 ml-collections==1.1.0
   mctx==0.0.71 gymnax==1.0.1 gymnasium==1.3.0 farama-notifications==0.0.6
   flashbax==0.1.3 tensorboardX==2.6.5 tyro==1.0.17 docstring-parser==0.18.0
-  craftax==1.6.1 imageio==2.38.2 typeguard==4.6.1 typing-extensions==4.15.0
+  craftax==1.6.1 imageio==2.38.2 typeguard==4.6.1 typing-extensions==4.16.0
 )
+# typing-extensions is in the image at a version not recorded; typeguard needs >= 4.14, so the
+# carried wheel (put first on PYTHONPATH) replaces it.
 # Declared by the wheels above but not imported on the suites' paths, so not carried (checked
 # by `deps`): brax's flask and flask-cors serve its web viewer, playground's mediapy writes
 # videos, mujoco's pyopengl and mujoco-studio's websockets serve its viewers, warp-lang and
 # pygame as above.
 NOT_CARRIED=(flask flask-cors mediapy warp-lang pyopengl websockets pygame)
-# The GPU image's Python packages (the device library's KINDS.md, read there on 2026-11-17).
+# The GPU image's Python packages (its package list as read on 2026-11-17).
 IMAGE=(
   absl-py accelerate aiofiles aiohappyeyeballs aiohttp aiosignal annotated-doc anyio attrs
   botorch build certifi charset-normalizer chex click cloudpickle cmake colorama contourpy
@@ -106,7 +109,7 @@ prepare() {
 }
 
 deps_check() {
-  (cd "$ROOT" && python3 -m experiments.wheel_deps --image "${IMAGE[*]} ${NOT_CARRIED[*]}" \
+  (cd "$ROOT" && "${PYTHON:-python3}" -m experiments.wheel_deps --image "${IMAGE[*]} ${NOT_CARRIED[*]}" \
     "${WHEELS[@]}") && echo "requirements of the carried wheels: all carried or in the image"
 }
 
