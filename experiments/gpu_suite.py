@@ -435,8 +435,8 @@ def run_dreamer(args, report: Report) -> None:
 class _Gate:
     """Calls ``action`` once, on a thread, as soon as ``<logdir>/metrics.jsonl`` has a
     training line (one without the ``"phase"`` key that the prefill's line has) past the
-    environment steps it held at the start, or at :meth:`close` if none came. ``close()`` waits for that call,
-    re-raises its error, and returns ``clock()`` at its time."""
+    environment steps it held at the start, or at :meth:`close` if none came. ``close()``
+    waits for that call, re-raises its error, and returns ``clock()`` at its time."""
 
     def __init__(self, logdir: str, action: Callable[[], None], clock: Callable[[], float]):
         self._path = os.path.join(logdir, "metrics.jsonl")
