@@ -46,8 +46,11 @@ class RunConfig:
       seed: base seed; seed ``i`` of the run uses ``split(PRNGKey(seed), num_seeds)[i]``.
       logdir: output directory (rerun with the same one to resume); None writes nothing.
       log_every: environment steps between metric lines (rounded to whole iterations; at most
-        ``steps``).
-      eval_every: environment steps between evaluations (0: only at the end; -1: never).
+        ``steps``). The loop runs in compiled chunks of ``min(log_every, eval_every,
+        checkpoint_every)`` steps (of those > 0) and logs a line after each, so a shorter
+        ``eval_every`` or ``checkpoint_every`` also logs more often.
+      eval_every: environment steps between evaluations (0: only at the end; -1: never);
+        each comes at the end of the first chunk at or past a multiple of it.
       eval_episodes: episodes per evaluation and seed (on a two-player game: games against
         each opponent, :mod:`core.arena`).
       eval_opponent_simulations: on a two-player game, simulations per move of the true-model
@@ -182,8 +185,11 @@ def train(env: Environment, agent: Agent, cfg: RunConfig, config_record: Optiona
     """
     schedule = agent.schedule
     steps_per_iteration = cfg.num_envs * schedule.env_steps_per_iteration
-    # A run shorter than log_every is one chunk of (about) cfg.steps, not a whole log_every.
-    iterations = max(1, min(cfg.log_every, cfg.steps) // steps_per_iteration)
+    # A chunk ends at every metric line, evaluation and checkpoint the run asks for: it is
+    # the shortest of log_every, eval_every and checkpoint_every (those set) long, and a run
+    # shorter than that is one chunk of (about) cfg.steps.
+    period = min([cfg.log_every] + [p for p in (cfg.eval_every, cfg.checkpoint_every) if p > 0])
+    iterations = max(1, min(period, cfg.steps) // steps_per_iteration)
     prefill_iterations = max(1, math.ceil(schedule.prefill_steps / cfg.num_envs))
     fns = make_loop(env, agent, num_envs=cfg.num_envs, iterations=iterations,
                     prefill_iterations=prefill_iterations, eval_envs=cfg.eval_episodes,

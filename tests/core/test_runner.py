@@ -83,6 +83,18 @@ def test_four_seeds_in_one_program():
     np.testing.assert_array_equal(np.asarray(result.state.env_steps), [100] * 4)
 
 
+def test_evaluations_as_often_as_asked_below_log_every():
+    """``eval_every`` shorter than ``log_every`` shortens the chunks: an evaluation every 40
+    steps, not at each 100-step metric line."""
+    env = envs.make("linear/scalar_a0.5")
+    agent = random_agent.make(random_agent.RandomConfig(buffer_size=64), env, num_envs=2)
+    cfg = runner.RunConfig(steps=200, num_envs=2, log_every=100, eval_every=40, eval_episodes=2,
+                           progress=False)
+    history = runner.train(env, agent, cfg).history
+    evaluated = [r["env_steps"] for r in history if "eval_return_mean" in r]
+    assert evaluated == [40, 80, 120, 160, 200], evaluated
+
+
 def test_max_seconds_stops_with_final_eval_and_checkpoint_then_resumes(tmp_path):
     env = envs.make("linear/scalar_a0.5")
     agent = random_agent.make(random_agent.RandomConfig(buffer_size=64), env, num_envs=2)
