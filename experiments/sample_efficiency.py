@@ -52,10 +52,11 @@ the whole name (``--methods``, ``--budget`` and ``--extra`` take it too), and th
 it by ``METHOD`` (their keys carry the whole name).
 
 ``--reference FILE`` (on a ``dmc/`` task) draws a published curve of the task next to ours, e.g.
-the DreamerV3 paper's ``dmc_proprio-dreamerv3.json.gz`` (mean and min-max over its seeds,
-``--reference-method`` picks another method of the file), and the report's ``reference`` gives,
-per method, our seed-mean return and the published mean at our evaluations and at the
-published step counts we reached.
+the DreamerV3 paper's ``dmc_proprio-dreamerv3.json.gz`` (a bare name not found in the working
+directory is looked up in ``../shared/reference_scores`` beside the checkout; mean and
+min-max over its seeds, ``--reference-method`` picks another method of the file), and the
+report's ``reference`` gives, per method, our seed-mean return and the published mean at our
+evaluations and at the published step counts we reached.
 
 Finished methods are reused from an existing ``<out>/report.json`` when their budget and number
 of seeds match (so an interrupted comparison resumes); ``--fresh`` reruns everything.
@@ -226,6 +227,21 @@ def curves_from_log(logdir: str, repeat: int = 1) -> List[Dict]:
     return curves
 
 
+# The published curves beside the checkout (``../shared/reference_scores``), where a bare
+# file name given to --reference is looked up when it is not in the working directory.
+REFERENCE_DIR = os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(__file__)),
+                                              "..", "..", "shared", "reference_scores"))
+
+
+def reference_path(name: str) -> Optional[str]:
+    """``name`` if it is a file, else the file of that name in :data:`REFERENCE_DIR`, else
+    None."""
+    if os.path.isfile(name):
+        return name
+    beside = os.path.join(REFERENCE_DIR, name)
+    return beside if os.path.isfile(beside) else None
+
+
 def load_reference(path: str, task: str, method: str = "dreamerv3") -> Dict:
     """Mean, min and max over seeds of the published curve of ``task`` in ``path`` (a gzipped
     JSON list of runs with ``task, method, seed, xs, ys``).
@@ -383,9 +399,11 @@ def main(argv: Optional[List[str]] = None) -> Dict:
         if family != "dmc":
             raise cli.UsageError(f"--reference holds published DMC curves; {args.env} is not a "
                                  f"dmc/ task")
-        if not os.path.isfile(args.reference):
-            raise cli.UsageError(f"--reference {args.reference}: no such file")
-        args.reference_curve = load_reference(args.reference, f"dmc_{name}",
+        path = reference_path(args.reference)
+        if path is None:
+            raise cli.UsageError(f"--reference {args.reference}: no such file, nor in "
+                                 f"{REFERENCE_DIR}; give the file's path")
+        args.reference_curve = load_reference(path, f"dmc_{name}",
                                               args.reference_method)
 
     default_methods = ",".join(i.partition("=")[0] for i in args.from_logs) or \

@@ -243,3 +243,12 @@ def test_from_logs_with_the_published_reference(tmp_path):
     with pytest.raises(cli.UsageError, match="no such file"):
         se.main(["--env", "dmc/cartpole_swingup", "--from-logs", f"dreamer={logdir}",
                  "--reference", str(tmp_path), "--out", out])
+
+
+def test_a_bare_reference_name_is_looked_up_beside_the_checkout(tmp_path, monkeypatch):
+    monkeypatch.setattr(se, "REFERENCE_DIR", str(tmp_path))
+    _reference_file(tmp_path / "ref.json.gz")
+    monkeypatch.chdir(tmp_path / "..")
+    assert se.reference_path("ref.json.gz") == os.path.join(str(tmp_path), "ref.json.gz")
+    assert se.reference_path("missing.json.gz") is None
+    assert se.reference_path(str(tmp_path / "ref.json.gz")) == str(tmp_path / "ref.json.gz")
