@@ -47,8 +47,9 @@ class RunConfig:
       logdir: output directory (rerun with the same one to resume); None writes nothing.
       log_every: environment steps between metric lines (rounded to whole iterations; at most
         ``steps``). The loop runs in compiled chunks of ``min(log_every, eval_every,
-        checkpoint_every)`` steps (of those > 0) and logs a line after each, so a shorter
-        ``eval_every`` or ``checkpoint_every`` also logs more often.
+        checkpoint_every)`` steps (of those > 0), rounded down to whole iterations, and logs a
+        line after each, so a shorter ``eval_every`` or ``checkpoint_every`` also logs more
+        often; the last chunk may end past ``steps``.
       eval_every: environment steps between evaluations (0: only at the end; -1: never);
         each comes at the end of the first chunk at or past a multiple of it.
       eval_episodes: episodes per evaluation and seed (on a two-player game: games against
@@ -188,7 +189,8 @@ def train(env: Environment, agent: Agent, cfg: RunConfig, config_record: Optiona
     # A chunk ends at every metric line, evaluation and checkpoint the run asks for: it is
     # the shortest of log_every, eval_every and checkpoint_every (those set) long, and a run
     # shorter than that is one chunk of (about) cfg.steps.
-    period = min([cfg.log_every] + [p for p in (cfg.eval_every, cfg.checkpoint_every) if p > 0])
+    checkpoint_every = cfg.checkpoint_every if cfg.logdir else 0  # no logdir: no checkpoints
+    period = min([cfg.log_every] + [p for p in (cfg.eval_every, checkpoint_every) if p > 0])
     iterations = max(1, min(period, cfg.steps) // steps_per_iteration)
     prefill_iterations = max(1, math.ceil(schedule.prefill_steps / cfg.num_envs))
     fns = make_loop(env, agent, num_envs=cfg.num_envs, iterations=iterations,

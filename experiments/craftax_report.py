@@ -6,9 +6,10 @@ Reads each run's ``metrics.jsonl`` (:mod:`core.runner`'s, i.e. ``experiments.tra
 episodes: environment steps per seed, wall-clock seconds, episodes ended (all seeds), their mean
 return (and each seed's), and the Crafter score (Hafner, 2021) of the achievement success rates
 of those episodes; then the success rate of every achievement at each run's last line. The
-success rates are those of the training episodes that ended in the line's chunk (``--log-every``
-steps), averaged over seeds (``experiments.train``: the mean of each seed's; ``experiments.ppo``:
-pooled); the Crafter paper pools every training episode of the 1M-step budget instead.
+success rates are those of the training episodes that ended in the line's chunk (normally
+``--log-every`` steps), averaged over seeds (``experiments.train``: the mean of each seed's;
+``experiments.ppo``: pooled); the Crafter paper pools every training episode of the 1M-step
+budget instead.
 ``--out`` draws return, score and the last line's achievements (the figure of
 ``experiments.gpu_suite craftax``).
 """

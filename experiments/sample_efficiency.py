@@ -384,7 +384,9 @@ def main(argv: Optional[List[str]] = None) -> Dict:
     p.add_argument("--reference", default=None,
                    help="a published-curves file (dmc_proprio-dreamerv3.json.gz of the "
                         "DreamerV3 scores: task, method, seed, xs, ys per run) to draw and "
-                        "compare with on a dmc/ task")
+                        "compare with on a dmc/ task; a bare name not in the working "
+                        "directory is looked up in ../shared/reference_scores beside the "
+                        "checkout")
     p.add_argument("--reference-method", default="dreamerv3",
                    help="the method of --reference to draw")
     p.add_argument("--out", default="runs/sample_efficiency")
