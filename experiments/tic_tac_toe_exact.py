@@ -21,7 +21,12 @@ trained model over every position do not:
   line-completing moves whose predicted reward exceeds 1/2, and of the other moves whose
   predicted reward does; ``reward_recall_by_marks`` splits the recall by the number of marks on
   the board before the move (4 = the earliest possible win);
-* ``value_mae``: mean absolute error of the value head against the exact values.
+* ``value_mae``: mean absolute error of the value head against the exact values;
+* ``replay_reward_recall`` / ``replay_reward_false_win``: the same reward measures over the
+  transitions of the run's own replay buffer (the positions its self-play reached, each
+  counted as often as it was stored): next to ``reward_recall``, how much of the model's error
+  is a misfit of its own data and how much a failure to generalise off it (None where the
+  replay holds no transition of that kind).
 
 ``--fit-replay-steps N`` separates the data from the training: a fresh network of the run's
 architecture is fitted for N Adam steps (batch 64, learning rate 1e-3) to the reward of the
@@ -156,19 +161,39 @@ def score_model(model, params, search, table: Table) -> Dict:
             **_reward_scores(rewards, table)}
 
 
+def replay_transitions(state) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(obs [N, 3, 3, 2], actions [N], rewards [N])`` of every transition in a run's replay."""
+    from core import replay
+
+    data, mask = replay.all_steps(state.buffer)
+    stored = np.asarray(mask) > 0
+    return (np.asarray(data.obs)[stored], np.asarray(data.action)[stored],
+            np.asarray(data.reward)[stored])
+
+
+def replay_reward_scores(model, params, obs: np.ndarray, actions: np.ndarray,
+                         rewards: np.ndarray, chunk: int = 4096) -> Dict:
+    """Reward recall and false-win rate of a model on replay transitions (module doc): a
+    stored reward of 1 is a line completion."""
+    import jax.numpy as jnp
+
+    predicted = np.concatenate([np.asarray(model.reward_support.decode(model.dynamics(
+        params, model.represent(params, jnp.asarray(obs[i:i + chunk])),
+        jnp.asarray(actions[i:i + chunk]))[0])) for i in range(0, len(rewards), chunk)])
+    wins = rewards == 1
+    hit = predicted > 0.5
+    return {"replay_transitions": int(len(rewards)), "replay_line_completions": int(wins.sum()),
+            "replay_reward_recall": float(hit[wins].mean()) if wins.any() else None,
+            "replay_reward_false_win": float(hit[~wins].mean()) if (~wins).any() else None}
+
+
 def fit_replay_rewards(model, state, steps: int, table: Table, seed: int = 0) -> Dict:
     """A fresh network fitted to the rewards of the replay's transitions (module doc)."""
     import jax
     import jax.numpy as jnp
     import optax
 
-    from core import replay
-
-    data, mask = replay.all_steps(state.buffer)
-    stored = np.asarray(mask) > 0
-    obs = np.asarray(data.obs)[stored]
-    actions = np.asarray(data.action)[stored]
-    rewards = np.asarray(data.reward)[stored]
+    obs, actions, rewards = replay_transitions(state)
     params = model.init(jax.random.PRNGKey(seed), (3, 3, 2))
     opt = optax.adam(1e-3)
 
@@ -237,7 +262,8 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict:
     table = Table()
     result = {"logdir": args.logdir, "agent": record["agent"], "seed_index": seed_index,
               "env_steps": int(np.asarray(state.env_steps)),
-              **score_model(model, params, search, table)}
+              **score_model(model, params, search, table),
+              **replay_reward_scores(model, params, *replay_transitions(state))}
     if args.fit_replay_steps:
         result["fit_replay"] = fit_replay_rewards(model, state, args.fit_replay_steps, table)
     print(json.dumps(result, indent=1))

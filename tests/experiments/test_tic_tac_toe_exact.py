@@ -82,6 +82,30 @@ def test_scores_of_a_perfect_and_of_a_wrong_model():
     assert 0.1 < naive["losing_move"] < 0.5 and naive["win_kept"] < 0.6
 
 
+def test_reward_scores_on_replay_transitions():
+    """The replay measures count each stored transition: the exact model recalls every line
+    completion with no false win, a model predicting a win everywhere has both at 1."""
+    table = exact.Table()
+    table.index = {b: i for i, b in enumerate(table.boards)}
+    rows, moves = np.nonzero(table.legal[:300])
+    obs, actions = table.obs[rows], moves
+    rewards = table.wins_now[rows, moves].astype(np.float32)
+    assert 0 < rewards.sum() < len(rewards)
+    perfect = exact.replay_reward_scores(_Oracle(), table, obs, actions, rewards, chunk=64)
+    assert perfect == {"replay_transitions": len(rewards),
+                       "replay_line_completions": int(rewards.sum()),
+                       "replay_reward_recall": 1.0, "replay_reward_false_win": 0.0}
+
+    class _AlwaysWins(_Oracle):
+        def dynamics(self, params, s, action):
+            return np.ones(len(s), np.float32), None
+
+    eager = exact.replay_reward_scores(_AlwaysWins(), table, obs, actions, rewards)
+    assert eager["replay_reward_recall"] == eager["replay_reward_false_win"] == 1.0
+    none = exact.replay_reward_scores(_Oracle(), table, obs[:1], actions[:1], np.zeros(1))
+    assert none["replay_reward_recall"] is None and none["replay_reward_false_win"] == 0.0
+
+
 def test_refuses_runs_of_other_tasks(tmp_path):
     run = tmp_path / "run"
     (run / "checkpoints" / "1").mkdir(parents=True)
@@ -116,7 +140,8 @@ def test_scores_a_run_recorded_before_board_planes(tmp_path):
     assert json.load(open(out)) == json.loads(json.dumps(result))
     assert result["positions"] == 4_520 and result["env_steps"] >= 96
     for name in ("search_optimal", "prior_optimal", "losing_move", "win_kept",
-                 "reward_recall", "reward_false_win", "random_optimal"):
+                 "reward_recall", "reward_false_win", "random_optimal",
+                 "replay_reward_false_win"):
         assert 0.0 <= result[name] <= 1.0, name
     fit = result["fit_replay"]
     assert fit["steps"] == 3 and fit["transitions"] >= 96 and 0 <= fit["reward_recall"] <= 1
