@@ -22,11 +22,15 @@ trained model over every position do not:
   predicted reward does; ``reward_recall_by_marks`` splits the recall by the number of marks on
   the board before the move (4 = the earliest possible win);
 * ``value_mae``: mean absolute error of the value head against the exact values;
-* ``replay_reward_recall`` / ``replay_reward_false_win``: the same reward measures over the
-  transitions of the run's own replay buffer (the positions its self-play reached, each
-  counted as often as it was stored): next to ``reward_recall``, how much of the model's error
-  is a misfit of its own data and how much a failure to generalise off it (None where the
-  replay holds no transition of that kind).
+* the replay's coverage (the run's own replay buffer, the positions its self-play reached):
+  ``replay_transitions`` and ``replay_line_completions`` stored (each counted as often as it
+  was stored), ``replay_reward_recall`` / ``replay_reward_false_win`` the reward measures over
+  those stored transitions (so weighted by how often each was played), and, over the solved
+  game's line-completing (position, move) pairs, ``reward_recall_in_replay`` on the pairs the
+  replay holds at least once (``distinct_line_completions_in_replay`` of them) and
+  ``reward_recall_not_in_replay`` on the others: next to ``reward_recall``, how much of the
+  model's error is a misfit of its own data and how much a failure to generalise off it (None
+  where there is no such transition or pair).
 
 ``--fit-replay-steps N`` separates the data from the training: a fresh network of the run's
 architecture is fitted for N Adam steps (batch 64, learning rate 1e-3) to the reward of the
@@ -134,6 +138,22 @@ def _reward_scores(predicted: np.ndarray, table: Table) -> Dict:
                                        for m in np.unique(marks[wins])}}
 
 
+def board_of(obs: np.ndarray) -> Board:
+    """The inverse of :func:`observation`."""
+    cells = np.asarray(obs).reshape(9, 2)
+    return tuple(MOVER if c[0] else (OPPONENT if c[1] else EMPTY) for c in cells)
+
+
+def table_rewards(model, params, table: Table) -> np.ndarray:
+    """The model's predicted reward ``[P, 9]`` of every move in every position."""
+    import jax.numpy as jnp
+
+    s = model.represent(params, jnp.asarray(table.obs))
+    return np.stack([np.asarray(model.reward_support.decode(
+        model.dynamics(params, s, jnp.full((len(table.boards),), m, jnp.int32))[0]))
+        for m in range(9)], axis=1)
+
+
 def score_model(model, params, search, table: Table) -> Dict:
     """The module doc's measures of a MuZero model; ``search(obs, legal) -> actions [P]``."""
     import jax.numpy as jnp
@@ -142,9 +162,7 @@ def score_model(model, params, search, table: Table) -> Dict:
     s = model.represent(params, obs)
     policy_logits, value_logits = model.predict(params, s)
     predicted_value = np.asarray(model.value_support.decode(value_logits))
-    rewards = np.stack([np.asarray(model.reward_support.decode(
-        model.dynamics(params, s, jnp.full((len(table.boards),), m, jnp.int32))[0]))
-        for m in range(9)], axis=1)  # [P, 9]
+    rewards = table_rewards(model, params, table)  # [P, 9]
     rows = np.arange(len(table.boards))
     best = np.nanmax(table.move_values, axis=1)
     chosen = np.asarray(search(obs, legal))
@@ -172,25 +190,37 @@ def replay_transitions(state) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 
 def replay_reward_scores(model, params, obs: np.ndarray, actions: np.ndarray,
-                         rewards: np.ndarray, chunk: int = 4096) -> Dict:
-    """Reward recall and false-win rate of a model on replay transitions (module doc): a
-    stored reward of 1 is a line completion."""
+                         rewards: np.ndarray, table: Table, chunk: int = 4096) -> Dict:
+    """The replay measures of the module doc for replay transitions ``obs [N, 3, 3, 2]``,
+    ``actions [N]``, ``rewards [N]`` (a stored reward of 1 is a line completion)."""
     import jax.numpy as jnp
 
+    def share(hit, where):
+        return float(hit[where].mean()) if where.any() else None
+
+    wins = rewards == 1
     predicted = np.concatenate([np.asarray(model.reward_support.decode(model.dynamics(
         params, model.represent(params, jnp.asarray(obs[i:i + chunk])),
-        jnp.asarray(actions[i:i + chunk]))[0])) for i in range(0, len(rewards), chunk)])
-    wins = rewards == 1
-    hit = predicted > 0.5
+        jnp.asarray(actions[i:i + chunk]))[0])) for i in range(0, len(rewards), chunk)]
+        + [np.zeros(0, np.float32)])
+    index = {board: i for i, board in enumerate(table.boards)}
+    seen = np.zeros(table.wins_now.shape, bool)
+    for o, a in zip(obs, actions):
+        row = index.get(board_of(o))
+        if row is not None:
+            seen[row, int(a)] = True
+    table_hit = table_rewards(model, params, table) > 0.5
     return {"replay_transitions": int(len(rewards)), "replay_line_completions": int(wins.sum()),
-            "replay_reward_recall": float(hit[wins].mean()) if wins.any() else None,
-            "replay_reward_false_win": float(hit[~wins].mean()) if (~wins).any() else None}
+            "replay_reward_recall": share(predicted > 0.5, wins),
+            "replay_reward_false_win": share(predicted > 0.5, ~wins),
+            "distinct_line_completions_in_replay": int((seen & table.wins_now).sum()),
+            "reward_recall_in_replay": share(table_hit, seen & table.wins_now),
+            "reward_recall_not_in_replay": share(table_hit, ~seen & table.wins_now)}
 
 
 def fit_replay_rewards(model, state, steps: int, table: Table, seed: int = 0) -> Dict:
     """A fresh network fitted to the rewards of the replay's transitions (module doc)."""
     import jax
-    import jax.numpy as jnp
     import optax
 
     obs, actions, rewards = replay_transitions(state)
@@ -212,10 +242,7 @@ def fit_replay_rewards(model, state, steps: int, table: Table, seed: int = 0) ->
     for _ in range(steps):
         idx = rng.integers(0, len(rewards), 64)
         params, opt_state = step(params, opt_state, obs[idx], actions[idx], rewards[idx])
-    s = model.represent(params, jnp.asarray(table.obs))
-    predicted = np.stack([np.asarray(model.reward_support.decode(
-        model.dynamics(params, s, jnp.full((len(table.boards),), m, jnp.int32))[0]))
-        for m in range(9)], axis=1)
+    predicted = table_rewards(model, params, table)
     return {"steps": steps, "transitions": int(len(rewards)),
             "line_completions": int((rewards == 1).sum()), **_reward_scores(predicted, table)}
 
@@ -263,7 +290,7 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict:
     result = {"logdir": args.logdir, "agent": record["agent"], "seed_index": seed_index,
               "env_steps": int(np.asarray(state.env_steps)),
               **score_model(model, params, search, table),
-              **replay_reward_scores(model, params, *replay_transitions(state))}
+              **replay_reward_scores(model, params, *replay_transitions(state), table)}
     if args.fit_replay_steps:
         result["fit_replay"] = fit_replay_rewards(model, state, args.fit_replay_steps, table)
     print(json.dumps(result, indent=1))

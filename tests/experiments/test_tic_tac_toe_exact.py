@@ -83,27 +83,52 @@ def test_scores_of_a_perfect_and_of_a_wrong_model():
 
 
 def test_reward_scores_on_replay_transitions():
-    """The replay measures count each stored transition: the exact model recalls every line
-    completion with no false win, a model predicting a win everywhere has both at 1."""
+    """The replay measures: stored transitions count as often as they were stored, pairs of
+    the solved game once, split by whether the replay holds them."""
     table = exact.Table()
     table.index = {b: i for i, b in enumerate(table.boards)}
-    rows, moves = np.nonzero(table.legal[:300])
-    obs, actions = table.obs[rows], moves
-    rewards = table.wins_now[rows, moves].astype(np.float32)
-    assert 0 < rewards.sum() < len(rewards)
-    perfect = exact.replay_reward_scores(_Oracle(), table, obs, actions, rewards, chunk=64)
-    assert perfect == {"replay_transitions": len(rewards),
-                       "replay_line_completions": int(rewards.sum()),
-                       "replay_reward_recall": 1.0, "replay_reward_false_win": 0.0}
+    rows, moves = np.nonzero(table.wins_now)  # every line-completing (position, move) pair
+    known, other = slice(0, 40), slice(40, 100)  # 40 pairs stored 5 times, 60 once
+    obs = np.concatenate([np.repeat(table.obs[rows[known]], 5, axis=0),
+                          table.obs[rows[other]], table.obs[:7]])
+    actions = np.concatenate([np.repeat(moves[known], 5), moves[other],
+                              np.argmax(table.legal[:7] & ~table.wins_now[:7], axis=1)])
+    rewards = np.concatenate([np.ones(200 + 60), np.zeros(7)]).astype(np.float32)
+    assert [exact.board_of(o) for o in table.obs[:50]] == table.boards[:50]
+
+    perfect = exact.replay_reward_scores(_Oracle(), table, obs, actions, rewards, table,
+                                         chunk=64)
+    assert perfect == {"replay_transitions": 267, "replay_line_completions": 260,
+                       "replay_reward_recall": 1.0, "replay_reward_false_win": 0.0,
+                       "distinct_line_completions_in_replay": 100,
+                       "reward_recall_in_replay": 1.0, "reward_recall_not_in_replay": 1.0}
+
+    class _Memoriser(_Oracle):
+        """Knows the wins of the first 40 pairs only."""
+
+        def dynamics(self, params, s, action):
+            index = [params.index[exact_board(o)] for o in s]
+            pairs = set(zip(rows[known].tolist(), moves[known].tolist()))
+            return np.array([float((i, int(a)) in pairs)
+                             for i, a in zip(index, np.asarray(action))]), None
+
+    memo = exact.replay_reward_scores(_Memoriser(), table, obs, actions, rewards, table)
+    assert memo["replay_reward_recall"] == pytest.approx(200 / 260)  # weighted by count
+    assert memo["reward_recall_in_replay"] == pytest.approx(40 / 100)  # each pair once
+    assert memo["reward_recall_not_in_replay"] == 0.0
+    assert memo["replay_reward_false_win"] == 0.0
 
     class _AlwaysWins(_Oracle):
         def dynamics(self, params, s, action):
             return np.ones(len(s), np.float32), None
 
-    eager = exact.replay_reward_scores(_AlwaysWins(), table, obs, actions, rewards)
+    eager = exact.replay_reward_scores(_AlwaysWins(), table, obs, actions, rewards, table)
     assert eager["replay_reward_recall"] == eager["replay_reward_false_win"] == 1.0
-    none = exact.replay_reward_scores(_Oracle(), table, obs[:1], actions[:1], np.zeros(1))
-    assert none["replay_reward_recall"] is None and none["replay_reward_false_win"] == 0.0
+    empty = exact.replay_reward_scores(_Oracle(), table, obs[:0], actions[:0], rewards[:0],
+                                       table)
+    assert empty["replay_transitions"] == 0 and empty["replay_reward_recall"] is None
+    assert empty["reward_recall_in_replay"] is None
+    assert empty["reward_recall_not_in_replay"] == 1.0
 
 
 def test_refuses_runs_of_other_tasks(tmp_path):
@@ -145,6 +170,8 @@ def test_scores_a_run_recorded_before_board_planes(tmp_path):
         assert 0.0 <= result[name] <= 1.0, name
     fit = result["fit_replay"]
     assert fit["steps"] == 3 and fit["transitions"] >= 96 and 0 <= fit["reward_recall"] <= 1
+    assert result["replay_transitions"] == fit["transitions"]
+    assert result["replay_line_completions"] == fit["line_completions"]
     with pytest.raises(UsageError, match="no directory"):
         exact.main(["--logdir", logdir, "--json", str(tmp_path / "missing" / "x.json")])
     with pytest.raises(UsageError, match="is a directory"):
