@@ -53,7 +53,7 @@ class SampledMuZeroConfig(MuZeroConfig):
 
 
 # Continuous control on a 2-core CPU (brax/*, dmc/*): small nets, 16 samples and 32
-# simulations of the gumbel search, discount 0.99 with 10-step value targets, one update
+# simulations of the gumbel search, discount 0.99 with 10-step value targets, two updates
 # (batch 64) per environment step with 8 environments, no reanalyse; with ``--search muzero``
 # the visit temperature falls after 5,000 and 10,000 updates. The value support (101 bins over
 # [-50, 50] in h-space) holds values up to 2,364, i.e. rewards up to about 23 per step at
@@ -65,7 +65,7 @@ _CPU = dict(model_size="small", num_samples=16, num_simulations=32, discount=0.9
             priority_exponent=0.6, importance_exponent=0.4, reanalyse_fraction=0.0,
             temperature_boundaries=(5_000, 10_000), value_support_size=101,
             value_support_max=50.0, reward_support_size=21, reward_support_max=5.0,
-            env_steps_per_iteration=1, updates_per_iteration=8, prefill_steps=512,
+            env_steps_per_iteration=1, updates_per_iteration=16, prefill_steps=512,
             target_update_period=100)
 
 PRESETS: Dict[str, SampledMuZeroConfig] = {
