@@ -114,9 +114,40 @@ def make(name: str, *, max_episode_steps: int = 1000, backend: Optional[str] = N
 # Reward and termination read off brax's source, for model-based planners and rollouts.
 # inverted_pendulum: obs = [cart x, pole angle, cart v, pole angular v]; reward 1 every step
 # (the terminal one included); terminated when |pole angle| > 0.2 rad.
+#
+# inverted_double_pendulum: obs = [cart x, sin q1, sin q2, cos q1, cos q2, cart v, q1', q2']
+# (q2 relative to the first pole, velocities clipped to [-10, 10]). The tip, 0.6 along each
+# pole, is at x = cart x + 0.6 sin q1 + 0.6 sin(q1 + q2), height y = 0.6 cos q1 + 0.6 cos(q1 + q2);
+# terminated when y <= 1; reward (1 - terminated) 10 - 0.01 x^2 - (y - 2)^2 - 1e-3 q1'^2
+# - 5e-3 q2'^2, exact unless a velocity is clipped.
+
+
+def _double_pendulum_tip(obs):
+    sin1, sin2, cos1, cos2 = obs[1], obs[2], obs[3], obs[4]
+    x = obs[0] + 0.6 * sin1 + 0.6 * (sin1 * cos2 + cos1 * sin2)
+    y = 0.6 * cos1 + 0.6 * (cos1 * cos2 - sin1 * sin2)
+    return x, y
+
+
+def _double_pendulum_done(obs, action, next_obs):
+    del obs, action
+    return _double_pendulum_tip(next_obs)[1] <= 1.0
+
+
+def _double_pendulum_reward(obs, action, next_obs):
+    x, y = _double_pendulum_tip(next_obs)
+    alive = jnp.where(_double_pendulum_done(obs, action, next_obs), 0.0, 10.0)
+    penalty = 0.01 * x ** 2 + (y - 2.0) ** 2 + 1e-3 * next_obs[6] ** 2 + 5e-3 * next_obs[7] ** 2
+    return (alive - penalty).astype(jnp.float32)
+
+
 _KNOWN_FUNCTIONS = {
     "inverted_pendulum": {
         "reward": lambda obs, action, next_obs: jnp.ones((), jnp.float32),
         "termination": lambda obs, action, next_obs: jnp.abs(next_obs[1]) > 0.2,
+    },
+    "inverted_double_pendulum": {
+        "reward": _double_pendulum_reward,
+        "termination": _double_pendulum_done,
     },
 }

@@ -2,7 +2,7 @@
 
 from agents.mbpo.agent import MBPOState, make, mixed_batch, run_if, sample_real
 from agents.mbpo.config import PRESETS, TERMINATIONS, MBPOConfig, rollout_length
-from agents.mbpo.rollout import KNOWN_TERMINATIONS, branched_rollouts
+from agents.mbpo.rollout import branched_rollouts
 
 # Run defaults read by experiments.presets.run_defaults ("*", env family, env id).
 RUN_DEFAULTS = {
@@ -13,6 +13,6 @@ RUN_DEFAULTS = {
     "linear": dict(steps=1_000, log_every=100, eval_every=500),
 }
 
-__all__ = ["KNOWN_TERMINATIONS", "MBPOConfig", "MBPOState", "PRESETS", "RUN_DEFAULTS",
+__all__ = ["MBPOConfig", "MBPOState", "PRESETS", "RUN_DEFAULTS",
            "TERMINATIONS", "branched_rollouts", "make", "mixed_batch", "rollout_length", "run_if",
            "sample_real"]

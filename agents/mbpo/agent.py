@@ -32,7 +32,7 @@ from flax import struct
 
 from agents.mbpo import model_buffer
 from agents.mbpo.config import MBPOConfig, rollout_length
-from agents.mbpo.rollout import KNOWN_TERMINATIONS, branched_rollouts
+from agents.mbpo.rollout import branched_rollouts
 from agents.sac import Batch, SACState, make_learner
 from core import replay
 from core.types import Agent, Schedule, Transition
@@ -94,10 +94,10 @@ def _check_env(env: Environment, cfg: MBPOConfig) -> None:
         raise ValueError(f"agent 'mbpo' needs vector observations and a flat continuous action "
                          f"box; {spec.env_id} has obs {spec.obs_shape}, action "
                          f"{spec.action_shape}, discrete={spec.discrete}")
-    if cfg.termination == "known" and spec.env_id not in KNOWN_TERMINATIONS:
+    if cfg.termination == "known" and env.termination_fn is None:
         raise ValueError(f"MBPOConfig.termination='known' but {spec.env_id} has no known "
-                         f"termination function (known: {sorted(KNOWN_TERMINATIONS)}); use "
-                         f"'learned' or 'none'")
+                         f"termination function (envs with one: brax/inverted_pendulum, "
+                         f"brax/inverted_double_pendulum); use 'learned' or 'none'")
 
 
 def make(cfg: MBPOConfig, env: Environment, num_envs: int) -> Agent:
@@ -110,7 +110,7 @@ def make(cfg: MBPOConfig, env: Environment, num_envs: int) -> Agent:
     ens_cfg = cfg.ensemble()
     buffer = replay.make_buffer(num_envs=num_envs, capacity=max(cfg.buffer_size, 2 * num_envs),
                                 batch_size=1)
-    done_fn = KNOWN_TERMINATIONS.get(spec.env_id) if cfg.termination == "known" else None
+    done_fn = env.termination_fn if cfg.termination == "known" else None
     reward_fn = env.reward_fn if cfg.use_true_reward else None
     fit_every = max(1, cfg.model_train_every // num_envs)  # in loop iterations
     num_real, num_model = cfg.num_real, cfg.sac_batch_size - cfg.num_real

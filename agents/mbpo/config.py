@@ -36,8 +36,8 @@ class MBPOConfig:
         rollouts: ``rollout_batch_size * rollout length * epoch_length / num_envs``).
       model_max_holdout: cap on the ensemble's held-out rows (each fit evaluates them).
       termination: how model rollouts end: ``"none"`` (the task never terminates), ``"learned"``
-        (the ensemble's termination head, ``P(terminated) > 0.5``), ``"known"`` (the task's
-        termination function from :data:`agents.mbpo.rollout.KNOWN_TERMINATIONS`).
+        (the ensemble's termination head, ``P(terminated) > 0.5``), ``"known"`` (the
+        environment's ``termination_fn``, e.g. brax's inverted pendulums).
       use_true_reward: score model transitions with ``env.reward_fn`` when the task has one.
       prefill_steps: uniformly random environment steps before learning (summed over envs).
       buffer_size: real replay capacity in steps.
@@ -171,6 +171,11 @@ PRESETS: Dict[str, MBPOConfig] = {
         rollout_batch_size=20, rollout_schedule=(0, 5, 1, 5), epoch_length=200,
         model_buffer_size=20_000, prefill_steps=400, buffer_size=50_000),
 }
+
+# brax/inverted_double_pendulum (obs 8, action 1, about 9.2 per step while balanced): the
+# inverted_pendulum preset as it is; model rollouts end by the env's known termination (the tip
+# below height 1).
+PRESETS["inverted_double_pendulum"] = PRESETS["inverted_pendulum"]
 
 # dmc/cartpole_swingup with `--env-option action_repeat=4` (250 agent steps per episode): the
 # `cartpole_swingup` preset with epochs, refits and the random prefill scaled by 1/4 in agent

@@ -11,13 +11,12 @@ terminal transition): ``valid[t, b] = (t < length) & alive[t, b]``. Shapes never
 ``length``, so the whole rollout is one ``lax.scan`` and lengths can change during training.
 
 Termination of model transitions: ``"none"`` never, ``"learned"`` the chosen member's
-termination head (``P > 0.5``), ``"known"`` a function of ``next_obs`` for the task
-(:data:`KNOWN_TERMINATIONS`).
+termination head (``P > 0.5``), ``"known"`` the environment's ``termination_fn``.
 """
 
 from __future__ import annotations
 
-from typing import Callable, Dict, NamedTuple, Optional
+from typing import Callable, NamedTuple, Optional
 
 import chex
 import jax
@@ -26,18 +25,6 @@ import jax.numpy as jnp
 from world_models import ensemble
 
 Array = jax.Array
-
-
-def _inverted_pendulum_done(obs: Array, action: Array, next_obs: Array) -> Array:
-    # brax/envs/inverted_pendulum.py: done = |obs[1]| > 0.2 (pole hinge angle), on the new obs.
-    del obs, action
-    return jnp.abs(next_obs[1]) > 0.2
-
-
-# env id -> terminated(obs [d_s], action [d_a], next_obs [d_s]) -> () bool, for one example.
-KNOWN_TERMINATIONS: Dict[str, Callable[[Array, Array, Array], Array]] = {
-    "brax/inverted_pendulum": _inverted_pendulum_done,
-}
 
 
 class Rollouts(NamedTuple):

@@ -161,3 +161,9 @@ PRESETS: Dict[str, PETSConfig] = {
                                     fit_eval_every=100, refit_every=100, prefill_steps=500,
                                     buffer_size=20_000),
 }
+
+# brax/inverted_double_pendulum on CPU: the inverted_pendulum planner and ensemble with the env's
+# known reward (alive bonus, tip height and velocity penalties) and termination (the tip below
+# height 1), without the cart-position cost: the reward already penalises the tip's distance.
+PRESETS["inverted_double_pendulum"] = dataclasses.replace(
+    PRESETS["inverted_pendulum"], obs_cost=(), buffer_size=50_000)

@@ -94,3 +94,20 @@ def test_conform_state_fixes_python_leaves_and_dict_keys():
     assert conformed.reward.dtype == jnp.float32
     selected = jax.tree_util.tree_map(lambda x, y: jnp.where(True, x, y), old, conformed)
     assert jax.tree_util.tree_structure(selected) == jax.tree_util.tree_structure(old)
+
+
+def test_double_pendulum_known_reward_and_termination_match_the_env():
+    """The tip geometry read off brax's source reproduces its reward and ``y <= 1`` termination."""
+    env = brax_env.make("inverted_double_pendulum", max_episode_steps=40)
+    steps = 40
+    actions = np.zeros((steps, NUM_ENVS, 1), np.float32)
+    actions[:, 0], actions[:, 1] = 1.0, -0.5  # pushed: the poles fall; envs 2, 3 balance a while
+    actions = jnp.asarray(actions)
+    ts, _, _ = make_rollout(env)(jax.random.PRNGKey(3), actions)
+    ts = jax.tree_util.tree_map(np.asarray, ts)
+    predicted = np.asarray(jax.vmap(jax.vmap(env.termination_fn))(ts.obs, actions, ts.next_obs))
+    np.testing.assert_array_equal(predicted, ts.terminated)
+    assert ts.terminated.any() and not ts.terminated.all()
+    rewards = np.asarray(jax.vmap(jax.vmap(env.reward_fn))(ts.obs, actions, ts.next_obs))
+    np.testing.assert_allclose(rewards, ts.reward, rtol=1e-4, atol=1e-4)
+    assert rewards.max() > 9.0 and rewards[ts.terminated].max() < 1.0  # no alive bonus at the end
