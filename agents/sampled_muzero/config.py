@@ -57,7 +57,7 @@ class SampledMuZeroConfig(MuZeroConfig):
 # (batch 64) per environment step with 8 environments, no reanalyse; with ``--search muzero``
 # the visit temperature falls after 5,000 and 10,000 updates. The value support (101 bins over
 # [-50, 50] in h-space) holds values up to 2,364, i.e. rewards up to about 23 per step at
-# discount 0.99 (brax's inverted_double_pendulum pays 9.2 per step, values up to about 920;
+# discount 0.99 (brax's inverted_double_pendulum pays about 9.36 per step, values up to about 936;
 # 41 bins over [-20, 20] hold only 422); the reward support holds rewards up to 34. The logged
 # ``value_target_clipped`` is the share of value targets beyond the support.
 _CPU = dict(model_size="small", num_samples=16, num_simulations=32, discount=0.99, n_step=10,
