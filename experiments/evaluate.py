@@ -114,6 +114,7 @@ def evaluate_muzero(env, cfg, state, record: Dict, args, horizon: int) -> Tuple[
     result["unroll_steps"] = cfg.unroll_steps
     print("one-step action values (model vs real next state), mean abs:",
           _rounded(result["action_values"]))
+    print("greedy action frequencies:", [round(f, 3) for f in result["action_frequencies"]])
     if args.policy_values_every > 0:
         out = evaluation.policy_action_values(
             env, cfg, model, params, jax.random.PRNGKey(8),

@@ -90,10 +90,15 @@ def run_if(flag: Array, fn, operand):
 
 def _check_env(env: Environment, cfg: MBPOConfig) -> None:
     spec = env.spec
-    if spec.discrete or len(spec.action_shape) != 1 or len(spec.obs_shape) != 1:
-        raise ValueError(f"agent 'mbpo' needs vector observations and a flat continuous action "
-                         f"box; {spec.env_id} has obs {spec.obs_shape}, action "
-                         f"{spec.action_shape}, discrete={spec.discrete}")
+    if spec.discrete:
+        raise ValueError(f"agent 'mbpo' needs a continuous action space; {spec.env_id} has a "
+                         f"discrete one ({spec.num_actions} actions). Use a continuous task such "
+                         f"as brax/inverted_pendulum (or --agent muzero for discrete actions).")
+    if len(spec.action_shape) != 1 or len(spec.obs_shape) != 1:
+        raise ValueError(f"agent 'mbpo' needs vector observations and a flat action vector; "
+                         f"{spec.env_id} has observations of shape {tuple(spec.obs_shape)} and "
+                         f"actions of shape {tuple(spec.action_shape)}. Use a vector task such "
+                         f"as brax/inverted_pendulum.")
     if cfg.termination == "known" and env.termination_fn is None:
         raise ValueError(f"MBPOConfig.termination='known' but {spec.env_id} has no known "
                          f"termination function (envs with one: brax/inverted_pendulum, "

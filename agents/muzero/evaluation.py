@@ -103,7 +103,8 @@ def evaluate(env, cfg, model: MuZeroModel, params, key: Array, *, trajectories: 
     """The k-step errors and one-step action values along one set of greedy trajectories.
 
     Returns ``{"reward": ..., "value": ...}`` (:func:`model_k_step_errors`), ``action_values``
-    (:func:`action_value_errors`' summary) and ``terminated_fraction`` (the trajectories that
+    (:func:`action_value_errors`' summary), ``action_frequencies`` (:func:`action_frequencies`)
+    and ``terminated_fraction`` (the trajectories that
     reached a terminal within ``length`` steps); the probe does not change the trajectories.
     """
     out = greedy_rollout(env, cfg, model, params, key, trajectories, length,
@@ -111,8 +112,17 @@ def evaluate(env, cfg, model: MuZeroModel, params, key: Array, *, trajectories: 
     result = model_k_step_errors(model, params, out.observations(), out.action, out.reward,
                                  horizon, valid=out.valid)
     result["action_values"] = _action_value_summary(env.spec.num_actions, out)
+    result["action_frequencies"] = action_frequencies(env.spec.num_actions, out)
     result["terminated_fraction"] = float(np.mean(np.asarray(out.ended)))
     return result
+
+
+def action_frequencies(num_actions: int, out: rollout.Rollout) -> list:
+    """Share of each action among the steps of ``out``'s episodes (``[A]``, summing to 1): a
+    greedy policy that has collapsed onto one action shows as a share near 1."""
+    alive = np.asarray(out.valid)
+    counts = np.bincount(np.asarray(out.action)[alive].reshape(-1), minlength=num_actions)
+    return (counts / max(counts.sum(), 1)).tolist()
 
 
 def action_value_errors(env, cfg, model: MuZeroModel, params, key: Array, num: int,

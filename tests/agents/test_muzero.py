@@ -387,6 +387,16 @@ def test_action_value_errors_against_the_real_step_by_hand():
     assert np.asarray(ended).all() and obs.shape == (3, 7, 3)
 
 
+def test_action_frequencies_count_only_the_episodes_steps():
+    from types import SimpleNamespace
+
+    from agents.muzero import evaluation
+    # two episodes of 3 actions; the second ended after 2 steps (its third step is not counted)
+    out = SimpleNamespace(action=jnp.array([[2, 2, 0], [2, 1, 1]]),
+                          valid=jnp.array([[True, True, True], [True, True, False]]))
+    np.testing.assert_allclose(evaluation.action_frequencies(3, out), [0.2, 0.2, 0.6])
+
+
 @pytest.mark.slow
 def test_policy_action_values_by_rollout_by_hand():
     """Only the first action matters (1 pays 1, 0 pays 0.5; every later step pays 0.5; four

@@ -30,6 +30,7 @@ MPC = ["--agent", "mpc", "--env", "linear/scalar_a1.1"]
 @pytest.mark.parametrize("argv, needle", [
     (["--agent", "sac", "--env", "gymnax/CartPole-v1"], "CartPole"),
     (["--agent", "muzero", "--env", "gymnax/Pendulum-v1"], "discrete"),
+    (["--agent", "mbpo", "--env", "gymnax/Acrobot-v1"], "Use a continuous task"),
     (MPC + ["--steps", "0"], "--steps must be >= 1"),
     (MPC + ["--num-seeds", "0"], "--num-seeds must be >= 1"),
     (MPC + ["--preset", "nope"], "known presets: default, tiny"),

@@ -41,11 +41,13 @@ def test_muzero_run_errors_action_values_and_json(muzero_run, tmp_path, capsys):
         assert result[name]["horizons"] == [1, 2, 3]
         assert result[name]["num_starts"] == 2 * (8 - 3 + 1)
     assert result["action_values"]["steps"] >= 2
+    assert len(result["action_frequencies"]) == 2  # CartPole
+    assert abs(sum(result["action_frequencies"]) - 1.0) < 1e-6
     assert result["agent"] == "muzero" and result["env_steps"] >= 48
     assert 0.0 <= result["terminated_fraction"] <= 1.0
     printed = capsys.readouterr().out
     assert "reward abs error by k:" in printed and "value pooled relative error by k:" in printed
-    assert "one-step action values" in printed
+    assert "one-step action values" in printed and "greedy action frequencies" in printed
     with open(path) as f:
         assert json.load(f)["reward"] == result["reward"]
 
