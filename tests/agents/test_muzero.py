@@ -395,6 +395,8 @@ def test_action_frequencies_count_only_the_episodes_steps():
     out = SimpleNamespace(action=jnp.array([[2, 2, 0], [2, 1, 1]]),
                           valid=jnp.array([[True, True, True], [True, True, False]]))
     np.testing.assert_allclose(evaluation.action_frequencies(3, out), [0.2, 0.2, 0.6])
+    # an action never taken counts 0
+    np.testing.assert_allclose(evaluation.action_frequencies(4, out), [0.2, 0.2, 0.6, 0.0])
 
 
 @pytest.mark.slow
