@@ -10,9 +10,9 @@ loop on the real actions from every real state, printing its k-step errors for k
 recorded in its ``config.json``, picks the measurement:
 
 * ``muzero`` / ``gumbel_muzero`` (H defaults to 10): reward and value errors of the unrolled
-  dynamics and the model's one-step action values against the real next states'
-  (:mod:`agents.muzero.evaluation`); ``--policy-values-every N`` adds the greedy policy's own
-  action values by rollout at every N-th state of one episode.
+  dynamics, the model's one-step action values against the real next states' and the greedy
+  episodes' action frequencies (:mod:`agents.muzero.evaluation`); ``--policy-values-every N``
+  adds the greedy policy's own action values by rollout at every N-th state of one episode.
 * ``stochastic_muzero`` (H defaults to 10): reward and value errors of the unrolled
   afterstate model, with the chance codes the encoder gives the real outcomes (``observed``)
   and with the chance head's most likely codes (``likely``), along the agent's greedy games
