@@ -120,3 +120,37 @@ def sample_steps(buffer_state, key: jax.Array, batch_size: int):
     env_idx = jax.random.randint(env_key, (batch_size,), 0, num_envs)
     time_idx = jax.random.randint(time_key, (batch_size,), 0, jnp.maximum(filled, 1))
     return jax.tree_util.tree_map(lambda x: x[env_idx, time_idx], buffer_state.experience)
+
+
+def sample_windows(buffer_state, key: jax.Array, batch_size: int, length: int):
+    """``batch_size`` windows of ``length`` consecutive steps of one env row, drawn uniformly
+    among the windows that lie wholly in the written part of a trajectory buffer, with where
+    they lie: ``(windows, (rows [B], times [B, length]))``, leaves ``[B, length, ...]``.
+
+    The windows are those of flashbax's ``sample`` with ``period=1`` (oldest step first, never
+    across the write head); the positions serve :func:`write_extras`.
+    """
+    num_envs, capacity, filled = _filled(buffer_state)
+    oldest = jnp.where(buffer_state.is_full, buffer_state.current_index, 0)
+    row_key, start_key = jax.random.split(key)
+    rows = jax.random.randint(row_key, (batch_size,), 0, num_envs)
+    starts = jax.random.randint(start_key, (batch_size,), 0,
+                                jnp.maximum(filled - length + 1, 1))
+    times = (oldest + starts[:, None] + jnp.arange(length)) % capacity
+    windows = jax.tree_util.tree_map(lambda x: x[rows[:, None], times],
+                                     buffer_state.experience)
+    return windows, (rows, times)
+
+
+def write_extras(buffer_state, positions, extras):
+    """The buffer state with the steps at ``positions`` (from :func:`sample_windows`) given
+    new ``extras`` (leaves ``[B, length, ...]``, the structure the steps were stored with).
+
+    Where windows overlap, one of the values written to a step is kept.
+    """
+    rows, times = positions
+    experience = buffer_state.experience
+    new = jax.tree_util.tree_map(
+        lambda stored, value: stored.at[rows[:, None], times].set(value.astype(stored.dtype)),
+        experience.extras, extras)
+    return buffer_state.replace(experience=experience.replace(extras=new))

@@ -43,10 +43,14 @@ def profile_update(cfg, env, min_seconds: float) -> Dict:
     spec, b, t = env.spec, cfg.batch_size, cfg.seq_len
     obs = jnp.zeros((b, t) + tuple(spec.obs_shape), spec.obs_dtype)
     flag = jnp.zeros((b, t), bool)
+    extras = {}  # what replay stores with a step: entries of replay context (not valid) or none
+    if cfg.replay_context:
+        extras = jax.tree_util.tree_map(lambda x: jnp.zeros((b, t) + x.shape, x.dtype),
+                                        dreamer.context_entry(dreamer.model.initial()))
     batch = Transition(obs=obs, action=jnp.zeros((b, t) + tuple(spec.action_shape),
                                                  spec.action_dtype),
                        reward=jnp.zeros((b, t)), next_obs=obs, terminated=flag, truncated=flag,
-                       is_first=flag, extras={})
+                       is_first=flag, extras=extras)
     key = jax.random.PRNGKey(1)
     out = {}
     out["world_model_compile_s"], out["world_model_s"] = _time(

@@ -11,6 +11,10 @@ so sequences may cross episode boundaries, and terminal observations are encoded
 heads on ``s'_t`` predict ``o'_t`` (decoder), ``r_t`` (two-hot) and ``1 - terminated_t``
 (continue). The KL term is the balanced KL of ``s'_t`` and, where the RSSM was reset, of ``s_t``
 (whose reconstruction of ``o_t`` is also trained). The states ``s_t`` start imagination.
+
+With replay context (the official ``replay_context``), a sequence may bring the posterior of
+``o_0`` stored in replay (``seq["context"]``, ``seq["has_context"]``): then ``s_0`` is that
+state, not a reset posterior, unless ``is_first_0``, and ``o_0`` is not trained on.
 """
 
 from __future__ import annotations
@@ -119,11 +123,22 @@ def recon_loss(model: WorldModel, pred: Array, obs: Array) -> Array:
     return nets.vector_recon_loss(pred, obs)
 
 
+def first_steps(seq: Dict[str, Array]) -> Array:
+    """``[T]`` bool: the steps whose state is a reset posterior of ``o_t``: episode starts, and
+    the window's first step unless it brings a replayed context state."""
+    start = jnp.arange(seq["is_first"].shape[0]) == 0
+    if "has_context" in seq:
+        start = start & ~seq["has_context"]
+    return seq["is_first"] | start
+
+
 def observe(model: WorldModel, params, seq: Dict[str, Array], key: Array
             ) -> Tuple[RSSMState, Array, RSSMState, RSSMState, Array]:
     """Posterior states of ONE sequence (leaves ``[T, ...]``).
 
-    ``seq`` has ``obs, next_obs [T, *obs]``, ``action [T, A]`` (float), ``is_first [T]``.
+    ``seq`` has ``obs, next_obs [T, *obs]``, ``action [T, A]`` (float), ``is_first [T]``, and
+    optionally ``context`` (an :class:`RSSMState`, the stored posterior of ``o_0``) with
+    ``has_context`` (() bool, whether it is valid).
     Returns ``(start_post, start_prior_logits, s, next_post, next_prior_logits)``: the
     reset-state posterior of ``o_t`` and its prior's logits ``[G, C]`` (the prior step from the
     initial state with a zero action, the same for every ``t``), the state ``s_t`` used at
@@ -141,7 +156,7 @@ def observe(model: WorldModel, params, seq: Dict[str, Array], key: Array
     e, e_next = embed(seq["obs"]), embed(seq["next_obs"])
     initial = model.initial()
     zero_action = jnp.zeros((model.action_dim,))
-    first = seq["is_first"] | (jnp.arange(length) == 0)
+    first = first_steps(seq)
 
     start_key, scan_key = jax.random.split(key)
     step_keys = jax.vmap(jax.random.split)(jax.random.split(start_key, length))  # [T, 2]
@@ -159,7 +174,7 @@ def observe(model: WorldModel, params, seq: Dict[str, Array], key: Array
 
     keys = jax.random.split(scan_key, length)
     _, (states, post) = jax.lax.scan(
-        step, initial, (start_post, e_next, seq["action"], first, keys))
+        step, seq.get("context", initial), (start_post, e_next, seq["action"], first, keys))
     prior_logits = jax.vmap(lambda h: apply(WorldModel.prior_logits, h))(post.deter)
     return start_post, start_prior_logits, states, post, prior_logits
 
@@ -180,7 +195,7 @@ def loss_fn(params, model: WorldModel, seq: Dict[str, Array], key: Array, *, kl_
     """
     start_post, start_prior_logits, states, post, prior_logits = observe(model, params, seq,
                                                                          key)
-    first = (seq["is_first"] | (jnp.arange(seq["is_first"].shape[0]) == 0)).astype(jnp.float32)
+    first = first_steps(seq).astype(jnp.float32)
     heads = jax.vmap(lambda f: model.apply(params, f, method=WorldModel.heads))
     dec, rew_logits, cont_logit = heads(features(post))
     start_dec, _, _ = heads(features(start_post))

@@ -3,8 +3,11 @@ imagination actor-critic on a replayed ``[batch_size, seq_len]`` window batch.
 
 Acting carries ``(RSSM posterior, previous action)`` per environment; where ``is_first`` the
 RSSM state and the previous action are reset (as in training, see
-:mod:`world_models.dreamer_wm`). The train ratio (replayed steps per environment step) sets the
-schedule: ``updates per vectorised step = train_ratio * num_envs / (batch_size * seq_len)``.
+:mod:`world_models.dreamer_wm`). With ``replay_context`` every step goes to replay with the
+posterior of its observation (its ``extras``), which each update that replays the step
+rewrites and which starts the training windows (:meth:`Dreamer.context_entry`). The train
+ratio (replayed steps per environment step) sets the schedule: ``updates per vectorised step
+= train_ratio * num_envs / (batch_size * seq_len)``.
 """
 
 from __future__ import annotations
@@ -163,7 +166,25 @@ class Dreamer:
 
         keys = jax.random.split(key, obs.shape[0])
         post, action = jax.vmap(one)(obs, is_first, carry.state, carry.action, keys)
-        return self.to_env_action(action), ActCarry(state=post, action=action), {}
+        extras = self.context_entry(post) if self.cfg.replay_context else {}
+        return self.to_env_action(action), ActCarry(state=post, action=action), extras
+
+    # --- replay context --------------------------------------------------------------------
+    def context_entry(self, post: RSSMState):
+        """What replay stores with a step for ``replay_context`` (any leading axes): the
+        deterministic state in bfloat16 (the official code stores its compute dtype's), the
+        sample's class per group, and ``valid`` (False in the zero entries of prefill steps)."""
+        index_dtype = jnp.uint8 if self.cfg.classes <= 256 else jnp.int32
+        return {"deter": post.deter.astype(jnp.bfloat16),
+                "stoch": jnp.argmax(post.stoch, -1).astype(index_dtype),
+                "valid": jnp.ones(post.deter.shape[:-1], bool)}
+
+    def context_state(self, entry) -> RSSMState:
+        """The RSSM state of a stored entry (float32, one-hot sample; logits, which only the
+        KL of a fresh posterior reads, zero)."""
+        stoch = jax.nn.one_hot(entry["stoch"], self.cfg.classes, dtype=jnp.float32)
+        return RSSMState(deter=entry["deter"].astype(jnp.float32), stoch=stoch,
+                         logits=jnp.zeros_like(stoch))
 
     # --- learning --------------------------------------------------------------------------
     def world_model_loss(self, wm_params, batch, key: Array):
@@ -172,13 +193,19 @@ class Dreamer:
         seq = {"obs": batch.obs, "next_obs": batch.next_obs, "reward": batch.reward,
                "terminated": batch.terminated, "is_first": batch.is_first,
                "action": self.to_model_action(batch.action)}
+        extra = {}
+        if cfg.replay_context:
+            first = jax.tree_util.tree_map(lambda x: x[:, 0], batch.extras)
+            seq["context"] = self.context_state(first)
+            seq["has_context"] = first["valid"]
+            extra["context_fraction"] = (first["valid"] & ~batch.is_first[:, 0]).mean()
         losses, (states, metrics) = jax.vmap(
             lambda s, k: wm.loss_fn(wm_params, self.model, s, k, kl_dyn=cfg.kl_dyn,
                                     kl_rep=cfg.kl_rep, free_nats=cfg.free_nats,
                                     recon_scale=cfg.recon_scale,
                                     cont_scale=cfg.discount if cfg.contdisc else 1.0)
         )(seq, jax.random.split(key, batch.reward.shape[0]))
-        return losses.mean(), (states, jax.tree_util.tree_map(jnp.mean, metrics))
+        return losses.mean(), (states, {**jax.tree_util.tree_map(jnp.mean, metrics), **extra})
 
     def world_model_grad(self, wm_params, batch, key: Array):
         """``(grad, posterior start states [B * T], metrics)`` of the world-model loss alone."""
@@ -191,7 +218,7 @@ class Dreamer:
         optimiser sees it: world model + actor + critic (imagination) + ``repval`` x replay
         value loss. Stop-gradients keep each term on its own parameters, except the replay
         value loss, which also trains the world model through the posterior features.
-        Returns ``(loss, (new return-normaliser state, metrics))``."""
+        Returns ``(loss, (new return-normaliser state, metrics, posterior states [B, T]))``."""
         cfg, sg = self.cfg, jax.lax.stop_gradient
         wm_params, actor_params, critic_params = params
         wm_key, ac_key = jax.random.split(key)
@@ -216,13 +243,19 @@ class Dreamer:
                                     critic=self.critic, slow_reg=cfg.slow_reg)
             total = total + cfg.repval * repval
             metrics["repval_loss"] = repval
-        return total, (ret_state, metrics)
+        return total, (ret_state, metrics, states)
 
     def update(self, state: DreamerState, batch, key: Array):
         """One update on a replayed batch of transitions (leaves ``[B, T, ...]``)."""
+        new, metrics, _ = self.update_with_states(state, batch, key)
+        return new, metrics
+
+    def update_with_states(self, state: DreamerState, batch, key: Array):
+        """:meth:`update`, also returning the batch's posterior states ``[B, T]`` (computed
+        with the parameters before the update), which replay context writes back."""
         cfg = self.cfg
         params = (state.wm_params, state.actor_params, state.critic_params)
-        (wm_grad, actor_grad, critic_grad), (ret_state, metrics) = jax.grad(
+        (wm_grad, actor_grad, critic_grad), (ret_state, metrics, states) = jax.grad(
             self.loss, has_aux=True)(params, state, batch, key)
 
         # Each module's step is skipped when its gradients are not finite (core.guard).
@@ -237,7 +270,8 @@ class Dreamer:
                            critic_params=critic_params, slow_critic_params=slow, wm_opt=wm_opt,
                            actor_opt=actor_opt, critic_opt=critic_opt, ret_state=ret_state,
                            steps=state.steps + 1)
-        return new, {**metrics, "skipped_updates": guard.skipped(wm_ok, actor_ok, critic_ok)}
+        metrics = {**metrics, "skipped_updates": guard.skipped(wm_ok, actor_ok, critic_ok)}
+        return new, metrics, states
 
 
 def _flat_starts(states: RSSMState) -> RSSMState:
@@ -258,8 +292,15 @@ def make(cfg: DreamerConfig, env: Environment, num_envs: int) -> Agent:
 
     def update(state, buffer_state, key):
         sample_key, learn_key = jax.random.split(key)
-        batch = buffer.sample(buffer_state, sample_key).experience  # leaves [B, T, ...]
-        state, metrics = dreamer.update(state, batch, learn_key)
+        if not cfg.replay_context:
+            batch = buffer.sample(buffer_state, sample_key).experience  # leaves [B, T, ...]
+            state, metrics = dreamer.update(state, batch, learn_key)
+            return state, buffer_state, metrics
+        batch, positions = replay.sample_windows(buffer_state, sample_key, cfg.batch_size,
+                                                 cfg.seq_len)
+        state, metrics, states = dreamer.update_with_states(state, batch, learn_key)
+        buffer_state = replay.write_extras(
+            buffer_state, positions, dreamer.context_entry(jax.lax.stop_gradient(states)))
         return state, buffer_state, metrics
 
     return Agent(init=dreamer.init, initial_carry=dreamer.initial_carry, act=dreamer.act,

@@ -63,6 +63,13 @@ class DreamerConfig:
       compute_dtype: 'float32' or 'bfloat16' (the official ``jax.compute_dtype``): the dtype
         the networks compute in; parameters, optimiser states, the RSSM state, the
         distributions, norms' statistics and every loss stay float32.
+      replay_context: the official ``replay_context: 1``: replay stores with every step the
+        posterior of its observation (deterministic state in bfloat16, the categorical
+        sample as class indices), written while acting and rewritten by every update that
+        replays the step, and a training window starts from the state stored for its first
+        step instead of a reset posterior of its first observation (an episode's first step
+        is still reset). Costs ``2 deter + groups`` bytes of replay per step. Off: every
+        window starts from the reset state.
     """
 
     deter: int = 512
@@ -105,6 +112,7 @@ class DreamerConfig:
     prefill_steps: int = 1024
     buffer_size: int = 1_000_000
     compute_dtype: str = "float32"
+    replay_context: bool = False
 
     def __post_init__(self):
         require(self, [

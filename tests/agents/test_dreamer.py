@@ -18,7 +18,7 @@ from core.types import Transition
 from envs.api import EnvSpec
 from world_models import dreamer_nets as nets
 from world_models import rssm
-from world_models.dreamer_wm import WorldModel
+from world_models.dreamer_wm import WorldModel, first_steps
 from world_models.rssm import features
 
 
@@ -192,6 +192,42 @@ def _layer_outputs(tree):
         if any(n.startswith(("Dense_", "RMSNorm_", "gru", "dyn_hidden")) for n in names):
             out.append(leaf)
     return out
+
+
+def test_replay_context_starts_windows_from_the_stored_state():
+    """With ``replay_context`` a window's first state is the stored one (round-tripped through
+    its bfloat16 / class-index entry), except where the entry is not valid or the step starts
+    an episode: there it is the reset posterior, as without replay context, and only there is
+    the first observation's reconstruction trained."""
+    env = envs.make("gymnax/CartPole-v1")
+    cfg = dataclasses.replace(PRESETS["tiny"], batch_size=4, seq_len=3, horizon=2)
+    plain = Dreamer(cfg, env)
+    dreamer = Dreamer(dataclasses.replace(cfg, replay_context=True), env)
+    key = jax.random.PRNGKey(0)
+    state = dreamer.init(key)
+    batch = _bandit_batch(key, env.spec, 4, 3)
+    batch = batch.replace(is_first=batch.is_first.at[:, 0].set(jnp.array([0, 0, 1, 0], bool)))
+    stored = rssm.RSSMState(
+        deter=jax.random.normal(key, (4, 3, cfg.deter)),
+        stoch=jax.nn.one_hot(jax.random.randint(key, (4, 3, cfg.groups), 0, cfg.classes),
+                             cfg.classes), logits=jnp.zeros((4, 3, cfg.groups, cfg.classes)))
+    entry = dreamer.context_entry(stored)
+    assert entry["deter"].dtype == jnp.bfloat16 and entry["stoch"].dtype == jnp.uint8
+    entry["valid"] = entry["valid"].at[:, 0].set(jnp.array([1, 0, 1, 1], bool))
+    loss = jax.jit(lambda m, b: m.world_model_loss(state.wm_params, b, key), static_argnums=0)
+    _, (with_context, metrics) = loss(dreamer, batch.replace(extras=entry))
+    _, (reset, _) = loss(plain, batch)
+    used = np.array([True, False, False, True])  # valid and not an episode's first step
+    assert float(metrics["context_fraction"]) == 0.5
+    back = dreamer.context_state(jax.tree_util.tree_map(lambda x: x[:, 0], entry))
+    np.testing.assert_array_equal(with_context.deter[used, 0], back.deter[used])
+    np.testing.assert_array_equal(with_context.stoch[used, 0], stored.stoch[used, 0])
+    np.testing.assert_allclose(back.deter, stored.deter[:, 0], rtol=1e-2)  # bfloat16
+    np.testing.assert_allclose(with_context.deter[~used, 0], reset.deter[~used, 0], rtol=1e-6)
+    assert not np.allclose(with_context.deter[used, 0], reset.deter[used, 0])
+    firsts = jax.vmap(first_steps)({"is_first": batch.is_first,
+                                    "has_context": entry["valid"][:, 0]})
+    np.testing.assert_array_equal(np.asarray(firsts[:, 0]), ~used)
 
 
 @pytest.mark.slow

@@ -45,24 +45,26 @@ def dot_image(size: int = 8) -> Environment:
     return Environment(spec=spec, adapter_reset=reset, adapter_step=step)
 
 
-CASES = {  # name: (env id, what it covers)
-    "vector_discrete": "gymnax/CartPole-v1",
-    "image_discrete": "gymnax/Breakout-MinAtar",  # float 0/1 planes, obs_range (0, 1)
-    "vector_continuous": "linear/scalar_a0.5",
-    "image_continuous": DOT,  # uint8 frames, obs_range (0, 255)
+CASES = {  # name: (env id, what it covers), extra flags
+    "vector_discrete": ("gymnax/CartPole-v1", []),
+    "image_discrete": ("gymnax/Breakout-MinAtar", []),  # float 0/1 planes, obs_range (0, 1)
+    "vector_continuous": ("linear/scalar_a0.5", []),
+    "image_continuous": (DOT, []),  # uint8 frames, obs_range (0, 255)
+    # replay stores posteriors, the update rewrites them and starts windows from them
+    "vector_discrete_replay_context": ("gymnax/CartPole-v1", ["--replay-context"]),
 }
 
 
-def _argv(env_id, logdir, steps):
+def _argv(env_id, logdir, steps, extra=()):
     return ["--agent", "dreamer", "--preset", "tiny", "--env", env_id, "--steps", str(steps),
             "--num-envs", "2", "--log-every", "32", "--checkpoint-every", "32",
             "--eval-every", "-1", "--no-progress", "--logdir", logdir, "--prefill-steps", "32",
-            "--train-ratio", "32"]
+            "--train-ratio", "32", *extra]
 
 
-def _run_and_resume(env_id, logdir):
-    first = train.main(_argv(env_id, logdir, 64))
-    second = train.main(_argv(env_id, logdir, 96))
+def _run_and_resume(env_id, logdir, extra=()):
+    first = train.main(_argv(env_id, logdir, 64, extra))
+    second = train.main(_argv(env_id, logdir, 96, extra))
     return first, second, logger.read_metrics(logdir), rundir.read_config(logdir)
 
 
@@ -85,7 +87,12 @@ def _dot_env():
 @pytest.mark.slow  # two compilations of the whole loop per case: 1-2 min each on 2 cores
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_through_the_loop_with_resume(case, tmp_path):
-    _check(*_run_and_resume(CASES[case], str(tmp_path / "run")))
+    env_id, extra = CASES[case]
+    first, second, lines, record = _run_and_resume(env_id, str(tmp_path / "run"), extra)
+    _check(first, second, lines, record)
+    if extra:  # replay context: windows start from stored states once updates wrote them
+        assert record["agent_config"]["replay_context"] is True
+        assert 0 < lines[-1]["context_fraction"] <= 1, lines[-1]
 
 
 CORRIDOR = "test/dreamer_corridor"

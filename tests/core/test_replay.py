@@ -4,6 +4,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from flax import struct
 
 from core import replay
 
@@ -53,3 +54,33 @@ def test_stored_priorities_reads_back_what_was_written(alpha):
     again = buffer.set_priorities(state, indices, read)
     np.testing.assert_allclose(again.sum_tree_state.nodes, state.sum_tree_state.nodes,
                                rtol=1e-5)
+
+
+@struct.dataclass
+class _Step:
+    t: jax.Array  # the step's time (+100 in the second row)
+    extras: jax.Array
+
+
+@pytest.mark.parametrize("steps", [5, 13])  # before and after the rows wrap around
+def test_sample_windows_are_consecutive_written_steps_and_write_extras_lands_on_them(steps):
+    buffer = replay.make_buffer(num_envs=2, capacity=16, batch_size=64, sequence_length=3)
+    state = buffer.init(_Step(t=jnp.zeros((), jnp.int32), extras=jnp.zeros((), jnp.int32)))
+    for t in range(steps):
+        state = buffer.add(state, _Step(t=jnp.array([[t], [100 + t]]),
+                                        extras=jnp.zeros((2, 1), jnp.int32)))
+    windows, (rows, times) = replay.sample_windows(state, jax.random.PRNGKey(0), 64, 3)
+    t = np.asarray(windows.t)
+    assert t.shape == (64, 3)
+    np.testing.assert_array_equal(np.diff(t, axis=1), 1)  # consecutive steps of one row
+    np.testing.assert_array_equal(t[:, 0] >= 100, np.asarray(rows) == 1)
+    first = t % 100
+    oldest = max(0, steps - 8)  # 8 steps per row: the oldest kept after wrapping
+    assert first.min() >= oldest and first.max() <= steps - 1  # never across the write head
+    assert set(first[:, 0]) == set(range(oldest, steps - 2))  # every window start is drawn
+    written = replay.write_extras(state, (rows, times), windows.t + 1000)
+    stored_t, stored = np.asarray(written.experience.t), np.asarray(written.experience.extras)
+    hit = stored != 0
+    assert hit.sum() > 0
+    np.testing.assert_array_equal(stored[hit], stored_t[hit] + 1000)
+    assert set(stored_t[hit]) == set(t.reshape(-1))
