@@ -143,14 +143,25 @@ def sample_windows(buffer_state, key: jax.Array, batch_size: int, length: int):
 
 
 def write_extras(buffer_state, positions, extras):
-    """The buffer state with the steps at ``positions`` (from :func:`sample_windows`) given
-    new ``extras`` (leaves ``[B, length, ...]``, the structure the steps were stored with).
+    """The buffer state with the steps at ``positions`` (``(rows [B], times [B, L])``, e.g.
+    from :func:`sample_windows`) given new ``extras`` (leaves ``[B, L, ...]``, the structure
+    the steps were stored with).
 
-    Where windows overlap, one of the values written to a step is kept.
+    Where positions repeat (overlapping windows), every leaf of the step takes the value of
+    the first of them in ``[B, L]`` order, so a step's entry never mixes two windows' values.
     """
     rows, times = positions
+    capacity = jax.tree_util.tree_leaves(buffer_state.experience)[0].shape[1]
+    rows = jnp.broadcast_to(rows[:, None], times.shape)
+    flat = (rows * capacity + times).reshape(-1)
+    order = jnp.argsort(flat, stable=True)
+    ordered = flat[order]
+    first = jnp.concatenate([jnp.ones((1,), bool), ordered[1:] != ordered[:-1]])
+    keep = jnp.zeros_like(first).at[order].set(first).reshape(times.shape)
+    times = jnp.where(keep, times, capacity)  # out of range: dropped by the scatter
     experience = buffer_state.experience
     new = jax.tree_util.tree_map(
-        lambda stored, value: stored.at[rows[:, None], times].set(value.astype(stored.dtype)),
+        lambda stored, value: stored.at[rows, times].set(value.astype(stored.dtype),
+                                                         mode="drop"),
         experience.extras, extras)
     return buffer_state.replace(experience=experience.replace(extras=new))

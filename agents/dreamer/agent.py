@@ -299,8 +299,12 @@ def make(cfg: DreamerConfig, env: Environment, num_envs: int) -> Agent:
         batch, positions = replay.sample_windows(buffer_state, sample_key, cfg.batch_size,
                                                  cfg.seq_len)
         state, metrics, states = dreamer.update_with_states(state, batch, learn_key)
-        buffer_state = replay.write_extras(
-            buffer_state, positions, dreamer.context_entry(jax.lax.stop_gradient(states)))
+        # the posteriors of o_1 .. o_{T-1} computed in this window (that of o_0 is what it
+        # started from, or a reset posterior that the step's own history would not give)
+        rows, times = positions
+        entry = dreamer.context_entry(jax.lax.stop_gradient(states))
+        buffer_state = replay.write_extras(buffer_state, (rows, times[:, 1:]),
+                                           jax.tree_util.tree_map(lambda x: x[:, 1:], entry))
         return state, buffer_state, metrics
 
     return Agent(init=dreamer.init, initial_carry=dreamer.initial_carry, act=dreamer.act,

@@ -68,8 +68,9 @@ class DreamerConfig:
         sample as class indices), written while acting and rewritten by every update that
         replays the step, and a training window starts from the state stored for its first
         step instead of a reset posterior of its first observation (an episode's first step
-        is still reset). Costs ``2 deter + groups`` bytes of replay per step. Off: every
-        window starts from the reset state.
+        is still reset). Each update rewrites the states of its windows' steps but the
+        first. Costs ``2 deter + groups + 1`` bytes of replay per step (``4 groups`` for more
+        than 256 classes). Off: every window starts from the reset state.
     """
 
     deter: int = 512

@@ -14,6 +14,7 @@ import envs
 from agents.dreamer import PRESETS, DreamerConfig, make, schedule_for
 from agents.dreamer import actor_critic as ac
 from agents.dreamer.agent import Dreamer
+from core import replay
 from core.types import Transition
 from envs.api import EnvSpec
 from world_models import dreamer_nets as nets
@@ -228,6 +229,50 @@ def test_replay_context_starts_windows_from_the_stored_state():
     firsts = jax.vmap(first_steps)({"is_first": batch.is_first,
                                     "has_context": entry["valid"][:, 0]})
     np.testing.assert_array_equal(np.asarray(firsts[:, 0]), ~used)
+
+
+def test_replay_context_acting_stores_and_updates_rewrite_the_posteriors():
+    """Acting stores the posterior it acts from; an update rewrites, at every replayed step but
+    each window's first, the posterior that the update computed there (one window's entry
+    per step where windows overlap), and leaves other steps as they were."""
+    env = envs.make("gymnax/CartPole-v1")
+    cfg = dataclasses.replace(PRESETS["tiny"], batch_size=4, seq_len=4, horizon=2,
+                              replay_context=True)
+    agent, dreamer = make(cfg, env, 2), Dreamer(cfg, env)
+    key = jax.random.PRNGKey(0)
+    state = agent.init(key)
+    obs = jax.random.normal(key, (2,) + tuple(env.spec.obs_shape))
+    _, carry, extras = agent.act(state, obs, jnp.array([True, False]), agent.initial_carry(2),
+                                 key, True)
+    chex_equal = jax.tree_util.tree_map(lambda a, b: bool((a == b).all()), extras,
+                                        dreamer.context_entry(carry.state))
+    assert all(jax.tree_util.tree_leaves(chex_equal)) and bool(extras["valid"].all())
+
+    zero = jax.tree_util.tree_map(lambda x: jnp.zeros_like(x)[:, None], extras)  # as prefill
+    steps = [_bandit_batch(jax.random.PRNGKey(t), env.spec, 2, 1).replace(extras=zero)
+             for t in range(10)]  # leaves [envs 2, time 1, ...]
+    buffer_state = agent.buffer.init(jax.tree_util.tree_map(lambda x: x[0, 0], steps[0]))
+    for step in steps:
+        buffer_state = agent.buffer.add(buffer_state, step)
+    _, written, _ = jax.jit(agent.update)(state, buffer_state, key)
+
+    sample_key, learn_key = jax.random.split(key)
+    batch, (rows, times) = replay.sample_windows(buffer_state, sample_key, 4, 4)
+    _, _, states = jax.jit(dreamer.update_with_states)(state, batch, learn_key)
+    entry = jax.tree_util.tree_map(np.asarray, dreamer.context_entry(states))
+    stored = jax.tree_util.tree_map(np.asarray, written.experience.extras)
+    winner = {}
+    for b in range(4):
+        for t in range(1, 4):
+            winner.setdefault((int(rows[b]), int(times[b, t])), (b, t))
+    assert len(winner) >= 4
+    for (row, time), (b, t) in winner.items():
+        assert stored["valid"][row, time]
+        np.testing.assert_array_equal(stored["stoch"][row, time], entry["stoch"][b, t])
+        np.testing.assert_allclose(stored["deter"][row, time].astype(np.float32),
+                                   entry["deter"][b, t].astype(np.float32), rtol=2e-2,
+                                   atol=1e-3)
+    assert int(stored["valid"].sum()) == len(winner)  # nothing else written
 
 
 @pytest.mark.slow

@@ -1,4 +1,7 @@
-"""core.replay: the prioritised buffer writes priorities the way the running device wants."""
+"""core.replay: the prioritised buffer writes priorities the way the running device wants;
+windows drawn with their positions, and entries written back at them."""
+
+import types
 
 import jax
 import jax.numpy as jnp
@@ -84,3 +87,17 @@ def test_sample_windows_are_consecutive_written_steps_and_write_extras_lands_on_
     assert hit.sum() > 0
     np.testing.assert_array_equal(stored[hit], stored_t[hit] + 1000)
     assert set(stored_t[hit]) == set(t.reshape(-1))
+
+
+def test_write_extras_keeps_the_first_window_at_a_repeated_step_in_every_leaf():
+    stored = {"a": jnp.zeros((2, 6), jnp.int32), "b": jnp.zeros((2, 6), jnp.float32)}
+    state = types.SimpleNamespace(
+        experience=_Step(t=jnp.zeros((2, 6), jnp.int32), extras=stored),
+        replace=lambda experience: types.SimpleNamespace(experience=experience))
+    rows = jnp.array([1, 0, 1])
+    times = jnp.array([[4, 5, 0], [1, 2, 3], [5, 0, 1]])  # windows 0 and 2 share (1, 5), (1, 0)
+    window = jnp.broadcast_to(jnp.arange(1, 4)[:, None], (3, 3))
+    out = replay.write_extras(state, (rows, times), {"a": window, "b": window * 10.0})
+    a, b = np.asarray(out.experience.extras["a"]), np.asarray(out.experience.extras["b"])
+    np.testing.assert_array_equal(a, [[0, 2, 2, 2, 0, 0], [1, 3, 0, 0, 1, 1]])
+    np.testing.assert_array_equal(b, a * 10.0)
