@@ -99,7 +99,8 @@ CORRIDOR = "test/dreamer_corridor"
 
 
 @pytest.mark.slow
-def test_learns_a_corridor_where_the_greedy_action_is_a_bait(tmp_path):
+@pytest.mark.parametrize("extra", [[], ["--replay-context"]], ids=["reset", "replay_context"])
+def test_learns_a_corridor_where_the_greedy_action_is_a_bait(tmp_path, extra):
     """Only a policy that looks ahead scores: in each cell one action moves on (reward 0, and
     1 at the end), the other takes a bait of 0.1 and ends the episode; greedy in the
     immediate reward scores 0.1. The imagined returns (reward, continue and value heads,
@@ -110,5 +111,5 @@ def test_learns_a_corridor_where_the_greedy_action_is_a_bait(tmp_path):
         "--agent", "dreamer", "--preset", "tiny", "--env", CORRIDOR, "--steps", "3000",
         "--num-envs", "4", "--log-every", "1000", "--eval-every", "0", "--eval-episodes", "16",
         "--checkpoint-every", "0", "--no-progress", "--logdir", str(tmp_path / "run"),
-        "--horizon", "8", "--train-ratio", "32", "--prefill-steps", "256"])
+        "--horizon", "8", "--train-ratio", "32", "--prefill-steps", "256", *extra])
     assert summary["eval_return_mean"] > 0.8, summary
