@@ -228,26 +228,27 @@ def replay_returns(reward: Array, terminated: Array, is_first: Array, boot: Arra
 
     ``boot_t`` is the imagination return ``R_0`` from the posterior ``s_t``. Where ``s_{t+1}``
     is the successor of ``s_t`` (``not is_first_{t+1}``):
-    ``R_t = r_t + discount (1 - term_t) ((1 - lambda) boot_{t+1} + lambda R_{t+1})``; where the
-    episode ended at ``t``, ``R_t = r_t`` if it terminated (a truncation has no successor state
-    to bootstrap from, so it is left out), and ``R_{T-1} = boot_{T-1}`` is left out as in the
-    official ``repval`` loss. Returns ``(R [T], mask [T])``.
+    ``R_t = r_t + discount ((1 - lambda) boot_{t+1} + lambda R_{t+1})``; where the episode
+    terminated at ``t``, ``R_t = r_t``. Where the window has no successor of ``s_t`` (a
+    truncation, or the window's last step) ``R_t = boot_t``: the recursion of the steps before
+    it bootstraps on it, and the loss leaves it out (the official ``repval`` loss drops the
+    window's last step). Returns ``(R [T], mask [T])``.
     """
     length = reward.shape[0]
     linked = jnp.concatenate([~is_first[1:], jnp.zeros((1,), bool)])  # s_{t+1} follows s_t
-    cont = 1.0 - terminated.astype(jnp.float32)
     boot_next = jnp.concatenate([boot[1:], boot[-1:]])
 
     def body(ret_next, inputs):
-        r, c, b_next, link = inputs
-        ret = jnp.where(link, r + discount * c * ((1 - lambda_) * b_next + lambda_ * ret_next),
-                        r)
+        r, b, b_next, link, term = inputs
+        ret = jnp.where(term, r, jnp.where(
+            link, r + discount * ((1 - lambda_) * b_next + lambda_ * ret_next), b))
         return ret, ret
 
-    _, ret = jax.lax.scan(body, boot[-1], (reward, cont, boot_next, linked), reverse=True)
+    _, ret = jax.lax.scan(body, boot[-1], (reward, boot, boot_next, linked, terminated),
+                          reverse=True)
     ends = jnp.arange(length) == length - 1
     mask = (linked | terminated) & ~ends
-    return jnp.where(ends, boot, ret), mask.astype(jnp.float32)
+    return ret, mask.astype(jnp.float32)
 
 
 def repval_loss(critic_params, slow_params, feats: Array, ret: Array, mask: Array, *,

@@ -99,10 +99,24 @@ def test_replay_returns_by_hand():
     r1 = 2 + 0.9 * (15 + 1.5)
     np.testing.assert_allclose(ret, [1 + 0.9 * (10 + 0.5 * r1), r1, 3.0, 40.0], rtol=1e-6)
     np.testing.assert_allclose(mask, [1, 1, 1, 0])
-    # a truncation at t = 2 has no successor state to bootstrap from: left out
-    _, mask = ac.replay_returns(reward, jnp.zeros(4, bool), first, boot, discount=0.9,
-                                lambda_=0.5)
+    # a truncation at t = 2 has no successor state: R_2 = boot_2 is left out of the loss and
+    # the steps before it bootstrap on it
+    ret, mask = ac.replay_returns(reward, jnp.zeros(4, bool), first, boot, discount=0.9,
+                                  lambda_=0.5)
+    np.testing.assert_allclose(ret[1:3], [2 + 0.9 * 30, 30.0], rtol=1e-6)
     np.testing.assert_allclose(mask, [1, 1, 0, 0])
+    # one episode through the window: the recursion starts from the last step's bootstrap
+    ret, mask = ac.replay_returns(reward, jnp.zeros(4, bool), jnp.zeros(4, bool), boot,
+                                  discount=0.9, lambda_=0.5)
+    r2 = 3 + 0.9 * 40
+    r1 = 2 + 0.9 * (15 + 0.5 * r2)
+    np.testing.assert_allclose(ret, [1 + 0.9 * (10 + 0.5 * r1), r1, r2, 40.0], rtol=1e-6)
+    np.testing.assert_allclose(mask, [1, 1, 1, 0])
+    # constant reward 1 and a bootstrap at its fixed point: every target is that value
+    value = 1 / (1 - 0.9)
+    ret, _ = ac.replay_returns(jnp.ones(32), jnp.zeros(32, bool), jnp.zeros(32, bool),
+                               jnp.full(32, value), discount=0.9, lambda_=0.95)
+    np.testing.assert_allclose(ret, value, rtol=1e-5)
 
 
 def test_percentile_scale_by_hand():
