@@ -93,24 +93,27 @@ def test_replay_returns_by_hand():
     reward, boot = jnp.array([1.0, 2.0, 3.0, 4.0]), jnp.array([10.0, 20.0, 30.0, 40.0])
     term = jnp.array([False, False, True, False])
     first = jnp.array([False, False, False, True])
-    ret, mask = ac.replay_returns(reward, term, first, boot, discount=0.9, lambda_=0.5)
-    # R_3 = boot_3 (left out); R_2 = r_2 (terminal); R_1 = 2 + 0.9 (0.5 * 30 + 0.5 * 3);
-    # R_0 = 1 + 0.9 (0.5 * 20 + 0.5 R_1)
-    r1 = 2 + 0.9 * (15 + 1.5)
-    np.testing.assert_allclose(ret, [1 + 0.9 * (10 + 0.5 * r1), r1, 3.0, 40.0], rtol=1e-6)
+    ret, mask = ac.replay_returns(reward, term, first, boot, discount=0.9, lambda_=0.8)
+    # R_3 = boot_3 (left out); R_2 = r_2 (terminal); R_1 = 2 + 0.9 (0.2 * 30 + 0.8 * 3);
+    # R_0 = 1 + 0.9 (0.2 * 20 + 0.8 R_1)
+    r1 = 2 + 0.9 * (0.2 * 30 + 0.8 * 3)
+    np.testing.assert_allclose(ret, [1 + 0.9 * (0.2 * 20 + 0.8 * r1), r1, 3.0, 40.0], rtol=1e-6)
     np.testing.assert_allclose(mask, [1, 1, 1, 0])
     # a truncation at t = 2 has no successor state: R_2 = boot_2 is left out of the loss and
     # the steps before it bootstrap on it
-    ret, mask = ac.replay_returns(reward, jnp.zeros(4, bool), first, boot, discount=0.9,
-                                  lambda_=0.5)
-    np.testing.assert_allclose(ret[1:3], [2 + 0.9 * 30, 30.0], rtol=1e-6)
+    reward_t = reward.at[2].set(2.5)
+    ret, mask = ac.replay_returns(reward_t, jnp.zeros(4, bool), first, boot, discount=0.9,
+                                  lambda_=0.8)
+    r1 = 2 + 0.9 * 30
+    np.testing.assert_allclose(ret, [1 + 0.9 * (0.2 * 20 + 0.8 * r1), r1, 30.0, 40.0],
+                               rtol=1e-6)
     np.testing.assert_allclose(mask, [1, 1, 0, 0])
     # one episode through the window: the recursion starts from the last step's bootstrap
     ret, mask = ac.replay_returns(reward, jnp.zeros(4, bool), jnp.zeros(4, bool), boot,
-                                  discount=0.9, lambda_=0.5)
+                                  discount=0.9, lambda_=0.8)
     r2 = 3 + 0.9 * 40
-    r1 = 2 + 0.9 * (15 + 0.5 * r2)
-    np.testing.assert_allclose(ret, [1 + 0.9 * (10 + 0.5 * r1), r1, r2, 40.0], rtol=1e-6)
+    r1 = 2 + 0.9 * (0.2 * 30 + 0.8 * r2)
+    np.testing.assert_allclose(ret, [1 + 0.9 * (0.2 * 20 + 0.8 * r1), r1, r2, 40.0], rtol=1e-6)
     np.testing.assert_allclose(mask, [1, 1, 1, 0])
     # constant reward 1 and a bootstrap at its fixed point: every target is that value
     value = 1 / (1 - 0.9)
