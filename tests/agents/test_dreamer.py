@@ -333,7 +333,7 @@ def test_bfloat16_compute_dtype():
 
 @pytest.fixture(scope="module")
 def bandit_run():
-    """150 updates on replay-like windows whose reward is the action taken."""
+    """300 updates on replay-like windows whose reward is the action taken."""
     env = envs.make("gymnax/CartPole-v1")
     cfg = dataclasses.replace(PRESETS["tiny"], batch_size=8, seq_len=8, horizon=5,
                               wm_lr=3e-3, actor_lr=3e-3, critic_lr=3e-3)
@@ -351,7 +351,7 @@ def bandit_run():
             return state, metrics["imag_reward"]
 
         state, imag_reward = jax.lax.scan(body, agent.init(init_key),
-                                          jax.random.split(loop_key, 150))
+                                          jax.random.split(loop_key, 300))
         obs = jax.random.normal(obs_key, (16,) + tuple(env.spec.obs_shape)) * 0.1
 
         def act(carry, first):  # two steps: reset, then from the carried state and action
