@@ -135,7 +135,8 @@ def targets(reward: Array, cont_logit: Array, value: Array, *, discount: float,
 
     ``contdisc`` (2024): ``c_k = sigmoid(continue logit of s_k)``, which carries the discount,
     ``R_k = r_{k+1} + c_{k+1} (...)`` and ``w_k = prod_{j=0..k} c_j``. Otherwise (2023):
-    ``c_k = [logit > 0]``, ``R_k = r_{k+1} + discount c_{k+1} (...)``, ``w_k = prod_{j=1..k} c_j``.
+    ``c_k = [logit > 0]``, ``R_k = r_{k+1} + discount c_{k+1} (...)``,
+    ``w_k = discount^k prod_{j=1..k} c_j`` (the 2023 code's ``cumprod(discount c) / discount``).
     Returns ``cont [H]`` (of ``s_1..s_H``), ``ret [H]`` and ``weight [H]`` (stop-gradient).
     """
     if contdisc:
@@ -146,7 +147,7 @@ def targets(reward: Array, cont_logit: Array, value: Array, *, discount: float,
     else:
         cont = (cont_logit[1:] > 0).astype(jnp.float32)  # [H]
         ret = rlmath.lambda_returns(reward, discount * cont, value[1:], lambda_)  # [H]
-        weight = jnp.cumprod(jnp.concatenate([jnp.ones(1), cont[:-1]]))  # [H]
+        weight = jnp.cumprod(jnp.concatenate([jnp.ones(1), discount * cont[:-1]]))  # [H]
     return {"cont": cont, "ret": ret, "weight": jax.lax.stop_gradient(weight)}
 
 

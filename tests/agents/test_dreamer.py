@@ -37,7 +37,8 @@ def test_lambda_returns_and_weights_by_hand():
     # R_1 = r_2 + 0.9 c_2 (0.5 v_2 + 0.5 R_2) = 2 + 0.9 (10 + 1.5) = 12.35
     # R_0 = r_1 + 0.9 c_1 (0.5 v_1 + 0.5 R_1) = 1 + 0.9 (5 + 6.175) = 11.0575
     np.testing.assert_allclose(out["ret"], [11.0575, 12.35, 3.0], rtol=1e-5)
-    np.testing.assert_allclose(out["weight"], [1.0, 1.0, 1.0])
+    # w_k = 0.9^k c_1 ... c_k (the 2023 code's cumprod(discount c) / discount)
+    np.testing.assert_allclose(out["weight"], [1.0, 0.9, 0.81], rtol=1e-6)
     np.testing.assert_allclose(out["cont"], [1.0, 1.0, 0.0])
     terminal = heads.at[1, 1].set(-5.0)  # s_1 terminal: later steps get weight 0
     np.testing.assert_allclose(targets(terminal, contdisc=False)["weight"], [1.0, 0.0, 0.0])
