@@ -8,7 +8,7 @@ From every start state ``s_0`` the actor imagines ``H`` steps: ``a_k ~ pi(.|s_k)
     w_k = prod_{j=0..k} c_j
 
 (the 2023 variant: ``c_k`` the continue mode, ``gamma c_{k+1}`` in the return and
-``w_k = prod_{j=1..k} c_j``).
+``w_k = gamma^k prod_{j=1..k} c_j``).
 Critic: ``w_k [CE(two_hot(R_k), v(s_k)) + slow_reg CE(two_hot(v_slow(s_k)), v(s_k))]``.
 Actor:  ``-w_k [sg((R_k - v_k) / S) log pi(a_k|s_k) + eta H(pi(.|s_k))]`` (REINFORCE) or
 ``-w_k [R_k / S + eta H]`` with gradients through the dynamics (backprop), where

@@ -155,7 +155,7 @@ def sized(size: str, variant: str = "2024", **overrides) -> DreamerConfig:
 def cpu_sized(**overrides) -> DreamerConfig:
     """The CPU-sized configuration: a small dense GRU (deter 64, 8 x 8 latents, MLPs of one
     64-unit layer), 16 x 32 windows, Adam with large steps, train ratio 128 (one update per 4
-    environment steps at 16 x 32), 121k parameters on CartPole. ``recon_scale`` 100: on
+    environment steps at 16 x 32), 114k parameters on CartPole. ``recon_scale`` 100: on
     observations of small magnitude (CartPole's have a norm of about 0.3) the official scale 1
     cannot pay for more than the free nat of posterior information and the latent state stays
     imprecise (docs/results/dreamer.md)."""
