@@ -4,8 +4,9 @@ Measures, for a preset at a ``batch_size x seq_len`` replay batch (16 x 64 for t
 
 * the core loop's steady state (one seed): updates/s, env steps/s, compile time, peak memory;
 * how updates/s scale with ``num_seeds`` (vmapped seeds in one program);
-* a profile of one update: the jitted world-model loss + gradient, the imagination (no
-  gradient) and the actor + critic gradient timed separately, next to the whole update.
+* a profile of one update (:func:`profile_update`): the world-model loss + gradient, the
+  imagination (no gradient) and the rest (actor, critic, replay value loss, optimiser steps),
+  timed as the training loop runs them.
 
 CPU defaults are short (``1m``, train ratio 1024, seeds 1,2,4); ``--sizes 1m,12m,50m`` and
 ``--seeds 1,2,4,8`` give the full table on an accelerator.
@@ -36,10 +37,20 @@ def _time(fn, *args, min_seconds: float):
     return timing.compile_s, timing.mean
 
 
-def profile_update(cfg, env, min_seconds: float) -> Dict:
-    """Seconds per call of the pieces of one update on a zero-filled batch."""
+def profile_update(cfg, env, min_seconds: float, calls: int = 16) -> Dict:
+    """Seconds per update of three programs, each a prefix of the next, on a zero-filled batch.
+
+    Each program runs as the training loop runs an update: the agent state of one seed with a
+    leading seed axis under ``vmap``, ``calls`` calls chained in a ``lax.scan`` (each with its
+    own key). The same computation jitted on its own, without the seed axis, compiles to a
+    different and slower program. The programs: the world-model loss and gradient; that plus
+    imagination from its posterior states (no gradient); the whole update (adds the
+    actor-critic and replay value losses, their gradients and the optimiser steps). Their
+    differences are the parts: ``world_model_s``, ``imagination_s``, ``actor_critic_s`` (the
+    rest of the update), summing to ``update_s``.
+    """
     dreamer = Dreamer(cfg, env)
-    state = dreamer.init(jax.random.PRNGKey(0))
+    state = jax.tree_util.tree_map(lambda x: x[None], dreamer.init(jax.random.PRNGKey(0)))
     spec, b, t = env.spec, cfg.batch_size, cfg.seq_len
     obs = jnp.zeros((b, t) + tuple(spec.obs_shape), spec.obs_dtype)
     flag = jnp.zeros((b, t), bool)
@@ -51,36 +62,42 @@ def profile_update(cfg, env, min_seconds: float) -> Dict:
                                                  spec.action_dtype),
                        reward=jnp.zeros((b, t)), next_obs=obs, terminated=flag, truncated=flag,
                        is_first=flag, extras=extras)
-    key = jax.random.PRNGKey(1)
-    out = {}
-    out["world_model_compile_s"], out["world_model_s"] = _time(
-        lambda s, k: dreamer.world_model_grad(s.wm_params, batch, k)[0], state, key,
-        min_seconds=min_seconds)
-    _, starts, _ = jax.jit(lambda s, k: dreamer.world_model_grad(s.wm_params, batch, k))(
-        state, key)
-
     sg = jax.lax.stop_gradient
+    total = lambda tree: sum(jnp.sum(x) for x in jax.tree_util.tree_leaves(tree))  # noqa: E731
 
-    def imagine(s, k):
-        return ac.imagine(dreamer.model, sg(s.wm_params), dreamer.actor, sg(s.actor_params),
-                          starts, k, cfg.horizon, False)
+    def world_model(s, k):
+        grad, starts, _ = dreamer.world_model_grad(s.wm_params, batch, k)
+        return s, (total(grad), starts)
 
-    out["imagination_compile_s"], out["imagination_s"] = _time(
-        imagine, state, key, min_seconds=min_seconds)
-    traj = jax.jit(imagine)(state, key)
+    def imagination(s, k):
+        s, (out, starts) = world_model(s, k)
+        traj = ac.imagine(dreamer.model, sg(s.wm_params), dreamer.actor, sg(s.actor_params),
+                          starts, jax.random.fold_in(k, 1), cfg.horizon, dreamer.backprop)
+        return s, (out + total(traj), starts)
 
-    def actor_critic_grad(s):
-        def loss(actor_params, critic_params):
-            a, c, *_ = ac.actor_critic_loss(
-                actor_params, critic_params, s.slow_critic_params, traj, s.ret_state,
-                actor=dreamer.actor, critic=dreamer.critic, cfg=cfg, backprop=False)
-            return a + c
-        return jax.grad(loss, argnums=(0, 1))(s.actor_params, s.critic_params)
+    def update(s, k):
+        return dreamer.update(s, batch, k)[0], (jnp.zeros(()), None)
 
-    out["actor_critic_compile_s"], out["actor_critic_s"] = _time(
-        actor_critic_grad, state, min_seconds=min_seconds)
-    out["update_compile_s"], out["update_s"] = _time(
-        lambda s, k: dreamer.update(s, batch, k)[0], state, key, min_seconds=min_seconds)
+    def program(step):
+        def run(s, key):
+            def one(s):
+                s, (out, _) = jax.lax.scan(step, s, jax.random.split(key, calls))
+                return s, out
+            return jax.vmap(one)(s)
+        return run
+
+    key = jax.random.PRNGKey(1)
+    out, per_update = {}, {}
+    for name, step in (("world_model", world_model), ("imagination", imagination),
+                       ("update", update)):
+        compile_s, seconds = _time(program(step), state, key, min_seconds=min_seconds)
+        out[f"{name}_program_compile_s"] = compile_s
+        per_update[name] = seconds / calls
+    out["world_model_s"] = per_update["world_model"]
+    out["imagination_s"] = per_update["imagination"] - per_update["world_model"]
+    out["actor_critic_s"] = per_update["update"] - per_update["imagination"]
+    out["update_s"] = per_update["update"]
+    out["updates_per_call"] = calls
     out["param_count"] = dreamer.param_count()
     return out
 

@@ -59,9 +59,16 @@ def unimix_logits(logits: Array, unimix: float) -> Array:
 
 
 def straight_through_sample(key: Array, logits: Array) -> Array:
-    """One-hot sample of ``Cat(softmax(logits))`` per group with straight-through gradients."""
+    """One-hot sample of ``Cat(softmax(logits))`` per group with straight-through gradients.
+
+    The class is drawn by inverting the cumulative probabilities with one uniform number per
+    group (the first class whose cumulative probability exceeds it): the distribution of
+    ``jax.random.categorical``'s Gumbel-max from a quarter of its random numbers at 4 classes
+    (generating them is a noticeable part of a DreamerV3 update on a CPU).
+    """
     probs = jax.nn.softmax(logits, axis=-1)
-    index = jax.random.categorical(key, logits, axis=-1)
+    u = jax.random.uniform(key, logits.shape[:-1] + (1,), probs.dtype)
+    index = jnp.sum(jnp.cumsum(probs, axis=-1)[..., :-1] <= u, axis=-1)
     onehot = jax.nn.one_hot(index, logits.shape[-1], dtype=probs.dtype)
     return onehot + probs - jax.lax.stop_gradient(probs)
 

@@ -102,3 +102,22 @@ def test_muzero_suite_measures_acting_training_and_seed_scaling(tmp_path):
     assert [r["num_seeds"] for r in result["seed_scaling"]] == [2]
     assert all(r["env_steps_per_s"] > 0 for r in result["seed_scaling"])
     assert written["peak_memory_bytes"] > 0
+
+
+def test_dreamer_profile_parts_add_up_to_the_update():
+    """The profile times three nested programs; the parts are their differences."""
+    import dataclasses
+
+    import envs
+    from agents.dreamer.config import PRESETS
+    from experiments import bench_dreamer
+
+    cfg = dataclasses.replace(PRESETS["tiny"], batch_size=2, seq_len=4, horizon=2)
+    out = bench_dreamer.profile_update(cfg, envs.make("gymnax/CartPole-v1"), min_seconds=0.0,
+                                       calls=2)
+    parts = out["world_model_s"] + out["imagination_s"] + out["actor_critic_s"]
+    assert out["world_model_s"] > 0 and out["update_s"] > 0
+    assert parts == pytest.approx(out["update_s"])
+    assert out["updates_per_call"] == 2
+    assert all(out[f"{name}_program_compile_s"] > 0
+               for name in ("world_model", "imagination", "update"))

@@ -69,6 +69,17 @@ def test_unimix_floor_and_straight_through_gradient():
     np.testing.assert_allclose(g_st(logits), g_soft(logits), atol=1e-6)
 
 
+def test_straight_through_sample_draws_the_softmax_distribution():
+    probs = jnp.array([[0.1, 0.0, 0.6, 0.3], [0.25, 0.25, 0.25, 0.25]])
+    logits = jnp.log(probs)
+    draws = jax.vmap(lambda k: straight_through_sample(k, logits))(
+        jax.random.split(jax.random.PRNGKey(3), 20_000))
+    freq = np.asarray(draws.mean(0))
+    np.testing.assert_allclose(freq, probs, atol=0.015)
+    assert freq[0, 1] == 0.0  # a class of probability 0 is never drawn
+    np.testing.assert_allclose(np.asarray(draws).sum(-1), 1.0, atol=1e-6)
+
+
 def test_kl_balance_free_bits_by_hand():
     p = jnp.log(jnp.array([[0.5, 0.5]]))
     q = jnp.log(jnp.array([[0.9, 0.1]]))
