@@ -42,8 +42,10 @@ def profile_update(cfg, env, min_seconds: float, calls: int = 16) -> Dict:
 
     Each program runs as the training loop runs an update: the agent state of one seed with a
     leading seed axis under ``vmap``, ``calls`` calls chained in a ``lax.scan`` (each with its
-    own key). The same computation jitted on its own, without the seed axis, compiles to a
-    different and slower program. The programs: the world-model loss and gradient; that plus
+    own key; the first two programs move the world model's parameters by a negligible amount
+    per call, as training does, so that XLA cannot hoist work out of the loop). The same
+    computation jitted on its own, without the seed axis, compiles to a different and slower
+    program. The programs: the world-model loss and gradient; that plus
     imagination from its posterior states (no gradient); the whole update (adds the
     actor-critic and replay value losses, their gradients and the optimiser steps). Their
     differences are the parts: ``world_model_s``, ``imagination_s``, ``actor_critic_s`` (the
@@ -67,7 +69,10 @@ def profile_update(cfg, env, min_seconds: float, calls: int = 16) -> Dict:
 
     def world_model(s, k):
         grad, starts, _ = dreamer.world_model_grad(s.wm_params, batch, k)
-        return s, (total(grad), starts)
+        out = total(grad)
+        # parameters that change from call to call, as in training: nothing is loop-invariant
+        wm = jax.tree_util.tree_map(lambda p: p + 1e-30 * out, s.wm_params)
+        return s.replace(wm_params=wm), (out, starts)
 
     def imagination(s, k):
         s, (out, starts) = world_model(s, k)
