@@ -18,7 +18,10 @@ recorded in its ``config.json``, picks the measurement:
   and with the chance head's most likely codes (``likely``), along the agent's greedy games
   (:mod:`agents.stochastic_muzero.evaluation`).
 * ``dreamer`` (H defaults to 15): decoded observation and reward errors of the RSSM's prior
-  from posterior states (:mod:`agents.dreamer.evaluation`).
+  from posterior states, and the critic's values and the reward head's predictions against
+  the returns and rewards of the same episodes (:mod:`agents.dreamer.evaluation`);
+  ``--sample-actions`` plays them with the actor's samples, as in training, instead of its
+  mode.
 
 A user mistake prints one ``error: ...`` line and exits with status 2 (``--debug`` shows the
 traceback).
@@ -57,6 +60,9 @@ def evaluation_parser() -> argparse.ArgumentParser:
     p.add_argument("--policy-length", type=int, default=0,
                    help="MuZero: episode length cut for --policy-values-every (default: the "
                         "environment's time limit)")
+    p.add_argument("--sample-actions", action="store_true",
+                   help="Dreamer: play with the actor's samples, as in training, instead of "
+                        "its mode")
     p.add_argument(cli.DEBUG_FLAG, action="store_true",
                    help=f"show the traceback of a usage error (or set {cli.DEBUG_ENV}=1)")
     return p
@@ -78,6 +84,9 @@ def check_args(args: argparse.Namespace, family: str) -> int:
         if value and family != "muzero":
             raise UsageError(f"{flag} applies to MuZero runs only, and {args.logdir} is a "
                              f"{family} run")
+    if getattr(args, "sample_actions", False) and family != "dreamer":
+        raise UsageError(f"--sample-actions applies to Dreamer runs only, and {args.logdir} is "
+                         f"a {family} run")
     return horizon
 
 
@@ -153,8 +162,13 @@ def evaluate_dreamer(env, cfg, state, record: Dict, args, horizon: int) -> Tuple
 
     result = evaluation.evaluate(env, Dreamer(cfg, env), state.agent, jax.random.PRNGKey(7),
                                  trajectories=args.trajectories, length=args.length,
-                                 horizon=horizon)
+                                 horizon=horizon, sample=args.sample_actions)
     print("reconstruction (k=0) abs error:", round(result["reconstruction_abs_error"], 4))
+    rounded = lambda d: {k: round(v, 4) if isinstance(v, float) else v  # noqa: E731
+                         for k, v in d.items()}
+    print("critic value vs discounted return earned (terminated episodes):",
+          rounded(result["calibration"]["value"]))
+    print("reward head vs real reward:", rounded(result["calibration"]["reward"]))
     return result, ("obs", "reward")
 
 

@@ -11,7 +11,12 @@ decoding ``s_{t+k}`` into an observation (``symexp`` of the symlog vector decode
 decoder's ``[0, 1]`` output mapped back to the observation's range) and a reward (the
 two-hot head's mean), compared with the real ``o_{t+k}`` and ``r_{t+k-1}`` for ``k = 1..horizon``
 (imagination uses ``horizon`` 15 in training). ``k = 0`` (reconstruction from the posterior) is
-reported as ``reconstruction_abs_error`` for reference. The command line is
+reported as ``reconstruction_abs_error`` for reference.
+
+:func:`value_calibration` compares, along the same episodes, the critic's value of every
+posterior state with the discounted return the episode then earned, and the reward head's
+prediction with the real reward: a world model whose reward head misses when rewards come
+trains a critic that expects rewards the policy does not earn. The command line is
 ``python -m experiments.evaluate --logdir RUN``.
 """
 
@@ -56,6 +61,81 @@ def decode_observation(model: wm.WorldModel, decoded: Array) -> Array:
     return rlmath.symexp(decoded)
 
 
+def filtered_states(dreamer: Dreamer, params, obs: Array, actions: Array, key: Array) -> Array:
+    """The posterior states of ``obs [N, T+1, ...]`` filtered along ``actions [N, T, A]`` with
+    the world model ``params`` (no resets inside), packed: ``[N, T+1, D]``."""
+    num, length = actions.shape[:2]
+
+    def posteriors(o, a, k):
+        seq = {"obs": o[:-1], "next_obs": o[1:], "action": a,
+               "is_first": jnp.zeros((length,), bool)}
+        _, _, states, post, _ = wm.observe(dreamer.model, params, seq, k)
+        return jax.tree_util.tree_map(lambda s, p: jnp.concatenate([s[:1], p], 0), states, post)
+
+    return _pack(jax.vmap(posteriors)(obs, actions, jax.random.split(key, num)))
+
+
+def _correlation(x: np.ndarray, y: np.ndarray) -> Optional[float]:
+    if x.size < 2 or x.std() == 0 or y.std() == 0:
+        return None
+    return float(np.corrcoef(x, y)[0, 1])
+
+
+def discounted_returns(rewards: np.ndarray, valid: np.ndarray, discount: float) -> np.ndarray:
+    """``G_t = sum_k discount^k r_{t+k}`` over the valid steps of each row (``[N, T]``)."""
+    out = np.zeros_like(rewards, dtype=np.float64)
+    acc = np.zeros(rewards.shape[0])
+    for t in reversed(range(rewards.shape[1])):
+        acc = np.where(valid[:, t], rewards[:, t] + discount * acc, 0.0)
+        out[:, t] = acc
+    return out
+
+
+def value_calibration(dreamer: Dreamer, state, obs: Array, actions: Array, rewards: Array,
+                      valid: Array, ended: Array, key: Array) -> Dict[str, Dict]:
+    """The critic and the reward head of the trained ``state`` against played episodes.
+
+    Args as :func:`rssm_k_step_errors`, with ``ended [N]``: the episode terminated within the
+    window. Returns
+
+    * ``value``: the critic's mean value ``V(s_t)`` of the posterior states ``s_t`` and the
+      mean discounted return ``G_t`` (the run's discount) the episode earned from ``t`` on, over
+      the steps of the episodes that terminated (a cut episode's return is unknown), with their
+      correlation and ``num_steps``;
+    * ``reward``: the reward head's mean (two-hot) prediction on the posterior of ``o_{t+1}``
+      and the real ``r_t`` over all valid steps, their correlation, and both means over the
+      ``events``: the steps whose reward is at least half the largest one played (when it is
+      positive), with their count.
+
+    Correlations are ``None`` where either side is constant.
+    """
+    cfg = dreamer.cfg
+    packed = filtered_states(dreamer, state.wm_params, obs, actions, key)
+    feats = jax.vmap(jax.vmap(lambda p: features(_unpack(p, cfg.deter, cfg.groups,
+                                                         cfg.classes))))(packed)
+    value = np.asarray(nets.SUPPORT.decode(dreamer.critic.apply(state.critic_params,
+                                                                feats[:, :-1])))
+    reward_logits, _ = jax.vmap(jax.vmap(lambda f: dreamer.model.apply(
+        state.wm_params, f, method=wm.WorldModel.reward_continue)))(feats[:, 1:])
+    predicted = np.asarray(nets.SUPPORT.decode(reward_logits)).reshape(value.shape)
+    rewards, valid = np.asarray(rewards, np.float64), np.asarray(valid, bool)
+    returns = discounted_returns(rewards, valid, cfg.discount)
+    done = valid & np.asarray(ended, bool)[:, None]
+    out = {"value": {"critic_mean": float(value[done].mean()) if done.any() else None,
+                     "return_mean": float(returns[done].mean()) if done.any() else None,
+                     "correlation": _correlation(value[done], returns[done]),
+                     "num_steps": int(done.sum())}}
+    real, pred = rewards[valid], predicted[valid]
+    top = real.max() if real.size else 0.0
+    events = real >= 0.5 * top if top > 0 else np.zeros_like(real, bool)
+    out["reward"] = {"predicted_mean": float(pred.mean()), "real_mean": float(real.mean()),
+                     "correlation": _correlation(pred, real),
+                     "predicted_at_events": float(pred[events].mean()) if events.any() else None,
+                     "real_at_events": float(real[events].mean()) if events.any() else None,
+                     "num_events": int(events.sum())}
+    return out
+
+
 def rssm_k_step_errors(dreamer: Dreamer, params, obs: Array, actions: Array, rewards: Array,
                        horizon: int, key: Array, valid: Optional[Array] = None
                        ) -> Dict[str, Dict]:
@@ -75,15 +155,8 @@ def rssm_k_step_errors(dreamer: Dreamer, params, obs: Array, actions: Array, rew
     apply = lambda method, *a: model.apply(params, *a, method=method)  # noqa: E731
     unpack = lambda p: _unpack(p, cfg.deter, cfg.groups, cfg.classes)  # noqa: E731
 
-    def posteriors(o, a, k):
-        seq = {"obs": o[:-1], "next_obs": o[1:], "action": a,
-               "is_first": jnp.zeros((length,), bool)}
-        _, _, states, post, _ = wm.observe(model, params, seq, k)
-        return jax.tree_util.tree_map(lambda s, p: jnp.concatenate([s[:1], p], 0), states, post)
-
     filter_key, obs_key, reward_key = jax.random.split(key, 3)
-    latent = jax.vmap(posteriors)(obs, actions, jax.random.split(filter_key, num))
-    packed = _pack(latent)  # [N, T+1, D]
+    packed = filtered_states(dreamer, params, obs, actions, filter_key)  # [N, T+1, D]
 
     def step_fn(p, action, k):
         return _pack(apply(wm.WorldModel.img_step, unpack(p), action, k))
@@ -108,14 +181,16 @@ def rssm_k_step_errors(dreamer: Dreamer, params, obs: Array, actions: Array, rew
     return result
 
 
-def play(env, dreamer: Dreamer, state, key: Array, num: int, length: int):
-    """``num`` episodes of ``length`` steps with the actor's mode (adapter level, no reset).
+def play(env, dreamer: Dreamer, state, key: Array, num: int, length: int,
+         sample: bool = False):
+    """``num`` episodes of ``length`` steps with the actor's mode, or with its samples as in
+    training when ``sample`` (adapter level, no reset).
 
     Returns ``(obs [N, T+1, ...], model actions [N, T, A], rewards [N, T], terminated [N],
     alive [N, T])``; ``alive[:, t]``: no terminal before step ``t``.
     """
     def policy(env_state, is_first, carry, k):
-        action, carry, _ = dreamer.act(state, env_state.obs, is_first, carry, k, False)
+        action, carry, _ = dreamer.act(state, env_state.obs, is_first, carry, k, sample)
         return action, carry, carry.action  # the model's action, recorded as the extras
 
     @jax.jit
@@ -129,16 +204,19 @@ def play(env, dreamer: Dreamer, state, key: Array, num: int, length: int):
 
 
 def evaluate(env, dreamer: Dreamer, state, key: Array, *, trajectories: int, length: int,
-             horizon: int) -> Dict:
-    """:func:`rssm_k_step_errors` of ``state.wm_params`` along :func:`play`'s trajectories.
+             horizon: int, sample: bool = False) -> Dict:
+    """:func:`rssm_k_step_errors` of ``state.wm_params`` and :func:`value_calibration` along
+    :func:`play`'s trajectories (``sample``: the actor's samples instead of its mode).
 
-    ``state`` is the trained ``DreamerState``; returns the errors and ``terminated_fraction``
-    (the trajectories that reached a terminal within ``length`` steps).
+    ``state`` is the trained ``DreamerState``; returns the errors, ``calibration`` and
+    ``terminated_fraction`` (the trajectories that reached a terminal within ``length`` steps).
     """
-    play_key, error_key = jax.random.split(key)
+    play_key, error_key, calibration_key = jax.random.split(key, 3)
     obs, actions, rewards, ended, alive = play(env, dreamer, state, play_key, trajectories,
-                                               length)
+                                               length, sample)
     result = rssm_k_step_errors(dreamer, state.wm_params, obs, actions, rewards, horizon,
                                 error_key, valid=alive)
+    result["calibration"] = value_calibration(dreamer, state, obs, actions, rewards, alive,
+                                              ended, calibration_key)
     result["terminated_fraction"] = float(np.mean(np.asarray(ended)))
     return result

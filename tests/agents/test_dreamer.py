@@ -363,7 +363,7 @@ def bandit_run():
         carry, actions = jax.lax.scan(act, agent.initial_carry(16), jnp.array([True, False]))
         logits = dreamer.actor.apply(state.actor_params, features(carry.state))
         return (actions[0], actions[1], jax.nn.softmax(logits)[:, 1], imag_reward,
-                state.wm_params, agent.init(init_key).wm_params)
+                state.wm_params, agent.init(init_key).wm_params, state)
 
     return dreamer, run(jax.random.PRNGKey(0))
 
@@ -371,7 +371,7 @@ def bandit_run():
 @pytest.mark.slow
 def test_learns_to_pick_the_rewarding_action(bandit_run):
     """World model + imagination + actor: reward = action; greedy policy must pick action 1."""
-    _, (action, action2, prob_one, imag_reward, _, _) = bandit_run
+    _, (action, action2, prob_one, imag_reward, *_) = bandit_run
     assert float(action.mean()) >= 0.9, action
     assert float(action2.mean()) >= 0.9, action2
     # the initial policy is uniform up to 1e-3 (output init x 0.01): learning must move it
@@ -383,7 +383,7 @@ def test_learns_to_pick_the_rewarding_action(bandit_run):
 @pytest.mark.slow
 def test_rssm_compounding_error_shapes_and_learning_lowers_reward_error(bandit_run):
     from agents.dreamer.evaluation import rssm_k_step_errors
-    dreamer, (*_, trained, initial) = bandit_run
+    dreamer, (*_, trained, initial, _) = bandit_run
     key = jax.random.PRNGKey(3)
     batch = _bandit_batch(key, dreamer.spec, 4, 8)  # 4 trajectories of 8 steps, reward = action
     obs = jnp.concatenate([batch.obs, batch.next_obs[:, -1:]], axis=1)
@@ -403,3 +403,44 @@ def test_rssm_compounding_error_shapes_and_learning_lowers_reward_error(bandit_r
     np.testing.assert_allclose(before["reward"]["abs_error"], expected, rtol=1e-5)
     # Trained on reward = action, the imagined reward after the real action is clearly closer.
     assert after["reward"]["abs_error"][0] < 0.8 * before["reward"]["abs_error"][0], after
+
+
+def test_discounted_returns_stop_at_the_episode_end():
+    from agents.dreamer.evaluation import discounted_returns
+    rewards = np.array([[1.0, 1.0, 1.0, 5.0], [2.0, 3.0, 0.0, 0.0]])
+    valid = np.array([[True, True, True, False], [True, False, False, False]])
+    np.testing.assert_allclose(discounted_returns(rewards, valid, 0.5),
+                               [[1.75, 1.5, 1.0, 0.0], [2.0, 0.0, 0.0, 0.0]])
+
+
+@pytest.mark.slow
+def test_value_calibration_aligns_the_reward_head_with_the_real_rewards(bandit_run):
+    """Trained on reward = action, the reward head's prediction on the posterior after each
+    action follows the real reward (a head read one step off would be uncorrelated with it, as
+    the actions are independent); the untrained head predicts exactly 0."""
+    from agents.dreamer.evaluation import discounted_returns, value_calibration
+    dreamer, (*_, initial_wm, state) = bandit_run
+    key = jax.random.PRNGKey(5)
+    batch = _bandit_batch(key, dreamer.spec, 4, 8)
+    obs = jnp.concatenate([batch.obs, batch.next_obs[:, -1:]], axis=1)
+    actions = jax.nn.one_hot(batch.action, 2)
+    valid = np.ones((4, 8), bool)
+    valid[0, 5:] = False  # episode 0 ends at step 4
+    ended = np.array([True, False, True, True])
+    out = value_calibration(dreamer, state, obs, actions, batch.reward, valid, ended, key)
+    rewards = np.asarray(batch.reward)
+    reward = out["reward"]
+    assert reward["correlation"] > 0.8, reward
+    assert reward["num_events"] == int(rewards[valid].sum()) > 0
+    assert reward["real_at_events"] == 1.0 and reward["predicted_at_events"] > 0.7, reward
+    np.testing.assert_allclose(reward["real_mean"], rewards[valid].mean(), rtol=1e-6)
+    value = out["value"]
+    done = valid & ended[:, None]
+    assert value["num_steps"] == int(done.sum()) == 5 + 8 + 8
+    np.testing.assert_allclose(
+        value["return_mean"],
+        discounted_returns(rewards, valid, dreamer.cfg.discount)[done].mean(), rtol=1e-6)
+    assert np.isfinite(value["critic_mean"])
+    untrained = value_calibration(dreamer, state.replace(wm_params=initial_wm), obs, actions,
+                                  batch.reward, valid, ended, key)["reward"]
+    assert untrained["predicted_mean"] == 0.0 and untrained["correlation"] is None

@@ -74,6 +74,8 @@ def test_usage_errors(muzero_record, tmp_path_factory, capsys):
     assert "no directory" in _usage_error(["--logdir", str(muzero_run) + "_missing"], capsys)
     assert "--policy-values-every must be >= 0" in _usage_error(
         ["--logdir", muzero_run, "--policy-values-every", "-1"], capsys)
+    assert "--sample-actions applies to Dreamer runs only" in _usage_error(
+        ["--logdir", muzero_run, "--sample-actions"], capsys)
     args = argparse.Namespace(logdir="RUN", horizon=None, length=60, trajectories=16,
                               policy_values_every=10, policy_length=0)
     with pytest.raises(cli.UsageError, match="applies to MuZero runs only"):
@@ -97,6 +99,15 @@ def test_dreamer_run_errors(tmp_path_factory, capsys):
     assert result["agent"] == "dreamer" and result["reconstruction_abs_error"] >= 0.0
     printed = capsys.readouterr().out
     assert "reconstruction (k=0)" in printed and "obs abs error by k:" in printed
+    assert "critic value vs discounted return earned" in printed
+    assert "reward head vs real reward" in printed
+    sampled = evaluate.main(["--logdir", logdir, "--horizon", "2", "--trajectories", "2",
+                             "--length", "6", "--sample-actions"])
+    for res in (result, sampled):
+        calibration = res["calibration"]
+        # CartPole pays 1 per step: every valid step is an event
+        assert calibration["reward"]["real_mean"] == calibration["reward"]["real_at_events"] == 1.0
+        assert calibration["value"]["num_steps"] <= 2 * 6
 
 
 @pytest.mark.slow
