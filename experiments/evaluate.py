@@ -157,6 +157,8 @@ def evaluate_dreamer(env, cfg, state, record: Dict, args, horizon: int) -> Tuple
     """The RSSM's measurements; returns the result and its error names."""
     import jax
 
+    import numpy as np
+
     from agents.dreamer import evaluation
     from agents.dreamer.agent import Dreamer
 
@@ -164,6 +166,8 @@ def evaluate_dreamer(env, cfg, state, record: Dict, args, horizon: int) -> Tuple
                                  trajectories=args.trajectories, length=args.length,
                                  horizon=horizon, sample=args.sample_actions)
     print("reconstruction (k=0) abs error:", round(result["reconstruction_abs_error"], 4))
+    print("obs persistence (o_t taken for o_t+k) pooled relative error by k:",
+          np.round(result["persistence"]["pooled_relative_error"], 4).tolist())
     rounded = lambda d: {k: round(v, 4) if isinstance(v, float) else v  # noqa: E731
                          for k, v in d.items()}
     print("critic value vs discounted return earned (terminated episodes):",

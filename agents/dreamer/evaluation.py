@@ -11,7 +11,8 @@ decoding ``s_{t+k}`` into an observation (``symexp`` of the symlog vector decode
 decoder's ``[0, 1]`` output mapped back to the observation's range) and a reward (the
 two-hot head's mean), compared with the real ``o_{t+k}`` and ``r_{t+k-1}`` for ``k = 1..horizon``
 (imagination uses ``horizon`` 15 in training). ``k = 0`` (reconstruction from the posterior) is
-reported as ``reconstruction_abs_error`` for reference.
+reported as ``reconstruction_abs_error`` for reference, and so is ``persistence``: the errors of
+taking ``o_t`` for ``o_{t+k}``, which a model that tracks the observation should beat.
 
 :func:`value_calibration` compares, along the same episodes, the critic's value of every
 posterior state with the discounted return the episode then earned, and the reward head's
@@ -147,8 +148,9 @@ def rssm_k_step_errors(dreamer: Dreamer, params, obs: Array, actions: Array, rew
       rewards: ``[N, T]`` real rewards (``rewards[:, t]`` follows ``actions[:, t]``).
       valid: optional ``[N, T]`` bool, the transitions before an episode's end (``play`` steps
         on past a terminal without reset; later states are not scored).
-    Returns ``{"obs": ..., "reward": ...}`` (each :func:`k_step_error`'s dict as lists) and
-    ``reconstruction_abs_error`` (mean ``||decode(posterior_t) - o_t||``).
+    Returns ``{"obs": ..., "reward": ...}`` (each :func:`k_step_error`'s dict as lists),
+    ``reconstruction_abs_error`` (mean ``||decode(posterior_t) - o_t||``) and ``persistence``
+    (:func:`persistence_errors`: the observation errors of predicting that nothing changes).
     """
     model, cfg = dreamer.model, dreamer.cfg
     num, length = rewards.shape
@@ -178,7 +180,28 @@ def rssm_k_step_errors(dreamer: Dreamer, params, obs: Array, actions: Array, rew
     result = {name: {k: np.asarray(v).tolist() for k, v in res.items()}
               for name, res in out.items()}
     result["reconstruction_abs_error"] = float(recon_err)
+    result["persistence"] = persistence_errors(np.asarray(obs), horizon, valid)
     return result
+
+
+def persistence_errors(obs: np.ndarray, horizon: int, valid=None) -> Dict[str, list]:
+    """The errors of predicting ``o_{t+k}`` by ``o_t`` (nothing changes), scored as
+    :func:`world_models.evaluation.k_step_error` scores the model, for ``k = 1..horizon``: a
+    reference for the model's errors. ``obs [N, T+1, ...]``; ``valid [N, T]`` as there.
+    Returns ``abs_error`` and ``pooled_relative_error`` (lists of ``horizon``)."""
+    num, length = obs.shape[0], obs.shape[1] - 1
+    flat = obs.reshape(num, length + 1, -1).astype(np.float64)
+    valid = np.ones((num, length), bool) if valid is None else np.asarray(valid, bool)
+    starts = length - horizon + 1
+    abs_error, relative = [], []
+    for k in range(1, horizon + 1):
+        ok = np.stack([valid[:, t:t + k].all(1) for t in range(starts)], 1)  # [N, starts]
+        err = np.linalg.norm(flat[:, k:k + starts] - flat[:, :starts], axis=-1)[ok]
+        norm = np.linalg.norm(flat[:, k:k + starts], axis=-1)[ok]
+        abs_error.append(float(err.mean()) if err.size else float("nan"))
+        relative.append(float(err.mean() / max(norm.mean(), 1e-6)) if err.size
+                        else float("nan"))
+    return {"abs_error": abs_error, "pooled_relative_error": relative}
 
 
 def play(env, dreamer: Dreamer, state, key: Array, num: int, length: int,

@@ -444,3 +444,16 @@ def test_value_calibration_aligns_the_reward_head_with_the_real_rewards(bandit_r
     untrained = value_calibration(dreamer, state.replace(wm_params=initial_wm), obs, actions,
                                   batch.reward, valid, ended, key)["reward"]
     assert untrained["predicted_mean"] == 0.0 and untrained["correlation"] is None
+
+
+def test_persistence_errors_score_the_unchanged_observation():
+    from agents.dreamer.evaluation import persistence_errors
+    obs = np.zeros((1, 4, 2))
+    obs[0, :, 0] = [1.0, 2.0, 4.0, 7.0]  # o_t; differences 1, 2, 3
+    out = persistence_errors(obs, 2)
+    # k = 1: starts t = 0, 1 (T - H + 1 = 2): errors 1, 2 against norms 2, 4
+    np.testing.assert_allclose(out["abs_error"], [1.5, 4.0])  # k = 2: errors 3, 5
+    np.testing.assert_allclose(out["pooled_relative_error"], [1.5 / 3.0, 4.0 / 5.5])
+    masked = persistence_errors(obs, 2, valid=np.array([[True, False, True]]))
+    # only start 0 at k = 1 (transition 0 valid); no start at k = 2 has both transitions valid
+    assert masked["abs_error"][0] == 1.0 and np.isnan(masked["abs_error"][1])

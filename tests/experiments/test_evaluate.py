@@ -100,6 +100,7 @@ def test_dreamer_run_errors(tmp_path_factory, capsys):
     printed = capsys.readouterr().out
     assert "reconstruction (k=0)" in printed and "obs abs error by k:" in printed
     assert "critic value vs discounted return earned" in printed
+    assert "obs persistence" in printed and len(result["persistence"]["abs_error"]) == 2
     assert "reward head vs real reward" in printed
     sampled = evaluate.main(["--logdir", logdir, "--horizon", "2", "--trajectories", "2",
                              "--length", "6", "--sample-actions"])
