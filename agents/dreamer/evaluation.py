@@ -149,7 +149,8 @@ def rssm_k_step_errors(dreamer: Dreamer, params, obs: Array, actions: Array, rew
       valid: optional ``[N, T]`` bool, the transitions before an episode's end (``play`` steps
         on past a terminal without reset; later states are not scored).
     Returns ``{"obs": ..., "reward": ...}`` (each :func:`k_step_error`'s dict as lists),
-    ``reconstruction_abs_error`` (mean ``||decode(posterior_t) - o_t||``) and ``persistence``
+    ``reconstruction_abs_error`` (mean ``||decode(posterior_t) - o_t||`` over ``o_0`` and the
+    observations after valid transitions) and ``persistence``
     (:func:`persistence_errors`: the observation errors of predicting that nothing changes).
     """
     model, cfg = dreamer.model, dreamer.cfg
@@ -172,7 +173,11 @@ def rssm_k_step_errors(dreamer: Dreamer, params, obs: Array, actions: Array, rew
         return nets.SUPPORT.decode(reward_logits).reshape(())
 
     recon = jax.vmap(jax.vmap(decode_obs))(packed)
-    recon_err = jnp.linalg.norm((recon - obs).reshape(num, length + 1, -1), axis=-1).mean()
+    recon_norm = jnp.linalg.norm((recon - obs).reshape(num, length + 1, -1), axis=-1)
+    # o_0 and every observation that follows a valid transition (none past an episode's end)
+    seen = (jnp.ones((num, length + 1), bool) if valid is None else
+            jnp.concatenate([jnp.ones((num, 1), bool), jnp.asarray(valid, bool)], 1))
+    recon_err = (recon_norm * seen).sum() / seen.sum()
     out = {"obs": k_step_error(step_fn, packed, actions, horizon, key=obs_key,
                                observe_fn=decode_obs, targets=obs[:, 1:], valid=valid),
            "reward": k_step_error(step_fn, packed, actions, horizon, key=reward_key,

@@ -440,7 +440,16 @@ def test_value_calibration_aligns_the_reward_head_with_the_real_rewards(bandit_r
     np.testing.assert_allclose(
         value["return_mean"],
         discounted_returns(rewards, valid, dreamer.cfg.discount)[done].mean(), rtol=1e-6)
-    assert np.isfinite(value["critic_mean"])
+    # the critic's value of the posterior of o_t (not of o_{t+1}), over the terminated steps
+    from agents.dreamer.evaluation import _unpack, filtered_states
+    cfg = dreamer.cfg
+    packed = filtered_states(dreamer, state.wm_params, obs, actions, key)
+    feats = features(_unpack(packed[:, :-1], cfg.deter, cfg.groups, cfg.classes))
+    values = np.asarray(nets.SUPPORT.decode(dreamer.critic.apply(state.critic_params, feats)))
+    np.testing.assert_allclose(value["critic_mean"], values[done].mean(), rtol=1e-5)
+    shifted = features(_unpack(packed[:, 1:], cfg.deter, cfg.groups, cfg.classes))
+    other = np.asarray(nets.SUPPORT.decode(dreamer.critic.apply(state.critic_params, shifted)))
+    assert abs(other[done].mean() - values[done].mean()) > 1e-4  # the test tells them apart
     untrained = value_calibration(dreamer, state.replace(wm_params=initial_wm), obs, actions,
                                   batch.reward, valid, ended, key)["reward"]
     assert untrained["predicted_mean"] == 0.0 and untrained["correlation"] is None
