@@ -466,3 +466,24 @@ def test_persistence_errors_score_the_unchanged_observation():
     masked = persistence_errors(obs, 2, valid=np.array([[True, False, True]]))
     # only start 0 at k = 1 (transition 0 valid); no start at k = 2 has both transitions valid
     assert masked["abs_error"][0] == 1.0 and np.isnan(masked["abs_error"][1])
+
+
+def test_play_samples_the_actor_only_when_asked():
+    """``experiments.evaluate --sample-actions`` plays with the actor's samples (``explore``),
+    the default with its mode."""
+    from agents.dreamer import evaluation
+    env = envs.make("gymnax/CartPole-v1")
+    dreamer = Dreamer(PRESETS["tiny"], env)
+    state = dreamer.init(jax.random.PRNGKey(0))
+    act, seen = dreamer.act, []
+
+    def spy(*args, **kwargs):
+        seen.append(args[5])  # act(state, obs, is_first, carry, key, explore)
+        return act(*args, **kwargs)
+
+    dreamer.act = spy
+    for sample in (False, True):
+        seen.clear()
+        out = evaluation.play(env, dreamer, state, jax.random.PRNGKey(1), 2, 3, sample)
+        assert seen and all(explore is sample for explore in seen), (sample, seen)
+        assert out[1].shape == (2, 3, 2)  # model actions [N, T, A]
