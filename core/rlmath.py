@@ -13,6 +13,8 @@ Written for one example / one sequence (time-major ``[T]``); callers vmap over b
   ``decode(l) = T^-1(softmax(l) @ bins)``, ``cross_entropy(l, x) = -encode(x) . log_softmax(l)``.
   MuZero uses ``T = signed_hyperbolic``; DreamerV3 ``T = identity`` with 255 bins at
   ``symexp(linspace(-20, 20))`` (two-hot in raw space; the 2023 code: ``T = symlog``, even bins).
+* ``Moments``: running per-element mean and variance (``moments_update``), and
+  ``standardise`` / ``unstandardise`` by them (Dreamer's ``obs_norm``).
 * ``lambda_returns`` and ``n_step_returns`` with rlax's indexing: ``v_t`` is the value of the
   state reached AFTER step ``t``, ``d_t`` the discount applied after step ``t`` (0 at a terminal).
 """
@@ -25,6 +27,7 @@ from typing import Callable, Dict, Tuple
 import chex
 import jax
 import jax.numpy as jnp
+from flax import struct
 
 Array = jax.Array
 
@@ -191,3 +194,48 @@ def n_step_returns(rewards: Array, discounts: Array, values: Array, n: int) -> A
         return (before * r).sum() + jnp.prod(d) * values[last]
 
     return jax.vmap(one)(idx)
+
+
+@struct.dataclass
+class Moments:
+    """Running per-element mean and variance of a stream of arrays of one shape (Chan et al.'s
+    parallel merge of counts, means and sums of squared deviations); ``count`` is a float."""
+
+    count: Array
+    mean: Array
+    m2: Array
+
+
+def moments_init(shape) -> Moments:
+    """No data yet: :func:`standardise` is then the identity."""
+    zeros = jnp.zeros(tuple(shape), jnp.float32)
+    return Moments(count=jnp.zeros((), jnp.float32), mean=zeros, m2=zeros)
+
+
+def moments_update(moments: Moments, x: Array) -> Moments:
+    """``moments`` merged with the samples ``x [N, *shape]``."""
+    x = x.astype(jnp.float32)
+    n = jnp.asarray(x.shape[0], jnp.float32)
+    batch_mean = x.mean(0)
+    batch_m2 = jnp.square(x - batch_mean).sum(0)
+    total = moments.count + n
+    delta = batch_mean - moments.mean
+    return Moments(count=total, mean=moments.mean + delta * n / total,
+                   m2=moments.m2 + batch_m2 + jnp.square(delta) * moments.count * n / total)
+
+
+def moments_std(moments: Moments, floor: float) -> Array:
+    """Per-element standard deviation, at least ``floor`` (1 before any data)."""
+    var = moments.m2 / jnp.maximum(moments.count, 1.0)
+    return jnp.where(moments.count > 0, jnp.maximum(jnp.sqrt(var), floor), 1.0)
+
+
+def standardise(moments: Moments, x: Array, floor: float) -> Array:
+    """``(x - mean) / max(std, floor)`` per element over ``x``'s trailing axes; the identity
+    before any data."""
+    return (x.astype(jnp.float32) - moments.mean) / moments_std(moments, floor)
+
+
+def unstandardise(moments: Moments, z: Array, floor: float) -> Array:
+    """The inverse of :func:`standardise`."""
+    return z * moments_std(moments, floor) + moments.mean

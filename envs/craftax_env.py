@@ -32,7 +32,7 @@ larger still. Throughput: ``docs/results/craftax.md``.
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Dict, Optional
 
 import jax.numpy as jnp
 import numpy as np
@@ -49,6 +49,29 @@ def _achievement_names(name: str):
     else:
         from craftax.craftax.constants import Achievement
     return tuple(a.name.lower() for a in sorted(Achievement, key=lambda a: a.value))
+
+
+def observation_groups(name: str) -> Optional[Dict[str, np.ndarray]]:
+    """Which elements of ``Craftax-Classic-Symbolic-v1``'s observation show what (the layout
+    of craftax's classic ``render_craftax_symbolic``), as index arrays into the flat
+    observation: ``map`` (the 7 x 9 cells around the player, one-hot over 17 block types),
+    ``mobs`` (the same cells, one 0/1 entry per zombie, cow, skeleton and arrow),
+    ``inventory`` (12 counts / 10: wood, stone, coal, iron, diamond, sapling, then the wood,
+    stone and iron pickaxes and swords), ``status`` (health, food, drink, energy / 10),
+    ``direction`` (one-hot of 4) and ``light, sleep`` (the light level, asleep). ``None`` for
+    the other names (``Craftax-Symbolic-v1``)."""
+    if name != "Craftax-Classic-Symbolic-v1":
+        return None
+    from craftax.craftax_classic.constants import OBS_DIM, BlockType
+
+    cells, blocks, mobs = OBS_DIM[0] * OBS_DIM[1], len(BlockType), 4
+    channel = np.tile(np.arange(blocks + mobs), cells)  # the map is [cells, blocks + mobs]
+    start = cells * (blocks + mobs)
+    groups = {"map": np.flatnonzero(channel < blocks), "mobs": np.flatnonzero(channel >= blocks)}
+    for group, size in (("inventory", 12), ("status", 4), ("direction", 4), ("light, sleep", 2)):
+        groups[group] = np.arange(start, start + size)
+        start += size
+    return groups
 
 
 def make(name: str, *, max_episode_steps: Optional[int] = None,

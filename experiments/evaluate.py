@@ -166,6 +166,11 @@ def evaluate_dreamer(env, cfg, state, record: Dict, args, horizon: int) -> Tuple
                                  trajectories=args.trajectories, length=args.length,
                                  horizon=horizon, sample=args.sample_actions)
     print("reconstruction (k=0) abs error:", round(result["reconstruction_abs_error"], 4))
+    if "reconstruction_correlation" in result:
+        summary = evaluation.correlation_summary(result["reconstruction_correlation"],
+                                                 record["env"])
+        evaluation.print_correlation_summary(summary, "reconstruction (k=0)")
+        result["reconstruction_correlation_summary"] = summary
     print("obs persistence (o_t taken for o_t+k) pooled relative error by k:",
           np.round(result["persistence"]["pooled_relative_error"], 4).tolist())
     rounded = lambda d: {k: round(v, 4) if isinstance(v, float) else v  # noqa: E731

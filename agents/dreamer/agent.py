@@ -23,7 +23,7 @@ from flax import struct
 from agents.dreamer import actor_critic as ac
 from agents.dreamer.config import DreamerConfig
 from agents.dreamer.optim import make_optimizer
-from core import guard, replay
+from core import guard, replay, rlmath
 from core.types import Agent, Schedule
 from envs.api import Environment, check_single_player
 from world_models import dreamer_nets as nets
@@ -32,6 +32,10 @@ from world_models.rssm import RSSMState, features, reset_where
 
 Array = jax.Array
 COMPUTE_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+# obs_norm: the smallest standard deviation an observation element is divided by (an element
+# that has not varied yet, e.g. an inventory count still at 0, stays within symlog's range
+# when it first changes).
+OBS_NORM_FLOOR = 0.01
 
 
 @struct.dataclass
@@ -45,6 +49,8 @@ class DreamerState:
     critic_opt: Any
     ret_state: Tuple[Array, Array, Array]  # (P5 EMA, P95 EMA, updates): return normaliser
     steps: Array  # () int32: updates taken
+    # running moments of the replayed observations (cfg.obs_norm), else None
+    obs_moments: Any = None
 
 
 @struct.dataclass
@@ -81,6 +87,10 @@ class Dreamer:
             hidden=cfg.hidden, groups=cfg.groups, classes=cfg.classes, blocks=cfg.blocks,
             unimix=cfg.unimix, norm=cfg.norm, units=cfg.units, layers=cfg.layers,
             cnn_depth=cfg.cnn_depth, dtype=dtype)
+        if cfg.obs_norm and self.model.image:
+            raise ValueError("obs_norm standardises vector observations; this task's are "
+                             f"images {tuple(spec.obs_shape)} (scaled by their range): drop "
+                             "--obs-norm")
         self.actor = ac.Actor(self.action_dim, self.discrete, cfg.units, cfg.layers, cfg.norm,
                               cfg.actor_unimix, dtype)
         self.critic = nets.TwoHotHead(cfg.units, cfg.layers, cfg.norm, dtype)
@@ -129,12 +139,27 @@ class Dreamer:
             slow_critic_params=critic_params, wm_opt=self.wm_opt.init(wm_params),
             actor_opt=self.actor_opt.init(actor_params),
             critic_opt=self.critic_opt.init(critic_params),
-            ret_state=(zero, zero, jnp.zeros((), jnp.int32)), steps=jnp.zeros((), jnp.int32))
+            ret_state=(zero, zero, jnp.zeros((), jnp.int32)), steps=jnp.zeros((), jnp.int32),
+            obs_moments=rlmath.moments_init(self.spec.obs_shape) if self.cfg.obs_norm else None)
 
     def param_count(self) -> int:
         shapes = jax.eval_shape(self.init, jax.random.PRNGKey(0))
         trees = (shapes.wm_params, shapes.actor_params, shapes.critic_params)
         return int(sum(math.prod(x.shape) for x in jax.tree_util.tree_leaves(trees)))
+
+    # --- observation standardisation (cfg.obs_norm) ---------------------------------------
+    def normalise(self, state: DreamerState, obs: Array) -> Array:
+        """What the world model sees of ``obs [..., *obs_shape]``: standardised by the running
+        moments of the replayed observations with ``obs_norm``, else ``obs`` itself."""
+        if state.obs_moments is None:
+            return obs
+        return rlmath.standardise(state.obs_moments, obs, OBS_NORM_FLOOR)
+
+    def denormalise(self, state: DreamerState, obs: Array) -> Array:
+        """The inverse of :meth:`normalise` (decoded observations back to the task's scale)."""
+        if state.obs_moments is None:
+            return obs
+        return rlmath.unstandardise(state.obs_moments, obs, OBS_NORM_FLOOR)
 
     # --- acting ----------------------------------------------------------------------------
     def initial_carry(self, num_envs: int) -> ActCarry:
@@ -165,7 +190,8 @@ class Dreamer:
             return post, action
 
         keys = jax.random.split(key, obs.shape[0])
-        post, action = jax.vmap(one)(obs, is_first, carry.state, carry.action, keys)
+        post, action = jax.vmap(one)(self.normalise(state, obs), is_first, carry.state,
+                                     carry.action, keys)
         extras = self.context_entry(post) if self.cfg.replay_context else {}
         return self.to_env_action(action), ActCarry(state=post, action=action), extras
 
@@ -254,6 +280,13 @@ class Dreamer:
         """:meth:`update`, also returning the batch's posterior states ``[B, T]`` (computed
         with the parameters before the update), which replay context writes back."""
         cfg = self.cfg
+        obs_moments = state.obs_moments
+        if obs_moments is not None:  # the batch's observations join the moments first
+            flat = batch.obs.reshape((-1,) + batch.obs.shape[2:])
+            obs_moments = rlmath.moments_update(obs_moments, flat)
+            state = state.replace(obs_moments=obs_moments)
+            batch = batch.replace(obs=self.normalise(state, batch.obs),
+                                  next_obs=self.normalise(state, batch.next_obs))
         params = (state.wm_params, state.actor_params, state.critic_params)
         (wm_grad, actor_grad, critic_grad), (ret_state, metrics, states) = jax.grad(
             self.loss, has_aux=True)(params, state, batch, key)
@@ -269,7 +302,7 @@ class Dreamer:
         new = DreamerState(wm_params=wm_params, actor_params=actor_params,
                            critic_params=critic_params, slow_critic_params=slow, wm_opt=wm_opt,
                            actor_opt=actor_opt, critic_opt=critic_opt, ret_state=ret_state,
-                           steps=state.steps + 1)
+                           steps=state.steps + 1, obs_moments=obs_moments)
         metrics = {**metrics, "skipped_updates": guard.skipped(wm_ok, actor_ok, critic_ok)}
         return new, metrics, states
 

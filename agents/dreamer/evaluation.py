@@ -23,13 +23,13 @@ trains a critic that expects rewards the policy does not earn. The command line 
 
 from __future__ import annotations
 
-from typing import Dict, Optional
+from typing import Dict, List, Optional, Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from agents.dreamer.agent import Dreamer
+from agents.dreamer.agent import OBS_NORM_FLOOR, Dreamer
 from core import rlmath, rollout
 from world_models import dreamer_nets as nets
 from world_models import dreamer_wm as wm
@@ -62,10 +62,14 @@ def decode_observation(model: wm.WorldModel, decoded: Array) -> Array:
     return rlmath.symexp(decoded)
 
 
-def filtered_states(dreamer: Dreamer, params, obs: Array, actions: Array, key: Array) -> Array:
+def filtered_states(dreamer: Dreamer, params, obs: Array, actions: Array, key: Array,
+                    obs_moments=None) -> Array:
     """The posterior states of ``obs [N, T+1, ...]`` filtered along ``actions [N, T, A]`` with
-    the world model ``params`` (no resets inside), packed: ``[N, T+1, D]``."""
+    the world model ``params`` (no resets inside), packed: ``[N, T+1, D]``. ``obs_moments``:
+    the run's ``DreamerState.obs_moments`` (``obs_norm``), by which the model sees ``obs``."""
     num, length = actions.shape[:2]
+    if obs_moments is not None:
+        obs = rlmath.standardise(obs_moments, obs, OBS_NORM_FLOOR)
 
     def posteriors(o, a, k):
         seq = {"obs": o[:-1], "next_obs": o[1:], "action": a,
@@ -80,6 +84,41 @@ def _correlation(x: np.ndarray, y: np.ndarray) -> Optional[float]:
     if x.size < 2 or x.std() == 0 or y.std() == 0:
         return None
     return float(np.corrcoef(x, y)[0, 1])
+
+
+def element_correlations(recon: np.ndarray, obs: np.ndarray) -> List[Optional[float]]:
+    """Per element of the flattened observations ``obs [M, ...]``, the correlation of its
+    reconstruction ``recon [M, ...]`` with it over the ``M`` samples (``None`` where either is
+    constant)."""
+    recon, obs = recon.reshape(recon.shape[0], -1), obs.reshape(obs.shape[0], -1)
+    return [_correlation(recon[:, i], obs[:, i]) for i in range(obs.shape[1])]
+
+
+def correlation_summary(per_element: Sequence[Optional[float]], env_id: str
+                        ) -> Dict[str, Dict]:
+    """:func:`element_correlations` summarised over all elements and over each group of
+    elements the task names (``craftax/Craftax-Classic-Symbolic-v1``:
+    :func:`envs.craftax_env.observation_groups`): per group with elements that vary, their
+    count (``varying``), the ``median`` correlation and how many are ``below_half``."""
+    groups = {"all": np.arange(len(per_element))}
+    if env_id.startswith("craftax/"):
+        from envs import craftax_env
+        groups.update(craftax_env.observation_groups(env_id.split("/", 1)[1]) or {})
+    summary = {}
+    for group, index in groups.items():
+        corr = [per_element[i] for i in index if per_element[i] is not None]
+        if corr:
+            summary[group] = {"median": float(np.median(corr)), "varying": len(corr),
+                              "below_half": int(sum(c < 0.5 for c in corr))}
+    return summary
+
+
+def print_correlation_summary(summary: Dict[str, Dict], what: str) -> None:
+    """One line per group of :func:`correlation_summary`."""
+    for group, row in summary.items():
+        label = "all" if group == "all" else f"the {group}"
+        print(f"{what} of {label} elements that vary ({row['varying']}): correlation with the "
+              f"real value median {row['median']:.3f}, below 0.5 in {row['below_half']}")
 
 
 def discounted_returns(rewards: np.ndarray, valid: np.ndarray, discount: float) -> np.ndarray:
@@ -111,7 +150,7 @@ def value_calibration(dreamer: Dreamer, state, obs: Array, actions: Array, rewar
     Correlations are ``None`` where either side is constant.
     """
     cfg = dreamer.cfg
-    packed = filtered_states(dreamer, state.wm_params, obs, actions, key)
+    packed = filtered_states(dreamer, state.wm_params, obs, actions, key, state.obs_moments)
     feats = jax.vmap(jax.vmap(lambda p: features(_unpack(p, cfg.deter, cfg.groups,
                                                          cfg.classes))))(packed)
     value = np.asarray(nets.SUPPORT.decode(dreamer.critic.apply(state.critic_params,
@@ -138,8 +177,8 @@ def value_calibration(dreamer: Dreamer, state, obs: Array, actions: Array, rewar
 
 
 def rssm_k_step_errors(dreamer: Dreamer, params, obs: Array, actions: Array, rewards: Array,
-                       horizon: int, key: Array, valid: Optional[Array] = None
-                       ) -> Dict[str, Dict]:
+                       horizon: int, key: Array, valid: Optional[Array] = None,
+                       obs_moments=None) -> Dict[str, Dict]:
     """Open-loop errors of the world model ``params`` (``DreamerState.wm_params``).
 
     Args:
@@ -148,9 +187,14 @@ def rssm_k_step_errors(dreamer: Dreamer, params, obs: Array, actions: Array, rew
       rewards: ``[N, T]`` real rewards (``rewards[:, t]`` follows ``actions[:, t]``).
       valid: optional ``[N, T]`` bool, the transitions before an episode's end (``play`` steps
         on past a terminal without reset; later states are not scored).
+      obs_moments: the run's ``DreamerState.obs_moments`` with ``obs_norm`` (the model sees
+        standardised observations; its decoded ones are scored back on the task's scale).
     Returns ``{"obs": ..., "reward": ...}`` (each :func:`k_step_error`'s dict as lists),
     ``reconstruction_abs_error`` (mean ``||decode(posterior_t) - o_t||`` over ``o_0`` and the
-    observations after valid transitions) and ``persistence``
+    observations after valid transitions), for vector observations
+    ``reconstruction_correlation`` (per element of the flattened observation, the correlation
+    of its decoded value with the real one over the same observations; ``None`` where either
+    is constant) and ``persistence``
     (:func:`persistence_errors`: the observation errors of predicting that nothing changes).
     """
     model, cfg = dreamer.model, dreamer.cfg
@@ -159,14 +203,17 @@ def rssm_k_step_errors(dreamer: Dreamer, params, obs: Array, actions: Array, rew
     unpack = lambda p: _unpack(p, cfg.deter, cfg.groups, cfg.classes)  # noqa: E731
 
     filter_key, obs_key, reward_key = jax.random.split(key, 3)
-    packed = filtered_states(dreamer, params, obs, actions, filter_key)  # [N, T+1, D]
+    packed = filtered_states(dreamer, params, obs, actions, filter_key, obs_moments)  # [N, T+1, D]
 
     def step_fn(p, action, k):
         return _pack(apply(wm.WorldModel.img_step, unpack(p), action, k))
 
     def decode_obs(p):
         decoded, _, _ = apply(wm.WorldModel.heads, features(unpack(p)))
-        return decode_observation(model, decoded)
+        decoded = decode_observation(model, decoded)
+        if obs_moments is None:
+            return decoded
+        return rlmath.unstandardise(obs_moments, decoded, OBS_NORM_FLOOR)
 
     def decode_reward(p):
         _, reward_logits, _ = apply(wm.WorldModel.heads, features(unpack(p)))
@@ -178,6 +225,9 @@ def rssm_k_step_errors(dreamer: Dreamer, params, obs: Array, actions: Array, rew
     seen = (jnp.ones((num, length + 1), bool) if valid is None else
             jnp.concatenate([jnp.ones((num, 1), bool), jnp.asarray(valid, bool)], 1))
     recon_err = (recon_norm * seen).sum() / seen.sum()
+    if not model.image:  # per element: is what the posterior holds of it decoded?
+        mask = np.asarray(seen)
+        element_corr = element_correlations(np.asarray(recon)[mask], np.asarray(obs)[mask])
     out = {"obs": k_step_error(step_fn, packed, actions, horizon, key=obs_key,
                                observe_fn=decode_obs, targets=obs[:, 1:], valid=valid),
            "reward": k_step_error(step_fn, packed, actions, horizon, key=reward_key,
@@ -185,6 +235,8 @@ def rssm_k_step_errors(dreamer: Dreamer, params, obs: Array, actions: Array, rew
     result = {name: {k: np.asarray(v).tolist() for k, v in res.items()}
               for name, res in out.items()}
     result["reconstruction_abs_error"] = float(recon_err)
+    if not model.image:
+        result["reconstruction_correlation"] = element_corr
     result["persistence"] = persistence_errors(np.asarray(obs), horizon, valid)
     return result
 
@@ -243,7 +295,7 @@ def evaluate(env, dreamer: Dreamer, state, key: Array, *, trajectories: int, len
     obs, actions, rewards, ended, alive = play(env, dreamer, state, play_key, trajectories,
                                                length, sample)
     result = rssm_k_step_errors(dreamer, state.wm_params, obs, actions, rewards, horizon,
-                                error_key, valid=alive)
+                                error_key, valid=alive, obs_moments=state.obs_moments)
     result["calibration"] = value_calibration(dreamer, state, obs, actions, rewards, alive,
                                               ended, calibration_key)
     result["terminated_fraction"] = float(np.mean(np.asarray(ended)))

@@ -120,3 +120,24 @@ def test_n_step_returns_hand_worked(n):
         5: [1 + 0.5 * 2 + 0.25 * 3, 2 + 0.5 * 3, 3.0, 4 + 0.5 * 40],
     }[n]
     np.testing.assert_allclose(out, expected, rtol=1e-6)
+
+
+def test_running_moments_merge_to_the_whole_sample_and_standardise():
+    """Merging batches gives the whole sample's mean and (population) variance; standardise
+    divides by at least the floor, is the identity before any data, and unstandardise undoes
+    it."""
+    x = np.random.RandomState(0).randn(101, 3) * [1.0, 4.0, 0.0] + [0.0, 5.0, 2.0]
+    m = rlmath.moments_init((3,))
+    z = jnp.asarray(x[:5])
+    np.testing.assert_array_equal(rlmath.standardise(m, z, 0.01), z)  # no data yet
+    for part in (x[:1], x[1:40], x[40:]):
+        m = rlmath.moments_update(m, jnp.asarray(part))
+    assert float(m.count) == 101
+    np.testing.assert_allclose(m.mean, x.mean(0), rtol=1e-5)
+    np.testing.assert_allclose(rlmath.moments_std(m, 0.01), [x[:, 0].std(), x[:, 1].std(), 0.01],
+                               rtol=1e-4)
+    s = rlmath.standardise(m, jnp.asarray(x), 0.01)
+    np.testing.assert_allclose(s[:, :2].mean(0), 0.0, atol=1e-5)
+    np.testing.assert_allclose(s[:, :2].std(0), 1.0, rtol=1e-4)
+    np.testing.assert_allclose(s[:, 2], 0.0, atol=1e-4)  # constant: (x - mean) / floor
+    np.testing.assert_allclose(rlmath.unstandardise(m, s, 0.01), x, rtol=1e-5, atol=1e-5)

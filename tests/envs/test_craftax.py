@@ -285,3 +285,28 @@ def test_craftax_optimistic_reset_gives_fresh_worlds():
     assert leaves_equal(ots.episode_metrics, pts.episode_metrics)
     assert leaves_equal(ostate, take(pstate, np.array([0, 1, 0])))
     assert (ostate.inner.timestep == 0).all()
+
+
+@pytest.mark.slow
+def test_classic_observation_groups_match_the_rendered_observation():
+    """``observation_groups`` against craftax's classic renderer: one block type per map cell,
+    one direction, and the inventory, status, direction and sleep entries where a changed
+    state puts them."""
+    from craftax.craftax_classic.renderer import render_craftax_symbolic
+
+    groups = craftax_env.observation_groups("Craftax-Classic-Symbolic-v1")
+    assert craftax_env.observation_groups("Craftax-Symbolic-v1") is None
+    index = np.concatenate(list(groups.values()))
+    np.testing.assert_array_equal(np.sort(index), np.arange(1345))  # a partition
+    env = craftax_env.make("Craftax-Classic-Symbolic-v1")
+    state = jax.jit(env.reset)(jax.random.PRNGKey(0)).inner
+    obs = np.asarray(jax.jit(render_craftax_symbolic)(state))
+    np.testing.assert_array_equal(obs[groups["map"]].reshape(63, 17).sum(1), 1.0)
+    assert obs[groups["direction"]].sum() == 1.0
+    changed = state.replace(inventory=state.inventory.replace(coal=3), player_food=4,
+                            player_direction=3, is_sleeping=True)
+    obs = np.asarray(jax.jit(render_craftax_symbolic)(changed))
+    np.testing.assert_allclose(obs[groups["inventory"]][2], 0.3, rtol=1e-3)
+    np.testing.assert_allclose(obs[groups["status"]][1], 0.4, rtol=1e-3)
+    np.testing.assert_array_equal(obs[groups["direction"]], [0, 0, 1, 0])
+    assert obs[groups["light, sleep"]][1] == 1.0
