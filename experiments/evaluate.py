@@ -18,8 +18,11 @@ recorded in its ``config.json``, picks the measurement:
   and with the chance head's most likely codes (``likely``), along the agent's greedy games
   (:mod:`agents.stochastic_muzero.evaluation`).
 * ``dreamer`` (H defaults to 15): decoded observation and reward errors of the RSSM's prior
-  from posterior states, and the critic's values and the reward head's predictions against
-  the returns and rewards of the same episodes (:mod:`agents.dreamer.evaluation`);
+  from posterior states, the observation errors of persistence (``o_t`` taken for
+  ``o_{t+k}``), for vector observations how well the posterior's reconstruction follows each
+  observation element (correlations, summarised overall and by the groups a task names), and
+  the critic's values and the reward head's predictions against the returns and rewards of
+  the same episodes (:mod:`agents.dreamer.evaluation`);
   ``--sample-actions`` plays them with the actor's samples, as in training, instead of its
   mode.
 

@@ -18,16 +18,22 @@ over the elements that vary), overall and by the groups of elements a task names
 
 What a preset cannot carry through one latent sample here, its world model's posterior has to
 carry through the deterministic state's history instead, or loses: a check of the preset's
-sizes against a task's observation that costs minutes, not a training run. Any other
-``--FIELD VALUE`` overrides a field of the Dreamer config (e.g. ``--units 256 --groups 32
---classes 16``), as in ``experiments.train``. Vector observations (images are not scored per
-element). A user mistake prints one ``error: ...`` line and exits with status 2.
+sizes against a task's observation without a training run (the JSON records
+``wall_seconds``). Any other ``--FIELD VALUE`` overrides a field of the Dreamer config, as in
+``experiments.train``; the fields that shape the encoder, posterior and decoder take effect
+(``units``, ``layers``, ``hidden``, ``groups``, ``classes``, ``deter``, ``blocks``, ``norm``,
+``unimix``, ``compute_dtype``), the losses' and optimisers' do not, and ``--obs-norm`` is
+refused (the probe reconstructs the observations as they are). Vector observations (images
+are not scored per element). A user mistake prints one ``error: ...`` line and exits with
+status 2.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import time
 from typing import Dict, List, Optional
 
 from experiments import cli
@@ -141,14 +147,21 @@ def main(argv: Optional[List[str]] = None) -> Dict:
     env = make_env(args.env, {})
     preset = args.preset or presets.default_preset("dreamer", args.env)
     cfg = _override(agents.preset("dreamer", preset), rest, "dreamer")
+    if cfg.obs_norm:
+        raise UsageError("latent_capacity reconstructs the observations as they are; drop "
+                         "--obs-norm")
     dreamer = Dreamer(cfg, env)
     if dreamer.model.image:
         raise UsageError(f"{args.env} has image observations {tuple(env.spec.obs_shape)}; "
                          "latent_capacity scores vector observations element by element")
+    if args.json and os.path.dirname(args.json):
+        os.makedirs(os.path.dirname(args.json), exist_ok=True)
+    start = time.time()
     obs_key, probe_key = jax.random.split(jax.random.PRNGKey(args.seed))
     obs = random_observations(env, obs_key, args.num_envs, args.length)
     result = probe(dreamer, obs, probe_key, updates=args.updates, batch_size=args.batch_size,
                    learning_rate=args.learning_rate, env_id=args.env)
+    result["wall_seconds"] = time.time() - start
     from agents.dreamer import evaluation
     sizes = {k: getattr(cfg, k) for k in ("units", "layers", "hidden", "groups", "classes",
                                           "deter")}

@@ -280,7 +280,7 @@ class Dreamer:
         """:meth:`update`, also returning the batch's posterior states ``[B, T]`` (computed
         with the parameters before the update), which replay context writes back."""
         cfg = self.cfg
-        obs_moments = state.obs_moments
+        obs_moments = old_moments = state.obs_moments
         if obs_moments is not None:  # the batch's observations join the moments first
             flat = batch.obs.reshape((-1,) + batch.obs.shape[2:])
             obs_moments = rlmath.moments_update(obs_moments, flat)
@@ -299,6 +299,9 @@ class Dreamer:
         critic_params, critic_opt, critic_ok, _ = guard.guarded_step(
             self.critic_opt, critic_grad, state.critic_opt, state.critic_params)
         slow = optax.incremental_update(critic_params, state.slow_critic_params, cfg.slow_rate)
+        if obs_moments is not None:  # a skipped world-model step keeps the moments too
+            obs_moments = jax.tree_util.tree_map(lambda new, old: jnp.where(wm_ok, new, old),
+                                                 obs_moments, old_moments)
         new = DreamerState(wm_params=wm_params, actor_params=actor_params,
                            critic_params=critic_params, slow_critic_params=slow, wm_opt=wm_opt,
                            actor_opt=actor_opt, critic_opt=critic_opt, ret_state=ret_state,

@@ -531,9 +531,9 @@ def test_obs_norm_makes_the_world_model_see_standardised_observations():
 
 
 def test_evaluation_decodes_obs_norm_runs_back_to_the_task_scale():
-    """The RSSM evaluation filters standardised observations and scores decoded ones on the
-    task's scale: observations around 100 +- 10 are reconstructed within a few standard
-    deviations by an untrained model (which decodes about the running mean), not 100 off."""
+    """The RSSM evaluation scores decoded observations on the task's scale (observations
+    around 100 +- 10 are reconstructed within a few standard deviations by an untrained model,
+    which decodes about the running mean, not 100 off) and filters them standardised."""
     from agents.dreamer.evaluation import rssm_k_step_errors
     from core import rlmath
 
@@ -552,3 +552,11 @@ def test_evaluation_decodes_obs_norm_runs_back_to_the_task_scale():
     assert len(result["reconstruction_correlation"]) == 4
     raw = rssm_k_step_errors(dreamer, state.wm_params, obs, actions, jnp.zeros((n, t)), 2, key)
     assert raw["reconstruction_abs_error"] > 150.0  # decodes about 0: ||(100, ...)|| = 200
+    # the filter sees the observations standardised, as acting and training do
+    from agents.dreamer.evaluation import filtered_states
+    np.testing.assert_allclose(
+        filtered_states(dreamer, state.wm_params, obs, actions, key, moments),
+        filtered_states(dreamer, state.wm_params, rlmath.standardise(moments, obs, 0.01),
+                        actions, key), rtol=1e-5, atol=1e-5)
+    assert not np.allclose(filtered_states(dreamer, state.wm_params, obs, actions, key, moments),
+                           filtered_states(dreamer, state.wm_params, obs, actions, key))

@@ -40,7 +40,7 @@ def test_one_latent_carries_as_many_bits_as_it_has(groups, carried):
 
 
 def test_cli_prints_the_summary_and_refuses_images(tmp_path, capsys):
-    out = tmp_path / "lc.json"
+    out = tmp_path / "new_dir" / "lc.json"  # its folder is made
     result = latent_capacity.main(["--env", "gymnax/CartPole-v1", "--preset", "tiny",
                                    "--updates", "20", "--batch-size", "16", "--num-envs", "2",
                                    "--length", "20", "--json", str(out)])
@@ -48,7 +48,10 @@ def test_cli_prints_the_summary_and_refuses_images(tmp_path, capsys):
     assert "[latent_capacity] gymnax/CartPole-v1, preset tiny" in printed
     assert "reconstruction of all elements that vary" in printed
     assert len(result["reconstruction_correlation"]) == 4 and out.exists()
+    assert result["wall_seconds"] > 0
     with pytest.raises(UsageError, match="image observations"):
         latent_capacity.main(["--env", "gymnax/Breakout-MinAtar", "--preset", "tiny"])
+    with pytest.raises(UsageError, match="drop --obs-norm"):
+        latent_capacity.main(["--env", "gymnax/CartPole-v1", "--preset", "tiny", "--obs-norm"])
     with pytest.raises(UsageError, match="--updates must be >= 1"):
         latent_capacity.main(["--env", "gymnax/CartPole-v1", "--updates", "0"])
