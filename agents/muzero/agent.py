@@ -130,7 +130,7 @@ def reanalyse_rows(key: Array, batch_size: int, num: int) -> Array:
 
 def make(cfg: MuZeroConfig, env: Environment, num_envs: int) -> Agent:
     """Builds the agent for ``num_envs`` copies of ``env``."""
-    check_discrete_env(env)
+    check_discrete_env(env, "gumbel_muzero" if cfg.search == "gumbel" else "muzero")
     if cfg.mirror_augmentation and env.symmetry is None:
         raise ValueError(f"mirror_augmentation needs an environment with a declared symmetry "
                          f"(envs.api.Symmetry); {env.spec.env_id} declares none. Drop "

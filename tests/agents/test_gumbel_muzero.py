@@ -16,3 +16,10 @@ def test_gumbel_muzero_walks_past_the_bait():
     assert cfg.search == "gumbel"
     returns = returns_from_cell_0(cfg, steps=4000)
     np.testing.assert_allclose(returns, 1.0, err_msg="greedy returns from cell 0")
+
+
+def test_continuous_task_error_names_gumbel_muzero():
+    import envs
+
+    with pytest.raises(ValueError, match="agent 'gumbel_muzero' needs a discrete action space"):
+        gumbel_muzero.make(gumbel_muzero.PRESETS["tiny"], envs.make("linear/random_4x2"), 2)
