@@ -12,7 +12,10 @@ recorded in its ``config.json``, picks the measurement:
 * ``muzero`` / ``gumbel_muzero`` (H defaults to 10): reward and value errors of the unrolled
   dynamics, the model's one-step action values against the real next states' and the greedy
   episodes' action frequencies (:mod:`agents.muzero.evaluation`); ``--policy-values-every N``
-  adds the greedy policy's own action values by rollout at every N-th state of one episode.
+  adds the greedy policy's own action values by rollout at every N-th state of one episode;
+  ``--search-budgets N [N ...]`` the mean return of ``--trajectories`` greedy episodes (to the
+  time limit) with the search at each number of simulations (same keys for each), which tells
+  whether the trained networks or the search's budget limit greedy play.
 * ``stochastic_muzero`` (H defaults to 10): reward and value errors of the unrolled
   afterstate model, with the chance codes the encoder gives the real outcomes (``observed``)
   and with the chance head's most likely codes (``likely``), along the agent's greedy games
@@ -63,6 +66,9 @@ def evaluation_parser() -> argparse.ArgumentParser:
     p.add_argument("--policy-length", type=int, default=0,
                    help="MuZero: episode length cut for --policy-values-every (default: the "
                         "environment's time limit)")
+    p.add_argument("--search-budgets", type=int, nargs="+", default=None, metavar="N",
+                   help="MuZero: also the mean return of --trajectories greedy episodes (to the "
+                        "time limit) with the search at each of these numbers of simulations")
     p.add_argument("--sample-actions", action="store_true",
                    help="Dreamer: play with the actor's samples, as in training, instead of "
                         "its mode")
@@ -87,6 +93,13 @@ def check_args(args: argparse.Namespace, family: str) -> int:
         if value and family != "muzero":
             raise UsageError(f"{flag} applies to MuZero runs only, and {args.logdir} is a "
                              f"{family} run")
+    budgets = getattr(args, "search_budgets", None)
+    if budgets is not None:
+        if family != "muzero":
+            raise UsageError(f"--search-budgets applies to MuZero runs only, and {args.logdir} "
+                             f"is a {family} run")
+        if min(budgets) < 1:
+            raise UsageError(f"--search-budgets must be >= 1 simulation each, got {budgets}")
     if getattr(args, "sample_actions", False) and family != "dreamer":
         raise UsageError(f"--sample-actions applies to Dreamer runs only, and {args.logdir} is "
                          f"a {family} run")
@@ -134,6 +147,13 @@ def evaluate_muzero(env, cfg, state, record: Dict, args, horizon: int) -> Tuple[
         result["policy_action_values"] = evaluation.policy_action_value_summary(out)
         print("greedy policy's action values by rollout vs the model's one-step ones:",
               _rounded(result["policy_action_values"]))
+    if args.search_budgets:
+        result["returns_by_search_budget"] = evaluation.returns_by_budget(
+            env, cfg, model, params, jax.random.PRNGKey(9), args.search_budgets,
+            args.trajectories, env.spec.max_episode_steps)
+        print(f"greedy return by search budget (simulations: mean of {args.trajectories} "
+              f"episodes; trained with {cfg.num_simulations}):",
+              {n: round(r, 2) for n, r in result["returns_by_search_budget"].items()})
     return result, ("reward", "value")
 
 

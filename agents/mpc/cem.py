@@ -135,7 +135,9 @@ def check_spec(spec, agent: str) -> None:
     """Raises ValueError unless ``spec`` has continuous actions and vector observations."""
     if spec.discrete:
         raise ValueError(f"agent '{agent}' plans continuous actions with CEM; {spec.env_id} has "
-                         f"a discrete action space. Use a continuous task such as linear/*.")
+                         f"a discrete action space. Use a continuous task such as "
+                         f"brax/inverted_pendulum or linear/* (or --agent muzero for discrete "
+                         f"actions).")
     if len(spec.obs_shape) != 1:
         raise ValueError(f"agent '{agent}' needs vector observations; {spec.env_id} has shape "
                          f"{spec.obs_shape}")

@@ -11,12 +11,14 @@ dynamics lose), for ``k = 1..horizon`` (beyond the training unroll K when horizo
 It also reports :func:`action_value_errors`: the model's one-step action values, for the
 action taken and for the others, against the real next states' values, next to the real gap
 between the actions' values; :func:`policy_action_values` gives the greedy policy's own action
-values by rollout (exact on a deterministic environment) against the model's. The command line
+values by rollout (exact on a deterministic environment) against the model's;
+:func:`returns_by_budget` the greedy return at other search budgets. The command line
 is ``python -m experiments.evaluate --logdir RUN``.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Dict, Optional
 
 import jax
@@ -87,6 +89,16 @@ def greedy_rollout(env, cfg, model: MuZeroModel, params, key: Array, num: int, l
     policy = greedy_search_policy(cfg, model, params, env)
     return jax.jit(lambda k: rollout.play(env, policy, k, num_envs=num, length=length,
                                           probe=probe))(key)
+
+
+def returns_by_budget(env, cfg, model: MuZeroModel, params, key: Array, budgets, num: int,
+                      length: int) -> dict:
+    """The mean return of ``num`` greedy episodes (cut at ``length`` steps) with the search at
+    each number of simulations in ``budgets``, the same keys for every budget: whether the
+    trained model and values, or the search's budget, limit greedy play."""
+    return {int(n): float(np.mean(greedy_rollout(
+        env, dataclasses.replace(cfg, num_simulations=int(n)), model, params, key, num,
+        length).returns)) for n in budgets}
 
 
 def play(env, cfg, model: MuZeroModel, params, key: Array, num: int, length: int):

@@ -63,3 +63,12 @@ def test_icem_options_find_the_optimum_and_return_the_best_plan():
         cem.CEMConfig(population=10, elites=10, keep_elites=True)
     with pytest.raises(ValueError, match="noise_beta"):
         cem.CEMConfig(noise_beta=-1.0)
+
+
+def test_check_spec_refuses_discrete_actions_and_names_alternatives():
+    import envs
+
+    with pytest.raises(ValueError, match="agent 'pets' plans continuous actions with CEM; "
+                                         "gymnax/CartPole-v1 .* brax/inverted_pendulum .* "
+                                         "--agent muzero"):
+        cem.check_spec(envs.make("gymnax/CartPole-v1").spec, "pets")

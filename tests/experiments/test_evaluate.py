@@ -36,7 +36,7 @@ def _usage_error(argv, capsys):
 def test_muzero_run_errors_action_values_and_json(muzero_run, tmp_path, capsys):
     path = str(tmp_path / "errors.json")
     result = evaluate.main(["--logdir", muzero_run, "--horizon", "3", "--trajectories", "2",
-                            "--length", "8", "--json", path])
+                            "--length", "8", "--json", path, "--search-budgets", "1", "4"])
     for name in ("reward", "value"):
         assert result[name]["horizons"] == [1, 2, 3]
         assert result[name]["num_starts"] == 2 * (8 - 3 + 1)
@@ -45,7 +45,12 @@ def test_muzero_run_errors_action_values_and_json(muzero_run, tmp_path, capsys):
     assert abs(sum(result["action_frequencies"]) - 1.0) < 1e-6
     assert result["agent"] == "muzero" and result["env_steps"] >= 48
     assert 0.0 <= result["terminated_fraction"] <= 1.0
+    # greedy episodes to CartPole's time limit (not --length) with 1 and 4 simulations
+    by_budget = result["returns_by_search_budget"]
+    assert sorted(by_budget) == [1, 4]
+    assert all(1 <= r <= 500 for r in by_budget.values())
     printed = capsys.readouterr().out
+    assert "greedy return by search budget" in printed
     assert "reward abs error by k:" in printed and "value pooled relative error by k:" in printed
     assert "one-step action values" in printed and "greedy action frequencies" in printed
     with open(path) as f:
@@ -74,12 +79,17 @@ def test_usage_errors(muzero_record, tmp_path_factory, capsys):
     assert "no directory" in _usage_error(["--logdir", str(muzero_run) + "_missing"], capsys)
     assert "--policy-values-every must be >= 0" in _usage_error(
         ["--logdir", muzero_run, "--policy-values-every", "-1"], capsys)
+    assert "--search-budgets must be >= 1 simulation each" in _usage_error(
+        ["--logdir", muzero_run, "--search-budgets", "16", "0"], capsys)
     assert "--sample-actions applies to Dreamer runs only" in _usage_error(
         ["--logdir", muzero_run, "--sample-actions"], capsys)
     args = argparse.Namespace(logdir="RUN", horizon=None, length=60, trajectories=16,
                               policy_values_every=10, policy_length=0)
     with pytest.raises(cli.UsageError, match="applies to MuZero runs only"):
         evaluate.check_args(args, "dreamer")
+    with pytest.raises(cli.UsageError, match="--search-budgets applies to MuZero runs only"):
+        evaluate.check_args(argparse.Namespace(**{**vars(args), "policy_values_every": 0,
+                                                  "search_budgets": [16]}), "dreamer")
     assert evaluate.check_args(argparse.Namespace(**{**vars(args), "policy_values_every": 0}),
                                "dreamer") == 15
     random_run = _train(tmp_path_factory, "random", "--steps", "8", "--log-every", "8")
