@@ -1,7 +1,7 @@
 """The compounding error of a trained run's learned model: ``python -m experiments.evaluate``.
 
     python -m experiments.evaluate --logdir RUN [--seed-index 0 --horizon H --trajectories 16 \
-        --length 60 --json PATH]
+        --length 60 --json PATH --search-budgets N ...]
 
 Restores the latest checkpoint of one seed of a run of ``python -m experiments.train``, plays
 ``--trajectories`` real greedy episodes of ``--length`` steps, and rolls the learned model open
@@ -148,12 +148,14 @@ def evaluate_muzero(env, cfg, state, record: Dict, args, horizon: int) -> Tuple[
         print("greedy policy's action values by rollout vs the model's one-step ones:",
               _rounded(result["policy_action_values"]))
     if args.search_budgets:
-        result["returns_by_search_budget"] = evaluation.returns_by_budget(
+        by_budget = evaluation.returns_by_budget(
             env, cfg, model, params, jax.random.PRNGKey(9), args.search_budgets,
             args.trajectories, env.spec.max_episode_steps)
+        # string keys: what --json writes
+        result["returns_by_search_budget"] = {str(n): r for n, r in by_budget.items()}
         print(f"greedy return by search budget (simulations: mean of {args.trajectories} "
               f"episodes; trained with {cfg.num_simulations}):",
-              {n: round(r, 2) for n, r in result["returns_by_search_budget"].items()})
+              {n: round(r, 2) for n, r in by_budget.items()})
     return result, ("reward", "value")
 
 

@@ -136,8 +136,8 @@ def check_spec(spec, agent: str) -> None:
     if spec.discrete:
         raise ValueError(f"agent '{agent}' plans continuous actions with CEM; {spec.env_id} has "
                          f"a discrete action space. Use a continuous task such as "
-                         f"brax/inverted_pendulum or linear/* (or --agent muzero for discrete "
-                         f"actions).")
+                         f"brax/inverted_pendulum or linear/* (the MuZero agents plan over "
+                         f"discrete actions).")
     if len(spec.obs_shape) != 1:
         raise ValueError(f"agent '{agent}' needs vector observations; {spec.env_id} has shape "
                          f"{spec.obs_shape}")

@@ -70,5 +70,5 @@ def test_check_spec_refuses_discrete_actions_and_names_alternatives():
 
     with pytest.raises(ValueError, match="agent 'pets' plans continuous actions with CEM; "
                                          "gymnax/CartPole-v1 .* brax/inverted_pendulum .* "
-                                         "--agent muzero"):
+                                         "MuZero agents"):
         cem.check_spec(envs.make("gymnax/CartPole-v1").spec, "pets")

@@ -33,7 +33,17 @@ def _usage_error(argv, capsys):
 
 
 @pytest.mark.slow
-def test_muzero_run_errors_action_values_and_json(muzero_run, tmp_path, capsys):
+def test_muzero_run_errors_action_values_and_json(muzero_run, tmp_path, capsys, monkeypatch):
+    from agents.muzero import evaluation
+
+    rollouts = []  # (simulations, length) of every greedy rollout the evaluation plays
+    play = evaluation.greedy_rollout
+
+    def recording_rollout(env, cfg, model, params, key, num, length, probe=None):
+        rollouts.append((cfg.num_simulations, length))
+        return play(env, cfg, model, params, key, num, length, probe)
+
+    monkeypatch.setattr(evaluation, "greedy_rollout", recording_rollout)
     path = str(tmp_path / "errors.json")
     result = evaluate.main(["--logdir", muzero_run, "--horizon", "3", "--trajectories", "2",
                             "--length", "8", "--json", path, "--search-budgets", "1", "4"])
@@ -46,9 +56,9 @@ def test_muzero_run_errors_action_values_and_json(muzero_run, tmp_path, capsys):
     assert result["agent"] == "muzero" and result["env_steps"] >= 48
     assert 0.0 <= result["terminated_fraction"] <= 1.0
     # greedy episodes to CartPole's time limit (not --length) with 1 and 4 simulations
-    by_budget = result["returns_by_search_budget"]
-    assert sorted(by_budget) == [1, 4]
-    assert all(1 <= r <= 500 for r in by_budget.values())
+    assert sorted(result["returns_by_search_budget"]) == ["1", "4"]
+    assert rollouts[-2:] == [(1, 500), (4, 500)]
+    assert all(length == 8 for _, length in rollouts[:-2])
     printed = capsys.readouterr().out
     assert "greedy return by search budget" in printed
     assert "reward abs error by k:" in printed and "value pooled relative error by k:" in printed
