@@ -22,8 +22,72 @@ IDENTITY = ("agent", "env", "env_options", "preset", "agent_config", "run.seed",
             "run.num_seeds", "run.num_envs")
 
 
+LOCK_FILE = ".writer.lock"
+
+
 class RunMismatchError(ValueError):
     """The log directory holds a run with another configuration."""
+
+
+class RunInUseError(ValueError):
+    """Another live process is writing the log directory."""
+
+
+class WriterLock:
+    """The one writer of a log directory: an exclusive ``flock`` on ``<logdir>/.writer.lock``.
+
+    Two processes on one log directory would interleave their metric lines and overwrite each
+    other's checkpoints; the second to start is refused with :class:`RunInUseError`, which
+    names the holder. The kernel drops the lock when its process ends, however it ends, so a
+    killed run leaves nothing to clean up (the file stays, unlocked). Where there is no
+    ``flock`` (Windows, or a file system without locks) the lock is skipped.
+    """
+
+    def __init__(self, logdir: str):
+        self.logdir = logdir
+        self.path = os.path.join(logdir, LOCK_FILE)
+        self._file = None
+
+    def acquire(self) -> "WriterLock":
+        try:
+            import fcntl
+        except ImportError:
+            return self
+        os.makedirs(self.logdir, exist_ok=True)
+        handle = open(self.path, "a+")
+        try:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "another process"
+            handle.close()
+            raise RunInUseError(
+                f"{self.logdir} is being written by another run ({holder}); wait for it to end "
+                f"or stop it (SIGTERM checkpoints it), or pass another --logdir") from None
+        except OSError:  # no locks on this file system
+            handle.close()
+            return self
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"pid {os.getpid()} on {platform.node()}\n")
+        handle.flush()
+        self._file = handle
+        return self
+
+    def release(self) -> None:
+        if self._file is not None:
+            import fcntl
+
+            fcntl.flock(self._file.fileno(), fcntl.LOCK_UN)
+            self._file.close()
+            self._file = None
+
+    def __enter__(self) -> "WriterLock":
+        return self.acquire()
+
+    def __exit__(self, *exc) -> bool:
+        self.release()
+        return False
 
 
 def provenance() -> Dict[str, Any]:
@@ -130,7 +194,8 @@ def check_logdir(logdir: str, record: Optional[Dict], fresh: bool = False) -> Op
     """Checks ``logdir`` before a run starts or resumes; returns where an old run was moved.
 
     A file is refused. With ``fresh`` an existing directory is moved aside to
-    :func:`aside_path` (never deleted). Otherwise, when the directory holds a run whose
+    :func:`aside_path` (never deleted), unless another run is writing it
+    (:class:`RunInUseError`). Otherwise, when the directory holds a run whose
     identity fields differ from ``record``'s, raises :class:`RunMismatchError` naming each
     field with its old and new value and the two ways forward.
     """
@@ -140,6 +205,8 @@ def check_logdir(logdir: str, record: Optional[Dict], fresh: bool = False) -> Op
     if not os.path.isdir(logdir):
         return None
     if fresh:
+        with WriterLock(logdir):  # never move a directory another run is writing
+            pass
         target = aside_path(logdir)
         os.rename(logdir, target)
         return target
@@ -190,5 +257,6 @@ def write_config(logdir: str, record: Dict, resumed: bool) -> None:
     os.replace(path + ".tmp", path)
 
 
-__all__ = ["CONFIG_FILE", "IDENTITY", "RunMismatchError", "aside_path", "check_logdir",
-           "differences", "provenance", "read_config", "write_config"]
+__all__ = ["CONFIG_FILE", "IDENTITY", "LOCK_FILE", "RunInUseError", "RunMismatchError",
+           "WriterLock", "aside_path", "check_logdir", "differences", "provenance",
+           "read_config", "write_config"]

@@ -180,10 +180,29 @@ def train(env: Environment, agent: Agent, cfg: RunConfig, config_record: Optiona
 
     Resumes from ``<logdir>/checkpoints`` when present: from the newest checkpoint that
     restores (a damaged one is reported and set aside), after checking that ``config_record``
-    describes the same run (:func:`core.rundir.check_logdir`). ``state`` (optional) starts from
-    a given seed-batched run state instead of a fresh one. SIGTERM or SIGINT checkpoint at the
-    next chunk boundary and return with ``stopped_by`` set.
+    describes the same run (:func:`core.rundir.check_logdir`). The log directory is held
+    against other runs until this returns (:class:`core.rundir.WriterLock`): a second run on
+    it is refused. ``state`` (optional) starts from a given seed-batched run state instead of
+    a fresh one. SIGTERM or SIGINT checkpoint at the next chunk boundary and return with
+    ``stopped_by`` set.
     """
+    lock = None
+    if cfg.logdir:
+        sharding.primary_decides(lambda: rundir.check_logdir(cfg.logdir, config_record),
+                                 "check_logdir")
+        if sharding.is_primary():  # process 0 alone writes the log directory
+            lock = rundir.WriterLock(cfg.logdir)
+        sharding.primary_decides(lambda: lock.acquire() and None, "lock_logdir")
+    try:
+        return _train(env, agent, cfg, config_record, state)
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _train(env: Environment, agent: Agent, cfg: RunConfig, config_record: Optional[Dict],
+           state: Any) -> RunResult:
+    """:func:`train` once the log directory is checked and held."""
     schedule = agent.schedule
     steps_per_iteration = cfg.num_envs * schedule.env_steps_per_iteration
     # A chunk ends at every metric line, evaluation and checkpoint the run asks for: it is
@@ -214,9 +233,6 @@ def train(env: Environment, agent: Agent, cfg: RunConfig, config_record: Optiona
     eval_fn = together(jax.jit(jax.vmap(fns.evaluate), out_shardings=replicated), "evaluate")
 
     primary = sharding.is_primary()
-    if cfg.logdir:
-        sharding.primary_decides(lambda: rundir.check_logdir(cfg.logdir, config_record),
-                                 "check_logdir")
     ckpt = checkpoint.Checkpointer(cfg.logdir) if cfg.logdir else None
     meta = {"env_steps": 0, "wall_time": 0.0, "prefilled": False}
     # Resume or start: process 0's listing decides for every process (on a shared file system

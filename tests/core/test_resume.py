@@ -1,4 +1,5 @@
-"""Resuming is safe: a changed run is refused, ``--fresh`` moves it aside, a damaged newest
+"""Resuming is safe: a changed run is refused, ``--fresh`` moves it aside, a directory another
+run is writing is refused, a damaged newest
 checkpoint falls back to the previous one, SIGTERM leaves a checkpoint, the default device
 count splits the environments."""
 
@@ -144,6 +145,34 @@ def test_budget_change_resumes_and_fresh_moves_aside(tmp_path):
     aside = glob.glob(logdir + ".*")
     assert len(aside) == 1 and _steps(aside[0]) == [32, 48]
     assert _steps(logdir) == [16] and rundir.read_config(logdir)["run"]["seed"] == 5
+
+
+def test_a_directory_another_run_is_writing_is_refused(tmp_path, capsys):
+    """While another live process holds the log directory, a run on it (or ``--fresh``, which
+    would move it away) stops with one line naming the holder; once the holder is killed the
+    same command resumes."""
+    logdir = str(tmp_path / "run")
+    train.main(RANDOM + ["--steps", "32", "--logdir", logdir])
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time; from core import rundir; "
+         "lock = rundir.WriterLock(sys.argv[1]).acquire(); print('held', flush=True); "
+         "time.sleep(600)", logdir], cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        for extra in ([], ["--fresh"]):
+            with pytest.raises(SystemExit) as exit_:
+                cli.run(train.main, RANDOM + ["--steps", "48", "--logdir", logdir] + extra)
+            assert exit_.value.code == 2
+            err = capsys.readouterr().err.strip()
+            assert "\n" not in err and err.startswith("error: ")
+            assert f"being written by another run (pid {holder.pid} on" in err
+            assert "another --logdir" in err
+        assert not glob.glob(logdir + ".*") and _steps(logdir) == [16, 32]  # nothing moved
+    finally:
+        holder.kill()
+        holder.wait()
+    summary = train.main(RANDOM + ["--steps", "48", "--logdir", logdir])
+    assert summary["env_steps"] == 48 and _steps(logdir)[-1] == 48
 
 
 def _damage(checkpoint_dir):
