@@ -14,6 +14,8 @@ greedy evaluation return is recorded against environment steps:
   (``eval_return_per_seed``);
 * model-free ``brax_ppo``, ``brax_sac`` (brax/* and dmc/*):
   :func:`experiments.baselines.run_baseline`, one run per seed;
+* model-free ``sac`` (continuous actions, any family): our SAC agent (``agents.sac``), trained
+  and read back as the model-based methods are;
 * a model-based method given ``--extra "METHOD=--env-option action_repeat=R"`` acts every R
   control steps: it runs for ``budget / R`` agent steps and its curve is reported in control
   steps (agent steps x R), the unit of every other method and of the budgets;
@@ -76,8 +78,10 @@ from experiments import cli
 
 MODEL_BASED = ("pets", "mbpo", "muzero", "gumbel_muzero", "sampled_muzero", "stochastic_muzero",
                "dreamer")
-MODEL_FREE = ("brax_ppo", "brax_sac", "ppo")
+MODEL_FREE = ("brax_ppo", "brax_sac", "ppo", "sac")
 METHODS = MODEL_BASED + MODEL_FREE
+# Agents of experiments.train: trained through the shared loop (run_model_based).
+LOOP_AGENTS = MODEL_BASED + ("sac",)
 
 
 def base_method(name: str) -> str:
@@ -349,10 +353,11 @@ def _parse_budgets(items: Sequence[str]) -> Dict[str, int]:
 _DEFAULT_BUDGETS = {"pets": 5_000, "mbpo": 5_000, "muzero": 100_000, "gumbel_muzero": 100_000,
                     "sampled_muzero": 100_000, "stochastic_muzero": 100_000, "dreamer": 100_000,
                     "brax_sac": 100_000, "brax_ppo": 2_000_000,
-                    "ppo": 1_000_000}
+                    "ppo": 1_000_000, "sac": 100_000}
 _QUICK_BUDGETS = {"pets": 300, "mbpo": 300, "muzero": 300, "gumbel_muzero": 300,
                   "sampled_muzero": 300, "stochastic_muzero": 300,
-                  "dreamer": 300, "brax_sac": 2_000, "brax_ppo": 20_000, "ppo": 2_000}
+                  "dreamer": 300, "brax_sac": 2_000, "brax_ppo": 20_000, "ppo": 2_000,
+                  "sac": 300}
 
 
 def main(argv: Optional[List[str]] = None) -> Dict:
@@ -465,7 +470,7 @@ def main(argv: Optional[List[str]] = None) -> Dict:
             continue
         print(f"[sample_efficiency] {method} on {args.env}: {budgets[method]} steps x "
               f"{seeds[method]} seeds", flush=True)
-        if method in MODEL_BASED:
+        if method in LOOP_AGENTS:
             eval_every = max(1, budgets[method] // args.evals)
             results[method] = run_model_based(
                 method, args.env, steps=budgets[method], seeds=seeds[method], out=args.out,

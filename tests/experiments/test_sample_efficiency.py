@@ -164,6 +164,11 @@ def test_from_logs_reports_runs_already_made(tmp_path):
                  "--from-logs", f"muzero={logs['ppo']}", "--out", out])
     with pytest.raises(ValueError, match="unknown methods"):  # a tag only names logged runs
         se.main(["--env", "gymnax/Breakout-MinAtar", "--methods", "muzero:x", "--out", out])
+    # Our SAC agent's runs are a model-free method (the ratios' numerator).
+    sac = se.main(["--env", "gymnax/Breakout-MinAtar", "--threshold", "5",
+                   "--from-logs", f"muzero={logs['muzero']}", "--from-logs", f"sac={logs['ppo']}",
+                   "--out", out])
+    assert sac["ratios"]["sac/muzero"]["ratio"] == 800 / 500 and len(sac["ratios"]) == 1
 
 
 def _reference_file(path):
