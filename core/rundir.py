@@ -205,10 +205,9 @@ def check_logdir(logdir: str, record: Optional[Dict], fresh: bool = False) -> Op
     if not os.path.isdir(logdir):
         return None
     if fresh:
-        with WriterLock(logdir):  # never move a directory another run is writing
-            pass
         target = aside_path(logdir)
-        os.rename(logdir, target)
+        with WriterLock(logdir):  # never move a directory another run is writing
+            os.rename(logdir, target)
         return target
     old = read_config(logdir)
     if old is None or record is None:

@@ -192,8 +192,9 @@ def train(env: Environment, agent: Agent, cfg: RunConfig, config_record: Optiona
                                  "check_logdir")
         if sharding.is_primary():  # process 0 alone writes the log directory
             lock = rundir.WriterLock(cfg.logdir)
-        sharding.primary_decides(lambda: lock.acquire() and None, "lock_logdir")
     try:
+        if cfg.logdir:
+            sharding.primary_decides(lambda: lock.acquire() and None, "lock_logdir")
         return _train(env, agent, cfg, config_record, state)
     finally:
         if lock is not None:

@@ -16,9 +16,10 @@ greedy evaluation return is recorded against environment steps:
   :func:`experiments.baselines.run_baseline`, one run per seed;
 * model-free ``sac`` (continuous actions, any family): our SAC agent (``agents.sac``), trained
   and read back as the model-based methods are;
-* a model-based method given ``--extra "METHOD=--env-option action_repeat=R"`` acts every R
-  control steps: it runs for ``budget / R`` agent steps and its curve is reported in control
-  steps (agent steps x R), the unit of every other method and of the budgets;
+* a method trained by ``experiments.train`` (model-based, or ``sac``) given ``--extra
+  "METHOD=--env-option action_repeat=R"`` acts every R control steps: it runs for
+  ``budget / R`` agent steps and its curve is reported in control steps (agent steps x R),
+  the unit of every other method and of the budgets;
 * model-free ``ppo`` (discrete actions, gymnax/*): :func:`experiments.ppo.train`, all seeds in
   one program, logs under ``<out>/ppo``.
 
@@ -377,7 +378,7 @@ def main(argv: Optional[List[str]] = None) -> Dict:
     p.add_argument("--evals", type=int, default=10, help="evaluations per run")
     p.add_argument("--report-at", default="", help="comma-separated budgets for return_at")
     p.add_argument("--extra", action="append", default=[],
-                   help="METHOD[:TAG]=ARGS: extra train.py flags for a model-based method, "
+                   help="METHOD[:TAG]=ARGS: extra train.py flags for a model-based method or sac, "
                         "e.g. 'mbpo=--updates_per_step 20'")
     p.add_argument("--from-logs", action="append", default=[],
                    help="METHOD[:TAG]=DIR[,DIR...]: take the method's curves from the "
@@ -397,8 +398,9 @@ def main(argv: Optional[List[str]] = None) -> Dict:
     p.add_argument("--out", default="runs/sample_efficiency")
     p.add_argument("--quick", action="store_true", help="tiny budgets and presets, 1 seed")
     p.add_argument("--fresh", action="store_true",
-                   help="do not reuse curves in report.json, and move the model-based methods' "
-                        "earlier runs under --out aside (<dir>.<time>) instead of resuming them")
+                   help="do not reuse curves in report.json, and move the earlier runs of the "
+                        "model-based methods and sac under --out aside (<dir>.<time>) instead "
+                        "of resuming them")
     args = p.parse_args(argv)
     args.reference_curve = None
     if args.reference:

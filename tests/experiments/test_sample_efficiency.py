@@ -102,6 +102,18 @@ def test_quick_ppo_report_for_discrete_tasks(tmp_path):
     assert report["summary"]["ppo"]["budget"] == 64
 
 
+def test_quick_sac_report_through_the_training_loop(tmp_path):
+    out = str(tmp_path / "se")
+    report = se.main(["--env", "linear/scalar_a0.5", "--methods", "sac", "--quick",
+                      "--threshold", "-20", "--evals", "2", "--out", out])
+    curve = report["curves"]["sac"][0]
+    logged = [(r["env_steps"], r["eval_return_per_seed"][0])
+              for r in map(json.loads, open(os.path.join(out, "sac", "metrics.jsonl")))
+              if "eval_return_per_seed" in r]
+    assert logged and [tuple(p) for p in zip(curve["env_steps"], curve["eval_return"])] == logged
+    assert report["summary"]["sac"]["budget"] == 300 and report["ratios"] == {}
+
+
 def test_action_repeat_is_read_from_the_extra_flags():
     assert se.action_repeat([]) == 1
     assert se.action_repeat(["--preset", "x", "--env-option", "action_repeat=4"]) == 4
