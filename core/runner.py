@@ -265,6 +265,10 @@ def _train(env: Environment, agent: Agent, cfg: RunConfig, config_record: Option
     history: List[Dict] = []
     last_ckpt = env_steps if env_steps else None
     next_eval = _next_multiple(env_steps, cfg.eval_every)
+    # A signal stops a run without the evaluation that was due at that chunk; the checkpoint
+    # records it and the resumed run makes it first, on the restored state with the same keys.
+    owed = bool(meta.get("evaluation_due")) and cfg.eval_every >= 0
+    evaluation_due = False
     next_ckpt = _next_multiple(env_steps, cfg.checkpoint_every)
 
     def emit(record):
@@ -273,9 +277,23 @@ def _train(env: Environment, agent: Agent, cfg: RunConfig, config_record: Option
         if log is not None:
             log.log(record)
 
+    def evaluate_into(record):
+        nonlocal next_eval
+        eval_keys = sharding.replicated(jax.random.split(
+            jax.random.fold_in(host_keys[0], env_steps),
+            cfg.num_seeds), mesh)
+        evaluation = jax.tree_util.tree_map(np.asarray, eval_fn(state, eval_keys))
+        record.update({k: float(v.mean()) for k, v in evaluation.items()})
+        record["eval_return_per_seed"] = evaluation["eval_return_mean"].tolist()
+        for name in evaluation:  # two-player games: each seed's win rates
+            if name.startswith("eval_win_rate_"):
+                record[name + "_per_seed"] = evaluation[name].tolist()
+        next_eval = _next_multiple(env_steps, cfg.eval_every)
+
     def save():
         nonlocal meta, last_ckpt, next_ckpt
-        meta = {"env_steps": env_steps, "wall_time": time.time() - start, "prefilled": True}
+        meta = {"env_steps": env_steps, "wall_time": time.time() - start, "prefilled": True,
+                "evaluation_due": bool(evaluation_due)}
         ckpt.save(env_steps, state, meta)
         last_ckpt = env_steps
         next_ckpt = _next_multiple(env_steps, cfg.checkpoint_every)
@@ -290,6 +308,10 @@ def _train(env: Environment, agent: Agent, cfg: RunConfig, config_record: Option
             emit({"env_steps": env_steps, "phase": "prefill",
                   **_summarise(jax.tree_util.tree_map(np.asarray, stats))})
         meta["prefilled"] = True
+        if owed:
+            record = {"env_steps": env_steps}
+            evaluate_into(record)
+            emit(record)
         done = env_steps >= cfg.steps
         signalled = False
         while not done:
@@ -312,19 +334,11 @@ def _train(env: Environment, agent: Agent, cfg: RunConfig, config_record: Option
                     print(f"[train] max_seconds={cfg.max_seconds:g} reached at env_steps="
                           f"{env_steps} (of {cfg.steps}); rerun with the same logdir to go on",
                           flush=True)
-            evaluate = not signalled and cfg.eval_every >= 0 and (
-                done or (cfg.eval_every and env_steps >= next_eval))
+            scheduled = cfg.eval_every > 0 and env_steps >= next_eval
+            evaluate = not signalled and cfg.eval_every >= 0 and (done or scheduled)
+            evaluation_due = bool(signalled) and scheduled
             if evaluate:
-                eval_keys = sharding.replicated(jax.random.split(
-                    jax.random.fold_in(host_keys[0], env_steps),
-                    cfg.num_seeds), mesh)
-                evaluation = jax.tree_util.tree_map(np.asarray, eval_fn(state, eval_keys))
-                record.update({k: float(v.mean()) for k, v in evaluation.items()})
-                record["eval_return_per_seed"] = evaluation["eval_return_mean"].tolist()
-                for name in evaluation:  # two-player games: each seed's win rates
-                    if name.startswith("eval_win_rate_"):
-                        record[name + "_per_seed"] = evaluation[name].tolist()
-                next_eval = _next_multiple(env_steps, cfg.eval_every)
+                evaluate_into(record)
             emit(record)
             progress.update(env_steps, _progress_info(record, env_steps, start))
             if ckpt is not None and (done or (cfg.checkpoint_every and env_steps >= next_ckpt)):
