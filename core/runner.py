@@ -267,7 +267,11 @@ def _train(env: Environment, agent: Agent, cfg: RunConfig, config_record: Option
     next_eval = _next_multiple(env_steps, cfg.eval_every)
     # A signal stops a run without the evaluation that was due at that chunk; the checkpoint
     # records it and the resumed run makes it first, on the restored state with the same keys.
-    owed = bool(meta.get("evaluation_due")) and cfg.eval_every >= 0
+    owed = bool(meta.get("evaluation_due")) and cfg.eval_every >= 0 and bool(cfg.logdir)
+    if owed:  # not if an earlier resume of this checkpoint made it already
+        owed = sharding.primary_decides(lambda: not any(
+            r.get("env_steps") == env_steps and "eval_return_mean" in r
+            for r in logger.read_metrics(cfg.logdir)), "owed_evaluation")
     evaluation_due = False
     next_ckpt = _next_multiple(env_steps, cfg.checkpoint_every)
 
@@ -336,7 +340,8 @@ def _train(env: Environment, agent: Agent, cfg: RunConfig, config_record: Option
                           flush=True)
             scheduled = cfg.eval_every > 0 and env_steps >= next_eval
             evaluate = not signalled and cfg.eval_every >= 0 and (done or scheduled)
-            evaluation_due = bool(signalled) and scheduled
+            evaluation_due = bool(signalled) and cfg.eval_every >= 0 and (
+                env_steps >= cfg.steps or scheduled)
             if evaluate:
                 evaluate_into(record)
             emit(record)

@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 
+import numpy as np
 import pytest
 
 from core import logger, rundir, sharding
@@ -202,11 +203,9 @@ def test_damaged_newest_checkpoint_resumes_from_the_previous(tmp_path, capsys):
 
 
 def test_sigterm_saves_a_checkpoint_then_resumes(tmp_path):
-    """The evaluation due at the chunk a signal stops is skipped to stop quickly, and made
-    first when the run resumes."""
     logdir = str(tmp_path / "run")
     cmd = [sys.executable, "-m", "experiments.train", *RANDOM, "--steps", "100000000",
-           "--checkpoint-every", "0", "--eval-every", "16", "--logdir", logdir]
+           "--checkpoint-every", "0", "--eval-every", "-1", "--logdir", logdir]
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             text=True)
     metrics = os.path.join(logdir, "metrics.jsonl")
@@ -221,16 +220,46 @@ def test_sigterm_saves_a_checkpoint_then_resumes(tmp_path):
     assert proc.returncode == 128 + signal.SIGTERM, out
     assert "stopped by SIGTERM" in out
     lines = logger.read_metrics(logdir)
-    assert lines[-1]["stopped_by"] == "SIGTERM" and "eval_return_mean" not in lines[-1]
-    stop = lines[-1]["env_steps"]
-    assert _steps(logdir) == [stop]
-    summary = train.main(RANDOM + ["--steps", str(stop + 16), "--logdir", logdir,
-                                   "--checkpoint-every", "0", "--eval-every", "16"])
-    assert summary["env_steps"] == stop + 16
-    evaluated = [r["env_steps"] for r in logger.read_metrics(logdir) if "eval_return_mean" in r]
-    assert evaluated == list(range(16, stop + 17, 16))  # none missing, the owed one included
+    assert lines[-1]["stopped_by"] == "SIGTERM"
+    assert _steps(logdir) == [lines[-1]["env_steps"]]
+    summary = train.main(RANDOM + ["--steps", str(lines[-1]["env_steps"] + 16),
+                                   "--logdir", logdir, "--checkpoint-every", "0",
+                                   "--eval-every", "-1"])
+    assert summary["env_steps"] == lines[-1]["env_steps"] + 16
     with open(os.path.join(logdir, "config.json")) as f:
         assert len(json.load(f)["resumes"]) == 1
+
+
+def test_an_evaluation_a_signal_skipped_is_made_on_resume(tmp_path, monkeypatch):
+    """A signal seen after the third chunk (evaluations every chunk) stops the run without that
+    chunk's evaluation; the resumed run makes it first, once, however often it resumes."""
+    from core import runner
+
+    logdir = str(tmp_path / "run")
+    argv = RANDOM + ["--steps", "80", "--eval-every", "16", "--checkpoint-every", "0",
+                     "--logdir", logdir]
+    calls = []
+
+    def signal_after_third_chunk(flags):  # called before and after every chunk
+        calls.append(1)
+        out = np.asarray(flags, bool).copy()
+        out[0] = out[0] or len(calls) == 6
+        return out
+
+    monkeypatch.setattr(runner.sharding, "agree_any", signal_after_third_chunk)
+    with pytest.raises(SystemExit):
+        train.main(argv)
+    lines = logger.read_metrics(logdir)
+    assert lines[-1]["env_steps"] == 48 and lines[-1]["stopped_by"] == "SIGTERM"
+    assert "eval_return_mean" not in lines[-1] and _steps(logdir) == [48]
+    monkeypatch.undo()
+    evaluated = lambda: [r["env_steps"] for r in logger.read_metrics(logdir)  # noqa: E731
+                         if "eval_return_mean" in r]
+    assert evaluated() == [16, 32]
+    train.main(argv[:argv.index("--steps") + 1] + ["48"] + argv[argv.index("--steps") + 2:])
+    assert evaluated() == [16, 32, 48]  # the owed one, at the restored step
+    train.main(argv)
+    assert evaluated() == [16, 32, 48, 64, 80]  # made once, not again on the next resume
 
 
 def test_default_device_count_splits_the_environments():
