@@ -15,10 +15,11 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 import signal
 import threading
 import time
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 import jax
 import numpy as np
@@ -27,7 +28,7 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 from core import checkpoint, logger, rundir, sharding
 from core.config import at_least, require
 from core.loop import EPISODE_METRIC_SUM, make_loop
-from core.types import Agent
+from core.types import Agent, Schedule
 from envs.api import Environment
 
 
@@ -98,23 +99,41 @@ class RunResult:
 
 class _StopOnSignal:
     """SIGTERM / SIGINT ask the host loop to checkpoint at the next chunk boundary and stop;
-    a second signal acts as it would without this handler (stop at once)."""
+    a second signal stops the process at once (exit status 128 + the signal's number).
+
+    Python runs a signal handler only when the main thread is between bytecodes, and the main
+    thread spends a chunk blocked in compiled code, so the second signal is caught by a
+    watcher thread on :func:`signal.set_wakeup_fd`, which the interpreter writes the moment a
+    signal arrives. A checkpoint being written then is set aside as damaged on resume."""
 
     SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
     def __init__(self):
         self.signum: Optional[int] = None
         self.previous: Dict[int, Any] = {}
+        self._pipe: Optional[Tuple[int, int]] = None
+        self._previous_fd = -1
 
     def __enter__(self):
-        if threading.current_thread() is threading.main_thread():
-            for signum in self.SIGNALS:
-                self.previous[signum] = signal.signal(signum, self._handle)
+        if threading.current_thread() is not threading.main_thread():
+            return self
+        for signum in self.SIGNALS:
+            self.previous[signum] = signal.signal(signum, self._handle)
+        read_fd, write_fd = os.pipe()
+        os.set_blocking(write_fd, False)
+        self._pipe = (read_fd, write_fd)
+        self._previous_fd = signal.set_wakeup_fd(write_fd, warn_on_full_buffer=False)
+        threading.Thread(target=self._watch, args=(read_fd,), daemon=True,
+                         name="stop-on-signal").start()
         return self
 
     def __exit__(self, *exc):
         for signum, handler in self.previous.items():
             signal.signal(signum, handler)
+        if self._pipe is not None:
+            signal.set_wakeup_fd(self._previous_fd)
+            os.close(self._pipe[1])  # the watcher reads end-of-file and returns
+            self._pipe = None
         return False
 
     @property
@@ -122,13 +141,28 @@ class _StopOnSignal:
         return signal.Signals(self.signum).name if self.signum is not None else None
 
     def _handle(self, signum, frame):
-        if self.signum is not None:  # the second signal: the default behaviour
-            signal.signal(signum, self.previous.get(signum, signal.SIG_DFL))
-            signal.raise_signal(signum)
-            return
-        self.signum = signum
-        print(f"[train] {self.name}: saving a checkpoint at the end of this chunk, then stopping "
-              f"(send it again to stop at once)", flush=True)
+        if self.signum is None:
+            self.signum = signum
+            print(f"[train] {self.name}: saving a checkpoint at the end of this chunk, then "
+                  f"stopping (send it again to stop at once)", flush=True)
+
+    def _watch(self, read_fd: int) -> None:
+        seen = 0
+        try:
+            while True:
+                data = os.read(read_fd, 64)
+                if not data:
+                    return
+                for signum in data:
+                    if signum not in self.SIGNALS:
+                        continue
+                    seen += 1
+                    if seen >= 2:
+                        print(f"[train] {signal.Signals(signum).name} again: stopping at once",
+                              flush=True)
+                        os._exit(128 + signum)
+        finally:
+            os.close(read_fd)
 
 
 def _summarise(metrics: Dict[str, np.ndarray]) -> Dict:
@@ -165,6 +199,25 @@ def _check_skipped(metrics: Dict[str, np.ndarray], env_steps: int,
             f"rate or check the inputs, then rerun to resume from it.")
 
 
+CLIPPED_SUFFIX = "_target_clipped"
+CLIPPED_WARNING = 0.01
+
+
+def _warn_clipped(record: Dict, warned: set) -> None:
+    """Warns once per metric ``NAME_target_clipped`` (the share of an agent's NAME targets
+    beyond the categorical support that encodes them, e.g. MuZero's ``value`` and ``reward``)
+    above 1%: the network cannot learn targets it clips, and nothing else would show it."""
+    for name, value in record.items():
+        if (name.endswith(CLIPPED_SUFFIX) and name not in warned and isinstance(value, float)
+                and value > CLIPPED_WARNING):
+            warned.add(name)
+            what = name[:-len(CLIPPED_SUFFIX)]
+            print(f"[train] warning: {value:.0%} of the {what} targets at env_steps="
+                  f"{record['env_steps']} lie beyond the {what} support and are clipped to its "
+                  f"ends; widen it (--{what}-support-max, in the transformed space) if this "
+                  f"persists", flush=True)
+
+
 def _check_finite(record: Dict, last_checkpoint: Optional[int]) -> None:
     for name, value in record.items():
         if isinstance(value, float) and not math.isfinite(value):
@@ -186,6 +239,7 @@ def train(env: Environment, agent: Agent, cfg: RunConfig, config_record: Optiona
     a fresh one. SIGTERM or SIGINT checkpoint at the next chunk boundary and return with
     ``stopped_by`` set.
     """
+    _check_budget(agent.schedule, cfg)
     lock = None
     if cfg.logdir:
         sharding.primary_decides(lambda: rundir.check_logdir(cfg.logdir, config_record),
@@ -199,6 +253,15 @@ def train(env: Environment, agent: Agent, cfg: RunConfig, config_record: Optiona
     finally:
         if lock is not None:
             lock.release()
+
+
+def _check_budget(schedule: Schedule, cfg: RunConfig) -> None:
+    """Refuses a budget that ends within the random prefill: it would learn nothing."""
+    prefill = math.ceil(schedule.prefill_steps / cfg.num_envs) * cfg.num_envs
+    if cfg.steps <= prefill:
+        raise ValueError(f"--steps {cfg.steps} ends before learning starts: the agent first "
+                         f"collects {prefill} random environment steps per seed (its "
+                         f"prefill); pass --steps above {prefill}, or a smaller --prefill-steps")
 
 
 def _train(env: Environment, agent: Agent, cfg: RunConfig, config_record: Optional[Dict],
@@ -263,6 +326,7 @@ def _train(env: Environment, agent: Agent, cfg: RunConfig, config_record: Option
     start = time.time() - float(meta["wall_time"])
     deadline = time.time() + cfg.max_seconds if cfg.max_seconds else math.inf
     history: List[Dict] = []
+    warned_clipped: set = set()  # the *_target_clipped metrics warned about
     last_ckpt = env_steps if env_steps else None
     next_eval = _next_multiple(env_steps, cfg.eval_every)
     # A signal stops a run without the evaluation that was due at that chunk; the checkpoint
@@ -328,6 +392,8 @@ def _train(env: Environment, agent: Agent, cfg: RunConfig, config_record: Option
             _check_skipped(metrics, env_steps, last_ckpt)
             record = {"env_steps": env_steps, **_summarise(metrics)}
             _check_finite(record, last_ckpt)
+            if primary:
+                _warn_clipped(record, warned_clipped)
             signalled, late = sharding.agree_any([stop.signum is not None,
                                                   time.time() >= deadline])
             done = env_steps >= cfg.steps or late or signalled

@@ -54,6 +54,13 @@ def value_target_clipped(support, targets: UnrollTargets) -> Array:
     return clipped.sum() / jnp.maximum(targets.value_mask.sum(), 1.0)
 
 
+def reward_target_clipped(support, targets: UnrollTargets) -> Array:
+    """The same for the reward targets (``reward_target_clipped``): rewards beyond the reward
+    support are learned as its end."""
+    clipped = support.clipped(targets.reward) * targets.reward_mask
+    return clipped.sum() / jnp.maximum(targets.reward_mask.sum(), 1.0)
+
+
 def example_loss(params, obs: Array, actions: Array, targets: UnrollTargets,
                  *, model: MuZeroModel, cfg: MuZeroConfig,
                  policy_loss: Callable = policy_cross_entropy) -> Tuple[Array, Dict[str, Array]]:
@@ -87,6 +94,7 @@ def example_loss(params, obs: Array, actions: Array, targets: UnrollTargets,
         parts["consistency_loss"] = (scale[1:] * cos).sum()
         loss = loss + cfg.consistency_loss_weight * parts["consistency_loss"]
     parts["value_target_clipped"] = value_target_clipped(model.value_support, targets)
+    parts["reward_target_clipped"] = reward_target_clipped(model.reward_support, targets)
     root_value = model.value_support.decode(unroll.value_logits[0])
     # a window without a value target (a game cut by a time limit under outcome targets)
     # gets the floor priority

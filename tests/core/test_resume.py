@@ -230,6 +230,33 @@ def test_sigterm_saves_a_checkpoint_then_resumes(tmp_path):
         assert len(json.load(f)["resumes"]) == 1
 
 
+def test_a_second_signal_stops_at_once_inside_a_long_chunk(tmp_path):
+    """The main thread waits out a chunk inside compiled code, where Python runs no signal
+    handler; the second SIGTERM must still stop the process at once, not at the chunk's end
+    (one chunk of 400M steps here: minutes)."""
+    logdir = str(tmp_path / "run")
+    cmd = [sys.executable, "-m", "experiments.train", *RANDOM, "--steps", "400000000",
+           "--log-every", "400000000", "--checkpoint-every", "0", "--eval-every", "-1",
+           "--logdir", logdir]
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True)
+    deadline = time.time() + 180
+    while time.time() < deadline and proc.poll() is None:
+        if os.path.exists(os.path.join(logdir, "config.json")):
+            break
+        time.sleep(0.2)
+    time.sleep(3)  # into the chunk
+    assert proc.poll() is None, proc.stdout.read()
+    proc.send_signal(signal.SIGTERM)
+    time.sleep(0.5)
+    sent = time.time()
+    proc.send_signal(signal.SIGTERM)
+    out, _ = proc.communicate(timeout=60)
+    assert time.time() - sent < 30, out
+    assert proc.returncode == 128 + signal.SIGTERM, out
+    assert "SIGTERM again: stopping at once" in out and "stopped by" not in out, out
+
+
 def test_an_evaluation_a_signal_skipped_is_made_on_resume(tmp_path, monkeypatch):
     """A signal seen after the third chunk (evaluations every chunk) stops the run without that
     chunk's evaluation; the resumed run makes it first, once, however often it resumes."""

@@ -71,6 +71,31 @@ def test_cli_unknown_override_field_is_a_usage_error():
         train.build(["--agent", "mpc", "--env", "linear/scalar_a0.5", "--bogus-field", "3"])
 
 
+def test_a_budget_within_the_prefill_is_refused(tmp_path):
+    """``--steps`` that end during the random prefill would learn and evaluate nothing: one
+    error naming the prefill and the fix, before anything is compiled or written."""
+    logdir = str(tmp_path / "run")
+    with pytest.raises(ValueError, match=r"--steps 20 ends before learning starts.*collects 20 "
+                                         r"random environment steps.*--steps above 20"):
+        train.main(TINY + ["--steps", "20", "--logdir", logdir])  # tiny's prefill_steps=20
+    assert not os.path.exists(logdir)
+    proc = _run(TINY + ["--steps", "4", "--prefill-steps", "8", "--logdir", logdir])
+    out = proc.communicate(timeout=120)[0].decode()
+    assert proc.returncode == 2 and out.strip().splitlines()[-1].startswith(
+        "error: --steps 4 ends before learning starts"), out
+
+
+def test_targets_clipped_by_a_support_are_warned_about_once(capsys):
+    warned = set()
+    runner._warn_clipped({"env_steps": 100, "value_target_clipped": 0.005,
+                          "reward_target_clipped": 0.25}, warned)
+    runner._warn_clipped({"env_steps": 200, "reward_target_clipped": 0.5}, warned)
+    out = capsys.readouterr().out.strip().splitlines()
+    assert out == ["[train] warning: 25% of the reward targets at env_steps=100 lie beyond the "
+                   "reward support and are clipped to its ends; widen it "
+                   "(--reward-support-max, in the transformed space) if this persists"], out
+
+
 def test_four_seeds_in_one_program():
     env = envs.make("linear/scalar_a0.5")
     agent = random_agent.make(random_agent.RandomConfig(buffer_size=64), env, num_envs=2)
