@@ -212,7 +212,7 @@ def _warn_clipped(record: Dict, warned: set) -> None:
                 and value > CLIPPED_WARNING):
             warned.add(name)
             what = name[:-len(CLIPPED_SUFFIX)]
-            print(f"[train] warning: {value:.0%} of the {what} targets at env_steps="
+            print(f"[train] warning: {value:.1%} of the {what} targets at env_steps="
                   f"{record['env_steps']} lie beyond the {what} support and are clipped to its "
                   f"ends; widen it (--{what}-support-max, in the transformed space) if this "
                   f"persists", flush=True)

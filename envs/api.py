@@ -150,6 +150,9 @@ class EnvSpec:
         if self.obs_range is not None and not float(self.obs_range[0]) < float(self.obs_range[1]):
             raise ValueError(f"{where}.obs_range must be (low, high) with low < high, got "
                              f"{self.obs_range!r}")
+        if int(self.max_episode_steps) < 1:
+            raise ValueError(f"{where}.max_episode_steps must be >= 1, got "
+                             f"{self.max_episode_steps!r}")
         if self.num_players not in (1, 2):
             raise ValueError(f"{where}.num_players must be 1 or 2, got {self.num_players!r}")
         if (self.num_players == 2 or self.has_action_mask) and not self.discrete:

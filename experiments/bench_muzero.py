@@ -111,7 +111,8 @@ def main(argv: Optional[List[str]] = None) -> Dict:
     args = p.parse_args(argv)
 
     env = envs.make(args.env)
-    cfg = registry.preset(args.agent, args.preset or presets.default_preset(args.agent, args.env))
+    cfg = registry.preset(args.agent, args.preset or presets.default_preset(args.agent, args.env,
+                                                                          env.spec.obs_kind))
     overrides = {k: v for k, v in (("batch_size", args.batch_size),
                                    ("updates_per_iteration", args.updates_per_iteration))
                  if v is not None}

@@ -171,7 +171,8 @@ def main(argv: Optional[List[str]] = None) -> Dict:
 
     env = envs.make(args.env)
     agent_cfg = registry.preset(args.agent, args.preset or
-                                presets.default_preset(args.agent, args.env))
+                                presets.default_preset(args.agent, args.env,
+                                                       env.spec.obs_kind))
     num_envs = args.num_envs or presets.run_defaults(args.agent, args.env)["num_envs"]
     env_list = [int(x) for x in args.scaling_envs.split(",") if x]
     seed_list = [int(x) for x in args.scaling_seeds.split(",") if x]

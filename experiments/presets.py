@@ -61,9 +61,18 @@ ACCELERATOR_PRESETS: Dict[str, Tuple[str, ...]] = {
 }
 
 
-def default_preset(agent: str, env_id: str) -> str:
+# The preset an image-observation task gets when nothing above names one (for agents that
+# have it): MuZero's CPU-sized residual-network recipe. ``default`` is sized for vector
+# observations (two updates per environment step), which on a residual network is far slower
+# (pgx/2048 on a 2-core CPU: 455 s for the first 1,000 steps against 10 s; see CHANGELOG).
+IMAGE_PRESET = "minatar"
+
+
+def default_preset(agent: str, env_id: str, obs_kind: Optional[str] = None) -> str:
     """The agent preset named after the task (e.g. ``inverted_pendulum``), else the one of a
-    pattern the id matches (``gymnax/*-MinAtar`` -> ``minatar``), else ``default``."""
+    pattern the id matches (``gymnax/*-MinAtar`` -> ``minatar``), else :data:`IMAGE_PRESET`
+    for image observations (``obs_kind``, the task's ``EnvSpec.obs_kind``, when given), else
+    ``default``."""
     name = env_id.split("/", 1)[-1].lower().replace("-", "_")
     presets = registry.agent_module(agent).PRESETS
     if name in presets:
@@ -71,6 +80,8 @@ def default_preset(agent: str, env_id: str) -> str:
     for pattern, preset in _PRESET_PATTERNS:
         if fnmatch.fnmatchcase(env_id, pattern) and preset in presets:
             return preset
+    if obs_kind == "image" and IMAGE_PRESET in presets:
+        return IMAGE_PRESET
     return "default"
 
 

@@ -180,7 +180,8 @@ def build(argv: Optional[List[str]] = None):
     import_modules(args.imports)
     env_opts = env_options(args.env_option)
     env = make_env(args.env, env_opts)  # fails early with the list of known ids
-    preset_name = args.preset or presets.default_preset(args.agent, args.env)
+    preset_name = args.preset or presets.default_preset(args.agent, args.env,
+                                                        env.spec.obs_kind)
     agent_cfg = _override(agents.preset(args.agent, preset_name), rest, args.agent)
 
     run_fields = presets.run_defaults(args.agent, args.env)
@@ -311,7 +312,7 @@ def main(argv: Optional[List[str]] = None) -> Dict:
                              "--heartbeat-timeout need --distributed")
     from core import runner, rundir, sharding
     env, agent, run_cfg, record = build(argv)
-    options = record["env_options"] or ""
+    options = f" env_options={record['env_options']}" if record["env_options"] else ""
     import jax
     primary = sharding.is_primary()
     where = ""

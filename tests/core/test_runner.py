@@ -91,7 +91,7 @@ def test_targets_clipped_by_a_support_are_warned_about_once(capsys):
                           "reward_target_clipped": 0.25}, warned)
     runner._warn_clipped({"env_steps": 200, "reward_target_clipped": 0.5}, warned)
     out = capsys.readouterr().out.strip().splitlines()
-    assert out == ["[train] warning: 25% of the reward targets at env_steps=100 lie beyond the "
+    assert out == ["[train] warning: 25.0% of the reward targets at env_steps=100 lie beyond the "
                    "reward support and are clipped to its ends; widen it "
                    "(--reward-support-max, in the transformed space) if this persists"], out
 

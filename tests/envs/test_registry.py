@@ -38,6 +38,13 @@ def test_make_passes_keyword_arguments():
     assert env.spec.max_episode_steps == 3 and env.spec.action_shape == (1,)
 
 
+@pytest.mark.parametrize("env_id", ["gymnax/CartPole-v1", "linear/scalar_a1.05"])
+@pytest.mark.parametrize("limit", [0, -3])
+def test_a_time_limit_below_one_step_is_refused(env_id, limit):
+    with pytest.raises(ValueError, match=f"max_episode_steps must be >= 1, got {limit}"):
+        registry.make(env_id, max_episode_steps=limit)
+
+
 def test_wrong_action_shape_names_expected_shape():
     env = registry.make("linear/random_4x2")
     state = env.reset(jax.random.PRNGKey(0))

@@ -92,6 +92,20 @@ def test_dry_run_builds_and_prints(capsys, tmp_path):
     assert not logdir.exists()
 
 
+@pytest.mark.parametrize("agent, env_id, preset", [
+    ("muzero", "pgx/2048", "minatar"),  # image planes, no preset of its own: the image recipe
+    ("gumbel_muzero", "pgx/2048", "minatar"),
+    ("muzero", "gymnax/Acrobot-v1", "default"),  # vectors
+    ("muzero", "gymnax/Breakout-MinAtar", "minatar"),
+    ("muzero", "pgx/connect_four", "board_games"),  # a pattern comes before the image rule
+    ("stochastic_muzero", "pgx/2048", "default"),  # an agent without the image preset
+    ("dreamer", "gymnax/Breakout-MinAtar", "default"),
+])
+def test_the_default_preset_follows_the_observation_kind(capsys, agent, env_id, preset):
+    assert train.main(["--agent", agent, "--env", env_id, "--dry-run"]) == {}
+    assert f"preset {preset} (the default for this task)" in capsys.readouterr().out
+
+
 def test_the_module_exits_2_with_one_line():
     """The real entry point, as a user runs it."""
     proc = subprocess.run([sys.executable, "-m", "experiments.train", "--agent", "mpc", "--env",
