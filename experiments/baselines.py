@@ -55,7 +55,11 @@ def brax_environment(env_id: str):
     family, name = env_id.split("/", 1)
     if family == "brax":
         import brax.envs
-        return brax.envs.get_environment(name), None, 1000
+        try:
+            return brax.envs.get_environment(name), None, 1000
+        except KeyError:  # brax lists its ids only in a private dict
+            known = sorted(getattr(brax.envs, "_envs", {}))
+            raise ValueError(f"unknown brax environment {name!r}; known: {known}") from None
     if family == "dmc":
         from mujoco_playground import registry, wrapper
 
@@ -74,6 +78,9 @@ def run_baseline(method: str, env_id: str, *, steps: int, seed: int = 0, num_eva
     ``num_evals`` evaluations are spread over the budget (the first at step 0). brax rounds the
     budget up to whole training epochs, so the last ``env_steps`` may exceed ``steps``.
     """
+    for name, value in (("steps", steps), ("num_evals", num_evals)):
+        if value < 1:
+            raise ValueError(f"{name} (--{name.replace('_', '-')}) must be >= 1, got {value}")
     from core import compat
     compat.install()
     if method == "ppo":

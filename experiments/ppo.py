@@ -296,6 +296,10 @@ def train(env_id: str, *, steps: int, seeds: int = 1, seed: int = 0, eval_every:
     """
     if eval_episodes < 0:
         raise ValueError(f"eval_episodes must be >= 0 (0: no evaluation), got {eval_episodes}")
+    for name, value, low in (("steps", steps, 1), ("seeds", seeds, 1),
+                             ("eval_every", eval_every, 0), ("max_seconds", max_seconds or 0, 0)):
+        if value < low:
+            raise ValueError(f"{name} (--{name.replace('_', '-')}) must be >= {low}, got {value}")
     env = registry.make(env_id)
     cfg = dataclasses.replace(PRESETS[preset or preset_for(env_id)], **overrides)
     iterations = max(1, int(steps) // cfg.batch_steps)

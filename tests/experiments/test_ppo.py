@@ -30,6 +30,12 @@ def test_bad_input_names_the_problem():
         ppo.PPOConfig(num_envs=3, num_steps=5, minibatches=2)
     with pytest.raises(ValueError, match="continuous"):
         ppo.train("gymnax/Pendulum-v1", steps=100, preset="tiny")
+    for kwargs, message in [(dict(seeds=0), r"seeds \(--seeds\) must be >= 1, got 0"),
+                            (dict(steps=0), r"steps \(--steps\) must be >= 1"),
+                            (dict(eval_every=-1), r"--eval-every\) must be >= 0"),
+                            (dict(max_seconds=-1.0), r"--max-seconds\) must be >= 0")]:
+        with pytest.raises(ValueError, match=message):
+            ppo.train("gymnax/CartPole-v1", **{"steps": 100, "preset": "tiny", **kwargs})
 
 
 @pytest.mark.slow

@@ -56,6 +56,10 @@ def test_baseline_settings_and_validation():
         baselines.settings("a2c", "brax/inverted_pendulum")
     with pytest.raises(ValueError, match="brax"):
         baselines.brax_environment("gymnax/Pendulum-v1")
+    with pytest.raises(ValueError, match="unknown brax environment 'nope'; known: .*'reacher'"):
+        baselines.brax_environment("brax/nope")
+    with pytest.raises(ValueError, match=r"steps \(--steps\) must be >= 1, got 0"):
+        baselines.run_baseline("ppo", "brax/inverted_pendulum", steps=0)
     with pytest.raises(ValueError, match="methods"):
         se.main(["--methods", "a2c", "--quick"])
 
