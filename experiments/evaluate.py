@@ -216,9 +216,16 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict:
     record = watch.read_record(args.logdir)
     family = FAMILIES.get(record["agent"])
     if family is None:
-        raise UsageError(f"{args.logdir} is a run of agent {record['agent']!r}, which has no "
-                         f"learned model to evaluate; experiments.evaluate takes runs of "
-                         f"{', '.join(sorted(FAMILIES))}")
+        agent = record["agent"]
+        if agent in ("pets", "mbpo"):
+            why = ("whose ensemble it does not load; `python -m experiments.compounding --env "
+                   f"{record['env']}` measures the PETS/MBPO ensemble's compounding error")
+        elif agent == "sampled_muzero":
+            why = "whose continuous-action model it does not measure yet"
+        else:
+            why = "which has no learned model to evaluate"
+        raise UsageError(f"{args.logdir} is a run of agent {agent!r}, {why}; "
+                         f"experiments.evaluate takes runs of {', '.join(sorted(FAMILIES))}")
     horizon = check_args(args, family)
     (seed_index,) = watch.seed_indices(record, args.seed_index)
     env, cfg, state, record = watch.load_seed(args.logdir, seed_index)

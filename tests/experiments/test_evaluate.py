@@ -105,6 +105,15 @@ def test_usage_errors(muzero_record, tmp_path_factory, capsys):
     random_run = _train(tmp_path_factory, "random", "--steps", "8", "--log-every", "8")
     err = _usage_error(["--logdir", random_run], capsys)
     assert "agent 'random'" in err and "dreamer, gumbel_muzero, muzero, stochastic_muzero" in err
+    # An agent with a model this tool does not load is told where its model is measured.
+    mbpo_run = tmp_path_factory.mktemp("mbpo_record")
+    os.makedirs(mbpo_run / "checkpoints" / "100")
+    with open(mbpo_run / "config.json", "w") as f:
+        json.dump({"agent": "mbpo", "env": "dmc/cartpole_swingup", "argv": [], "run": {},
+                   "agent_config": {}}, f)
+    err = _usage_error(["--logdir", str(mbpo_run)], capsys)
+    assert ("experiments.compounding --env dmc/cartpole_swingup` measures the PETS/MBPO "
+            "ensemble" in err and "has no learned model" not in err), err
 
 
 @pytest.mark.slow
