@@ -19,7 +19,7 @@ import os
 import signal
 import threading
 import time
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional
 
 import jax
 import numpy as np
@@ -99,41 +99,52 @@ class RunResult:
 
 class _StopOnSignal:
     """SIGTERM / SIGINT ask the host loop to checkpoint at the next chunk boundary and stop;
-    a second signal stops the process at once (exit status 128 + the signal's number).
+    a second signal, sent at least :attr:`REPEAT_AFTER` seconds after the first, stops the
+    process at once (exit status 128 + the signal's number, as a checkpointed stop).
 
     Python runs a signal handler only when the main thread is between bytecodes, and the main
-    thread spends a chunk blocked in compiled code, so the second signal is caught by a
-    watcher thread on :func:`signal.set_wakeup_fd`, which the interpreter writes the moment a
-    signal arrives. A checkpoint being written then is set aside as damaged on resume."""
+    thread spends a chunk blocked in compiled code, so a watcher thread reads the signals from
+    :func:`signal.set_wakeup_fd`, which the interpreter writes the moment one arrives: it
+    acknowledges the first at once and acts on the second. One request delivered twice (GNU
+    ``timeout`` signals the process and then its group) counts once. A checkpoint being
+    written at a hard stop is not finalised and is not used on resume. Signals of other
+    handlers that reach the wakeup file are passed on to the one set before."""
 
     SIGNALS = (signal.SIGTERM, signal.SIGINT)
+    REPEAT_AFTER = 1.0
 
     def __init__(self):
         self.signum: Optional[int] = None
         self.previous: Dict[int, Any] = {}
-        self._pipe: Optional[Tuple[int, int]] = None
+        self._write_fd: Optional[int] = None
         self._previous_fd = -1
 
     def __enter__(self):
         if threading.current_thread() is not threading.main_thread():
             return self
+        read_fd, write_fd = os.pipe()
+        try:
+            os.set_blocking(write_fd, False)
+            self._previous_fd = signal.set_wakeup_fd(write_fd, warn_on_full_buffer=False)
+        except (OSError, ValueError):
+            os.close(read_fd)
+            os.close(write_fd)
+            raise
+        self._write_fd = write_fd
+        threading.Thread(target=self._watch, args=(read_fd, self._previous_fd), daemon=True,
+                         name="stop-on-signal").start()
         for signum in self.SIGNALS:
             self.previous[signum] = signal.signal(signum, self._handle)
-        read_fd, write_fd = os.pipe()
-        os.set_blocking(write_fd, False)
-        self._pipe = (read_fd, write_fd)
-        self._previous_fd = signal.set_wakeup_fd(write_fd, warn_on_full_buffer=False)
-        threading.Thread(target=self._watch, args=(read_fd,), daemon=True,
-                         name="stop-on-signal").start()
         return self
 
     def __exit__(self, *exc):
+        if self._write_fd is not None:
+            signal.set_wakeup_fd(self._previous_fd)
+            os.close(self._write_fd)  # the watcher reads end-of-file and returns
+            self._write_fd = None
         for signum, handler in self.previous.items():
             signal.signal(signum, handler)
-        if self._pipe is not None:
-            signal.set_wakeup_fd(self._previous_fd)
-            os.close(self._pipe[1])  # the watcher reads end-of-file and returns
-            self._pipe = None
+        self.previous = {}
         return False
 
     @property
@@ -143,23 +154,28 @@ class _StopOnSignal:
     def _handle(self, signum, frame):
         if self.signum is None:
             self.signum = signum
-            print(f"[train] {self.name}: saving a checkpoint at the end of this chunk, then "
-                  f"stopping (send it again to stop at once)", flush=True)
 
-    def _watch(self, read_fd: int) -> None:
-        seen = 0
+    def _watch(self, read_fd: int, forward_fd: int) -> None:
+        first = None
         try:
             while True:
                 data = os.read(read_fd, 64)
                 if not data:
                     return
-                for signum in data:
-                    if signum not in self.SIGNALS:
-                        continue
-                    seen += 1
-                    if seen >= 2:
-                        print(f"[train] {signal.Signals(signum).name} again: stopping at once",
-                              flush=True)
+                others = bytes(b for b in data if b not in self.SIGNALS)
+                if others and forward_fd >= 0:
+                    try:
+                        os.write(forward_fd, others)
+                    except OSError:
+                        pass
+                for signum in (b for b in data if b in self.SIGNALS):
+                    name = signal.Signals(signum).name
+                    if first is None:
+                        first = time.monotonic()
+                        print(f"[train] {name}: saving a checkpoint at the end of this chunk, "
+                              f"then stopping (send it again to stop at once)", flush=True)
+                    elif time.monotonic() - first >= self.REPEAT_AFTER:
+                        print(f"[train] {name} again: stopping at once", flush=True)
                         os._exit(128 + signum)
         finally:
             os.close(read_fd)
@@ -239,7 +255,7 @@ def train(env: Environment, agent: Agent, cfg: RunConfig, config_record: Optiona
     a fresh one. SIGTERM or SIGINT checkpoint at the next chunk boundary and return with
     ``stopped_by`` set.
     """
-    _check_budget(agent.schedule, cfg)
+    check_budget(agent.schedule, cfg)
     lock = None
     if cfg.logdir:
         sharding.primary_decides(lambda: rundir.check_logdir(cfg.logdir, config_record),
@@ -255,13 +271,15 @@ def train(env: Environment, agent: Agent, cfg: RunConfig, config_record: Optiona
             lock.release()
 
 
-def _check_budget(schedule: Schedule, cfg: RunConfig) -> None:
+def check_budget(schedule: Schedule, cfg: RunConfig) -> None:
     """Refuses a budget that ends within the random prefill: it would learn nothing."""
     prefill = math.ceil(schedule.prefill_steps / cfg.num_envs) * cfg.num_envs
     if cfg.steps <= prefill:
         raise ValueError(f"--steps {cfg.steps} ends before learning starts: the agent first "
                          f"collects {prefill} random environment steps per seed (its "
-                         f"prefill); pass --steps above {prefill}, or a smaller --prefill-steps")
+                         f"prefill); pass --steps above {prefill}, or shorten the prefill "
+                         f"(--prefill-steps; the MuZero agents' also covers one training "
+                         f"window per environment, so fewer --num-envs)")
 
 
 def _train(env: Environment, agent: Agent, cfg: RunConfig, config_record: Optional[Dict],

@@ -64,7 +64,8 @@ ACCELERATOR_PRESETS: Dict[str, Tuple[str, ...]] = {
 # The preset an image-observation task gets when nothing above names one (for agents that
 # have it): MuZero's CPU-sized residual-network recipe. ``default`` is sized for vector
 # observations (two updates per environment step), which on a residual network is far slower
-# (pgx/2048 on a 2-core CPU: 455 s for the first 1,000 steps against 10 s; see CHANGELOG).
+# (pgx/2048 on a 2-core CPU: 455 s for the first 1,000 steps after the prefill against 43 s,
+# compilation included in both; see CHANGELOG).
 IMAGE_PRESET = "minatar"
 
 

@@ -42,7 +42,9 @@ def _parser() -> argparse.ArgumentParser:
                    help="import this Python module first (repeatable), e.g. one that calls "
                         "envs.register for your own environment")
     p.add_argument("--preset", default=None,
-                   help="agent preset (default: the environment's preset if any, else 'default')")
+                   help="agent preset (default: the one named after the task, else the one for "
+                        "its kind of task, e.g. MinAtar, board games, images, else 'default'; "
+                        "the README's 'Default preset')")
     p.add_argument("--steps", type=int, default=None, help="environment steps per seed")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--num-seeds", type=int, default=1, help="seeds trained in one program")
@@ -169,8 +171,11 @@ def build(argv: Optional[List[str]] = None):
     args, rest = _parser().parse_known_args(argv)
     module = agents.agent_module(args.agent)
     if args.help_agent:
-        preset_name = args.preset or (presets.default_preset(args.agent, args.env)
-                                      if args.env else "default")
+        preset_name = args.preset or "default"
+        if not args.preset and args.env:
+            import_modules(args.imports)
+            kind = make_env(args.env, env_options(args.env_option)).spec.obs_kind
+            preset_name = presets.default_preset(args.agent, args.env, kind)
         _override(agents.preset(args.agent, preset_name), ["--help"], args.agent)
     if not args.env:
         raise cli.UsageError("--env is required (e.g. --env gymnax/CartPole-v1); "
@@ -199,6 +204,8 @@ def build(argv: Optional[List[str]] = None):
                         max_seconds=args.max_seconds,
                         **run_fields)
     agent = module.make(agent_cfg, env, run_cfg.num_envs)
+    from core.runner import check_budget
+    check_budget(agent.schedule, run_cfg)  # before --fresh moves anything
     record = {"agent": args.agent, "env": args.env, "env_options": env_opts,
               "preset": preset_name,
               "run": dataclasses.asdict(run_cfg), "agent_config": dataclasses.asdict(agent_cfg),

@@ -28,7 +28,8 @@ import chex
 import jax
 import jax.numpy as jnp
 
-from agents.muzero.losses import policy_cross_entropy, value_target_clipped
+from agents.muzero.losses import (policy_cross_entropy, reward_target_clipped,
+                                  value_target_clipped)
 from agents.muzero.targets import UnrollTargets
 from agents.stochastic_muzero.config import StochasticMuZeroConfig
 from world_models.stochastic_muzero import StochasticMuZeroModel
@@ -76,6 +77,7 @@ def example_loss(params, obs: Array, actions: Array, targets: UnrollTargets, *,
             + cfg.chance_loss_weight * parts["chance_loss"]
             + cfg.commitment_loss_weight * parts["commitment_loss"])
     parts["value_target_clipped"] = value_target_clipped(model.value_support, targets)
+    parts["reward_target_clipped"] = reward_target_clipped(model.reward_support, targets)
     root_value = model.value_support.decode(unroll.value_logits[0])
     parts["priority"] = jnp.abs(root_value - targets.value[0])
     parts["root_value_pred"] = root_value

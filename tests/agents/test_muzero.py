@@ -204,21 +204,25 @@ def test_update_trains_on_mirrored_windows_when_asked():
     assert np.abs(one_update(True) - plain).max() > 1e-6
 
 
-def test_reward_targets_beyond_the_support_are_counted():
+def test_reward_targets_beyond_the_support_are_counted_and_warned_about(capsys):
     """``reward_target_clipped``: CartPole's rewards of 1 fit the tiny preset's reward support
-    (|r| <= 8) and none is counted; a support of |r| <= 0.2 clips every live step's reward
-    (core.runner warns above 1%)."""
+    (|r| <= 8) and none is counted; a support of |r| <= 0.2 clips every live step's reward,
+    and the run warns about it once."""
     env = envs.make("gymnax/CartPole-v1")
-    shares = []
-    for reward_max in (2.0, 0.1):  # h-space: rewards up to 8 and up to 0.2
-        cfg = dataclasses.replace(muzero.PRESETS["tiny"], reanalyse_fraction=0.0,
-                                  reward_support_max=reward_max)
-        agent = muzero.make(cfg, env, 2)
-        fns = make_loop(env, agent, num_envs=2, iterations=1, prefill_iterations=40)
-        state = jax.jit(fns.prefill)(fns.init(jax.random.PRNGKey(0)))[0]
-        _, _, metrics = jax.jit(agent.update)(state.agent, state.buffer, jax.random.PRNGKey(1))
-        shares.append(float(metrics["reward_target_clipped"]))
-    assert shares[0] == 0.0 and shares[1] > 0.5, shares
+    tiny = dataclasses.replace(muzero.PRESETS["tiny"], reanalyse_fraction=0.0)
+    agent = muzero.make(tiny, env, 2)
+    fns = make_loop(env, agent, num_envs=2, iterations=1, prefill_iterations=40)
+    state = jax.jit(fns.prefill)(fns.init(jax.random.PRNGKey(0)))[0]
+    _, _, metrics = jax.jit(agent.update)(state.agent, state.buffer, jax.random.PRNGKey(1))
+    assert float(metrics["reward_target_clipped"]) == 0.0
+    narrow = muzero.make(dataclasses.replace(tiny, reward_support_max=0.1), env, 2)  # |r| <= 0.2
+    history = runner.train(env, narrow, runner.RunConfig(
+        steps=120, num_envs=2, log_every=40, eval_every=-1, progress=False)).history
+    shares = [r["reward_target_clipped"] for r in history if "reward_target_clipped" in r]
+    assert len(shares) >= 2 and min(shares) > 0.5, history
+    warnings = [line for line in capsys.readouterr().out.splitlines()
+                if "of the reward targets" in line]
+    assert len(warnings) == 1 and "--reward-support-max" in warnings[0], warnings
 
 
 def test_update_with_nonfinite_gradients_is_skipped_and_counted():

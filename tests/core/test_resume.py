@@ -230,14 +230,7 @@ def test_sigterm_saves_a_checkpoint_then_resumes(tmp_path):
         assert len(json.load(f)["resumes"]) == 1
 
 
-def test_a_second_signal_stops_at_once_inside_a_long_chunk(tmp_path):
-    """The main thread waits out a chunk inside compiled code, where Python runs no signal
-    handler; the second SIGTERM must still stop the process at once, not at the chunk's end
-    (one chunk of 400M steps here: minutes)."""
-    logdir = str(tmp_path / "run")
-    cmd = [sys.executable, "-m", "experiments.train", *RANDOM, "--steps", "400000000",
-           "--log-every", "400000000", "--checkpoint-every", "0", "--eval-every", "-1",
-           "--logdir", logdir]
+def _start_and_wait_for_config(cmd, logdir):
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             text=True)
     deadline = time.time() + 180
@@ -245,16 +238,54 @@ def test_a_second_signal_stops_at_once_inside_a_long_chunk(tmp_path):
         if os.path.exists(os.path.join(logdir, "config.json")):
             break
         time.sleep(0.2)
-    time.sleep(3)  # into the chunk
-    assert proc.poll() is None, proc.stdout.read()
-    proc.send_signal(signal.SIGTERM)
-    time.sleep(0.5)
-    sent = time.time()
-    proc.send_signal(signal.SIGTERM)
-    out, _ = proc.communicate(timeout=60)
+    time.sleep(3)  # into the first chunk
+    return proc
+
+
+def test_a_second_signal_stops_at_once_inside_a_long_chunk(tmp_path):
+    """The main thread waits out a chunk inside compiled code, where Python runs no signal
+    handler; the first SIGTERM is acknowledged at once all the same, and a second one, sent a
+    while later, stops the process at once, not at the chunk's end (one chunk of 400M steps
+    here: minutes)."""
+    logdir = str(tmp_path / "run")
+    cmd = [sys.executable, "-m", "experiments.train", *RANDOM, "--steps", "400000000",
+           "--log-every", "400000000", "--checkpoint-every", "0", "--eval-every", "-1",
+           "--logdir", logdir]
+    proc = _start_and_wait_for_config(cmd, logdir)
+    try:
+        assert proc.poll() is None, proc.stdout.read()
+        proc.send_signal(signal.SIGTERM)
+        time.sleep(1.5)  # after the watcher's repeat window
+        sent = time.time()
+        proc.send_signal(signal.SIGTERM)
+        out, _ = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
     assert time.time() - sent < 30, out
     assert proc.returncode == 128 + signal.SIGTERM, out
+    assert "SIGTERM: saving a checkpoint at the end of this chunk" in out, out
     assert "SIGTERM again: stopping at once" in out and "stopped by" not in out, out
+
+
+def test_one_request_delivered_twice_still_checkpoints(tmp_path):
+    """Two SIGTERMs within the repeat window (GNU timeout signals the process, then its
+    group) are one request: the run stops at the chunk's end with a checkpoint."""
+    logdir = str(tmp_path / "run")
+    cmd = [sys.executable, "-m", "experiments.train", *RANDOM, "--num-envs", "16",
+           "--steps", "400000000", "--log-every", "2000000", "--checkpoint-every", "0",
+           "--eval-every", "-1", "--logdir", logdir]
+    proc = _start_and_wait_for_config(cmd, logdir)
+    try:
+        assert proc.poll() is None, proc.stdout.read()
+        proc.send_signal(signal.SIGTERM)
+        proc.send_signal(signal.SIGTERM)
+        out, _ = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    assert proc.returncode == 128 + signal.SIGTERM, out
+    assert "stopped by SIGTERM" in out and "stopping at once" not in out, out
+    assert out.count("saving a checkpoint at the end of this chunk") == 1, out
+    assert _steps(logdir) == [logger.read_metrics(logdir)[-1]["env_steps"]]
 
 
 def test_an_evaluation_a_signal_skipped_is_made_on_resume(tmp_path, monkeypatch):

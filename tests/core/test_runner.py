@@ -83,6 +83,15 @@ def test_a_budget_within_the_prefill_is_refused(tmp_path):
     out = proc.communicate(timeout=120)[0].decode()
     assert proc.returncode == 2 and out.strip().splitlines()[-1].startswith(
         "error: --steps 4 ends before learning starts"), out
+    # checked before --fresh moves the run that is there aside
+    train.main(TINY + ["--steps", "60", "--logdir", logdir])
+    with pytest.raises(ValueError, match="ends before learning starts"):
+        train.main(TINY + ["--steps", "20", "--logdir", logdir, "--fresh"])
+    assert [p for p in os.listdir(tmp_path)] == ["run"]
+    # MuZero's prefill also covers one training window per environment: the message says so
+    with pytest.raises(ValueError, match=r"collects 288 random.*fewer --num-envs"):
+        train.build(["--agent", "muzero", "--env", "gymnax/CartPole-v1", "--steps", "280",
+                     "--prefill-steps", "1"])
 
 
 def test_targets_clipped_by_a_support_are_warned_about_once(capsys):

@@ -51,7 +51,7 @@ def test_mistakes_are_one_line(argv, needle, capsys):
 def test_logdir_naming_a_file(tmp_path, capsys):
     path = tmp_path / "a_file"
     path.write_text("x")
-    line = _run_error(MPC + ["--logdir", str(path), "--steps", "50"], capsys)
+    line = _run_error(MPC + ["--logdir", str(path), "--steps", "100"], capsys)
     assert "is a file, not a directory" in line
 
 
