@@ -97,6 +97,14 @@ class RunResult:
     stopped_by: Optional[str] = None  # "max_seconds", "SIGTERM", "SIGINT" or None (steps done)
 
 
+def _say(line: str) -> None:
+    """Prints ``line``; a closed stdout (e.g. ``| tee`` ended by the same Ctrl-C) is ignored."""
+    try:
+        print(line, flush=True)
+    except (OSError, ValueError):
+        pass
+
+
 class _StopOnSignal:
     """SIGTERM / SIGINT ask the host loop to checkpoint at the next chunk boundary and stop;
     a second signal, sent at least :attr:`REPEAT_AFTER` seconds after the first, stops the
@@ -118,6 +126,7 @@ class _StopOnSignal:
         self.previous: Dict[int, Any] = {}
         self._write_fd: Optional[int] = None
         self._previous_fd = -1
+        self._thread: Optional[threading.Thread] = None
 
     def __enter__(self):
         if threading.current_thread() is not threading.main_thread():
@@ -131,8 +140,9 @@ class _StopOnSignal:
             os.close(write_fd)
             raise
         self._write_fd = write_fd
-        threading.Thread(target=self._watch, args=(read_fd, self._previous_fd), daemon=True,
-                         name="stop-on-signal").start()
+        self._thread = threading.Thread(target=self._watch, args=(read_fd, self._previous_fd),
+                                        daemon=True, name="stop-on-signal")
+        self._thread.start()
         for signum in self.SIGNALS:
             self.previous[signum] = signal.signal(signum, self._handle)
         return self
@@ -142,6 +152,7 @@ class _StopOnSignal:
             signal.set_wakeup_fd(self._previous_fd)
             os.close(self._write_fd)  # the watcher reads end-of-file and returns
             self._write_fd = None
+            self._thread.join(timeout=1.0)  # its last message before the run's own
         for signum, handler in self.previous.items():
             signal.signal(signum, handler)
         self.previous = {}
@@ -172,11 +183,13 @@ class _StopOnSignal:
                     name = signal.Signals(signum).name
                     if first is None:
                         first = time.monotonic()
-                        print(f"[train] {name}: saving a checkpoint at the end of this chunk, "
-                              f"then stopping (send it again to stop at once)", flush=True)
+                        _say(f"[train] {name}: saving a checkpoint at the end of this chunk, "
+                             f"then stopping (send it again to stop at once)")
                     elif time.monotonic() - first >= self.REPEAT_AFTER:
-                        print(f"[train] {name} again: stopping at once", flush=True)
-                        os._exit(128 + signum)
+                        try:
+                            _say(f"[train] {name} again: stopping at once")
+                        finally:
+                            os._exit(128 + signum)
         finally:
             os.close(read_fd)
 

@@ -278,6 +278,7 @@ def test_one_request_delivered_twice_still_checkpoints(tmp_path):
     try:
         assert proc.poll() is None, proc.stdout.read()
         proc.send_signal(signal.SIGTERM)
+        time.sleep(0.3)  # two deliveries (a pending signal sent again would merge into one)
         proc.send_signal(signal.SIGTERM)
         out, _ = proc.communicate(timeout=120)
     finally:
