@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 from typing import Dict, Optional, Sequence, Tuple
 
 from experiments import cli, watch
@@ -109,15 +110,31 @@ def check_args(args: argparse.Namespace, family: str) -> int:
 def report_errors(result: Dict, names: Sequence[str], json_path: Optional[str]) -> None:
     """Prints each ``result[name]``'s k-step ``abs_error`` and ``pooled_relative_error`` (as
     :func:`world_models.evaluation.k_step_error` returns them) and writes ``result`` to
-    ``json_path`` when given."""
-    import numpy as np
+    ``json_path`` when given. A k that no trajectory reaches (episodes shorter than k) has no
+    error: ``None`` in both, not NaN, so the file is strict JSON."""
     for name in names:
-        print(name, "abs error by k:", np.round(result[name]["abs_error"], 4).tolist())
+        print(name, "abs error by k:", _finite(_rounded_list(result[name]["abs_error"])))
         print(name, "pooled relative error by k:",
-              np.round(result[name]["pooled_relative_error"], 4).tolist())
+              _finite(_rounded_list(result[name]["pooled_relative_error"])))
     if json_path:
         with open(json_path, "w") as f:
-            json.dump(result, f, indent=2)
+            json.dump(_finite(result), f, indent=2, allow_nan=False)
+
+
+def _rounded_list(values) -> list:
+    import numpy as np
+    return np.round(np.asarray(values, dtype=float), 4).tolist()
+
+
+def _finite(value):
+    """``value`` with every NaN or infinite float (at any depth) replaced by None."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    return value
 
 
 def _rounded(summary: Dict) -> Dict:

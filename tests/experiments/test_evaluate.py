@@ -164,3 +164,12 @@ def test_report_errors_prints_both_curves_and_writes_json(tmp_path, capsys):
     assert "obs pooled relative error by k: [0.1, 0.2]" in out
     with open(path) as f:
         assert json.load(f) == result
+    # a k no trajectory reaches has no error: None, printed and in strict JSON
+    result = {"obs": {"abs_error": [0.5, float("nan")],
+                      "pooled_relative_error": [0.1, float("nan")]},
+              "nested": {"values": [1.0, float("inf")]}}
+    evaluate.report_errors(result, ("obs",), path)
+    assert "obs pooled relative error by k: [0.1, None]" in capsys.readouterr().out
+    with open(path) as f:
+        strict = json.load(f, parse_constant=lambda name: pytest.fail(f"{name} in the JSON"))
+    assert strict["obs"]["abs_error"] == [0.5, None] and strict["nested"]["values"] == [1.0, None]
