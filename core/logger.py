@@ -59,7 +59,10 @@ class MetricsLogger:
         self.writer = None
         if tensorboard:
             from tensorboardX import SummaryWriter
-            self.writer = SummaryWriter(logdir, purge_step=resume_env_steps)
+            # tensorboardX purges events at steps >= purge_step; the line at the checkpoint's
+            # own step is kept, as in metrics.jsonl.
+            self.writer = SummaryWriter(
+                logdir, purge_step=None if resume_env_steps is None else resume_env_steps + 1)
 
     def log(self, record: Dict) -> None:
         record = {k: _jsonable(v) for k, v in record.items()}

@@ -19,7 +19,7 @@ import os
 import signal
 import threading
 import time
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 import jax
 import numpy as np
@@ -215,6 +215,13 @@ def _summarise(metrics: Dict[str, np.ndarray]) -> Dict:
     return out
 
 
+# A resume replays the same updates (same state, same keys), and the optimiser settings are
+# part of a run's identity (core.rundir), so the fix is a new run.
+_NONFINITE_FIX = ("The last good checkpoint (env_steps={}) is kept, but resuming from it repeats "
+                  "the same updates; check the inputs, or start again with a lower learning "
+                  "rate under a new --logdir (or --fresh, which moves this run aside).")
+
+
 def _check_skipped(metrics: Dict[str, np.ndarray], env_steps: int,
                    last_checkpoint: Optional[int]) -> None:
     """Stops when a seed skipped every update of a chunk (``skipped_updates``, the fraction of
@@ -223,9 +230,8 @@ def _check_skipped(metrics: Dict[str, np.ndarray], env_steps: int,
     if np.any(skipped >= 1.0):
         raise NonFiniteMetricError(
             f"every update of the last chunk had non-finite gradients (seeds "
-            f"{np.flatnonzero(skipped >= 1.0).tolist()}) at env_steps={env_steps}; stopping. The "
-            f"last good checkpoint (env_steps={last_checkpoint}) is kept; lower the learning "
-            f"rate or check the inputs, then rerun to resume from it.")
+            f"{np.flatnonzero(skipped >= 1.0).tolist()}) at env_steps={env_steps}; stopping. "
+            f"{_NONFINITE_FIX.format(last_checkpoint)}")
 
 
 CLIPPED_SUFFIX = "_target_clipped"
@@ -252,8 +258,7 @@ def _check_finite(record: Dict, last_checkpoint: Optional[int]) -> None:
         if isinstance(value, float) and not math.isfinite(value):
             raise NonFiniteMetricError(
                 f"metric '{name}' is {value} at env_steps={record['env_steps']}; stopping. "
-                f"The last good checkpoint (env_steps={last_checkpoint}) is kept; lower the "
-                f"learning rate or check the inputs, then rerun to resume from it.")
+                f"{_NONFINITE_FIX.format(last_checkpoint)}")
 
 
 def train(env: Environment, agent: Agent, cfg: RunConfig, config_record: Optional[Dict] = None,
@@ -265,8 +270,9 @@ def train(env: Environment, agent: Agent, cfg: RunConfig, config_record: Optiona
     describes the same run (:func:`core.rundir.check_logdir`). The log directory is held
     against other runs until this returns (:class:`core.rundir.WriterLock`): a second run on
     it is refused. ``state`` (optional) starts from a given seed-batched run state instead of
-    a fresh one. SIGTERM or SIGINT checkpoint at the next chunk boundary and return with
-    ``stopped_by`` set.
+    a fresh one (a warm start: the random prefill runs again and the step count goes on from
+    the given state's; to continue a run, resume it from its logdir). SIGTERM or SIGINT
+    checkpoint at the next chunk boundary and return with ``stopped_by`` set.
     """
     check_budget(agent.schedule, cfg)
     lock = None
@@ -284,9 +290,27 @@ def train(env: Environment, agent: Agent, cfg: RunConfig, config_record: Optiona
             lock.release()
 
 
+def _chunk_steps(schedule: Schedule, cfg: RunConfig) -> Tuple[int, int]:
+    """``(environment steps per iteration, per chunk)`` of a run: a chunk ends at every metric
+    line, evaluation and checkpoint the run asks for, so it is the shortest of log_every,
+    eval_every and checkpoint_every (those set) long, rounded down to whole iterations (at
+    least one); a run shorter than that is one chunk of (about) ``steps``."""
+    per_iteration = cfg.num_envs * schedule.env_steps_per_iteration
+    checkpoint_every = cfg.checkpoint_every if cfg.logdir else 0  # no logdir: no checkpoints
+    period = min([cfg.log_every] + [p for p in (cfg.eval_every, checkpoint_every) if p > 0])
+    return per_iteration, max(1, min(period, cfg.steps) // per_iteration) * per_iteration
+
+
 def check_budget(schedule: Schedule, cfg: RunConfig) -> None:
-    """Refuses a budget that ends within the random prefill: it would learn nothing."""
+    """Refuses a budget that ends within the random prefill (it would learn nothing) or that
+    the 32-bit step counter cannot count to."""
     prefill = math.ceil(schedule.prefill_steps / cfg.num_envs) * cfg.num_envs
+    _, chunk = _chunk_steps(schedule, cfg)
+    if cfg.steps + chunk + cfg.num_envs >= 2 ** 31:  # the last chunk may end past steps
+        raise ValueError(f"--steps {cfg.steps} is too large: the environment-step counter is "
+                         f"a 32-bit integer, so --steps plus one chunk (a run may end that far "
+                         f"past it; {chunk} steps here) must stay below 2**31 = {2 ** 31}; "
+                         f"train fewer steps, or pass a shorter --log-every")
     if cfg.steps <= prefill:
         raise ValueError(f"--steps {cfg.steps} ends before learning starts: the agent first "
                          f"collects {prefill} random environment steps per seed (its "
@@ -299,13 +323,8 @@ def _train(env: Environment, agent: Agent, cfg: RunConfig, config_record: Option
            state: Any) -> RunResult:
     """:func:`train` once the log directory is checked and held."""
     schedule = agent.schedule
-    steps_per_iteration = cfg.num_envs * schedule.env_steps_per_iteration
-    # A chunk ends at every metric line, evaluation and checkpoint the run asks for: it is
-    # the shortest of log_every, eval_every and checkpoint_every (those set) long, and a run
-    # shorter than that is one chunk of (about) cfg.steps.
-    checkpoint_every = cfg.checkpoint_every if cfg.logdir else 0  # no logdir: no checkpoints
-    period = min([cfg.log_every] + [p for p in (cfg.eval_every, checkpoint_every) if p > 0])
-    iterations = max(1, min(period, cfg.steps) // steps_per_iteration)
+    steps_per_iteration, chunk = _chunk_steps(schedule, cfg)
+    iterations = chunk // steps_per_iteration
     prefill_iterations = max(1, math.ceil(schedule.prefill_steps / cfg.num_envs))
     fns = make_loop(env, agent, num_envs=cfg.num_envs, iterations=iterations,
                     prefill_iterations=prefill_iterations, eval_envs=cfg.eval_episodes,
@@ -439,13 +458,22 @@ def _train(env: Environment, agent: Agent, cfg: RunConfig, config_record: Option
             evaluate = not signalled and cfg.eval_every >= 0 and (done or scheduled)
             evaluation_due = bool(signalled) and cfg.eval_every >= 0 and (
                 env_steps >= cfg.steps or scheduled)
+            if evaluation_due and env_steps >= cfg.steps:
+                record["stopped_by"] = stop.name or "SIGTERM"
             if evaluate:
                 evaluate_into(record)
             emit(record)
             progress.update(env_steps, _progress_info(record, env_steps, start))
             if ckpt is not None and (done or (cfg.checkpoint_every and env_steps >= next_ckpt)):
                 save()
-        if signalled and env_steps < cfg.steps:
+        if signalled and env_steps >= cfg.steps and evaluation_due:
+            # the signal came during the last chunk: its checkpoint owes the final evaluation
+            stopped_by = stop.name or "SIGTERM"
+            if primary:
+                rerun = ("; rerun the same command to make it" if ckpt is not None else "")
+                print(f"[train] stopped by {stopped_by} at env_steps={env_steps}, the end of "
+                      f"training, before its final evaluation{rerun}", flush=True)
+        elif signalled and env_steps < cfg.steps:
             stopped_by = stop.name or "SIGTERM"
             if not history or history[-1].get("stopped_by") != stopped_by:
                 emit({"env_steps": env_steps, "stopped_by": stopped_by})  # between chunks

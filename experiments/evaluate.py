@@ -190,7 +190,8 @@ def evaluate_stochastic_muzero(env, cfg, state, record: Dict, args, horizon: int
                                   args.trajectories, args.length)
     model = stochastic_muzero.build_model(cfg, env)
     result = evaluation.model_k_step_errors(model, state.agent.params, out.observations(),
-                                            out.action, out.reward, horizon, valid=out.valid)
+                                            out.action, out.reward, horizon, valid=out.valid,
+                                            terminated=out.terminated)
     result["terminated_fraction"] = float(np.mean(np.asarray(out.ended)))
     return result, ("reward_observed", "value_observed", "reward_likely", "value_likely")
 

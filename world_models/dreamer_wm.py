@@ -10,7 +10,8 @@ true successor; within an episode ``o'_t = o_{t+1}``). Along one replayed sequen
 so sequences may cross episode boundaries, and terminal observations are encoded too: the
 heads on ``s'_t`` predict ``o'_t`` (decoder), ``r_t`` (two-hot) and ``1 - terminated_t``
 (continue). The KL term is the balanced KL of ``s'_t`` and, where the RSSM was reset, of ``s_t``
-(whose reconstruction of ``o_t`` is also trained). The states ``s_t`` start imagination.
+(whose reconstruction and continue flag are also trained, and at an episode's start its reward
+0, as the official code trains its first steps). The states ``s_t`` start imagination.
 
 With replay context (the official ``replay_context``), a sequence may bring the posterior of
 ``o_0`` stored in replay (``seq["context"]``, ``seq["has_context"]``): then ``s_0`` is that
@@ -183,7 +184,8 @@ def loss_fn(params, model: WorldModel, seq: Dict[str, Array], key: Array, *, kl_
             kl_rep: float, free_nats: float, recon_scale: float = 1.0, cont_scale: float = 1.0
             ) -> Tuple[Array, Tuple[RSSMState, Dict[str, Any]]]:
     """World-model loss of ONE sequence: ``recon_scale recon + reward + continue + KL``
-    averaged over T.
+    averaged over T, each term over the successor posteriors and, at the first steps, the reset
+    posteriors of ``o_t`` (continue target ``cont_scale``; reward target 0 at episode starts).
 
     ``seq`` additionally holds ``reward [T]`` and ``terminated [T]`` (bool). ``recon_scale``
     is the official implementation's decoder loss scale (1 by default): the reconstruction is
@@ -198,12 +200,20 @@ def loss_fn(params, model: WorldModel, seq: Dict[str, Array], key: Array, *, kl_
     first = first_steps(seq).astype(jnp.float32)
     heads = jax.vmap(lambda f: model.apply(params, f, method=WorldModel.heads))
     dec, rew_logits, cont_logit = heads(features(post))
-    start_dec, _, _ = heads(features(start_post))
+    start_dec, start_rew_logits, start_cont_logit = heads(features(start_post))
     rl = jax.vmap(lambda p, o: recon_loss(model, p, o))
     recon = rl(dec, seq["next_obs"]) + first * rl(start_dec, seq["obs"])
-    reward = nets.SUPPORT.cross_entropy(rew_logits, seq["reward"])
-    cont = nets.continue_loss(cont_logit,
-                              cont_scale * (1.0 - seq["terminated"].astype(jnp.float32)))
+    # The official code trains the reward and continue heads on every replayed posterior.
+    # A reset posterior's observation is never terminal (imagination starts from it and
+    # weighs its steps by its continue prediction); at an episode's first step no reward led
+    # to it (0), while the reward before a window's first step is not in the window.
+    episode_start = seq["is_first"].astype(jnp.float32)
+    reward = (nets.SUPPORT.cross_entropy(rew_logits, seq["reward"])
+              + episode_start * nets.SUPPORT.cross_entropy(start_rew_logits,
+                                                           jnp.zeros_like(first)))
+    cont = (nets.continue_loss(cont_logit,
+                               cont_scale * (1.0 - seq["terminated"].astype(jnp.float32)))
+            + first * nets.continue_loss(start_cont_logit, jnp.full_like(first, cont_scale)))
     kl, kl_metrics = kl_balance(post.logits, prior_logits, dyn_scale=kl_dyn,
                                 rep_scale=kl_rep, free_nats=free_nats)
     kl_start, _ = kl_balance(start_post.logits, start_prior_logits, dyn_scale=kl_dyn,

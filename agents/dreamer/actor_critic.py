@@ -11,7 +11,8 @@ From every start state ``s_0`` the actor imagines ``H`` steps: ``a_k ~ pi(.|s_k)
 ``w_k = gamma^k prod_{j=1..k} c_j``).
 Critic: ``w_k [CE(two_hot(R_k), v(s_k)) + slow_reg CE(two_hot(v_slow(s_k)), v(s_k))]``.
 Actor:  ``-w_k [sg((R_k - v_k) / S) log pi(a_k|s_k) + eta H(pi(.|s_k))]`` (REINFORCE) or
-``-w_k [R_k / S + eta H]`` with gradients through the dynamics (backprop), where
+``-w_k [(R_k - v_k) / S + eta H]`` with gradients through the dynamics into ``R_k`` and
+``v_k = v(s_k)`` (backprop, the 2023 code's baseline included), where
 ``S = max(1, EMA(P95(R)) - EMA(P5(R)))`` (decay 0.99, no bias correction).
 """
 
@@ -192,8 +193,8 @@ def actor_critic_loss(actor_params, critic_params, slow_params, traj: Dict[str, 
     out = actor.apply(actor_params, sg(feats))
     logp = policy_log_prob(out, sg(traj["actions"]), actor.discrete)
     entropy = policy_entropy(out, actor.discrete)
-    if backprop:
-        objective = ret / scale
+    if backprop:  # the 2023 code's -(R - v) / S, v through the imagined states as R
+        objective = (ret - value[:-1]) / scale
     else:
         objective = sg((ret - value[:-1]) / scale) * logp
     actor_loss = -(weight * (objective + cfg.entropy * entropy)).mean()

@@ -8,7 +8,7 @@ loop:
 2. bootstrap values ``v_j = V_target(next_obs_j)`` from the target network; for
    ``round(reanalyse_fraction * B)`` windows drawn at random a fresh search with the target
    network over ``o_0..o_{L-1}, next_obs_{L-1}`` replaces the stored policies and the
-   bootstrap values (reanalyse);
+   bootstrap values (reanalyse; the values from a search without root noise);
 3. targets (:mod:`agents.muzero.targets`), importance-weighted loss
    (:mod:`agents.muzero.losses`), one Adam step;
 4. priorities ``|v_0 - z_0| + eps`` written back; target network copied every
@@ -219,21 +219,32 @@ def make_agent(cfg: MuZeroConfig, env: Environment, num_envs: int, *, model: MuZ
             roots = window.obs[rows, :k1]
         else:
             roots = jnp.concatenate([window.obs[rows], window.next_obs[rows, -1:]], axis=1)
-        masks = {}
+        mask = None
         if window.legal_action_mask is not None:  # the last root gives a value only: unmasked
             mask = window.legal_action_mask[rows, :roots.shape[1]]
             if not outcome:
                 mask = jnp.concatenate([mask, jnp.ones_like(mask[:, -1:])], axis=1)
-            masks = {"legal_action_mask": mask.reshape((-1,) + mask.shape[2:])}
-        _, out = _flat_apply(lambda o: search_fn(state.target_params, o, search_key, True,
-                                                 **masks), roots)
+
+        def search(steps: slice, explore: bool):
+            """The search on ``roots[:, steps]`` (and their masks), ``[R, S]`` outputs."""
+            masks = {} if mask is None else {
+                "legal_action_mask": mask[:, steps].reshape((-1,) + mask.shape[2:])}
+            return _flat_apply(lambda o: search_fn(state.target_params, o, search_key, explore,
+                                                   **masks), roots[:, steps])[1]
+
         if outcome:
+            out = search(slice(None), True)
             extras = {name: value.at[rows, :k1].set(out[name])
                       for name, value in window.extras.items() if name != "root_value"}
             return extras, values_after
+        # Policies from the search as acting runs it (root noise), the bootstrap values from
+        # one without: noise sends visits to worse actions and biases the root value down.
+        # (Sampled MuZero's search without noise draws its action samples with a fixed key.)
+        out = search(slice(None, -1), True)
+        clean = search(slice(1, None), False)
         done = window.terminated[rows] | window.truncated[rows]
-        fresh_values = jnp.where(done, values_after[rows], out["root_value"][:, 1:])
-        extras = {name: value.at[rows].set(out[name][:, :-1])
+        fresh_values = jnp.where(done, values_after[rows], clean["root_value"])
+        extras = {name: value.at[rows].set(out[name])
                   for name, value in window.extras.items() if name != "root_value"}
         return extras, values_after.at[rows].set(fresh_values)
 

@@ -7,7 +7,7 @@ open loop on the real actions (:func:`world_models.evaluation.k_step_error`):
 
 comparing ``r̂`` with the real rewards and ``v̂`` with ``V(f(h(o_{t+k})))``, the value the same
 network assigns to the real observation (so the value error isolates what the unrolled
-dynamics lose), for ``k = 1..horizon`` (beyond the training unroll K when horizon > K).
+dynamics lose; 0 where ``o_{t+k}`` is terminal, as the model is trained to predict), for ``k = 1..horizon`` (beyond the training unroll K when horizon > K).
 It also reports :func:`action_value_errors`: the model's one-step action values, for the
 action taken and for the others, against the real next states' values, next to the real gap
 between the actions' values; :func:`policy_action_values` gives the greedy policy's own action
@@ -35,12 +35,14 @@ Array = jax.Array
 
 
 def model_k_step_errors(model: MuZeroModel, params, obs: Array, actions: Array,
-                        rewards: Array, horizon: int, valid: Optional[Array] = None
-                        ) -> Dict[str, Dict]:
+                        rewards: Array, horizon: int, valid: Optional[Array] = None,
+                        terminated: Optional[Array] = None) -> Dict[str, Dict]:
     """``obs [N, T+1, ...]``, ``actions [N, T]``, ``rewards [N, T]`` -> reward and value errors.
 
     ``valid [N, T]`` (optional) marks the transitions before an episode's end: the rollouts
     step on past a terminal without reset, and those states are scored only where valid.
+    ``terminated [N, T]`` (optional) marks the steps whose successor is absorbing: the value
+    target there is 0 (what the model is trained to predict), not the network's value of it.
     """
     def step_fn(model_state, action):
         s, _ = model_state
@@ -55,6 +57,8 @@ def model_k_step_errors(model: MuZeroModel, params, obs: Array, actions: Array,
         return model.value_support.decode(value_logits[0])
 
     real_values = jax.vmap(lambda o: model.value(params, o))(obs[:, 1:])  # [N, T]
+    if terminated is not None:  # an absorbing state is worth 0; V was never trained there
+        real_values = jnp.where(terminated, 0.0, real_values)
     out = {"reward": k_step_error(step_fn, obs, actions, horizon, encode_fn=encode_fn,
                                   observe_fn=lambda ms: ms[1], targets=rewards, valid=valid),
            "value": k_step_error(step_fn, obs, actions, horizon, encode_fn=encode_fn,
@@ -122,7 +126,7 @@ def evaluate(env, cfg, model: MuZeroModel, params, key: Array, *, trajectories: 
     out = greedy_rollout(env, cfg, model, params, key, trajectories, length,
                          _action_value_probe(env, cfg, model, params))
     result = model_k_step_errors(model, params, out.observations(), out.action, out.reward,
-                                 horizon, valid=out.valid)
+                                 horizon, valid=out.valid, terminated=out.terminated)
     result["action_values"] = _action_value_summary(env.spec.num_actions, out)
     result["action_frequencies"] = action_frequencies(env.spec.num_actions, out)
     result["terminated_fraction"] = float(np.mean(np.asarray(out.ended)))

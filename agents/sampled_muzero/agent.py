@@ -19,7 +19,7 @@ import jax
 import jax.numpy as jnp
 
 from agents.muzero import acting
-from agents.muzero.agent import MuZeroState, make_agent
+from agents.muzero.agent import MuZeroState, make_agent, search_discount
 from agents.sampled_muzero.config import SampledMuZeroConfig
 from agents.sampled_muzero.losses import sampled_policy_loss
 from agents.sampled_muzero.search import make_search_fns
@@ -61,7 +61,7 @@ def make(cfg: SampledMuZeroConfig, env: Environment, num_envs: int) -> Agent:
     """Builds the agent for ``num_envs`` copies of ``env``."""
     model = build_model(cfg, env)
     root_fn, recurrent_fn = make_search_fns(model, num_samples=cfg.num_samples,
-                                            discount=cfg.discount,
+                                            discount=search_discount(cfg, env.spec.num_players),
                                             min_std=cfg.policy_min_std,
                                             root_std_scale=cfg.root_std_scale)
 

@@ -19,7 +19,7 @@ import jax.numpy as jnp
 import mctx
 
 from agents.muzero import acting
-from agents.muzero.agent import MuZeroState, check_discrete_env, make_agent
+from agents.muzero.agent import MuZeroState, check_discrete_env, make_agent, search_discount
 from agents.stochastic_muzero.config import StochasticMuZeroConfig
 from agents.stochastic_muzero.losses import batch_loss
 from core.rlmath import Support
@@ -84,7 +84,8 @@ def make(cfg: StochasticMuZeroConfig, env: Environment, num_envs: int) -> Agent:
                          f"(envs.api.Symmetry); {env.spec.env_id} declares none. Drop "
                          f"--mirror-augmentation or add the symmetry to its adapter.")
     model = build_model(cfg, env)
-    fns = make_search_fns(model, cfg.discount)
+    # 1 under outcome value targets, as the targets use (a single-player task here)
+    fns = make_search_fns(model, search_discount(cfg, env.spec.num_players))
 
     def search_fn(params, obs, key, explore: bool, temp=1.0, legal_action_mask=None):
         out = search(cfg, fns, params, obs, key, explore=explore, temp=temp,

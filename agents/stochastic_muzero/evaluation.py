@@ -8,7 +8,7 @@ actions from every real state (:func:`world_models.evaluation.k_step_error`):
     v̂_{t+k} = V(f(s_{t+k})),
 
 against the real rewards and ``V(f(h(o_{t+k})))`` (the value the same network gives the real
-observation), for ``k = 1..horizon``, with two choices of the chance codes ``c``:
+observation; 0 where it is terminal), for ``k = 1..horizon``, with two choices of the chance codes ``c``:
 
 * ``observed``: the encoder's code of the real pair ``(o_{t+k-1}, o_{t+k})``, the outcome
   that happened: what the model gets wrong given the chance events;
@@ -45,11 +45,12 @@ def greedy_games(env, agent, agent_state, key: Array, num: int, length: int
 
 
 def model_k_step_errors(model: StochasticMuZeroModel, params, obs: Array, actions: Array,
-                        rewards: Array, horizon: int, valid: Optional[Array] = None
-                        ) -> Dict[str, Dict]:
+                        rewards: Array, horizon: int, valid: Optional[Array] = None,
+                        terminated: Optional[Array] = None) -> Dict[str, Dict]:
     """``obs [N, T+1, ...]``, ``actions [N, T]``, ``rewards [N, T]`` -> ``{"reward_observed",
     "value_observed", "reward_likely", "value_likely"}`` (module doc), each
-    :func:`world_models.evaluation.k_step_error`'s dict; ``valid [N, T]`` as there."""
+    :func:`world_models.evaluation.k_step_error`'s dict; ``valid [N, T]`` as there;
+    ``terminated [N, T]`` as in :func:`agents.muzero.evaluation.model_k_step_errors`."""
     observed = jax.vmap(lambda o: jnp.argmax(model.encode(params, o[:-1], o[1:]), -1))(obs)
     inputs = jnp.stack([actions.astype(jnp.int32), observed.astype(jnp.int32)], -1)  # [N,T,2]
 
@@ -72,6 +73,8 @@ def model_k_step_errors(model: StochasticMuZeroModel, params, obs: Array, action
         return model.value_support.decode(value_logits[0])
 
     real_values = jax.vmap(lambda o: model.value(params, o))(obs[:, 1:])  # [N, T]
+    if terminated is not None:  # an absorbing state is worth 0; V was never trained there
+        real_values = jnp.where(terminated, 0.0, real_values)
     out = {}
     for codes, use_observed in (("observed", True), ("likely", False)):
         step_fn = make_step(use_observed)

@@ -79,7 +79,9 @@ def example_loss(params, obs: Array, actions: Array, targets: UnrollTargets, *,
     parts["value_target_clipped"] = value_target_clipped(model.value_support, targets)
     parts["reward_target_clipped"] = reward_target_clipped(model.reward_support, targets)
     root_value = model.value_support.decode(unroll.value_logits[0])
-    parts["priority"] = jnp.abs(root_value - targets.value[0])
+    # a window without a value target (cut by a time limit under outcome targets) gets the
+    # floor priority, as in MuZero
+    parts["priority"] = jnp.abs(root_value - targets.value[0]) * targets.value_mask[0]
     parts["root_value_pred"] = root_value
     parts["code_counts"] = (unroll.codes * observed[:, None]).sum(0)  # [C]
     parts["code_probs"] = (unroll.encoder_probs * observed[:, None]).sum(0)  # [C]

@@ -89,6 +89,42 @@ def test_imagine_is_time_major_and_its_heads_match_the_states():
     assert not np.allclose(dense, split)  # a different shared input changes the output
 
 
+@pytest.mark.slow
+def test_backprop_actor_objective_subtracts_the_value_baseline():
+    """The 2023 backprop objective is ``(R_k - v(s_k)) / S`` with both terms live: R_0 does
+    not depend on s_0, so the only gradient reaching s_0's features is the baseline's."""
+    env = envs.make("gymnax/CartPole-v1")
+    cfg = PRESETS["tiny"]
+    dreamer = Dreamer(cfg, env)
+    state = dreamer.init(jax.random.PRNGKey(0))
+    n = 4
+    starts = jax.tree_util.tree_map(lambda x: jnp.broadcast_to(x, (n,) + x.shape),
+                                    dreamer.model.initial())
+    traj = ac.imagine(dreamer.model, state.wm_params, dreamer.actor, state.actor_params, starts,
+                      jax.random.PRNGKey(1), cfg.horizon, False)
+    critic_params = dreamer.critic.init(jax.random.PRNGKey(2), traj["last"])
+    # a critic that is not zero everywhere (the two-hot head starts at zero)
+    critic_params = jax.tree_util.tree_map(
+        lambda x: x + 0.3 * jax.random.normal(jax.random.PRNGKey(3), x.shape), critic_params)
+    ret_state = (jnp.zeros(()), jnp.zeros(()), jnp.zeros((), jnp.int32))
+
+    def actor_loss(feats):
+        loss, _, _, _, metrics = ac.actor_critic_loss(
+            state.actor_params, critic_params, critic_params, dict(traj, feats=feats),
+            ret_state, actor=dreamer.actor, critic=dreamer.critic, cfg=cfg, backprop=True)
+        return loss, metrics["return_scale"]
+
+    grad0, scale = jax.grad(actor_loss, has_aux=True)(traj["feats"])
+    grad0 = grad0[0]  # [N, F]
+    weight0 = ac.targets(traj["reward"][:, 0], traj["cont_logit"][:, 0], jnp.zeros(
+        cfg.horizon + 1), discount=cfg.discount, lambda_=cfg.lambda_,
+        contdisc=cfg.contdisc)["weight"][0]
+    value0 = jax.grad(lambda f: nets.SUPPORT.decode(dreamer.critic.apply(critic_params, f)).sum())
+    expected = weight0 * value0(traj["feats"][0]) / (scale * cfg.horizon * n)
+    assert float(jnp.abs(expected).max()) > 1e-4
+    np.testing.assert_allclose(grad0[0], expected[0], rtol=1e-4, atol=1e-7)
+
+
 def test_replay_returns_by_hand():
     # a window of 4 steps; the episode terminates at t = 2, a new one starts at t = 3
     reward, boot = jnp.array([1.0, 2.0, 3.0, 4.0]), jnp.array([10.0, 20.0, 30.0, 40.0])

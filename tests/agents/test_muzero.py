@@ -301,6 +301,32 @@ def test_reanalysed_rows_are_drawn_at_random():
 
 
 @pytest.mark.slow
+def test_reanalysed_bootstrap_values_come_from_a_search_without_root_noise():
+    """Root noise is for acting: it sends visits to worse actions and lowers the root value.
+    The priorities |v_0 - z_0| of a reanalysing update depend on the bootstrap values alone
+    (not on the reanalysed policies), so the noise's weight must not change them."""
+    env = envs.make("gymnax/CartPole-v1")
+    base = dataclasses.replace(muzero.PRESETS["tiny"], reanalyse_fraction=0.5)
+    fns = make_loop(env, muzero.make(base, env, 2), num_envs=2, iterations=1,
+                    prefill_iterations=40)
+    state = jax.jit(fns.prefill)(fns.init(jax.random.PRNGKey(0)))[0]
+    agent_state = _perturbed(state.agent, jax.random.PRNGKey(1))
+    key = jax.random.PRNGKey(2)
+
+    def written_priorities(cfg):
+        agent = muzero.make(cfg, env, 2)
+        buffer_state = jax.jit(agent.update)(agent_state, state.buffer, key)[1]
+        indices = agent.buffer.sample(state.buffer, jax.random.split(key)[0]).indices
+        return np.asarray(sum_tree.get_batch(buffer_state.sum_tree_state, indices))
+
+    quiet = written_priorities(dataclasses.replace(base, dirichlet_fraction=0.1))
+    loud = written_priorities(dataclasses.replace(base, dirichlet_fraction=0.9))
+    plain = written_priorities(dataclasses.replace(base, reanalyse_fraction=0.0))
+    assert not np.allclose(quiet, plain, rtol=1e-5, atol=0)  # some rows were reanalysed
+    np.testing.assert_allclose(quiet, loud, rtol=1e-5)
+
+
+@pytest.mark.slow
 def test_update_on_images_trains_the_residual_network():
     """MinAtar's [10, 10, C] observations go through the residual torso (a convolution and a
     residual block per trunk, a 1x1 reducing convolution before each head). One update,
@@ -406,6 +432,28 @@ def test_action_value_errors_against_the_real_step_by_hand():
                                                    jax.random.PRNGKey(1), 3, 6)
     np.testing.assert_allclose(out["taken_error"], np.asarray(rewards)[:, :4].mean(), atol=1e-4)
     assert np.asarray(ended).all() and obs.shape == (3, 7, 3)
+
+
+def test_k_step_value_targets_are_zero_at_absorbing_states():
+    """The model is trained to value an absorbing state at 0, and the network's value of a
+    terminal observation is never trained: the k-step value target there is 0."""
+    from agents.muzero import evaluation
+    env = _copy_env()
+    cfg = muzero.PRESETS["tiny"]
+    model = muzero.build_model(cfg, env)
+    params = model.init(jax.random.PRNGKey(0), env.spec.obs_shape)
+    leaves, tree = jax.tree_util.tree_flatten(params)  # non-zero value head
+    keys = jax.random.split(jax.random.PRNGKey(1), len(leaves))
+    params = jax.tree_util.tree_unflatten(
+        tree, [x + 0.5 * jax.random.normal(k, x.shape) for x, k in zip(leaves, keys)])
+    obs = jax.random.normal(jax.random.PRNGKey(2), (2, 5, 3))
+    actions = jnp.zeros((2, 4), jnp.int32)
+    terminated = jnp.zeros((2, 4), bool).at[:, -1].set(True)
+    got = evaluation.model_k_step_errors(model, params, obs, actions, jnp.zeros((2, 4)), 1,
+                                         terminated=terminated)["value"]["target_norm"][0]
+    values = np.abs(np.asarray(jax.vmap(lambda o: model.value(params, o))(obs[:, 1:])))
+    assert values[:, -1].min() > 1e-3
+    np.testing.assert_allclose(got, values[:, :-1].sum() / values.size, rtol=1e-4)
 
 
 def test_action_frequencies_count_only_the_episodes_steps():

@@ -257,7 +257,7 @@ def test_learns_to_gamble_and_call_the_coin():
                               target_update_period=50, codebook_size=4)
     agent = stochastic_muzero.make(cfg, env, 4)
     result = runner.train(env, agent, runner.RunConfig(
-        steps=1_500, num_envs=4, num_seeds=2, log_every=500, eval_every=1_500,
+        steps=2_500, num_envs=4, num_seeds=2, log_every=500, eval_every=2_500,
         eval_episodes=8, logdir=None, progress=False, seed=0))
     last = result.history[-1]
     assert last["eval_return_per_seed"] == [1.0, 1.0], last

@@ -321,6 +321,38 @@ def test_an_evaluation_a_signal_skipped_is_made_on_resume(tmp_path, monkeypatch)
     assert evaluated() == [16, 32, 48, 64, 80]  # made once, not again on the next resume
 
 
+def test_a_signal_during_the_last_chunk_says_the_final_evaluation_is_owed(tmp_path,
+                                                                          monkeypatch, capsys):
+    """The last chunk ends the training, but a signal seen after it skips the final evaluation:
+    the run says so and exits as a signalled stop, and the rerun makes the evaluation."""
+    from core import runner
+
+    logdir = str(tmp_path / "run")
+    argv = RANDOM + ["--steps", "48", "--eval-every", "16", "--checkpoint-every", "0",
+                     "--logdir", logdir]
+    calls = []
+
+    def signal_after_third_chunk(flags):
+        calls.append(1)
+        out = np.asarray(flags, bool).copy()
+        out[0] = out[0] or len(calls) == 6
+        return out
+
+    monkeypatch.setattr(runner.sharding, "agree_any", signal_after_third_chunk)
+    with pytest.raises(SystemExit) as exit_info:
+        train.main(argv)
+    assert exit_info.value.code == 128 + 15
+    assert "at env_steps=48, the end of training, before its final evaluation; rerun" in (
+        capsys.readouterr().out)
+    assert logger.read_metrics(logdir)[-1]["stopped_by"] == "SIGTERM"
+    monkeypatch.undo()
+    evaluated = lambda: [r["env_steps"] for r in logger.read_metrics(logdir)  # noqa: E731
+                         if "eval_return_mean" in r]
+    assert evaluated() == [16, 32]
+    train.main(argv)
+    assert evaluated() == [16, 32, 48]
+
+
 def test_default_device_count_splits_the_environments():
     assert sharding.default_num_devices(8, available=4) == 4
     assert sharding.default_num_devices(6, available=4) == 3

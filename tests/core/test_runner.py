@@ -243,3 +243,52 @@ def test_a_seed_skipping_every_update_of_a_chunk_stops_the_run(tmp_path):
         runner.train(env, agent, cfg)
     lines = [json.loads(x) for x in open(tmp_path / "skip" / "metrics.jsonl")]
     assert [r["skipped_updates"] for r in lines if "skipped_updates" in r] == [0.0, 0.5]
+
+
+def test_nonfinite_message_names_a_fix_that_a_rerun_accepts():
+    # A resume repeats the same updates and refuses a changed learning rate (core.rundir), so
+    # the message must point to a new run, not to a resume.
+    fix = runner._NONFINITE_FIX.format(30)
+    assert "env_steps=30" in fix and "--fresh" in fix and "new --logdir" in fix
+    assert "then rerun to resume" not in fix
+    with pytest.raises(runner.NonFiniteMetricError, match=r"'loss' is nan.*new --logdir"):
+        runner._check_finite({"env_steps": 40, "loss": float("nan")}, 30)
+    with pytest.raises(runner.NonFiniteMetricError, match=r"seeds \[1\]\).*new --logdir"):
+        runner._check_skipped({"skipped_updates": np.array([0.5, 1.0])}, 40, 30)
+
+
+def test_steps_beyond_the_int32_step_counter_are_refused():
+    from core.types import Schedule
+    schedule = Schedule(env_steps_per_iteration=1, prefill_steps=0)
+    cfg = runner.RunConfig(steps=2 ** 31 - 3000, num_envs=8, log_every=1000, eval_every=-1)
+    runner.check_budget(schedule, cfg)
+    with pytest.raises(ValueError, match=r"--steps 2147482648 is too large.*; 1000 steps here\)"):
+        runner.check_budget(schedule, dataclasses.replace(cfg, steps=2 ** 31 - 1000))
+    # a chunk is at least one iteration: 8 x 200 = 1,600 steps for log_every 1,000
+    cfg = dataclasses.replace(cfg, steps=2 ** 31 - 1500)
+    runner.check_budget(schedule, cfg)
+    with pytest.raises(ValueError, match=r"; 1600 steps here\)"):
+        runner.check_budget(Schedule(env_steps_per_iteration=200, prefill_steps=0), cfg)
+
+
+def test_resumed_tensorboard_log_keeps_the_checkpoint_step(tmp_path):
+    # TensorBoard drops the events at steps >= the step of a resumed writer's purge marker;
+    # metrics.jsonl keeps the line at the checkpoint's step, so TensorBoard must too.
+    import glob
+    import struct
+    from tensorboardX.proto import event_pb2
+    from core.logger import MetricsLogger
+
+    logger = MetricsLogger(str(tmp_path), resume_env_steps=20)
+    logger.log({"env_steps": 30, "loss": 1.0})
+    logger.close()
+    markers = []
+    for path in glob.glob(str(tmp_path / "events*")):
+        data, i = open(path, "rb").read(), 0
+        while i < len(data):  # TFRecord: length, its CRC, the record, its CRC
+            (length,) = struct.unpack("<Q", data[i:i + 8])
+            event = event_pb2.Event.FromString(data[i + 12:i + 12 + length])
+            i += 16 + length
+            if event.HasField("session_log"):
+                markers.append((event.session_log.status, event.step))
+    assert markers == [(event_pb2.SessionLog.START, 21)]

@@ -180,6 +180,47 @@ def test_world_model_fit_reduces_recon_and_reward_loss(steps):
 
 
 @pytest.mark.slow
+def test_reset_posteriors_train_the_reward_and_continue_heads():
+    # Every successor is terminal with reward 5; the reset posteriors (where imagination also
+    # starts) are not terminal (continue target cont_scale), and the one at the episode start
+    # (t = 5; t = 0 only starts the window) had no reward before it (target 0). Without their
+    # terms the heads extrapolate the successors' 0 and 5 to them.
+    model = wm.WorldModel(obs_shape=(3,), action_dim=2, deter=16, hidden=8, groups=2,
+                          classes=3, blocks=1, units=16, layers=1)
+    key = jax.random.PRNGKey(0)
+    params = model.init(key, jnp.zeros(3), jnp.zeros(2), key)
+    seq = _fixed_batch(jax.random.PRNGKey(1))
+    seq = dict(seq, terminated=jnp.ones_like(seq["terminated"]),
+               reward=jnp.full_like(seq["reward"], 5.0))
+    loss = functools.partial(wm.loss_fn, model=model, kl_dyn=0.5, kl_rep=0.1, free_nats=1.0,
+                             cont_scale=0.9)
+    opt = optax.adam(1e-2)
+
+    def total(p, k):
+        out, _ = jax.vmap(lambda s, kk: loss(p, seq=s, key=kk))(seq, jax.random.split(k, 4))
+        return out.mean()
+
+    @jax.jit
+    def fit(p, k):
+        def body(carry, kk):
+            p, s = carry
+            upd, s = opt.update(jax.grad(total)(p, kk), s, p)
+            return (optax.apply_updates(p, upd), s), None
+        return jax.lax.scan(body, (p, opt.init(p)), jax.random.split(k, 60))[0][0]
+
+    params = fit(params, jax.random.PRNGKey(2))
+    start_post, _, _, post, _ = wm.observe(model, params, jax.tree_util.tree_map(
+        lambda x: x[0], seq), jax.random.PRNGKey(3))
+    heads = jax.vmap(lambda f: model.apply(params, f, method=wm.WorldModel.heads))
+    _, start_rew, start_cont = heads(features(start_post))
+    _, rew, cont = heads(features(post))
+    assert float(jax.nn.sigmoid(cont).max()) < 0.1
+    assert float(jax.nn.sigmoid(start_cont[jnp.array([0, 5])]).min()) > 0.7
+    assert float(nets.SUPPORT.decode(rew).min()) > 4.0
+    assert abs(float(nets.SUPPORT.decode(start_rew[5]))) < 1.0
+
+
+@pytest.mark.slow
 def test_recon_scale_weights_only_the_reconstruction_term():
     model = wm.WorldModel(obs_shape=(3,), action_dim=2, deter=16, hidden=8, groups=2,
                           classes=3, blocks=1, units=16, layers=1)
