@@ -7,7 +7,8 @@ open loop on the real actions (:func:`world_models.evaluation.k_step_error`):
 
 comparing ``r̂`` with the real rewards and ``v̂`` with ``V(f(h(o_{t+k})))``, the value the same
 network assigns to the real observation (so the value error isolates what the unrolled
-dynamics lose; 0 where ``o_{t+k}`` is terminal, as the model is trained to predict), for ``k = 1..horizon`` (beyond the training unroll K when horizon > K).
+dynamics lose; 0 where ``o_{t+k}`` is terminal, as the model is trained to predict), for
+``k = 1..horizon`` (beyond the training unroll K when horizon > K).
 It also reports :func:`action_value_errors`: the model's one-step action values, for the
 action taken and for the others, against the real next states' values, next to the real gap
 between the actions' values; :func:`policy_action_values` gives the greedy policy's own action

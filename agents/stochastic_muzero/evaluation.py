@@ -8,7 +8,8 @@ actions from every real state (:func:`world_models.evaluation.k_step_error`):
     v̂_{t+k} = V(f(s_{t+k})),
 
 against the real rewards and ``V(f(h(o_{t+k})))`` (the value the same network gives the real
-observation; 0 where it is terminal), for ``k = 1..horizon``, with two choices of the chance codes ``c``:
+observation; 0 where it is terminal), for ``k = 1..horizon``, with two choices of the chance
+codes ``c``:
 
 * ``observed``: the encoder's code of the real pair ``(o_{t+k-1}, o_{t+k})``, the outcome
   that happened: what the model gets wrong given the chance events;

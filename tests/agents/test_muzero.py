@@ -260,6 +260,16 @@ def _perturbed(agent_state, key, scale=0.3):
     return agent_state.replace(params=params, target_params=params)
 
 
+def _prefilled_cartpole(cfg):
+    """CartPole, a loop state after 80 random steps on 2 environments, and its agent state
+    with perturbed (non-zero) parameters."""
+    env = envs.make("gymnax/CartPole-v1")
+    fns = make_loop(env, muzero.make(cfg, env, 2), num_envs=2, iterations=1,
+                    prefill_iterations=40)
+    state = jax.jit(fns.prefill)(fns.init(jax.random.PRNGKey(0)))[0]
+    return env, state, _perturbed(state.agent, jax.random.PRNGKey(1))
+
+
 @pytest.mark.slow
 def test_reanalysed_rows_are_drawn_at_random():
     """flashbax returns a batch ordered by buffer position (here rows 0-7 come from
@@ -270,12 +280,8 @@ def test_reanalysed_rows_are_drawn_at_random():
     than on the target network's V, so the priority |v_0 - z_0| the update writes for it
     differs from the one written by the same update (same state, same key, same sample)
     without reanalyse: those rows are the reanalysed ones."""
-    env = envs.make("gymnax/CartPole-v1")
     base = dataclasses.replace(muzero.PRESETS["tiny"], reanalyse_fraction=0.0)
-    fns = make_loop(env, muzero.make(base, env, 2), num_envs=2, iterations=1,
-                    prefill_iterations=40)
-    state = jax.jit(fns.prefill)(fns.init(jax.random.PRNGKey(0)))[0]
-    agent_state = _perturbed(state.agent, jax.random.PRNGKey(1))
+    env, state, agent_state = _prefilled_cartpole(base)
     keys = jax.random.split(jax.random.PRNGKey(2), 8)
 
     def written_priorities(reanalyse_fraction):
@@ -305,12 +311,8 @@ def test_reanalysed_bootstrap_values_come_from_a_search_without_root_noise():
     """Root noise is for acting: it sends visits to worse actions and lowers the root value.
     The priorities |v_0 - z_0| of a reanalysing update depend on the bootstrap values alone
     (not on the reanalysed policies), so the noise's weight must not change them."""
-    env = envs.make("gymnax/CartPole-v1")
     base = dataclasses.replace(muzero.PRESETS["tiny"], reanalyse_fraction=0.5)
-    fns = make_loop(env, muzero.make(base, env, 2), num_envs=2, iterations=1,
-                    prefill_iterations=40)
-    state = jax.jit(fns.prefill)(fns.init(jax.random.PRNGKey(0)))[0]
-    agent_state = _perturbed(state.agent, jax.random.PRNGKey(1))
+    env, state, agent_state = _prefilled_cartpole(base)
     key = jax.random.PRNGKey(2)
 
     def written_priorities(cfg):

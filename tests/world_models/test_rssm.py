@@ -145,17 +145,17 @@ def _fixed_batch(key, batch=4, length=12):
             "action": jax.nn.one_hot(action, 2)}
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("steps", [40])
-def test_world_model_fit_reduces_recon_and_reward_loss(steps):
-    model = wm.WorldModel(obs_shape=(3,), action_dim=2, deter=32, hidden=16, groups=4,
-                          classes=4, blocks=2, units=32, layers=1)
+def _small_model():
+    """A world model of 3-dim observations and 2 actions, and its parameters (key 0)."""
+    model = wm.WorldModel(obs_shape=(3,), action_dim=2, deter=16, hidden=8, groups=2,
+                          classes=3, blocks=1, units=16, layers=1)
     key = jax.random.PRNGKey(0)
-    params = model.init(key, jnp.zeros(3), jnp.zeros(2), key)
-    seq = _fixed_batch(jax.random.PRNGKey(1))
-    opt = optax.adam(3e-3)
-    loss = functools.partial(wm.loss_fn, model=model, kl_dyn=0.5, kl_rep=0.1, free_nats=1.0)
+    return model, model.init(key, jnp.zeros(3), jnp.zeros(2), key)
 
+
+def _fit(loss, params, seq, opt, steps: int):
+    """``steps`` optimiser steps of ``loss`` (a partial ``wm.loss_fn``) on the 4 sequences of
+    ``seq``; returns the parameters and the per-step metrics (means over the sequences)."""
     def total(p, k):
         out, (_, metrics) = jax.vmap(lambda s, kk: loss(p, seq=s, key=kk))(
             seq, jax.random.split(k, 4))
@@ -172,7 +172,19 @@ def test_world_model_fit_reduces_recon_and_reward_loss(steps):
         (p, _), ms = jax.lax.scan(body, (p, opt.init(p)), jax.random.split(k, steps))
         return p, ms
 
-    _, ms = train(params, jax.random.PRNGKey(2))
+    return train(params, jax.random.PRNGKey(2))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("steps", [40])
+def test_world_model_fit_reduces_recon_and_reward_loss(steps):
+    model = wm.WorldModel(obs_shape=(3,), action_dim=2, deter=32, hidden=16, groups=4,
+                          classes=4, blocks=2, units=32, layers=1)
+    key = jax.random.PRNGKey(0)
+    params = model.init(key, jnp.zeros(3), jnp.zeros(2), key)
+    seq = _fixed_batch(jax.random.PRNGKey(1))
+    loss = functools.partial(wm.loss_fn, model=model, kl_dyn=0.5, kl_rep=0.1, free_nats=1.0)
+    _, ms = _fit(loss, params, seq, optax.adam(3e-3), steps)
     first = {k: float(v[:3].mean()) for k, v in ms.items()}
     last = {k: float(v[-3:].mean()) for k, v in ms.items()}
     assert last["recon_loss"] < 0.7 * first["recon_loss"], (first, last)
@@ -185,30 +197,13 @@ def test_reset_posteriors_train_the_reward_and_continue_heads():
     # starts) are not terminal (continue target cont_scale), and the one at the episode start
     # (t = 5; t = 0 only starts the window) had no reward before it (target 0). Without their
     # terms the heads extrapolate the successors' 0 and 5 to them.
-    model = wm.WorldModel(obs_shape=(3,), action_dim=2, deter=16, hidden=8, groups=2,
-                          classes=3, blocks=1, units=16, layers=1)
-    key = jax.random.PRNGKey(0)
-    params = model.init(key, jnp.zeros(3), jnp.zeros(2), key)
+    model, params = _small_model()
     seq = _fixed_batch(jax.random.PRNGKey(1))
     seq = dict(seq, terminated=jnp.ones_like(seq["terminated"]),
                reward=jnp.full_like(seq["reward"], 5.0))
     loss = functools.partial(wm.loss_fn, model=model, kl_dyn=0.5, kl_rep=0.1, free_nats=1.0,
                              cont_scale=0.9)
-    opt = optax.adam(1e-2)
-
-    def total(p, k):
-        out, _ = jax.vmap(lambda s, kk: loss(p, seq=s, key=kk))(seq, jax.random.split(k, 4))
-        return out.mean()
-
-    @jax.jit
-    def fit(p, k):
-        def body(carry, kk):
-            p, s = carry
-            upd, s = opt.update(jax.grad(total)(p, kk), s, p)
-            return (optax.apply_updates(p, upd), s), None
-        return jax.lax.scan(body, (p, opt.init(p)), jax.random.split(k, 60))[0][0]
-
-    params = fit(params, jax.random.PRNGKey(2))
+    params, _ = _fit(loss, params, seq, optax.adam(1e-2), 60)
     start_post, _, _, post, _ = wm.observe(model, params, jax.tree_util.tree_map(
         lambda x: x[0], seq), jax.random.PRNGKey(3))
     heads = jax.vmap(lambda f: model.apply(params, f, method=wm.WorldModel.heads))
@@ -222,10 +217,8 @@ def test_reset_posteriors_train_the_reward_and_continue_heads():
 
 @pytest.mark.slow
 def test_recon_scale_weights_only_the_reconstruction_term():
-    model = wm.WorldModel(obs_shape=(3,), action_dim=2, deter=16, hidden=8, groups=2,
-                          classes=3, blocks=1, units=16, layers=1)
+    model, params = _small_model()
     key = jax.random.PRNGKey(0)
-    params = model.init(key, jnp.zeros(3), jnp.zeros(2), key)
     seq = jax.tree_util.tree_map(lambda x: x[0], _fixed_batch(jax.random.PRNGKey(1)))
     kw = dict(kl_dyn=0.5, kl_rep=0.1, free_nats=1.0)
     base, (_, metrics) = wm.loss_fn(params, model, seq, key, **kw)
