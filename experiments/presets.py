@@ -57,16 +57,18 @@ ACCELERATOR_PRESETS: Dict[str, Tuple[str, ...]] = {
                 "25m_2023", "50m_2023", "100m_2023", "200m_2023", "cartpole_swingup",
                 "pendulum_swingup"),
     "pets": ("default", "halfcheetah", "cartpole_swingup"),
-    "mbpo": ("default", "cartpole_swingup"),
+    "mbpo": ("default",),
 }
 
 
 # The preset an image-observation task gets when nothing above names one (for agents that
-# have it): MuZero's CPU-sized residual-network recipe. ``default`` is sized for vector
-# observations (two updates per environment step), which on a residual network is far slower
+# have it): MuZero's CPU-sized residual-network recipe (MinAtar's) with the wide supports of
+# MuZero's Atari setup, since nothing tells an unknown task's reward scale. ``default`` is
+# sized for vector observations (two updates per environment step), which on a residual
+# network is far slower
 # (pgx/2048 on a 2-core CPU: 455 s for the first 1,000 steps after the prefill against 43 s,
 # compilation included in both; see CHANGELOG).
-IMAGE_PRESET = "minatar"
+IMAGE_PRESET = "image"
 
 
 def default_preset(agent: str, env_id: str, obs_kind: Optional[str] = None) -> str:

@@ -54,13 +54,15 @@ class StochasticMuZeroConfig(MuZeroConfig):
 
 # 2048 (pgx/2048, 4x4x31 planes) on a 2-core CPU: MuZero's "minatar" recipe (residual nets
 # of 32 channels with one block, 8 simulations, one update of batch 32 per 8-environment
-# vectorised step, prioritised replay, no reanalyse) with values on 41 bins over [-40, 40] in
-# h-space (|v| up to about 1,700: 2048's merge rewards add up to thousands in a game); the
-# rewards' 21 bins over [-10, 10] reach |r| ~ 120.
+# vectorised step, prioritised replay, no reanalyse) with the supports of MuZero's Atari setup:
+# values and rewards on 601 bins over [-300, 300] in h-space, |x| up to about 58,700. 2048's
+# reward is the sum of a move's merged tiles (256 for two 128s, 4,096 for two 2,048s) and its
+# values reach thousands in a game; narrower supports clip both.
 _CPU = dict(model_size="small", latent_dim=32, num_simulations=8, batch_size=32,
             learning_rate=1e-3, buffer_size=100_000, priority_exponent=0.6,
             importance_exponent=0.4, reanalyse_fraction=0.0,
-            temperature_boundaries=(5_000, 10_000), value_support_max=40.0,
+            temperature_boundaries=(5_000, 10_000), value_support_size=601,
+            value_support_max=300.0, reward_support_size=601, reward_support_max=300.0,
             updates_per_iteration=1, prefill_steps=1_000)
 
 PRESETS: Dict[str, StochasticMuZeroConfig] = {

@@ -20,6 +20,7 @@ from agents.stochastic_muzero.losses import (batch_loss, chance_losses, code_per
 from core import runner
 from core.loop import make_loop
 from envs.api import EnvSpec, Environment
+from world_models.muzero import Support
 from world_models.stochastic_muzero import chance_code
 
 TINY = stochastic_muzero.PRESETS["tiny"]
@@ -200,6 +201,30 @@ def test_acting_never_picks_an_illegal_action():
         assert (np.asarray(extras["search_policy"])[~np.asarray(mask)] == 0.0).all()
         np.testing.assert_allclose(extras["search_policy"].sum(-1), 1.0, rtol=1e-5)
         assert extras["root_value"].shape == (batch,)
+
+
+def _round_trip(support: Support, x: np.ndarray) -> np.ndarray:
+    """``decode(log(encode(x)))``: ``x`` itself when the support covers it, else clipped."""
+    return np.asarray(support.decode(jnp.log(support.encode(jnp.asarray(x)) + 1e-30)))
+
+
+def test_default_supports_cover_2048_rewards_and_scores():
+    """The ``default`` preset (sized for ``pgx/2048``): a move's reward is the sum of the tiles
+    it merges, from 4 up to thousands, and a game's return reaches tens of thousands; the
+    two-hot targets of both must not be clipped. The supports before this preset's (rewards
+    on [-10, 10] in h-space) clipped every merge of 128 or more."""
+    cfg = stochastic_muzero.PRESETS["default"]
+    tiles = 2.0 ** np.arange(2, 13)                      # 4 ... 4,096
+    rewards = np.unique(np.concatenate([tiles, tiles[:, None] + tiles[None, :]], None))
+    rewards = rewards.astype(np.float32)
+    reward_support = Support(cfg.reward_support_size, cfg.reward_support_max,
+                             "signed_hyperbolic")
+    np.testing.assert_allclose(_round_trip(reward_support, rewards), rewards, rtol=1e-4)
+    narrow = Support(21, 10.0, "signed_hyperbolic")
+    assert _round_trip(narrow, np.float32([128.0]))[0] < 120
+    value_support = Support(cfg.value_support_size, cfg.value_support_max, "signed_hyperbolic")
+    scores = np.float32([-50_000.0, 1_000.0, 20_000.0, 50_000.0])
+    np.testing.assert_allclose(_round_trip(value_support, scores), scores, rtol=1e-4)
 
 
 @pytest.mark.slow

@@ -93,8 +93,8 @@ def test_dry_run_builds_and_prints(capsys, tmp_path):
 
 
 @pytest.mark.parametrize("agent, env_id, preset", [
-    ("muzero", "pgx/2048", "minatar"),  # image planes, no preset of its own: the image recipe
-    ("gumbel_muzero", "pgx/2048", "minatar"),
+    ("muzero", "pgx/2048", "image"),  # image planes, no preset of its own: the image recipe
+    ("gumbel_muzero", "pgx/2048", "image"),
     ("muzero", "gymnax/Acrobot-v1", "default"),  # vectors
     ("muzero", "gymnax/Breakout-MinAtar", "minatar"),
     ("muzero", "pgx/connect_four", "board_games"),  # a pattern comes before the image rule
