@@ -301,10 +301,15 @@ def _chunk_steps(schedule: Schedule, cfg: RunConfig) -> Tuple[int, int]:
     return per_iteration, max(1, min(period, cfg.steps) // per_iteration) * per_iteration
 
 
+def prefill_env_steps(schedule: Schedule, num_envs: int) -> int:
+    """Environment steps per seed of the random prefill: whole steps of all ``num_envs``."""
+    return math.ceil(schedule.prefill_steps / num_envs) * num_envs
+
+
 def check_budget(schedule: Schedule, cfg: RunConfig) -> None:
     """Refuses a budget that ends within the random prefill (it would learn nothing) or that
     the 32-bit step counter cannot count to."""
-    prefill = math.ceil(schedule.prefill_steps / cfg.num_envs) * cfg.num_envs
+    prefill = prefill_env_steps(schedule, cfg.num_envs)
     _, chunk = _chunk_steps(schedule, cfg)
     if cfg.steps + chunk + cfg.num_envs >= 2 ** 31:  # the last chunk may end past steps
         raise ValueError(f"--steps {cfg.steps} is too large: the environment-step counter is "

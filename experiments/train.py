@@ -45,7 +45,9 @@ def _parser() -> argparse.ArgumentParser:
                    help="agent preset (default: the one named after the task, else the one for "
                         "its kind of task, e.g. MinAtar, board games, images, else 'default'; "
                         "the README's 'Default preset')")
-    p.add_argument("--steps", type=int, default=None, help="environment steps per seed")
+    p.add_argument("--steps", type=int, default=None,
+                   help="environment steps per seed (default: the agent's for the task, "
+                        "extended past the random prefill where it would end within it)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--num-seeds", type=int, default=1, help="seeds trained in one program")
     p.add_argument("--num-envs", type=int, default=None, help="parallel environments per seed")
@@ -204,7 +206,11 @@ def build(argv: Optional[List[str]] = None):
                         max_seconds=args.max_seconds,
                         **run_fields)
     agent = module.make(agent_cfg, env, run_cfg.num_envs)
-    from core.runner import check_budget
+    from core.runner import check_budget, prefill_env_steps
+    if args.steps is None:  # a default budget is one of learning, after the random prefill
+        prefill = prefill_env_steps(agent.schedule, run_cfg.num_envs)
+        if run_cfg.steps <= prefill:
+            run_cfg = dataclasses.replace(run_cfg, steps=prefill + run_cfg.steps)
     check_budget(agent.schedule, run_cfg)  # before --fresh moves anything
     record = {"agent": args.agent, "env": args.env, "env_options": env_opts,
               "preset": preset_name,

@@ -38,9 +38,9 @@ def build_model(cfg: SampledMuZeroConfig, env: Environment) -> MuZeroModel:
     spec = env.spec
     if spec.discrete or len(spec.action_shape) != 1:
         raise ValueError(f"agent 'sampled_muzero' needs a continuous action vector; "
-                         f"{spec.env_id} has " + ("discrete actions (use --agent muzero)"
+                         f"{spec.env_id} has " + ("discrete actions (use --agent muzero)."
                                                  if spec.discrete else
-                                                 f"action shape {spec.action_shape}"))
+                                                 f"action shape {spec.action_shape}."))
     if len(spec.obs_shape) not in (1, 3):
         raise ValueError(f"agent 'sampled_muzero' needs vector or [H, W, C] observations; "
                          f"{spec.env_id} has shape {spec.obs_shape}")

@@ -106,6 +106,17 @@ def test_the_default_preset_follows_the_observation_kind(capsys, agent, env_id, 
     assert f"preset {preset} (the default for this task)" in capsys.readouterr().out
 
 
+def test_a_default_budget_runs_past_the_prefill(capsys):
+    """MBPO's ``default`` preset collects 5,000 random steps; its default budget on linear/*
+    is 1,000 steps: without --steps the run learns for those 1,000 after the prefill, and an
+    explicit --steps within the prefill is still refused."""
+    argv = ["--agent", "mbpo", "--env", "linear/scalar_a1.1"]
+    _, _, run_cfg, _ = train.build(argv)
+    assert run_cfg.steps == 6000
+    assert "--steps 1000 ends before learning starts" in _run_error(argv + ["--steps", "1000"],
+                                                                     capsys)
+
+
 def test_the_module_exits_2_with_one_line():
     """The real entry point, as a user runs it."""
     proc = subprocess.run([sys.executable, "-m", "experiments.train", "--agent", "mpc", "--env",
@@ -141,3 +152,32 @@ def test_output_file_is_checked_before_the_work(tmp_path):
     if not os.access(locked, os.W_OK):  # root writes anywhere: nothing to refuse there
         with pytest.raises(cli.UsageError, match="not writable"):
             cli.check_output_file(str(locked / "f.json"), "--json")
+
+
+# One task of each kind: continuous vectors (linear, gymnax, brax, dmc), discrete vectors,
+# MinAtar images, a two-player board game, 2048 (single-player, legal-action masks) and
+# Craftax's symbolic observation.
+_TASK_KINDS = ("linear/random_4x2", "gymnax/Pendulum-v1", "gymnax/Acrobot-v1",
+               "gymnax/MountainCarContinuous-v0", "gymnax/Breakout-MinAtar", "brax/reacher",
+               "dmc/finger_spin", "pgx/tic_tac_toe", "pgx/2048",
+               "craftax/Craftax-Classic-Symbolic-v1")
+
+
+@pytest.mark.parametrize("agent", ["mpc", "pets", "sac", "mbpo", "dreamer", "muzero",
+                                   "gumbel_muzero", "sampled_muzero", "stochastic_muzero",
+                                   "random"])
+def test_every_agent_builds_on_every_kind_of_task_or_says_why(agent, capsys, tmp_path):
+    """With only --agent and --env, every pairing either builds a run whose default budget
+    gets past the random prefill, or is refused in one line that names the problem."""
+    built = 0
+    for env_id in _TASK_KINDS:
+        argv = ["--agent", agent, "--env", env_id, "--dry-run", "--logdir", str(tmp_path / "x")]
+        try:
+            assert cli.run(train.main, argv) == {}
+            built += 1
+        except SystemExit as exit_:
+            assert exit_.code == 2, (env_id, exit_.code)
+            err = [line for line in capsys.readouterr().err.splitlines()
+                   if line.startswith("error: ")]
+            assert len(err) == 1 and "ends before learning starts" not in err[0], (env_id, err)
+    assert built >= 1, agent  # every agent runs on some kind of task
