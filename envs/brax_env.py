@@ -17,6 +17,11 @@ same tree structure and dtypes. Brax does not guarantee that: some envs return P
 state had, a key the step dropped keeps its old value, and each leaf is cast to the incoming
 dtype). Playground's DMC adapter (envs/dmc.py) reuses both.
 
+brax 0.14.2 warns at every environment load that brax is not actively maintained (and points
+to MJX, on which MuJoCo Playground's ``dmc/`` tasks here run); the adapter silences that one
+notice (:data:`_UNMAINTAINED`) so that it does not precede every run's output and every
+one-line error of the command line.
+
 Left out of ``NAMES``: ``swimmer`` (brax 0.14.2's ``brax/fluid.py`` calls
 ``jnp.clip(..., a_min=...)``, which jax 0.11 removed, so its step fails) and ``fast`` (a test
 double).
@@ -24,6 +29,7 @@ double).
 
 from __future__ import annotations
 
+import warnings
 from typing import Any, Optional
 
 import jax
@@ -36,6 +42,8 @@ NAMES = ("ant", "halfcheetah", "hopper", "humanoid", "humanoidstandup", "inverte
          "inverted_double_pendulum", "pusher", "reacher", "walker2d")
 
 _DICT_FIELDS = ("metrics", "info")
+# The start of brax's maintenance notice (``brax/io/mjcf.py``), a regular expression.
+_UNMAINTAINED = "Brax System, piplines and environments are not actively being maintained"
 
 
 def normalise_state(state: Any) -> Any:
@@ -84,7 +92,9 @@ def make(name: str, *, max_episode_steps: int = 1000, backend: Optional[str] = N
         env_kwargs["backend"] = backend
     import brax.envs  # lazy: listing ids must not pay for importing brax
 
-    env = brax.envs.get_environment(name, **env_kwargs)
+    with warnings.catch_warnings():  # brax's notice at every load; the module doc says why
+        warnings.filterwarnings("ignore", message=_UNMAINTAINED, category=UserWarning)
+        env = brax.envs.get_environment(name, **env_kwargs)
     # Tracing (not running) reset gives the observation's shape without a compile.
     abstract = jax.eval_shape(env.reset, jax.random.PRNGKey(0))
     if not hasattr(abstract.obs, "shape"):

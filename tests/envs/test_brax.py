@@ -111,3 +111,16 @@ def test_double_pendulum_known_reward_and_termination_match_the_env():
     rewards = np.asarray(jax.vmap(jax.vmap(env.reward_fn))(ts.obs, actions, ts.next_obs))
     np.testing.assert_allclose(rewards, ts.reward, rtol=1e-4, atol=1e-4)
     assert rewards.max() > 9.0 and rewards[ts.terminated].max() < 1.0  # no alive bonus at the end
+
+
+def test_loading_does_not_print_the_maintenance_notice():
+    """brax warns at every load that it is unmaintained; the adapter silences that notice
+    alone, so it does not precede every run's output."""
+    import warnings
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        brax_env.make("inverted_pendulum")
+        warnings.warn("another notice", UserWarning)  # other warnings still get through
+    messages = [str(w.message) for w in caught]
+    assert "another notice" in messages
+    assert not [m for m in messages if "not actively being maintained" in m], messages
