@@ -29,6 +29,7 @@ double).
 
 from __future__ import annotations
 
+import re
 import warnings
 from typing import Any, Optional
 
@@ -43,7 +44,8 @@ NAMES = ("ant", "halfcheetah", "hopper", "humanoid", "humanoidstandup", "inverte
 
 _DICT_FIELDS = ("metrics", "info")
 # The start of brax's maintenance notice (``brax/io/mjcf.py``), a regular expression.
-_UNMAINTAINED = "Brax System, piplines and environments are not actively being maintained"
+_UNMAINTAINED = re.escape("Brax System, piplines and environments are not actively being "
+                          "maintained")
 
 
 def normalise_state(state: Any) -> Any:
@@ -75,6 +77,16 @@ def copy_dicts(state: Any) -> Any:
     return state.replace(**{field: dict(getattr(state, field)) for field in _DICT_FIELDS})
 
 
+def load(name: str, **env_kwargs):
+    """``brax.envs.get_environment(name, **env_kwargs)`` without brax's maintenance notice
+    (:data:`_UNMAINTAINED`; the module doc says why); every brax load here goes through it."""
+    import brax.envs  # lazy: listing ids must not pay for importing brax
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=_UNMAINTAINED, category=UserWarning)
+        return brax.envs.get_environment(name, **env_kwargs)
+
+
 def make(name: str, *, max_episode_steps: int = 1000, backend: Optional[str] = None,
          **env_kwargs) -> Environment:
     """Builds ``brax/<name>``.
@@ -90,11 +102,7 @@ def make(name: str, *, max_episode_steps: int = 1000, backend: Optional[str] = N
         raise ValueError(f"Unknown brax environment {name!r}; known: {', '.join(NAMES)}")
     if backend is not None:
         env_kwargs["backend"] = backend
-    import brax.envs  # lazy: listing ids must not pay for importing brax
-
-    with warnings.catch_warnings():  # brax's notice at every load; the module doc says why
-        warnings.filterwarnings("ignore", message=_UNMAINTAINED, category=UserWarning)
-        env = brax.envs.get_environment(name, **env_kwargs)
+    env = load(name, **env_kwargs)
     # Tracing (not running) reset gives the observation's shape without a compile.
     abstract = jax.eval_shape(env.reset, jax.random.PRNGKey(0))
     if not hasattr(abstract.obs, "shape"):

@@ -336,9 +336,9 @@ def _mujoco_model(family: str, name: str, options: Dict):
     """The ``MjModel`` of ``brax/<name>`` or ``dmc/<name>`` built with ``options``."""
     options = {k: v for k, v in options.items() if k != "max_episode_steps"}
     if family == "brax":
-        import brax.envs
+        from envs import brax_env
 
-        return brax.envs.get_environment(name, **options).sys.mj_model
+        return brax_env.load(name, **options).sys.mj_model
     from mujoco_playground import dm_control_suite
 
     from envs import dmc

@@ -55,8 +55,10 @@ def brax_environment(env_id: str):
     family, name = env_id.split("/", 1)
     if family == "brax":
         import brax.envs
+
+        from envs import brax_env
         try:
-            return brax.envs.get_environment(name), None, 1000
+            return brax_env.load(name), None, 1000
         except KeyError:  # brax lists its ids only in a private dict
             known = sorted(getattr(brax.envs, "_envs", {}))
             raise ValueError(f"unknown brax environment {name!r}; known: {known}") from None

@@ -73,14 +73,13 @@ def dry_run(command: Dict) -> None:
 
 def tiny_run(command: Dict, logdir: str) -> None:
     """Trains a cheap train command for a few hundred steps in ``logdir``."""
-    import math
-
+    from core import runner
     from experiments import train
     argv = _without(command["argv"], ("--logdir", "--steps", "--eval-every", "--log-every",
                                       "--checkpoint-every", "--max-seconds"))
     # a few hundred steps past the agent's random prefill, so that it learns and evaluates
     _, agent, run_cfg, _ = train.build(argv + ["--steps", str(1 << 30)])
-    prefill = math.ceil(agent.schedule.prefill_steps / run_cfg.num_envs) * run_cfg.num_envs
+    prefill = runner.prefill_env_steps(agent.schedule, run_cfg.num_envs)
     train.main(argv + ["--logdir", logdir, "--steps", str(prefill + 200), "--log-every", "100",
                        "--eval-every", "0", "--eval-episodes", "1", "--no-progress"])
 

@@ -196,10 +196,10 @@ def build(argv: Optional[List[str]] = None):
                  "checkpoint_every", "eval_opponent_simulations"):
         if getattr(args, name) is not None:
             run_fields[name] = getattr(args, name)
-    if not run_fields.get("checkpoint_every"):
-        if args.checkpoint_every is None:  # periodic unless asked otherwise
-            run_fields["checkpoint_every"] = default_checkpoint_every(
-                run_fields["steps"], run_fields["log_every"])
+    derived_checkpoints = not run_fields.get("checkpoint_every") and args.checkpoint_every is None
+    if derived_checkpoints:  # periodic unless asked otherwise
+        run_fields["checkpoint_every"] = default_checkpoint_every(run_fields["steps"],
+                                                                  run_fields["log_every"])
     logdir = args.logdir or f"runs/{args.agent}_{args.env.replace('/', '_')}_s{args.seed}"
     run_cfg = RunConfig(seed=args.seed, num_seeds=args.num_seeds, logdir=logdir,
                         num_devices=args.num_devices, progress=not args.no_progress,
@@ -210,7 +210,10 @@ def build(argv: Optional[List[str]] = None):
     if args.steps is None:  # a default budget is one of learning, after the random prefill
         prefill = prefill_env_steps(agent.schedule, run_cfg.num_envs)
         if run_cfg.steps <= prefill:
-            run_cfg = dataclasses.replace(run_cfg, steps=prefill + run_cfg.steps)
+            steps = prefill + run_cfg.steps
+            run_cfg = dataclasses.replace(run_cfg, steps=steps, checkpoint_every=(
+                default_checkpoint_every(steps, run_cfg.log_every) if derived_checkpoints
+                else run_cfg.checkpoint_every))
     check_budget(agent.schedule, run_cfg)  # before --fresh moves anything
     record = {"agent": args.agent, "env": args.env, "env_options": env_opts,
               "preset": preset_name,

@@ -179,5 +179,6 @@ def test_every_agent_builds_on_every_kind_of_task_or_says_why(agent, capsys, tmp
             assert exit_.code == 2, (env_id, exit_.code)
             err = [line for line in capsys.readouterr().err.splitlines()
                    if line.startswith("error: ")]
-            assert len(err) == 1 and "ends before learning starts" not in err[0], (env_id, err)
+            # the agent's own refusal of this kind of task (not a failure of the build)
+            assert len(err) == 1 and err[0].startswith(f"error: agent '{agent}' "), (env_id, err)
     assert built >= 1, agent  # every agent runs on some kind of task
