@@ -50,7 +50,8 @@ class RunConfig:
         ``steps``). The loop runs in compiled chunks of ``min(log_every, eval_every,
         checkpoint_every)`` steps (of those > 0), rounded down to whole iterations, and logs a
         line after each, so a shorter ``eval_every`` or ``checkpoint_every`` also logs more
-        often; the last chunk may end past ``steps``.
+        often. Chunks start where the random prefill ends and are at most as long as the
+        steps left after it, so the run ends less than one chunk past ``steps``.
       eval_every: environment steps between evaluations (0: only at the end; -1: never);
         each comes at the end of the first chunk at or past a multiple of it.
       eval_episodes: episodes per evaluation and seed (on a two-player game: games against
@@ -294,11 +295,13 @@ def _chunk_steps(schedule: Schedule, cfg: RunConfig) -> Tuple[int, int]:
     """``(environment steps per iteration, per chunk)`` of a run: a chunk ends at every metric
     line, evaluation and checkpoint the run asks for, so it is the shortest of log_every,
     eval_every and checkpoint_every (those set) long, rounded down to whole iterations (at
-    least one); a run shorter than that is one chunk of (about) ``steps``."""
+    least one). Chunks start where the random prefill ends, so a chunk is also at most the
+    steps left after the prefill: a run ends less than one chunk past ``steps``."""
     per_iteration = cfg.num_envs * schedule.env_steps_per_iteration
     checkpoint_every = cfg.checkpoint_every if cfg.logdir else 0  # no logdir: no checkpoints
     period = min([cfg.log_every] + [p for p in (cfg.eval_every, checkpoint_every) if p > 0])
-    return per_iteration, max(1, min(period, cfg.steps) // per_iteration) * per_iteration
+    learning = cfg.steps - prefill_env_steps(schedule, cfg.num_envs)
+    return per_iteration, max(1, min(period, learning) // per_iteration) * per_iteration
 
 
 def prefill_env_steps(schedule: Schedule, num_envs: int) -> int:

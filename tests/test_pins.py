@@ -17,16 +17,17 @@ from experiments import train
 
 PINS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "pins.json")
 COMMON = ["--seed", "3", "--no-progress", "--eval-episodes", "2", "--num-seeds", "2"]
+# (env, --steps, --log-every, --num-envs): each run is its random prefill, then one chunk.
 RUNS = {
-    "mpc": ["--env", "linear/scalar_a1.1", "--steps", "100", "--num-envs", "2"],
-    "pets": ["--env", "linear/scalar_a1.1", "--steps", "100", "--num-envs", "2"],
-    "sac": ["--env", "linear/scalar_a0.5", "--steps", "120", "--num-envs", "2"],
-    "mbpo": ["--env", "linear/scalar_a0.5", "--steps", "120", "--num-envs", "1"],
-    "dreamer": ["--env", "gymnax/CartPole-v1", "--steps", "160", "--num-envs", "2"],
-    "muzero": ["--env", "gymnax/CartPole-v1", "--steps", "96", "--num-envs", "2"],
-    "gumbel_muzero": ["--env", "gymnax/CartPole-v1", "--steps", "96", "--num-envs", "2"],
-    "sampled_muzero": ["--env", "linear/scalar_a0.5", "--steps", "96", "--num-envs", "2"],
-    "stochastic_muzero": ["--env", "gymnax/CartPole-v1", "--steps", "96", "--num-envs", "2"],
+    "mpc": ("linear/scalar_a1.1", 120, 100, 2),
+    "pets": ("linear/scalar_a1.1", 140, 100, 2),
+    "sac": ("linear/scalar_a0.5", 184, 120, 2),
+    "mbpo": ("linear/scalar_a0.5", 220, 120, 1),
+    "dreamer": ("gymnax/CartPole-v1", 224, 160, 2),
+    "muzero": ("gymnax/CartPole-v1", 128, 96, 2),
+    "gumbel_muzero": ("gymnax/CartPole-v1", 128, 96, 2),
+    "sampled_muzero": ("linear/scalar_a0.5", 128, 96, 2),
+    "stochastic_muzero": ("gymnax/CartPole-v1", 128, 96, 2),
 }
 
 
@@ -45,8 +46,9 @@ def _numbers(record):
 
 
 def run(agent):
-    argv = ["--agent", agent, "--preset", "tiny", *RUNS[agent], *COMMON,
-            "--log-every", RUNS[agent][RUNS[agent].index("--steps") + 1]]
+    env_id, steps, log_every, num_envs = RUNS[agent]
+    argv = ["--agent", agent, "--preset", "tiny", "--env", env_id, "--steps", str(steps),
+            "--log-every", str(log_every), "--num-envs", str(num_envs), *COMMON]
     env, built, run_cfg, record = train.build(argv)
     import dataclasses
     run_cfg = dataclasses.replace(run_cfg, logdir=None, eval_every=0)

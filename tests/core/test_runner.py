@@ -129,6 +129,18 @@ def test_evaluations_as_often_as_asked_below_log_every():
     assert evaluated == [40, 80, 120, 160, 200], evaluated
 
 
+def test_a_budget_just_past_the_prefill_ends_within_one_chunk_of_it():
+    """Chunks start where the random prefill ends: a budget one iteration (2 environments x
+    10 steps) past the 20-step prefill ends there, at 40 steps, not a whole 40-step metric
+    period (``log_every``) past it; one step more takes one iteration more."""
+    for steps, ends in ((40, [20, 40]), (41, [20, 40, 60])):
+        _, agent, cfg, _ = train.build(TINY + ["--steps", str(steps)])
+        cfg = dataclasses.replace(cfg, logdir=None)
+        assert runner.prefill_env_steps(agent.schedule, cfg.num_envs) == 20
+        history = runner.train(envs.make("linear/scalar_a1.1"), agent, cfg).history
+        assert [r["env_steps"] for r in history] == ends
+
+
 def test_max_seconds_stops_with_final_eval_and_checkpoint_then_resumes(tmp_path):
     env = envs.make("linear/scalar_a0.5")
     agent = random_agent.make(random_agent.RandomConfig(buffer_size=64), env, num_envs=2)
