@@ -124,6 +124,7 @@ def main(argv: Optional[list] = None) -> Dict[str, Any]:
     p.add_argument("--num-evals", type=int, default=10)
     p.add_argument("--out", default=None, help="write the curve as JSON here")
     args = p.parse_args(argv)
+    cli.check_output_file(args.out, "--out")
     result = run_baseline(args.method, args.env, steps=args.steps, seed=args.seed,
                           num_evals=args.num_evals)
     text = json.dumps(result, indent=1)

@@ -57,16 +57,20 @@ def named_runs(items: Sequence[str]) -> Dict[str, str]:
 
 
 def check_output_file(path: Optional[str], flag: str) -> None:
-    """A :class:`UsageError` naming ``flag`` where ``path`` (None: not given) cannot be written
-    as a file: its folder is missing or not writable, or the path is a folder. Checked before
-    the work, so that a run does not end in a traceback after it."""
+    """Makes ``path``'s folder (None: not given) if it is missing, as ``experiments.train``
+    makes its ``--logdir``; a :class:`UsageError` naming ``flag`` where ``path`` cannot be
+    written as a file: the path is a folder, or its folder cannot be made or is not writable.
+    Checked before the work, so that a run does not end in a traceback after it."""
     if not path:
         return
     if os.path.isdir(path):
         raise UsageError(f"{flag} {path} is a directory; give a file name")
     folder = os.path.dirname(os.path.abspath(path))
-    if not os.path.isdir(folder):
-        raise UsageError(f"{flag} {path}: no directory {folder}; create it or pick another path")
+    try:
+        os.makedirs(folder, exist_ok=True)
+    except OSError as err:
+        raise UsageError(f"{flag} {path}: cannot make directory {folder} "
+                         f"({err.strerror or err}); pick another path") from None
     if not os.access(folder, os.W_OK):
         raise UsageError(f"{flag} {path}: directory {folder} is not writable; pick another path")
 

@@ -24,7 +24,6 @@ import argparse
 import dataclasses
 import functools
 import json
-import os
 import time
 from typing import Dict, List, Optional
 
@@ -101,6 +100,8 @@ def main(argv: Optional[List[str]] = None) -> Dict:
     p.add_argument("--json", default=None)
     p.add_argument("--plot", default=None)
     args = p.parse_args(argv)
+    cli.check_output_file(args.json, "--json")
+    cli.check_output_file(args.plot, "--plot")
 
     start = time.perf_counter()
     env = envs.make(args.env)
@@ -124,7 +125,6 @@ def main(argv: Optional[List[str]] = None) -> Dict:
     for prop, c in result["curves"].items():
         print(f"  {prop:<10}" + "".join(f"{c['pooled_relative_error'][k - 1]:>9.1%}" for k in ks))
     if args.json:
-        os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
         with open(args.json, "w") as f:
             json.dump(result, f, indent=2)
     if args.plot:
@@ -143,7 +143,6 @@ def _plot(result: Dict, path: str) -> None:
     ax.set_ylabel("pooled relative error")
     ax.set_title(f"Ensemble k-step error, {result['env']}")
     ax.legend()
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     fig.savefig(path, dpi=120, bbox_inches="tight")
     plt.close(fig)
 

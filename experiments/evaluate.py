@@ -232,6 +232,7 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict:
     """The command line; returns the result that ``--json`` writes."""
     args = evaluation_parser().parse_args(argv)
     record = watch.read_record(args.logdir)
+    cli.check_output_file(args.json, "--json")
     family = FAMILIES.get(record["agent"])
     if family is None:
         agent = record["agent"]

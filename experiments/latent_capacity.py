@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import time
 from typing import Dict, List, Optional
 
@@ -154,8 +153,7 @@ def main(argv: Optional[List[str]] = None) -> Dict:
     if dreamer.model.image:
         raise UsageError(f"{args.env} has image observations {tuple(env.spec.obs_shape)}; "
                          "latent_capacity scores vector observations element by element")
-    if args.json and os.path.dirname(args.json):
-        os.makedirs(os.path.dirname(args.json), exist_ok=True)
+    cli.check_output_file(args.json, "--json")
     start = time.time()
     obs_key, probe_key = jax.random.split(jax.random.PRNGKey(args.seed))
     obs = random_observations(env, obs_key, args.num_envs, args.length)

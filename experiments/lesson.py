@@ -211,6 +211,7 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--horizon", type=int, default=10)
     args = parser.parse_args(argv)
+    cli.check_output_file(args.plot, "--plot")
     results = {"fit": five_sample_fit(), "compounding": compounding(args.horizon),
                "empirical": empirical(jax.random.PRNGKey(args.seed), args.horizon)}
     print(json.dumps(results) if args.json else _text(results))

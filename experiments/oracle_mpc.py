@@ -120,6 +120,7 @@ def main(argv: Optional[List[str]] = None) -> List[Dict]:
     p.add_argument("--obs-cost", default="", help="comma-separated weights, one per obs dim")
     p.add_argument("--out", default="", help="JSON file for the results and trajectories")
     args = p.parse_args(argv)
+    cli.check_output_file(args.out, "--out")
 
     if args.preset not in pets.PRESETS:
         raise ValueError(f"unknown PETS preset {args.preset!r}; known: {sorted(pets.PRESETS)}")

@@ -86,6 +86,7 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict:
     p.add_argument("--out", required=True, help="the PNG to write")
     p.add_argument("--title", default="")
     args = p.parse_args(argv)
+    cli.check_output_file(args.out, "--out")
     runs = {name: read_curves(logdir) for name, logdir in cli.named_runs(args.run).items()}
     plot(runs, args.out, args.title)
     print(f"wrote {args.out}")

@@ -126,6 +126,27 @@ def test_the_module_exits_2_with_one_line():
     assert proc.stderr.strip() == "error: --steps must be >= 1, got 0"
 
 
+@pytest.mark.parametrize("module, argv, flag", [
+    ("experiments.lesson", [], "--plot"),
+    ("experiments.compounding", ["--env", "linear/scalar_a1.1"], "--json"),
+    ("experiments.plot_win_rates", ["--run", "missing_run"], "--out"),
+    ("experiments.oracle_mpc", ["--env", "linear/scalar_a1.1"], "--out"),
+    ("experiments.baselines", ["--method", "ppo", "--env", "brax/reacher", "--steps", "1"],
+     "--out"),
+])
+def test_an_output_file_that_cannot_be_written_is_refused_before_the_work(
+        module, argv, flag, tmp_path, capsys):
+    """Each command makes a missing output folder (as train makes --logdir), and answers
+    one that cannot be made in one line before it computes anything."""
+    (tmp_path / "a_file").write_text("")
+    main = __import__(module, fromlist=["main"]).main
+    with pytest.raises(SystemExit) as exit_:
+        cli.run(main, argv + [flag, str(tmp_path / "a_file" / "out")])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"error: {flag} ") and "cannot make directory" in err, err
+
+
 @pytest.mark.parametrize("module, argv, needle", [
     ("experiments.sample_efficiency", ["--methods", "nope"], "unknown methods"),
     ("experiments.benchmark", ["--suite", "nope"], "unknown benchmark suite"),
@@ -145,8 +166,11 @@ def test_output_file_is_checked_before_the_work(tmp_path):
     cli.check_output_file(str(tmp_path / "out.json"), "--json")
     with pytest.raises(cli.UsageError, match="--json .* is a directory"):
         cli.check_output_file(str(tmp_path), "--json")
-    with pytest.raises(cli.UsageError, match="--out .*: no directory"):
-        cli.check_output_file(str(tmp_path / "missing" / "f.png"), "--out")
+    cli.check_output_file(str(tmp_path / "missing" / "f.png"), "--out")  # made, as --logdir is
+    assert (tmp_path / "missing").is_dir()
+    (tmp_path / "a_file").write_text("")
+    with pytest.raises(cli.UsageError, match="--out .*: cannot make directory"):
+        cli.check_output_file(str(tmp_path / "a_file" / "f.png"), "--out")
     locked = tmp_path / "locked"
     locked.mkdir(mode=0o500)
     if not os.access(locked, os.W_OK):  # root writes anywhere: nothing to refuse there

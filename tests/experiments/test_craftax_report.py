@@ -81,5 +81,6 @@ def test_report_errors(tmp_path):
         craftax_report.main(["--run", f"a={run}", "--every", "-1"])
     with pytest.raises(cli.UsageError, match="twice"):
         craftax_report.main(["--run", f"a={run}", "--run", f"a={run}"])
-    with pytest.raises(cli.UsageError, match="no directory"):
-        craftax_report.main(["--run", f"a={run}", "--out", str(tmp_path / "no" / "f.png")])
+    (tmp_path / "a_file").write_text("")
+    with pytest.raises(cli.UsageError, match="cannot make directory"):
+        craftax_report.main(["--run", f"a={run}", "--out", str(tmp_path / "a_file" / "f.png")])

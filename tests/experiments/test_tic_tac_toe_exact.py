@@ -172,7 +172,8 @@ def test_scores_a_run_recorded_before_board_planes(tmp_path):
     assert fit["steps"] == 3 and fit["transitions"] >= 96 and 0 <= fit["reward_recall"] <= 1
     assert result["replay_transitions"] == fit["transitions"]
     assert result["replay_line_completions"] == fit["line_completions"]
-    with pytest.raises(UsageError, match="no directory"):
-        exact.main(["--logdir", logdir, "--json", str(tmp_path / "missing" / "x.json")])
+    (tmp_path / "a_file").write_text("")
+    with pytest.raises(UsageError, match="cannot make directory"):
+        exact.main(["--logdir", logdir, "--json", str(tmp_path / "a_file" / "x.json")])
     with pytest.raises(UsageError, match="is a directory"):
         exact.main(["--logdir", logdir, "--json", str(tmp_path)])
