@@ -402,6 +402,9 @@ def main(argv: Optional[List[str]] = None) -> Dict:
                         "model-based methods and sac under --out aside (<dir>.<time>) instead "
                         "of resuming them")
     args = p.parse_args(argv)
+    import envs
+    if args.env not in envs.registered_ids(args.env.partition("/")[0]):
+        envs.make(args.env)  # an unknown id: its error lists the known ones, before any work
     args.reference_curve = None
     if args.reference:
         family, _, name = args.env.partition("/")

@@ -149,6 +149,8 @@ def test_an_output_file_that_cannot_be_written_is_refused_before_the_work(
 
 @pytest.mark.parametrize("module, argv, needle", [
     ("experiments.sample_efficiency", ["--methods", "nope"], "unknown methods"),
+    ("experiments.sample_efficiency", ["--env", "gymnax/Nope-v1", "--methods", "ppo"],
+     "Unknown environment id 'gymnax/Nope-v1'"),
     ("experiments.benchmark", ["--suite", "nope"], "unknown benchmark suite"),
     ("experiments.ppo", ["--steps", "x"], "invalid int value"),
 ])
@@ -157,8 +159,10 @@ def test_other_commands_answer_mistakes_in_one_line(module, argv, needle, capsys
     with pytest.raises(SystemExit) as exit_:
         cli.run(main, argv)
     assert exit_.value.code == 2
-    err = capsys.readouterr().err.strip()
+    captured = capsys.readouterr()
+    err = captured.err.strip()
     assert err.startswith("error: ") and "\n" not in err and needle in err
+    assert captured.out == ""  # refused before any work is announced
 
 
 def test_output_file_is_checked_before_the_work(tmp_path):
