@@ -48,6 +48,7 @@ def main(argv: Optional[List[str]] = None) -> Dict:
     p.add_argument("--min-seconds", type=float, default=3.0)
     p.add_argument("--json", default=None)
     args = p.parse_args(argv)
+    cli.check_output_file(args.json, "--json")
     try:
         num_envs = [int(x) for x in args.num_envs.split(",") if x]
         ratios = [int(x) for x in args.reset_ratios.split(",") if x]

@@ -122,6 +122,7 @@ def main(argv: Optional[List[str]] = None) -> Dict:
     p.add_argument("--no-profile", action="store_true")
     p.add_argument("--json", default=None)
     args = p.parse_args(argv)
+    cli.check_output_file(args.json, "--json")
 
     env = envs.make(args.env)
     result: Dict = {"suite": "dreamer", "env": args.env, "device": _device(),

@@ -109,6 +109,7 @@ def main(argv: Optional[List[str]] = None) -> Dict:
     p.add_argument("--min-seconds", type=float, default=1.0)
     p.add_argument("--json", default=None)
     args = p.parse_args(argv)
+    cli.check_output_file(args.json, "--json")
 
     env = envs.make(args.env)
     cfg = registry.preset(args.agent, args.preset or presets.default_preset(args.agent, args.env,

@@ -78,6 +78,7 @@ def main(argv: Optional[List[str]] = None) -> Dict:
     p.add_argument("--matmul-sizes", default="512,1024,2048", help="square matmul ceilings")
     p.add_argument("--json", default=None)
     args = p.parse_args(argv)
+    cli.check_output_file(args.json, "--json")
 
     cfg = registry.preset("pets", args.preset)
     if args.propagation:

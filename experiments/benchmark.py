@@ -168,6 +168,7 @@ def main(argv: Optional[List[str]] = None) -> Dict:
     p.add_argument("--min-seconds", type=float, default=1.0, help="timing per measurement")
     p.add_argument("--json", default=None, help="write the result here")
     args = p.parse_args(argv)
+    cli.check_output_file(args.json, "--json")
 
     env = envs.make(args.env)
     agent_cfg = registry.preset(args.agent, args.preset or

@@ -14,6 +14,7 @@ import argparse
 from typing import Dict, List, Optional, Sequence, Tuple
 
 from core import logger
+from experiments import cli
 
 TARGET = 475.0
 NUM_SEEDS = 3
@@ -88,7 +89,7 @@ def report(logdir: str, plot_path: str) -> str:
 
 
 def main(argv: Optional[List[str]] = None) -> str:
-    p = argparse.ArgumentParser(prog="python -m experiments.demo", description=__doc__,
+    p = cli.ArgumentParser(prog="python -m experiments.demo", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--logdir", default="runs/demo/muzero_cartpole")
     p.add_argument("--steps", type=int, default=STEPS, help="environment steps per seed")
@@ -96,10 +97,11 @@ def main(argv: Optional[List[str]] = None) -> str:
     p.add_argument("--report-only", action="store_true",
                    help="only print the table and draw the curves of an existing run")
     args = p.parse_args(argv)
+    plot_path = args.plot or args.logdir.rstrip("/") + "_curve.png"
+    cli.check_output_file(plot_path, "--plot")
     if not args.report_only:
         from experiments import train
         train.main(train_argv(args.logdir, args.steps))
-    plot_path = args.plot or args.logdir.rstrip("/") + "_curve.png"
     table = report(args.logdir, plot_path)
     print(table)
     print(f"[demo] evaluation curves: {plot_path}", flush=True)
@@ -107,4 +109,4 @@ def main(argv: Optional[List[str]] = None) -> str:
 
 
 if __name__ == "__main__":
-    main()
+    cli.run(main)

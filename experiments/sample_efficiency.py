@@ -403,7 +403,8 @@ def main(argv: Optional[List[str]] = None) -> Dict:
                         "of resuming them")
     args = p.parse_args(argv)
     import envs
-    if args.env not in envs.registered_ids(args.env.partition("/")[0]):
+    imports = any("--import" in item for item in args.extra)  # may register --env
+    if not imports and args.env not in envs.registered_ids(args.env.partition("/")[0]):
         envs.make(args.env)  # an unknown id: its error lists the known ones, before any work
     args.reference_curve = None
     if args.reference:

@@ -133,6 +133,10 @@ def test_the_module_exits_2_with_one_line():
     ("experiments.oracle_mpc", ["--env", "linear/scalar_a1.1"], "--out"),
     ("experiments.baselines", ["--method", "ppo", "--env", "brax/reacher", "--steps", "1"],
      "--out"),
+    ("experiments.compounding", ["--env", "linear/scalar_a1.1"], "--plot"),
+    ("experiments.latent_capacity", ["--env", "gymnax/CartPole-v1"], "--json"),
+    ("experiments.benchmark", ["--suite", "planner"], "--json"),
+    ("experiments.demo", [], "--plot"),
 ])
 def test_an_output_file_that_cannot_be_written_is_refused_before_the_work(
         module, argv, flag, tmp_path, capsys):
