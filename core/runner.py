@@ -106,7 +106,7 @@ def _say(line: str) -> None:
         pass
 
 
-class _StopOnSignal:
+class StopOnSignal:
     """SIGTERM / SIGINT ask the host loop to checkpoint at the next chunk boundary and stop;
     a second signal, sent at least :attr:`REPEAT_AFTER` seconds after the first, stops the
     process at once (exit status 128 + the signal's number, as a checkpointed stop).
@@ -122,7 +122,8 @@ class _StopOnSignal:
     SIGNALS = (signal.SIGTERM, signal.SIGINT)
     REPEAT_AFTER = 1.0
 
-    def __init__(self):
+    def __init__(self, prefix: str = "[train]"):
+        self.prefix = prefix  # of its messages
         self.signum: Optional[int] = None
         self.previous: Dict[int, Any] = {}
         self._write_fd: Optional[int] = None
@@ -184,11 +185,11 @@ class _StopOnSignal:
                     name = signal.Signals(signum).name
                     if first is None:
                         first = time.monotonic()
-                        _say(f"[train] {name}: saving a checkpoint at the end of this chunk, "
-                             f"then stopping (send it again to stop at once)")
+                        _say(f"{self.prefix} {name}: saving a checkpoint at the end of this "
+                             f"chunk, then stopping (send it again to stop at once)")
                     elif time.monotonic() - first >= self.REPEAT_AFTER:
                         try:
-                            _say(f"[train] {name} again: stopping at once")
+                            _say(f"{self.prefix} {name} again: stopping at once")
                         finally:
                             os._exit(128 + signum)
         finally:
@@ -425,7 +426,7 @@ def _train(env: Environment, agent: Agent, cfg: RunConfig, config_record: Option
         next_ckpt = _next_multiple(env_steps, cfg.checkpoint_every)
 
     stopped_by = None
-    stop = _StopOnSignal()
+    stop = StopOnSignal()
     try:
         stop.__enter__()
         if not meta["prefilled"] and schedule.prefill_steps > 0:

@@ -958,7 +958,7 @@ def _craftax_ppo(args, report: Report, setting: Dict, cfg, target: int) -> None:
     start = time.monotonic()
     ppo.train(CRAFTAX_ENV, steps=steps, seeds=seeds, eval_every=plan["log_every"],
               eval_episodes=0, out=logdir, preset=setting["ppo_preset"],
-              max_seconds=plan["max_seconds"], num_envs=cfg.num_envs)
+              max_seconds=plan["max_seconds"], num_envs=cfg.num_envs, fresh=True)
     info.update(status="done", wall_s=time.monotonic() - start)
     info["curve"] = craftax_curve(os.path.join(logdir, "metrics.jsonl"))
     report.write()

@@ -23,18 +23,21 @@ as one jitted program that is vmapped over seeds (all seeds train together, as i
 
 ``python -m experiments.ppo --env gymnax/CartPole-v1 --steps 200000 --seeds 3 --out runs/ppo``
 writes ``<out>/metrics.jsonl`` (``env_steps``, ``eval_return_per_seed``, ``wall_time``), the
-format :mod:`experiments.sample_efficiency` reads.
+format :mod:`experiments.sample_efficiency` reads, and checkpoints: the same command again
+resumes a run stopped by ``--max-seconds``, SIGTERM / Ctrl-C (which checkpoint at the end of
+the running chunk) or a crash, and ends as the uninterrupted run would (see :func:`train`).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import functools
 import json
 import os
 import time
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import flax.linen as nn
 import jax
@@ -42,8 +45,10 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from core import logger
 from core.config import at_least, positive, require, within
 from core.loop import EPISODE_METRIC_SUM, greedy_returns
+from core.runner import StopOnSignal
 from envs import registry
 from envs.api import Environment, batch_reset, batch_step
 from world_models.conv import Conv
@@ -283,16 +288,25 @@ class PPO:
 
 def train(env_id: str, *, steps: int, seeds: int = 1, seed: int = 0, eval_every: int = 0,
           eval_episodes: int = 10, out: Optional[str] = None, preset: Optional[str] = None,
-          max_seconds: Optional[float] = None, **overrides) -> List[Dict[str, Any]]:
+          max_seconds: Optional[float] = None, fresh: bool = False,
+          **overrides) -> List[Dict[str, Any]]:
     """Trains ``seeds`` PPO runs together; returns per-seed curves.
 
     Each curve is ``{"env_steps", "eval_return", "wall_time", "seed"}`` with an evaluation at
     step 0, then every ``eval_every`` steps (rounded up to whole iterations; 0: ten
     evaluations over the budget) and at the end. The run takes ``steps // (num_envs *
     num_steps)`` iterations (at least one), so it never exceeds ``steps`` unless ``steps`` is
-    below one iteration. ``out``: write ``metrics.jsonl`` and ``config.json`` there.
-    ``eval_episodes=0``: no evaluation (the curves stay empty; ``metrics.jsonl`` has the
-    training episodes). ``max_seconds``: stop after the first chunk that ends past it.
+    below one iteration. ``eval_episodes=0``: no evaluation (the curves stay empty;
+    ``metrics.jsonl`` has the training episodes). ``max_seconds``: stop after the first chunk
+    that ends past it.
+
+    ``out``: write ``config.json``, ``metrics.jsonl`` and checkpoints there (at most one a
+    minute, and at the end or stop). A rerun with the same ``out`` resumes from the newest
+    checkpoint, as :mod:`core.runner` does, and continues exactly as the uninterrupted run would
+    have (a finished run just returns its curves); SIGTERM / SIGINT checkpoint at the end of the
+    running chunk and stop. A folder with another configuration is refused, and ``fresh`` (or
+    a folder without a checkpoint) moves the old one to ``<out>.<time>`` first: nothing is
+    overwritten.
     """
     if eval_episodes < 0:
         raise ValueError(f"eval_episodes must be >= 0 (0: no evaluation), got {eval_episodes}")
@@ -307,7 +321,7 @@ def train(env_id: str, *, steps: int, seeds: int = 1, seed: int = 0, eval_every:
     chunk = max(1, min(iterations, -(-int(eval_every) // cfg.batch_steps)))
     ppo = PPO(cfg, env, iterations)
     keys = jax.random.split(jax.random.PRNGKey(seed), seeds)
-    state = jax.jit(jax.vmap(ppo.init))(keys)
+    init = jax.jit(jax.vmap(ppo.init))
 
     @functools.partial(jax.jit, static_argnums=1)
     def run_chunk(state, length):
@@ -319,52 +333,151 @@ def train(env_id: str, *, steps: int, seeds: int = 1, seed: int = 0, eval_every:
                                                     eval_episodes, k)["eval_return_mean"]
                         )(state["params"], jax.random.split(key, seeds))
 
-    if out:
-        os.makedirs(out, exist_ok=True)
-        with open(os.path.join(out, "config.json"), "w") as f:
-            json.dump({"env": env_id, "steps": steps, "seeds": seeds, "seed": seed,
-                       "preset": preset or preset_for(env_id), **dataclasses.asdict(cfg)}, f,
-                      indent=1)
-    log = open(os.path.join(out, "metrics.jsonl"), "w") if out else None
-    curves = [{"env_steps": [], "eval_return": [], "wall_time": [], "seed": seed + i}
-              for i in range(seeds)]
-    start = time.time()
-    eval_key = jax.random.PRNGKey(seed + 10_000)
-    done_iterations, metrics = 0, {}
-    while True:
-        env_steps = done_iterations * cfg.batch_steps
-        record = {"env_steps": env_steps}
-        if eval_episodes:
-            eval_key, k = jax.random.split(eval_key)
-            returns = np.asarray(evaluate(state, k))
-            record.update(eval_return_per_seed=returns.tolist(),
-                          eval_return_mean=float(returns.mean()))
-        record["wall_time"] = time.time() - start
-        if done_iterations:
-            record.update(_training_record(metrics))
-        if eval_episodes:
-            for i, c in enumerate(curves):
-                c["env_steps"].append(env_steps)
-                c["eval_return"].append(float(returns[i]))
-                c["wall_time"].append(record["wall_time"])
-            shown = f"eval return per seed {np.round(returns, 1).tolist()}"
-        else:
-            shown = f"training return {record.get('episode_return_mean', float('nan')):.2f}"
-        print(f"[ppo] {env_id}: {env_steps} steps, {shown} ({record['wall_time']:.0f} s)",
-              flush=True)
-        if log:
-            log.write(json.dumps(record) + "\n")
-            log.flush()
-        late = (max_seconds is not None and done_iterations > 0
-                and time.time() - start >= max_seconds)
-        if done_iterations >= iterations or late:
-            break
-        length = min(chunk, iterations - done_iterations)  # a shorter last chunk if needed
-        state, metrics = run_chunk(state, length)
-        done_iterations += length
-    if log:
-        log.close()
+    record = {"env": env_id, "steps": steps, "seeds": seeds, "seed": seed,
+              "preset": preset or preset_for(env_id), "eval_every": int(eval_every),
+              "eval_episodes": eval_episodes, **dataclasses.asdict(cfg)}
+    run = _RunDir(out, record, fresh) if out else None
+    try:
+        carry = {"state": None, "eval_key": jax.random.PRNGKey(seed + 10_000)}
+        meta = run.restore(carry, lambda: init(keys)) if run else None
+        carry["state"] = carry["state"] if meta else init(keys)
+        done_iterations = meta["iterations"] if meta else 0
+        start = time.time() - (meta["wall_time"] if meta else 0.0)
+        curves = [{"env_steps": [], "eval_return": [], "wall_time": [], "seed": seed + i}
+                  for i in range(seeds)]
+        for line in run.lines() if meta else []:  # the resumed run's curves so far
+            if "eval_return_per_seed" in line:
+                for c, value in zip(curves, line["eval_return_per_seed"]):
+                    c["env_steps"].append(line["env_steps"])
+                    c["eval_return"].append(value)
+                    c["wall_time"].append(line["wall_time"])
+
+        def log(metrics):
+            line = {"env_steps": done_iterations * cfg.batch_steps}
+            if eval_episodes:
+                carry["eval_key"], k = jax.random.split(carry["eval_key"])
+                returns = np.asarray(evaluate(carry["state"], k))
+                line.update(eval_return_per_seed=returns.tolist(),
+                            eval_return_mean=float(returns.mean()))
+            line["wall_time"] = time.time() - start
+            if done_iterations:
+                line.update(_training_record(metrics))
+            if eval_episodes:
+                for i, c in enumerate(curves):
+                    c["env_steps"].append(line["env_steps"])
+                    c["eval_return"].append(float(returns[i]))
+                    c["wall_time"].append(line["wall_time"])
+                shown = f"eval return per seed {np.round(returns, 1).tolist()}"
+            else:
+                shown = f"training return {line.get('episode_return_mean', float('nan')):.2f}"
+            print(f"[ppo] {env_id}: {line['env_steps']} steps, {shown} "
+                  f"({line['wall_time']:.0f} s)", flush=True)
+            if run:
+                run.log(line)
+
+        if not meta:
+            log({})
+        elif done_iterations >= iterations:
+            print(f"[ppo] the run in {out} is complete ({done_iterations * cfg.batch_steps} "
+                  f"steps); its curves are in {os.path.join(out, 'metrics.jsonl')}", flush=True)
+        stop = StopOnSignal("[ppo]") if run else contextlib.nullcontext()
+        with stop:
+            while done_iterations < iterations:
+                length = min(chunk, iterations - done_iterations)  # a shorter last one if needed
+                carry["state"], metrics = run_chunk(carry["state"], length)
+                done_iterations += length
+                log(metrics)
+                late = max_seconds is not None and time.time() - start >= max_seconds
+                signalled = run is not None and stop.signum is not None
+                last = done_iterations >= iterations or late or signalled
+                if run:
+                    run.save(done_iterations * cfg.batch_steps, carry,
+                             {"iterations": done_iterations, "wall_time": time.time() - start},
+                             force=last)
+                if signalled:
+                    print(f"[ppo] stopped by {stop.name} at {done_iterations * cfg.batch_steps} "
+                          f"steps; rerun the same command to go on", flush=True)
+                if last:
+                    break
+    finally:
+        if run:
+            run.close()
     return curves
+
+
+class _RunDir:
+    """``out`` of a PPO run: its writer lock, config, metric lines and checkpoints."""
+
+    SAVE_EVERY_S = 60.0
+
+    def __init__(self, out: str, record: Dict[str, Any], fresh: bool):
+        from core import checkpoint, rundir
+        if os.path.exists(out) and not os.path.isdir(out):
+            raise cli.UsageError(f"--out {out} is a file; pass a directory path")
+        if os.path.isdir(out) and os.listdir(out):
+            found = rundir.read_config(out)
+            resumable = found is not None and os.path.isdir(os.path.join(out, "checkpoints"))
+            if resumable:
+                probe = checkpoint.Checkpointer(out)
+                resumable = probe.latest_step() is not None
+                probe.close()
+            if fresh or not resumable:
+                target = rundir.aside_path(out)
+                with rundir.WriterLock(out):  # never move a folder another run is writing
+                    os.rename(out, target)
+                why = "--fresh" if fresh else "it holds no checkpoint to resume from"
+                print(f"[ppo] moved the earlier run in {out} to {target} ({why})", flush=True)
+            else:
+                changed = [(k, found.get(k, "<absent>"), v) for k, v in record.items()
+                           if json.loads(json.dumps(found.get(k, "<absent>")))
+                           != json.loads(json.dumps(v))]
+                if changed:
+                    listed = "; ".join(f"{k}: {json.dumps(a)} -> {json.dumps(b)}"
+                                       for k, a, b in changed)
+                    raise cli.UsageError(
+                        f"{out} holds a PPO run with another configuration ({listed}); pass a "
+                        f"new --out to keep it, or --fresh to move it to "
+                        f"{out.rstrip(os.sep)}.<time> and start over")
+        self.out, self.record = out, record
+        self.lock = rundir.WriterLock(out).acquire()
+        self.checkpointer = checkpoint.Checkpointer(out)
+        self.resumed_at: Optional[int] = None
+        self.last_save = time.monotonic()
+
+    def restore(self, carry: Dict[str, Any], init: Callable[[], Any]) -> Optional[Dict]:
+        """Fills ``carry`` from the newest checkpoint and returns its meta (None: none)."""
+        from core import checkpoint
+        if self.checkpointer.latest_step() is None:
+            with open(os.path.join(self.out, "config.json"), "w") as f:
+                json.dump(self.record, f, indent=1)
+            self.logger = logger.MetricsLogger(self.out, tensorboard=False)
+            return None
+        shapes = jax.eval_shape(lambda: {**carry, "state": init()})
+        device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+        abstract = checkpoint.abstract_like(
+            shapes, jax.tree_util.tree_map(lambda _: device, shapes))
+        restored, meta, step = self.checkpointer.restore_newest(
+            abstract, report=lambda line: print(line.replace("[train]", "[ppo]"), flush=True))
+        carry.update(restored)
+        self.resumed_at = step
+        self.logger = logger.MetricsLogger(self.out, resume_env_steps=step, tensorboard=False)
+        print(f"[ppo] resumed from {self.checkpointer.directory} at {step} steps", flush=True)
+        return meta
+
+    def lines(self) -> List[Dict]:
+        return logger.read_metrics(self.out)
+
+    def log(self, record: Dict) -> None:
+        self.logger.log(record)
+
+    def save(self, env_steps: int, carry: Dict, meta: Dict, force: bool) -> None:
+        if force or time.monotonic() - self.last_save >= self.SAVE_EVERY_S:
+            self.checkpointer.save(env_steps, carry, meta)
+            self.last_save = time.monotonic()
+
+    def close(self) -> None:
+        self.checkpointer.close()
+        self.lock.release()
 
 
 def _training_record(metrics: Dict[str, Any]) -> Dict[str, float]:
@@ -400,7 +513,11 @@ def main(argv: Optional[Sequence[str]] = None) -> List[Dict[str, Any]]:
     p.add_argument("--max-seconds", type=float, default=None,
                    help="stop after the first chunk that ends past this many seconds")
     p.add_argument("--preset", choices=sorted(PRESETS), default=None)
-    p.add_argument("--out", default=None)
+    p.add_argument("--out", default=None,
+                   help="write config.json, metrics.jsonl and checkpoints here; a rerun with "
+                        "the same --out resumes")
+    p.add_argument("--fresh", action="store_true",
+                   help="move an earlier run in --out to <out>.<time> and start over")
     p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
                    help="override a PPOConfig field (repeatable)")
     args = p.parse_args(argv)
@@ -428,7 +545,8 @@ def main(argv: Optional[Sequence[str]] = None) -> List[Dict[str, Any]]:
                 f"--set {name}: expected a {type(default).__name__}, got {value!r}") from None
     return train(args.env, steps=args.steps, seeds=args.seeds, seed=args.seed,
                  eval_every=args.eval_every, eval_episodes=args.eval_episodes, out=args.out,
-                 preset=args.preset, max_seconds=args.max_seconds, **overrides)
+                 preset=args.preset, max_seconds=args.max_seconds, fresh=args.fresh,
+                 **overrides)
 
 
 if __name__ == "__main__":

@@ -486,7 +486,8 @@ def main(argv: Optional[List[str]] = None) -> Dict:
             results[method] = ppo.train(
                 args.env, steps=budgets[method], seeds=seeds[method],
                 eval_every=max(1, budgets[method] // args.evals),
-                out=os.path.join(args.out, "ppo"), preset="tiny" if args.quick else None)
+                out=os.path.join(args.out, "ppo"), preset="tiny" if args.quick else None,
+                fresh=args.fresh)
         else:
             from experiments import baselines
             results[method] = [baselines.run_baseline(

@@ -86,3 +86,47 @@ def test_training_episodes_log_the_environments_own_metrics(tmp_path):
     assert len((tmp_path / "short" / "metrics.jsonl").read_text().split("\n")) == 3
     with pytest.raises(ValueError, match="eval_episodes must be >= 0"):
         ppo.train("test/ppo_numbered", steps=96, eval_episodes=-1, preset="tiny")
+
+
+def _lines(out):
+    import json
+    return [{k: v for k, v in json.loads(line).items() if k != "wall_time"}
+            for line in (out / "metrics.jsonl").read_text().splitlines() if line]
+
+
+def _without_time(curves):
+    return [{k: v for k, v in c.items() if k != "wall_time"} for c in curves]
+
+
+def test_a_rerun_resumes_where_the_run_stopped_and_matches_an_uninterrupted_run(tmp_path):
+    """--max-seconds stops after the first chunk with a checkpoint; the same call again
+    resumes and ends with the metric lines and curves of a run never stopped. A finished run
+    rerun returns its curves and adds nothing; another configuration is refused, --fresh (and
+    a folder without a checkpoint) moves the old run aside."""
+    from experiments import cli
+
+    kwargs = dict(steps=160, seeds=2, eval_every=32, eval_episodes=2, preset="tiny")
+    whole = ppo.train("gymnax/CartPole-v1", out=str(tmp_path / "whole"), **kwargs)
+    stopped = tmp_path / "stopped"
+    ppo.train("gymnax/CartPole-v1", out=str(stopped), max_seconds=0.0, **kwargs)
+    assert [r["env_steps"] for r in _lines(stopped)] == [0, 32]
+    resumed = ppo.train("gymnax/CartPole-v1", out=str(stopped), **kwargs)
+    assert _lines(stopped) == _lines(tmp_path / "whole")
+    assert [r["env_steps"] for r in _lines(stopped)] == [0, 32, 64, 96, 128, 160]
+    assert _without_time(resumed) == _without_time(whole)
+    again = ppo.train("gymnax/CartPole-v1", out=str(stopped), **kwargs)  # finished: no work
+    assert _without_time(again) == _without_time(whole)
+    assert _lines(stopped) == _lines(tmp_path / "whole")
+
+    with pytest.raises(cli.UsageError, match=r"another configuration \(seeds: 2 -> 1\).*--fresh"):
+        ppo.train("gymnax/CartPole-v1", out=str(stopped), **{**kwargs, "seeds": 1})
+    ppo.train("gymnax/CartPole-v1", out=str(stopped), fresh=True, **{**kwargs, "steps": 32})
+    assert [r["env_steps"] for r in _lines(stopped)] == [0, 32]
+    old_runs = [p for p in tmp_path.iterdir() if p.name.startswith("stopped.")]
+    assert len(old_runs) == 1 and len(_lines(old_runs[0])) == 6  # moved aside, not deleted
+
+    (tmp_path / "legacy").mkdir()  # a run of a version without checkpoints
+    (tmp_path / "legacy" / "metrics.jsonl").write_text('{"env_steps": 0}\n')
+    ppo.train("gymnax/CartPole-v1", out=str(tmp_path / "legacy"), **{**kwargs, "steps": 32})
+    assert [r["env_steps"] for r in _lines(tmp_path / "legacy")] == [0, 32]
+    assert any(p.name.startswith("legacy.") for p in tmp_path.iterdir())
