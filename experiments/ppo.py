@@ -394,9 +394,14 @@ def train(env_id: str, *, steps: int, seeds: int = 1, seed: int = 0, eval_every:
                     run.save(done_iterations * cfg.batch_steps, carry,
                              {"iterations": done_iterations, "wall_time": time.time() - start},
                              force=last)
+                again = "; rerun the same command to go on" if run else ""
                 if signalled:
                     print(f"[ppo] stopped by {stop.name} at {done_iterations * cfg.batch_steps} "
-                          f"steps; rerun the same command to go on", flush=True)
+                          f"steps{again}", flush=True)
+                elif late and done_iterations < iterations:
+                    print(f"[ppo] --max-seconds {max_seconds:g} reached at "
+                          f"{done_iterations * cfg.batch_steps} of {iterations * cfg.batch_steps}"
+                          f" steps{again}", flush=True)
                 if last:
                     break
     finally:
