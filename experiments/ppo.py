@@ -298,15 +298,16 @@ def train(env_id: str, *, steps: int, seeds: int = 1, seed: int = 0, eval_every:
     num_steps)`` iterations (at least one), so it never exceeds ``steps`` unless ``steps`` is
     below one iteration. ``eval_episodes=0``: no evaluation (the curves stay empty;
     ``metrics.jsonl`` has the training episodes). ``max_seconds``: stop after the first chunk
-    that ends past it.
+    that ends past this many seconds of this call.
 
     ``out``: write ``config.json``, ``metrics.jsonl`` and checkpoints there (at most one a
     minute, and at the end or stop). A rerun with the same ``out`` resumes from the newest
     checkpoint, as :mod:`core.runner` does, and continues exactly as the uninterrupted run would
     have (a finished run just returns its curves); SIGTERM / SIGINT checkpoint at the end of the
-    running chunk and stop. A folder with another configuration is refused, and ``fresh`` (or
-    a folder without a checkpoint) moves the old one to ``<out>.<time>`` first: nothing is
-    overwritten.
+    running chunk and exit the process with status 128 + the signal's number, as
+    ``experiments.train`` does. A folder with another configuration is refused, and ``fresh``
+    (or an earlier PPO run without a checkpoint) moves the old one to ``<out>.<time>`` first:
+    nothing is overwritten; a folder holding anything else is refused.
     """
     if eval_episodes < 0:
         raise ValueError(f"eval_episodes must be >= 0 (0: no evaluation), got {eval_episodes}")
@@ -342,7 +343,8 @@ def train(env_id: str, *, steps: int, seeds: int = 1, seed: int = 0, eval_every:
         meta = run.restore(carry, lambda: init(keys)) if run else None
         carry["state"] = carry["state"] if meta else init(keys)
         done_iterations = meta["iterations"] if meta else 0
-        start = time.time() - (meta["wall_time"] if meta else 0.0)
+        start = time.time() - (meta["wall_time"] if meta else 0.0)  # of the logged wall_time
+        call_start = time.time()  # max_seconds bounds one call, as in core.runner
         curves = [{"env_steps": [], "eval_return": [], "wall_time": [], "seed": seed + i}
                   for i in range(seeds)]
         for line in run.lines() if meta else []:  # the resumed run's curves so far
@@ -387,7 +389,7 @@ def train(env_id: str, *, steps: int, seeds: int = 1, seed: int = 0, eval_every:
                 carry["state"], metrics = run_chunk(carry["state"], length)
                 done_iterations += length
                 log(metrics)
-                late = max_seconds is not None and time.time() - start >= max_seconds
+                late = max_seconds is not None and time.time() - call_start >= max_seconds
                 signalled = run is not None and stop.signum is not None
                 last = done_iterations >= iterations or late or signalled
                 if run:
@@ -395,10 +397,11 @@ def train(env_id: str, *, steps: int, seeds: int = 1, seed: int = 0, eval_every:
                              {"iterations": done_iterations, "wall_time": time.time() - start},
                              force=last)
                 again = "; rerun the same command to go on" if run else ""
-                if signalled:
+                if signalled and done_iterations < iterations:
                     print(f"[ppo] stopped by {stop.name} at {done_iterations * cfg.batch_steps} "
                           f"steps{again}", flush=True)
-                elif late and done_iterations < iterations:
+                    raise SystemExit(128 + stop.signum)  # a stopped process, not a finished run
+                if late and done_iterations < iterations:
                     print(f"[ppo] --max-seconds {max_seconds:g} reached at "
                           f"{done_iterations * cfg.batch_steps} of {iterations * cfg.batch_steps}"
                           f" steps{again}", flush=True)
@@ -421,6 +424,13 @@ class _RunDir:
             raise cli.UsageError(f"--out {out} is a file; pass a directory path")
         if os.path.isdir(out) and os.listdir(out):
             found = rundir.read_config(out)
+            names = set(os.listdir(out)) - {rundir.LOCK_FILE}
+            ours = not names or (found is not None and "eval_every" in found
+                                 and "env" in found) or bool(names & {"metrics.jsonl",
+                                                                       "checkpoints"})
+            if not ours:
+                raise cli.UsageError(f"--out {out} holds files that are not a PPO run's; pass a "
+                                     f"new or empty folder")
             resumable = found is not None and os.path.isdir(os.path.join(out, "checkpoints"))
             if resumable:
                 probe = checkpoint.Checkpointer(out)
@@ -428,8 +438,11 @@ class _RunDir:
                 probe.close()
             if fresh or not resumable:
                 target = rundir.aside_path(out)
-                with rundir.WriterLock(out):  # never move a folder another run is writing
-                    os.rename(out, target)
+                try:
+                    with rundir.WriterLock(out):  # never move a folder another run is writing
+                        os.rename(out, target)
+                except rundir.RunInUseError as err:
+                    raise cli.UsageError(str(err).replace("--logdir", "--out")) from None
                 why = "--fresh" if fresh else "it holds no checkpoint to resume from"
                 print(f"[ppo] moved the earlier run in {out} to {target} ({why})", flush=True)
             else:
@@ -444,9 +457,15 @@ class _RunDir:
                         f"new --out to keep it, or --fresh to move it to "
                         f"{out.rstrip(os.sep)}.<time> and start over")
         self.out, self.record = out, record
-        self.lock = rundir.WriterLock(out).acquire()
-        self.checkpointer = checkpoint.Checkpointer(out)
-        self.resumed_at: Optional[int] = None
+        try:
+            self.lock = rundir.WriterLock(out).acquire()
+        except rundir.RunInUseError as err:
+            raise cli.UsageError(str(err).replace("--logdir", "--out")) from None
+        try:
+            self.checkpointer = checkpoint.Checkpointer(out)
+        except BaseException:
+            self.lock.release()
+            raise
         self.last_save = time.monotonic()
 
     def restore(self, carry: Dict[str, Any], init: Callable[[], Any]) -> Optional[Dict]:
@@ -464,7 +483,6 @@ class _RunDir:
         restored, meta, step = self.checkpointer.restore_newest(
             abstract, report=lambda line: print(line.replace("[train]", "[ppo]"), flush=True))
         carry.update(restored)
-        self.resumed_at = step
         self.logger = logger.MetricsLogger(self.out, resume_env_steps=step, tensorboard=False)
         print(f"[ppo] resumed from {self.checkpointer.directory} at {step} steps", flush=True)
         return meta
@@ -481,8 +499,10 @@ class _RunDir:
             self.last_save = time.monotonic()
 
     def close(self) -> None:
-        self.checkpointer.close()
-        self.lock.release()
+        try:
+            self.checkpointer.close()
+        finally:
+            self.lock.release()
 
 
 def _training_record(metrics: Dict[str, Any]) -> Dict[str, float]:
@@ -516,7 +536,8 @@ def main(argv: Optional[Sequence[str]] = None) -> List[Dict[str, Any]]:
     p.add_argument("--eval-episodes", type=int, default=10,
                    help="greedy episodes per evaluation (0: none, training episodes only)")
     p.add_argument("--max-seconds", type=float, default=None,
-                   help="stop after the first chunk that ends past this many seconds")
+                   help="stop after the first chunk that ends past this many seconds of "
+                        "this call (the same command then goes on)")
     p.add_argument("--preset", choices=sorted(PRESETS), default=None)
     p.add_argument("--out", default=None,
                    help="write config.json, metrics.jsonl and checkpoints here; a rerun with "

@@ -98,7 +98,8 @@ def _without_time(curves):
     return [{k: v for k, v in c.items() if k != "wall_time"} for c in curves]
 
 
-def test_a_rerun_resumes_where_the_run_stopped_and_matches_an_uninterrupted_run(tmp_path):
+def test_a_rerun_resumes_where_the_run_stopped_and_matches_an_uninterrupted_run(
+        tmp_path, capsys):
     """--max-seconds stops after the first chunk with a checkpoint; the same call again
     resumes and ends with the metric lines and curves of a run never stopped. A finished run
     rerun returns its curves and adds nothing; another configuration is refused, --fresh (and
@@ -110,13 +111,18 @@ def test_a_rerun_resumes_where_the_run_stopped_and_matches_an_uninterrupted_run(
     stopped = tmp_path / "stopped"
     ppo.train("gymnax/CartPole-v1", out=str(stopped), max_seconds=0.0, **kwargs)
     assert [r["env_steps"] for r in _lines(stopped)] == [0, 32]
+    first_lines = (stopped / "metrics.jsonl").read_text()  # wall_time included
+    capsys.readouterr()
     resumed = ppo.train("gymnax/CartPole-v1", out=str(stopped), **kwargs)
+    assert "resumed from" in capsys.readouterr().out  # not started over
+    assert (stopped / "metrics.jsonl").read_text().startswith(first_lines)
     assert _lines(stopped) == _lines(tmp_path / "whole")
     assert [r["env_steps"] for r in _lines(stopped)] == [0, 32, 64, 96, 128, 160]
     assert _without_time(resumed) == _without_time(whole)
+    finished = (stopped / "metrics.jsonl").read_text()
     again = ppo.train("gymnax/CartPole-v1", out=str(stopped), **kwargs)  # finished: no work
     assert _without_time(again) == _without_time(whole)
-    assert _lines(stopped) == _lines(tmp_path / "whole")
+    assert (stopped / "metrics.jsonl").read_text() == finished
 
     with pytest.raises(cli.UsageError, match=r"another configuration \(seeds: 2 -> 1\).*--fresh"):
         ppo.train("gymnax/CartPole-v1", out=str(stopped), **{**kwargs, "seeds": 1})
@@ -125,8 +131,36 @@ def test_a_rerun_resumes_where_the_run_stopped_and_matches_an_uninterrupted_run(
     old_runs = [p for p in tmp_path.iterdir() if p.name.startswith("stopped.")]
     assert len(old_runs) == 1 and len(_lines(old_runs[0])) == 6  # moved aside, not deleted
 
+    (tmp_path / "other").mkdir()  # a folder that is not a PPO run is never moved
+    (tmp_path / "other" / "notes.txt").write_text("")
+    with pytest.raises(cli.UsageError, match="not a PPO run's"):
+        ppo.train("gymnax/CartPole-v1", out=str(tmp_path / "other"), **kwargs)
+    assert (tmp_path / "other" / "notes.txt").exists()
+
     (tmp_path / "legacy").mkdir()  # a run of a version without checkpoints
     (tmp_path / "legacy" / "metrics.jsonl").write_text('{"env_steps": 0}\n')
     ppo.train("gymnax/CartPole-v1", out=str(tmp_path / "legacy"), **{**kwargs, "steps": 32})
     assert [r["env_steps"] for r in _lines(tmp_path / "legacy")] == [0, 32]
     assert any(p.name.startswith("legacy.") for p in tmp_path.iterdir())
+
+
+def test_max_seconds_bounds_each_call_so_the_same_command_goes_on(tmp_path, monkeypatch):
+    """--max-seconds counts the seconds of one call: a rerun of the same command after such a
+    stop trains chunks of its own, however long the earlier calls took. The clock advances one
+    second per metric line."""
+    clock = [1000.0]
+    monkeypatch.setattr(ppo.time, "time", lambda: clock[0])
+    logged_steps = []
+    log = ppo._RunDir.log
+
+    def log_and_tick(self, line):
+        clock[0] += 1.0
+        logged_steps.append(line["env_steps"])
+        return log(self, line)
+
+    monkeypatch.setattr(ppo._RunDir, "log", log_and_tick)
+    kwargs = dict(steps=160, eval_every=32, eval_episodes=0, preset="tiny", max_seconds=1.5)
+    ppo.train("gymnax/CartPole-v1", out=str(tmp_path), **kwargs)
+    assert logged_steps == [0, 32]  # 2 s into the call after its first chunk
+    ppo.train("gymnax/CartPole-v1", out=str(tmp_path), **kwargs)
+    assert logged_steps == [0, 32, 64, 96]  # 4 s of logged wall_time, 2 s of this call
