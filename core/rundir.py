@@ -17,9 +17,11 @@ import subprocess
 from typing import Any, Dict, List, Optional, Tuple
 
 CONFIG_FILE = "config.json"
-# Fields of a config record that define a run; a dotted name reads a nested field.
-IDENTITY = ("agent", "env", "env_options", "preset", "agent_config", "run.seed",
-            "run.num_seeds", "run.num_envs")
+# Fields of a config record that define a run; a dotted name reads a nested field. The preset
+# is compared through the configuration it gave (agent_config), not by its name, so a run
+# resumes under a preset renamed since, and refuses one whose settings changed.
+IDENTITY = ("agent", "env", "env_options", "agent_config", "run.seed", "run.num_seeds",
+            "run.num_envs")
 
 
 LOCK_FILE = ".writer.lock"

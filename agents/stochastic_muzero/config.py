@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, ClassVar, Dict
 
+from agents.muzero.config import PRESETS as MUZERO_PRESETS
 from agents.muzero.config import MuZeroConfig
 from core.config import at_least, require
 
@@ -52,21 +53,26 @@ class StochasticMuZeroConfig(MuZeroConfig):
         ])
 
 
-# 2048 (pgx/2048, 4x4x31 planes) on a 2-core CPU: MuZero's "minatar" recipe (residual nets
-# of 32 channels with one block, 8 simulations, one update of batch 32 per 8-environment
-# vectorised step, prioritised replay, no reanalyse) with the supports of MuZero's Atari setup:
-# values and rewards on 601 bins over [-300, 300] in h-space, |x| up to about 58,700. 2048's
-# reward is the sum of a move's merged tiles (256 for two 128s, 4,096 for two 2,048s) and its
-# values reach thousands in a game; narrower supports clip both.
-_CPU = dict(model_size="small", latent_dim=32, num_simulations=8, batch_size=32,
-            learning_rate=1e-3, buffer_size=100_000, priority_exponent=0.6,
-            importance_exponent=0.4, reanalyse_fraction=0.0,
-            temperature_boundaries=(5_000, 10_000), value_support_size=601,
-            value_support_max=300.0, reward_support_size=601, reward_support_max=300.0,
-            updates_per_iteration=1, prefill_steps=1_000)
+def _from_muzero(name: str, **fields) -> StochasticMuZeroConfig:
+    """MuZero's preset ``name`` (every MuZero field) with the chance fields at their defaults."""
+    muzero = MUZERO_PRESETS[name]
+    return StochasticMuZeroConfig(**{f.name: getattr(muzero, f.name)
+                                     for f in dataclasses.fields(MuZeroConfig)}, **fields)
 
+
+# MuZero's recipes where they apply (agents.muzero.config has their measurements): "default" for
+# discrete tasks with vector observations (small MLPs, 16 simulations, two updates of batch 64
+# per environment step), "minatar" for the MinAtar games and "image" for any other image task.
+# "image" is what pgx/2048 (4x4x31 planes) gets: the MinAtar recipe (residual nets of 32
+# channels with one block, 8 simulations, one update of batch 32 per 8-environment vectorised
+# step, prioritised replay, no reanalyse) with the supports of MuZero's Atari setup, values and
+# rewards on 601 bins over [-300, 300] in h-space, |x| up to about 58,700. 2048's reward is the
+# sum of a move's merged tiles (256 for two 128s, 4,096 for two 2,048s) and its values reach
+# thousands in a game; narrower supports clip both (docs/results/stochastic_muzero.md).
 PRESETS: Dict[str, StochasticMuZeroConfig] = {
-    "default": StochasticMuZeroConfig(**_CPU),
+    "default": _from_muzero("default"),
+    "minatar": _from_muzero("minatar"),
+    "image": _from_muzero("image"),
     "tiny": StochasticMuZeroConfig(model_size="tiny", num_simulations=4, batch_size=16,
                                    n_step=3, unroll_steps=3, buffer_size=2_000,
                                    prefill_steps=32, value_support_size=11,

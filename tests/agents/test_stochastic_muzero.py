@@ -209,11 +209,15 @@ def _round_trip(support: Support, x: np.ndarray) -> np.ndarray:
 
 
 def test_default_supports_cover_2048_rewards_and_scores():
-    """The ``default`` preset (sized for ``pgx/2048``): a move's reward is the sum of the tiles
-    it merges, from 4 up to thousands, and a game's return reaches tens of thousands; the
+    """The preset ``pgx/2048`` gets by default (``image``): a move's reward is the sum of the
+    tiles it merges, from 4 up to thousands, and a game's return reaches tens of thousands; the
     two-hot targets of both must not be clipped. The supports before this preset's (rewards
     on [-10, 10] in h-space) clipped every merge of 128 or more."""
-    cfg = stochastic_muzero.PRESETS["default"]
+    from experiments import presets
+    name = presets.default_preset("stochastic_muzero", "pgx/2048",
+                                  envs.make("pgx/2048").spec.obs_kind)
+    assert name == "image"
+    cfg = stochastic_muzero.PRESETS[name]
     tiles = 2.0 ** np.arange(2, 13)                      # 4 ... 4,096
     rewards = np.unique(np.concatenate([tiles, tiles[:, None] + tiles[None, :]], None))
     rewards = rewards.astype(np.float32)

@@ -66,6 +66,12 @@ def test_differences_compare_only_identity_fields():
     new["run"]["num_envs"] = 8
     assert rundir.differences(old, new) == [("agent_config.horizon", 15, 5),
                                             ("run.num_envs", 4, 8)]
+    # A preset is compared by the configuration it gives, not by its name (a renamed preset).
+    renamed = dict(old, preset="image")
+    assert rundir.differences(dict(old, preset="default"), renamed) == []
+    assert rundir.differences(dict(old, preset="default"),
+                              dict(renamed, agent_config={"horizon": 5, "sizes": [1, 2]})) == [
+        ("agent_config.horizon", 15, 5)]
     # A field added after the old run was recorded: no difference at its default, one else.
     new = {"agent": "mpc", "run": {"seed": 0, "steps": 99, "num_envs": 4},
            "agent_config": {"horizon": 15, "sizes": (1, 2), "noise": 0.0},

@@ -98,8 +98,10 @@ def test_dry_run_builds_and_prints(capsys, tmp_path):
     ("muzero", "gymnax/Acrobot-v1", "default"),  # vectors
     ("muzero", "gymnax/Breakout-MinAtar", "minatar"),
     ("muzero", "pgx/connect_four", "board_games"),  # a pattern comes before the image rule
-    ("stochastic_muzero", "pgx/2048", "default"),  # an agent without the image preset
-    ("dreamer", "gymnax/Breakout-MinAtar", "default"),
+    ("stochastic_muzero", "pgx/2048", "image"),
+    ("stochastic_muzero", "gymnax/CartPole-v1", "default"),
+    ("stochastic_muzero", "gymnax/Breakout-MinAtar", "minatar"),
+    ("dreamer", "gymnax/Breakout-MinAtar", "default"),  # an agent without these presets
 ])
 def test_the_default_preset_follows_the_observation_kind(capsys, agent, env_id, preset):
     assert train.main(["--agent", agent, "--env", env_id, "--dry-run"]) == {}
