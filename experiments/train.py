@@ -261,15 +261,19 @@ def load_run(logdir: str, seed_index: int = 0):
         cli = cli[1:]
     cli = _without_num_devices(cli)  # restored onto this process's own devices
     env, agent, run_cfg, now = build(cli + ["--logdir", logdir, "--no-progress"])
-    # fields the run's version did not have yet: rebuilt as they were (VALUES_BEFORE_FIELDS)
-    before = {k: v for k, v in now["defaults"]["agent_config"].items()
-              if k not in record["agent_config"] and v != now["agent_config"][k]}
-    if before:
-        cli += [flag for name, value in before.items() for flag in _flag(name, value)]
+    # The configuration as the run was trained: the recorded fields, and for fields its version
+    # did not have yet the values they had before (VALUES_BEFORE_FIELDS). Where today's build of
+    # the same command differs (such a field, or a preset whose settings changed since), the
+    # differing fields are passed as flags.
+    plain = lambda v: json.loads(json.dumps(v))  # noqa: E731  (tuples as lists)
+    want = {k: record["agent_config"].get(k, now["defaults"]["agent_config"].get(k, v))
+            for k, v in now["agent_config"].items()}
+    changed = {k: v for k, v in want.items() if plain(v) != plain(now["agent_config"][k])}
+    if changed:
+        cli += [flag for name, value in changed.items() for flag in _flag(name, value)]
         env, agent, run_cfg, _ = build(cli + ["--logdir", logdir, "--no-progress"])
     state = runner.seed_slice(runner.restore(env, agent, run_cfg), seed_index)
-    fields = {k: tuple(v) if isinstance(v, list) else v
-              for k, v in {**record["agent_config"], **before}.items()}
+    fields = {k: tuple(v) if isinstance(v, list) else v for k, v in want.items()}
     agent_cfg = type(agents.preset(record["agent"]))(**fields)
     return env, agent_cfg, state, record
 
@@ -279,6 +283,8 @@ def _flag(name: str, value: Any) -> List[str]:
     flag = "--" + name.replace("_", "-")
     if isinstance(value, bool):
         return [flag if value else "--no-" + name.replace("_", "-")]
+    if isinstance(value, (list, tuple)):
+        return [flag, *map(str, value)]
     return [flag, str(value)]
 
 

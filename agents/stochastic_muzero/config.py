@@ -56,8 +56,8 @@ class StochasticMuZeroConfig(MuZeroConfig):
 def _from_muzero(name: str, **fields) -> StochasticMuZeroConfig:
     """MuZero's preset ``name`` (every MuZero field) with the chance fields at their defaults."""
     muzero = MUZERO_PRESETS[name]
-    return StochasticMuZeroConfig(**{f.name: getattr(muzero, f.name)
-                                     for f in dataclasses.fields(MuZeroConfig)}, **fields)
+    return StochasticMuZeroConfig(**{**{f.name: getattr(muzero, f.name)
+                                        for f in dataclasses.fields(MuZeroConfig)}, **fields})
 
 
 # MuZero's recipes where they apply (agents.muzero.config has their measurements): "default" for

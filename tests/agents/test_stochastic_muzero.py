@@ -208,7 +208,7 @@ def _round_trip(support: Support, x: np.ndarray) -> np.ndarray:
     return np.asarray(support.decode(jnp.log(support.encode(jnp.asarray(x)) + 1e-30)))
 
 
-def test_default_supports_cover_2048_rewards_and_scores():
+def test_the_2048_preset_supports_cover_its_rewards_and_scores():
     """The preset ``pgx/2048`` gets by default (``image``): a move's reward is the sum of the
     tiles it merges, from 4 up to thousands, and a game's return reaches tens of thousands; the
     two-hot targets of both must not be clipped. The supports before this preset's (rewards

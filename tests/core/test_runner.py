@@ -48,6 +48,13 @@ def test_cli_outputs_and_overrides(tmp_path):
     assert env.spec.max_episode_steps == 30  # the env options travel with the run
     assert agent_cfg.horizon == 6 and dataclasses.asdict(agent_cfg) == record["agent_config"]
     assert int(np.asarray(state.env_steps)) == summary["env_steps"]  # seed 0, no seed axis
+    # A run whose command no longer gives its configuration (a preset whose settings changed
+    # since): rebuilt with the recorded fields, not today's.
+    record["argv"] = [a for a in record["argv"] if a not in ("--horizon", "6")]
+    json.dump(record, open(os.path.join(logdir, "config.json"), "w"))
+    _, agent_cfg, again, _ = train.load_run(logdir)
+    assert agent_cfg.horizon == 6
+    assert runner.tree_allclose(again, state)
 
 
 @pytest.mark.parametrize("argv, message", [
