@@ -31,8 +31,8 @@ demo: setup
 # What CI runs: every test but the slow ones (setup.cfg's addopts: -m "not slow"), in two pytest
 # processes, one on TEST_SPLIT and one on the rest: one process keeps only about 1.2 cores busy
 # (the tests mostly wait on XLA compiles). The first process's output follows the second's.
-# 398 s (the slower process; the other 342 s) on a 2-core CPU with an empty compilation cache
-# (631 tests, 2026-12-07);
+# 358 s (the slower process; the other 315 s) on a 2-core CPU with an empty compilation cache
+# (638 tests, 2026-12-07);
 # `make test TEST_SPLIT=` runs one process.
 TEST_SPLIT ?= tests/agents tests/world_models tests/envs
 test: setup
