@@ -1,6 +1,7 @@
-"""The one training loop: a jitted ``jax.lax.scan`` over iterations of acting and learning.
+"""The one training loop: a jitted loop over iterations of acting and learning.
 
-``train_chunk(run_state) -> (run_state, metrics)`` runs ``iterations`` iterations, each of
+``train(run_state, count) -> (run_state, metrics)`` runs ``count`` iterations (by default the
+``iterations`` of :func:`make_loop`), each of
 ``schedule.env_steps_per_iteration`` vectorised environment steps (act, step, write to replay)
 followed by ``schedule.updates_per_iteration`` agent updates. On a task with legal-action masks
 (``EnvSpec.has_action_mask``) the agent's ``act`` gets each step's mask, random prefill actions
@@ -44,7 +45,7 @@ class LoopFns:
 
     init: Callable[[Array], RunState]
     prefill: Callable[[RunState], Tuple[RunState, Metrics]]
-    train: Callable[[RunState], Tuple[RunState, Metrics]]
+    train: Callable[..., Tuple[RunState, Metrics]]  # (state, count=iterations)
     evaluate: Callable[[RunState, Array], Metrics]
 
 
@@ -143,10 +144,27 @@ def make_loop(env: Environment, agent: Agent, *, num_envs: int, iterations: int,
         state, metrics = jax.lax.scan(update, state, None, length=schedule.updates_per_iteration)
         return state, (stats, jax.tree_util.tree_map(jnp.mean, metrics))
 
-    def train(state: RunState):
-        state, (stats, metrics) = jax.lax.scan(iteration, state, None, length=iterations)
-        out = jax.tree_util.tree_map(jnp.sum, stats)
-        out.update(jax.tree_util.tree_map(jnp.mean, metrics))
+    def train(state: RunState, count=None):
+        """``count`` iterations (default ``iterations``; a traced int32 lets one compiled
+        program run any number, as the runner does): episode statistics summed over them,
+        update metrics averaged."""
+        count = iterations if count is None else count
+        _, (stats_shape, metrics_shape) = jax.eval_shape(iteration, state, None)
+        zeros = jax.tree_util.tree_map(lambda x: jnp.zeros(x.shape, x.dtype), stats_shape)
+        metric_zeros = jax.tree_util.tree_map(lambda x: jnp.zeros(x.shape, jnp.float32),
+                                              metrics_shape)
+
+        def body(_, carry):
+            state, stats_sum, metric_sum = carry
+            state, (stats, metrics) = iteration(state, None)
+            add = lambda total, x: total + x.astype(total.dtype)  # noqa: E731
+            return (state, jax.tree_util.tree_map(add, stats_sum, stats),
+                    jax.tree_util.tree_map(add, metric_sum, metrics))
+
+        state, stats, metric_sum = jax.lax.fori_loop(0, count, body,
+                                                     (state, zeros, metric_zeros))
+        out = dict(stats)
+        out.update(jax.tree_util.tree_map(lambda x: x / count, metric_sum))
         return state, out
 
     def evaluate(state: RunState, key: Array) -> Metrics:

@@ -1,5 +1,9 @@
 """The host loop: iterate over compiled chunks; log, evaluate, checkpoint, resume.
 
+A chunk (the iterations between two metric lines) runs as one call of the compiled loop, or as
+several where one would take longer than :data:`CALL_SECONDS`, so that a signal or the
+wall-clock budget is acted on within about that long.
+
 All seeds of a run are one program: the loop functions of :mod:`core.loop` are vmapped over a
 leading seed axis and jitted with the run state's shardings (:mod:`core.sharding`).
 
@@ -62,9 +66,11 @@ class RunConfig:
       num_devices: devices of the data-parallel mesh (0: as many as divide ``num_envs``, up
         to all visible devices).
       progress: show progress (a bar in a terminal, else one plain line per chunk).
-      max_seconds: wall-clock budget of one ``train`` call (0: none). Once a chunk ends past
-        it, the run stops as if ``steps`` were reached: a final evaluation, metric line and
-        checkpoint, so rerunning with the same logdir resumes from there.
+      max_seconds: wall-clock budget of one ``train`` call (0: none). Where the pace
+        measured so far says the next iteration would end past it (or once it has passed: the
+        first call, which compiles, runs one iteration), the run stops as if ``steps`` were
+        reached: a final evaluation, metric line and checkpoint, so rerunning with the same
+        logdir resumes from there (and first ends the chunk it stopped in).
     """
 
     steps: int = 10_000
@@ -107,7 +113,8 @@ def _say(line: str) -> None:
 
 
 class StopOnSignal:
-    """SIGTERM / SIGINT ask the host loop to checkpoint at the next chunk boundary and stop;
+    """SIGTERM / SIGINT ask the host loop to checkpoint when its running compiled call ends
+    and stop;
     a second signal, sent at least :attr:`REPEAT_AFTER` seconds after the first, stops the
     process at once (exit status 128 + the signal's number, as a checkpointed stop).
 
@@ -185,8 +192,8 @@ class StopOnSignal:
                     name = signal.Signals(signum).name
                     if first is None:
                         first = time.monotonic()
-                        _say(f"{self.prefix} {name}: saving a checkpoint at the end of this "
-                             f"chunk, then stopping (send it again to stop at once)")
+                        _say(f"{self.prefix} {name}: saving a checkpoint when the running "
+                             f"compiled call ends, then stopping (send it again to stop at once)")
                     elif time.monotonic() - first >= self.REPEAT_AFTER:
                         try:
                             _say(f"{self.prefix} {name} again: stopping at once")
@@ -274,7 +281,8 @@ def train(env: Environment, agent: Agent, cfg: RunConfig, config_record: Optiona
     it is refused. ``state`` (optional) starts from a given seed-batched run state instead of
     a fresh one (a warm start: the random prefill runs again and the step count goes on from
     the given state's; to continue a run, resume it from its logdir). SIGTERM or SIGINT
-    checkpoint at the next chunk boundary and return with ``stopped_by`` set.
+    checkpoint when the running compiled call ends (:data:`CALL_SECONDS`) and return with
+    ``stopped_by`` set.
     """
     check_budget(agent.schedule, cfg)
     lock = None
@@ -303,6 +311,51 @@ def _chunk_steps(schedule: Schedule, cfg: RunConfig) -> Tuple[int, int]:
     period = min([cfg.log_every] + [p for p in (cfg.eval_every, checkpoint_every) if p > 0])
     learning = cfg.steps - prefill_env_steps(schedule, cfg.num_envs)
     return per_iteration, max(1, min(period, learning) // per_iteration) * per_iteration
+
+
+# A chunk's iterations run as one compiled call, or as several where one would take longer
+# than this: a signal or the wall-clock budget is acted on between calls.
+CALL_SECONDS = 30.0
+
+
+def _iterations_left(env_steps: int, origin: int, per_iteration: int, iterations: int) -> int:
+    """Iterations from ``env_steps`` to the end of its chunk (chunks of ``iterations`` start at
+    ``origin``, so a run stopped within one goes on to its end when it resumes)."""
+    done = max(0, env_steps - origin) // per_iteration
+    return iterations - done % iterations
+
+
+def _call_iterations(left: int, pace: Optional[float], calls: int, now: float,
+                     deadline: float) -> int:
+    """Iterations of the next compiled call: one for the first two calls of a process (the
+    first compiles, the second measures ``pace``, seconds per iteration), then the rest of
+    the chunk, split into calls of about :data:`CALL_SECONDS` and cut to what ``pace`` says
+    fits before ``deadline``."""
+    if pace is None:
+        return 1 if calls < 2 else left
+    count = min(left, max(1, int(CALL_SECONDS / max(pace, 1e-9))))
+    if math.isfinite(deadline):
+        count = min(count, max(1, int((deadline - now) / max(pace, 1e-9))))
+    return count
+
+
+def _merge_calls(pending: Optional[Tuple[Dict, int]], metrics: Dict[str, np.ndarray],
+                 count: int) -> Tuple[Dict, int]:
+    """The metrics of a chunk's calls so far: episode statistics (sums) added, update
+    metrics (means over iterations) averaged with each call's iterations as weights."""
+    if pending is None:
+        return dict(metrics), count
+    total, done = pending
+    merged = {}
+    for name, value in metrics.items():
+        if name in _EPISODE_SUMS or name.startswith(EPISODE_METRIC_SUM):
+            merged[name] = total[name] + value
+        else:
+            merged[name] = (total[name] * done + value * count) / (done + count)
+    return merged, done + count
+
+
+_EPISODE_SUMS = ("episodes", "episode_return_sum", "episode_length_sum")
 
 
 def prefill_env_steps(schedule: Schedule, num_envs: int) -> int:
@@ -348,8 +401,9 @@ def _train(env: Environment, agent: Agent, cfg: RunConfig, config_record: Option
     replicated = NamedSharding(mesh, P())
     together = sharding.compiled_together  # with several processes: all compile, then run
     init_fn = together(jax.jit(init_v, out_shardings=state_sharding), "init")
-    train_fn = together(jax.jit(jax.vmap(fns.train), out_shardings=(state_sharding, replicated),
-                                donate_argnums=0), "train")
+    train_fn = together(jax.jit(jax.vmap(fns.train, in_axes=(0, None)),
+                                out_shardings=(state_sharding, replicated), donate_argnums=0),
+                        "train")
     prefill_fn = together(jax.jit(jax.vmap(fns.prefill),
                                   out_shardings=(state_sharding, replicated), donate_argnums=0),
                           "prefill")
@@ -375,6 +429,8 @@ def _train(env: Environment, agent: Agent, cfg: RunConfig, config_record: Option
     else:
         state = jax.device_put(state, state_sharding)
     env_steps = int(meta["env_steps"])
+    # chunks are counted from the end of the random prefill (where the first one starts)
+    origin = prefill_env_steps(schedule, cfg.num_envs) if schedule.prefill_steps > 0 else 0
 
     log = None
     if cfg.logdir and primary:
@@ -441,21 +497,37 @@ def _train(env: Environment, agent: Agent, cfg: RunConfig, config_record: Option
             emit(record)
         done = env_steps >= cfg.steps
         signalled = False
+        pending = None  # the summed metrics of this chunk's calls so far, and their count
+        pace = None  # seconds per iteration, measured on calls after the one that compiled
+        calls = 0
         while not done:
             signalled, _ = sharding.agree_any([stop.signum is not None, False])
             if signalled:
                 break
-            state, metrics = train_fn(state)
+            left = _iterations_left(env_steps, origin, steps_per_iteration, iterations)
+            count = _call_iterations(left, pace, calls, time.time(), deadline)
+            count = sharding.agree_min(count)
+            began = time.time()
+            state, metrics = train_fn(state, sharding.replicated(np.int32(count), mesh))
             env_steps = int(np.asarray(state.env_steps)[0])
             metrics = jax.tree_util.tree_map(np.asarray, metrics)
+            if calls > 0:
+                pace = (time.time() - began) / count
+            calls += 1
+            pending = _merge_calls(pending, metrics, count)
+            chunk_done = count == left
+            signalled, late = sharding.agree_any([
+                stop.signum is not None,
+                time.time() + (pace or 0.0) > deadline])  # the next iteration would end past it
+            done = (chunk_done and env_steps >= cfg.steps) or late or signalled
+            if not (chunk_done or done):
+                continue
+            metrics, pending = pending[0], None
             _check_skipped(metrics, env_steps, last_ckpt)
             record = {"env_steps": env_steps, **_summarise(metrics)}
             _check_finite(record, last_ckpt)
             if primary:
                 _warn_clipped(record, warned_clipped)
-            signalled, late = sharding.agree_any([stop.signum is not None,
-                                                  time.time() >= deadline])
-            done = env_steps >= cfg.steps or late or signalled
             if done and env_steps < cfg.steps:
                 stopped_by = (stop.name or "SIGTERM") if signalled else "max_seconds"
                 record["stopped_by"] = stopped_by
@@ -493,13 +565,15 @@ def _train(env: Environment, agent: Agent, cfg: RunConfig, config_record: Option
                 print(f"[train] stopped by {stopped_by} at env_steps={env_steps}{where}; rerun "
                       f"the same command to resume", flush=True)
     finally:
-        stop.__exit__(None, None, None)
-        progress.close()
-        if log is not None:
-            log.close()
-            logger.plot_returns(cfg.logdir)
-        if ckpt is not None:
-            ckpt.close()
+        try:
+            progress.close()
+            if log is not None:
+                log.close()
+                logger.plot_returns(cfg.logdir)
+            if ckpt is not None:
+                ckpt.close()
+        finally:  # last: a repeated signal during the above is still one stop request
+            stop.__exit__(None, None, None)
     return RunResult(state=state, history=history, env_steps=env_steps, stopped_by=stopped_by)
 
 

@@ -73,6 +73,16 @@ def agree_any(flags: Sequence[bool]) -> np.ndarray:
     return np.asarray(gathered).reshape(-1, flags.size).any(axis=0)
 
 
+def agree_min(value: int) -> int:
+    """The smallest of ``value`` over all processes (every process must call it at the same
+    point)."""
+    if jax.process_count() == 1:
+        return int(value)
+    from jax.experimental import multihost_utils
+    gathered = multihost_utils.process_allgather(np.asarray([value], np.int32))
+    return int(np.asarray(gathered).min())
+
+
 _MESSAGE_BYTES = 8192
 
 

@@ -269,7 +269,7 @@ def test_a_second_signal_stops_at_once_inside_a_long_chunk(tmp_path):
         proc.kill()
     assert time.time() - sent < 30, out
     assert proc.returncode == 128 + signal.SIGTERM, out
-    assert "SIGTERM: saving a checkpoint at the end of this chunk" in out, out
+    assert "SIGTERM: saving a checkpoint when the running compiled call ends" in out, out
     assert "SIGTERM again: stopping at once" in out and "stopped by" not in out, out
 
 
@@ -291,7 +291,7 @@ def test_one_request_delivered_twice_still_checkpoints(tmp_path):
         proc.kill()
     assert proc.returncode == 128 + signal.SIGTERM, out
     assert "stopped by SIGTERM" in out and "stopping at once" not in out, out
-    assert out.count("saving a checkpoint at the end of this chunk") == 1, out
+    assert out.count("saving a checkpoint when the running compiled call ends") == 1, out
     assert _steps(logdir) == [logger.read_metrics(logdir)[-1]["env_steps"]]
 
 
@@ -312,6 +312,7 @@ def test_an_evaluation_a_signal_skipped_is_made_on_resume(tmp_path, monkeypatch)
         return out
 
     monkeypatch.setattr(runner.sharding, "agree_any", signal_after_third_chunk)
+    monkeypatch.setattr(runner, "_call_iterations", lambda left, *_: left)  # a call per chunk
     with pytest.raises(SystemExit):
         train.main(argv)
     lines = logger.read_metrics(logdir)
@@ -345,6 +346,7 @@ def test_a_signal_during_the_last_chunk_says_the_final_evaluation_is_owed(tmp_pa
         return out
 
     monkeypatch.setattr(runner.sharding, "agree_any", signal_after_third_chunk)
+    monkeypatch.setattr(runner, "_call_iterations", lambda left, *_: left)  # a call per chunk
     with pytest.raises(SystemExit) as exit_info:
         train.main(argv)
     assert exit_info.value.code == 128 + 15

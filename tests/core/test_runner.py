@@ -2,6 +2,7 @@
 
 import dataclasses
 import json
+import math
 import os
 import signal
 import subprocess
@@ -14,6 +15,7 @@ import pytest
 
 import envs
 from agents import random as random_agent
+from agents import registry
 from core import runner
 from experiments import cli, train
 
@@ -154,15 +156,53 @@ def test_max_seconds_stops_with_final_eval_and_checkpoint_then_resumes(tmp_path)
     cfg = runner.RunConfig(steps=200, num_envs=2, log_every=20, eval_every=0, eval_episodes=2,
                            progress=False, logdir=str(tmp_path), max_seconds=1e-9)
     stopped = runner.train(env, agent, cfg)
-    assert stopped.env_steps == 20  # one chunk, then the wall-clock budget is spent
+    assert stopped.env_steps == 2  # one iteration, then the wall-clock budget is spent
     last = stopped.history[-1]
     assert last["stopped_by"] == "max_seconds" and "eval_return_mean" in last
     assert os.listdir(os.path.join(str(tmp_path), "checkpoints"))
     finished = runner.train(env, agent, dataclasses.replace(cfg, max_seconds=0.0))
-    assert finished.env_steps == 200 and finished.history[0]["env_steps"] == 40  # resumed
+    # resumed: the rest of the stopped chunk first, so the metric lines keep their steps
+    assert [r["env_steps"] for r in finished.history[:2]] == [20, 40]
+    assert finished.env_steps == 200
     assert "stopped_by" not in finished.history[-1]
     with pytest.raises(ValueError, match="max_seconds must be >= 0"):
         runner.RunConfig(max_seconds=-1.0)
+
+
+def test_call_sizes_follow_the_measured_pace_and_the_deadline():
+    call = runner._call_iterations
+    assert [call(50, None, calls, 0.0, math.inf) for calls in (0, 1, 2)] == [1, 1, 50]
+    assert call(500, 0.01, 5, 0.0, math.inf) == 500  # 5 s: one call
+    assert call(500, 1.0, 5, 0.0, math.inf) == int(runner.CALL_SECONDS)  # split
+    assert call(500, 1.0, 5, 100.0, 105.5) == 5  # what fits before the deadline
+    assert call(500, 1.0, 5, 100.0, 100.2) == 1  # at least one (the loop stops before it)
+    assert runner._iterations_left(20 + 3 * 8, 20, 8, 5) == 2  # 3 of 5 done in this chunk
+    assert runner._iterations_left(20 + 5 * 8, 20, 8, 5) == 5
+
+
+def test_a_chunk_split_into_calls_logs_what_one_call_logs(monkeypatch):
+    """A chunk runs as several compiled calls where one would be long (``CALL_SECONDS``); its
+    metric line sums their episodes and averages their update metrics by iterations."""
+    env = envs.make("linear/scalar_a1.1")
+    agent = registry.agent_module("mpc").make(registry.preset("mpc", "tiny"), env, 2)
+    cfg = runner.RunConfig(steps=120, num_envs=2, log_every=50, eval_every=-1,
+                           progress=False, logdir=None)
+    whole = runner.train(env, agent, cfg).history
+    calls = []
+    monkeypatch.setattr(runner, "CALL_SECONDS", 1e-9)  # one iteration per call
+    real = runner._call_iterations
+    monkeypatch.setattr(runner, "_call_iterations",
+                        lambda *a: calls.append(real(*a)) or calls[-1])
+    split = runner.train(env, agent, cfg).history
+    per_iteration = cfg.num_envs * agent.schedule.env_steps_per_iteration
+    assert len(whole) > 2  # the prefill's line, then chunks of several iterations
+    assert calls == [1] * ((whole[-1]["env_steps"] - whole[0]["env_steps"]) // per_iteration)
+    assert [r["env_steps"] for r in split] == [r["env_steps"] for r in whole]
+    for one, many in zip(whole, split):
+        assert set(one) == set(many)
+        for name, value in one.items():
+            if name != "wall_time" and isinstance(value, float):
+                assert many[name] == pytest.approx(value, rel=1e-5, abs=1e-6), name
 
 
 @pytest.mark.slow
