@@ -70,7 +70,7 @@ def make_loop(env: Environment, agent: Agent, *, num_envs: int, iterations: int,
     """Builds the loop functions for ``agent`` on ``num_envs`` copies of ``env``.
 
     Args:
-      iterations: training iterations per call of ``train``.
+      iterations: training iterations per call of ``train`` without a ``count``.
       prefill_iterations: vectorised random-action steps per call of ``prefill``.
       eval_envs: episodes per evaluation (one per environment, run to the time limit); on a
         two-player game, games against each opponent (:mod:`core.arena`).

@@ -318,13 +318,6 @@ def _chunk_steps(schedule: Schedule, cfg: RunConfig) -> Tuple[int, int]:
 CALL_SECONDS = 30.0
 
 
-def _iterations_left(env_steps: int, origin: int, per_iteration: int, iterations: int) -> int:
-    """Iterations from ``env_steps`` to the end of its chunk (chunks of ``iterations`` start at
-    ``origin``, so a run stopped within one goes on to its end when it resumes)."""
-    done = max(0, env_steps - origin) // per_iteration
-    return iterations - done % iterations
-
-
 def _call_iterations(left: int, pace: Optional[float], calls: int, now: float,
                      deadline: float) -> int:
     """Iterations of the next compiled call: one for the first two calls of a process (the
@@ -429,8 +422,8 @@ def _train(env: Environment, agent: Agent, cfg: RunConfig, config_record: Option
     else:
         state = jax.device_put(state, state_sharding)
     env_steps = int(meta["env_steps"])
-    # chunks are counted from the end of the random prefill (where the first one starts)
-    origin = prefill_env_steps(schedule, cfg.num_envs) if schedule.prefill_steps > 0 else 0
+    # iterations left in the chunk a stop cut short (0: the checkpoint is at a chunk's end)
+    left = min(int(meta.get("chunk_left", 0)), iterations) or iterations
 
     log = None
     if cfg.logdir and primary:
@@ -476,7 +469,8 @@ def _train(env: Environment, agent: Agent, cfg: RunConfig, config_record: Option
     def save():
         nonlocal meta, last_ckpt, next_ckpt
         meta = {"env_steps": env_steps, "wall_time": time.time() - start, "prefilled": True,
-                "evaluation_due": bool(evaluation_due)}
+                "evaluation_due": bool(evaluation_due),
+                "chunk_left": 0 if left == iterations else left}
         ckpt.save(env_steps, state, meta)
         last_ckpt = env_steps
         next_ckpt = _next_multiple(env_steps, cfg.checkpoint_every)
@@ -495,32 +489,35 @@ def _train(env: Environment, agent: Agent, cfg: RunConfig, config_record: Option
             record = {"env_steps": env_steps}
             evaluate_into(record)
             emit(record)
-        done = env_steps >= cfg.steps
+        # a run is finished at a chunk's end at or past its steps; one stopped within its
+        # last chunk goes on to that chunk's end
+        finished = env_steps >= cfg.steps and left == iterations
+        done = finished
         signalled = False
-        pending = None  # the summed metrics of this chunk's calls so far, and their count
+        pending = None  # the merged metrics of this chunk's calls so far, and their count
         pace = None  # seconds per iteration, measured on calls after the one that compiled
         calls = 0
         while not done:
-            signalled, _ = sharding.agree_any([stop.signum is not None, False])
-            if signalled:
-                break
-            left = _iterations_left(env_steps, origin, steps_per_iteration, iterations)
-            count = _call_iterations(left, pace, calls, time.time(), deadline)
-            count = sharding.agree_min(count)
+            if pending is None:  # within a chunk the check after each call decides
+                signalled, _ = sharding.agree_any([stop.signum is not None, False])
+                if signalled:
+                    break
+            count = sharding.agree_min(_call_iterations(left, pace, calls, time.time(),
+                                                        deadline))
             began = time.time()
             state, metrics = train_fn(state, sharding.replicated(np.int32(count), mesh))
             env_steps = int(np.asarray(state.env_steps)[0])
             metrics = jax.tree_util.tree_map(np.asarray, metrics)
-            if calls > 0:
+            if calls > 0:  # the first call's time includes compiling the program
                 pace = (time.time() - began) / count
             calls += 1
             pending = _merge_calls(pending, metrics, count)
-            chunk_done = count == left
-            signalled, late = sharding.agree_any([
-                stop.signum is not None,
-                time.time() + (pace or 0.0) > deadline])  # the next iteration would end past it
-            done = (chunk_done and env_steps >= cfg.steps) or late or signalled
-            if not (chunk_done or done):
+            left -= count
+            finished = left == 0 and env_steps >= cfg.steps
+            signalled, late = sharding.agree_any([  # late: the next iteration would end past it
+                stop.signum is not None, time.time() + (pace or 0.0) > deadline])
+            done = finished or late or signalled
+            if not (left == 0 or done):
                 continue
             metrics, pending = pending[0], None
             _check_skipped(metrics, env_steps, last_ckpt)
@@ -528,7 +525,7 @@ def _train(env: Environment, agent: Agent, cfg: RunConfig, config_record: Option
             _check_finite(record, last_ckpt)
             if primary:
                 _warn_clipped(record, warned_clipped)
-            if done and env_steps < cfg.steps:
+            if done and not finished:
                 stopped_by = (stop.name or "SIGTERM") if signalled else "max_seconds"
                 record["stopped_by"] = stopped_by
                 if not signalled and primary:
@@ -537,9 +534,8 @@ def _train(env: Environment, agent: Agent, cfg: RunConfig, config_record: Option
                           flush=True)
             scheduled = cfg.eval_every > 0 and env_steps >= next_eval
             evaluate = not signalled and cfg.eval_every >= 0 and (done or scheduled)
-            evaluation_due = bool(signalled) and cfg.eval_every >= 0 and (
-                env_steps >= cfg.steps or scheduled)
-            if evaluation_due and env_steps >= cfg.steps:
+            evaluation_due = bool(signalled) and cfg.eval_every >= 0 and (finished or scheduled)
+            if evaluation_due and finished:
                 record["stopped_by"] = stop.name or "SIGTERM"
             if evaluate:
                 evaluate_into(record)
@@ -547,14 +543,16 @@ def _train(env: Environment, agent: Agent, cfg: RunConfig, config_record: Option
             progress.update(env_steps, _progress_info(record, env_steps, start))
             if ckpt is not None and (done or (cfg.checkpoint_every and env_steps >= next_ckpt)):
                 save()
-        if signalled and env_steps >= cfg.steps and evaluation_due:
+            if left == 0:
+                left = iterations
+        if signalled and finished and evaluation_due:
             # the signal came during the last chunk: its checkpoint owes the final evaluation
             stopped_by = stop.name or "SIGTERM"
             if primary:
                 rerun = ("; rerun the same command to make it" if ckpt is not None else "")
                 print(f"[train] stopped by {stopped_by} at env_steps={env_steps}, the end of "
                       f"training, before its final evaluation{rerun}", flush=True)
-        elif signalled and env_steps < cfg.steps:
+        elif signalled and not finished:
             stopped_by = stop.name or "SIGTERM"
             if not history or history[-1].get("stopped_by") != stopped_by:
                 emit({"env_steps": env_steps, "stopped_by": stopped_by})  # between chunks

@@ -269,9 +269,10 @@ def plan_run(seconds: float, rate: float, compile_s: float, *, steps_per_iterati
 
     Steps are planned 25% above what the rate allows, so that the time limit, not the step
     count, ends the run; a chunk (one metric line) lasts about ``chunk_s``. The time limit
-    (``max_seconds``, counted by the runner from its initial state) leaves a chunk and part of
-    the compile estimate for building the run and its last evaluation. ``max_steps`` caps the
-    steps (the CPU mode: a run that ends when its few steps are done)."""
+    (``max_seconds``, counted by the runner from its initial state) keeps a chunk's time and
+    part of the compile estimate in reserve for building the run and its last evaluation.
+    ``max_steps`` caps the steps (the CPU mode: a run that ends when its few steps are
+    done)."""
     train_s = max(seconds - compile_s, 0.1 * seconds)
     unit = max(1, steps_per_iteration)
     log_every = max(unit, int(min(chunk_s, train_s / 20) * rate) // unit * unit)

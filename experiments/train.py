@@ -63,9 +63,9 @@ def _parser() -> argparse.ArgumentParser:
                    help="environment steps between checkpoints (0: at the end only; default: "
                         "the agent's, else about a tenth of --steps)")
     p.add_argument("--max-seconds", type=float, default=0.0,
-                   help="stop (final evaluation and checkpoint) at the first chunk boundary after "
-                        "this many seconds of this call; rerun with the same --logdir to go on "
-                        "(0: no limit)")
+                   help="stop (final evaluation and checkpoint) before the training iteration "
+                        "that would end past this many seconds of this call, as measured; rerun "
+                        "with the same --logdir to go on (0: no limit)")
     p.add_argument("--num-devices", type=int, default=0,
                    help="data-parallel devices, counted over all processes (a multiple of "
                         "the process count; 0: as many as split --num-envs evenly)")

@@ -175,9 +175,36 @@ def test_call_sizes_follow_the_measured_pace_and_the_deadline():
     assert call(500, 0.01, 5, 0.0, math.inf) == 500  # 5 s: one call
     assert call(500, 1.0, 5, 0.0, math.inf) == int(runner.CALL_SECONDS)  # split
     assert call(500, 1.0, 5, 100.0, 105.5) == 5  # what fits before the deadline
-    assert call(500, 1.0, 5, 100.0, 100.2) == 1  # at least one (the loop stops before it)
-    assert runner._iterations_left(20 + 3 * 8, 20, 8, 5) == 2  # 3 of 5 done in this chunk
-    assert runner._iterations_left(20 + 5 * 8, 20, 8, 5) == 5
+    assert call(500, 1.0, 5, 100.0, 100.2) == 1  # at least one
+
+
+@pytest.mark.parametrize("cause", ["max_seconds", "SIGTERM"])
+def test_a_stop_within_the_last_chunk_resumes_to_its_end(tmp_path, monkeypatch, cause):
+    """The last chunk (iterations 11-20, steps 22-40) ends past ``steps`` = 30; a stop after
+    its 6th call (one iteration each), at 32 steps, is a stop, not the end of training, and
+    the resumed run trains to 40 as an uninterrupted one does."""
+    env = envs.make("linear/scalar_a1.1")
+    agent = random_agent.make(random_agent.RandomConfig(buffer_size=64), env, num_envs=2)
+    cfg = runner.RunConfig(steps=30, num_envs=2, log_every=20, eval_every=-1,
+                           progress=False, logdir=str(tmp_path))
+    monkeypatch.setattr(runner, "CALL_SECONDS", 1e-9)  # one iteration per call
+    checks = []
+    real = runner.sharding.agree_any
+
+    def stop_at_32_steps(flags):  # a check opens each chunk, and one follows every call
+        checks.append(1)
+        out = np.asarray(real(flags)).copy()
+        out[0 if cause == "SIGTERM" else 1] |= len(checks) == 11 + 1 + 6
+        return out
+
+    monkeypatch.setattr(runner.sharding, "agree_any", stop_at_32_steps)
+    stopped = runner.train(env, agent, cfg)
+    assert stopped.env_steps == 32 and stopped.stopped_by == cause
+    assert stopped.history[-1] == {**stopped.history[-1], "env_steps": 32, "stopped_by": cause}
+    monkeypatch.undo()
+    finished = runner.train(env, agent, cfg)
+    assert [r["env_steps"] for r in finished.history] == [40]
+    assert finished.env_steps == 40 and finished.stopped_by is None
 
 
 def test_a_chunk_split_into_calls_logs_what_one_call_logs(monkeypatch):
