@@ -20,7 +20,7 @@ is ``python -m experiments.evaluate --logdir RUN``.
 from __future__ import annotations
 
 import dataclasses
-from typing import Dict, Optional
+from typing import Callable, Dict, Optional
 
 import jax
 import jax.numpy as jnp
@@ -50,6 +50,18 @@ def model_k_step_errors(model: MuZeroModel, params, obs: Array, actions: Array,
         reward_logits, s_next = model.dynamics(params, s[None], action[None])
         return s_next[0], model.reward_support.decode(reward_logits[0])
 
+    return reward_value_errors(model, params, {"": step_fn}, obs, actions, rewards, horizon,
+                               valid, terminated)
+
+
+def reward_value_errors(model, params, step_fns: Dict[str, Callable], obs: Array,
+                        inputs: Array, rewards: Array, horizon: int, valid: Optional[Array],
+                        terminated: Optional[Array]) -> Dict[str, Dict]:
+    """For each ``step_fns[name]`` (``(model_state, input) -> (model_state, reward)`` on
+    ``model_state = (s, reward)``), the k-step errors of the rolled-out rewards against
+    ``rewards`` (``"reward" + name``) and of ``V(f(s))`` against the network's value of the
+    real observations (``"value" + name``; 0 where ``terminated``), as lists. ``model`` is
+    a MuZero-family model: ``represent``, ``predict``, ``value`` and the two supports."""
     def encode_fn(o):
         return model.represent(params, o[None])[0], jnp.zeros(())
 
@@ -60,10 +72,14 @@ def model_k_step_errors(model: MuZeroModel, params, obs: Array, actions: Array,
     real_values = jax.vmap(lambda o: model.value(params, o))(obs[:, 1:])  # [N, T]
     if terminated is not None:  # an absorbing state is worth 0; V was never trained there
         real_values = jnp.where(terminated, 0.0, real_values)
-    out = {"reward": k_step_error(step_fn, obs, actions, horizon, encode_fn=encode_fn,
-                                  observe_fn=lambda ms: ms[1], targets=rewards, valid=valid),
-           "value": k_step_error(step_fn, obs, actions, horizon, encode_fn=encode_fn,
-                                 observe_fn=value_of, targets=real_values, valid=valid)}
+    out = {}
+    for name, step_fn in step_fns.items():
+        out["reward" + name] = k_step_error(step_fn, obs, inputs, horizon, encode_fn=encode_fn,
+                                            observe_fn=lambda ms: ms[1], targets=rewards,
+                                            valid=valid)
+        out["value" + name] = k_step_error(step_fn, obs, inputs, horizon, encode_fn=encode_fn,
+                                           observe_fn=value_of, targets=real_values,
+                                           valid=valid)
     return {name: {k: np.asarray(v).tolist() for k, v in res.items()} for name, res in out.items()}
 
 

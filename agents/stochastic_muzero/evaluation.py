@@ -26,10 +26,9 @@ from typing import Dict, Optional
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
+from agents.muzero.evaluation import reward_value_errors
 from core import rollout
-from world_models.evaluation import k_step_error
 from world_models.stochastic_muzero import StochasticMuZeroModel
 
 Array = jax.Array
@@ -66,23 +65,6 @@ def model_k_step_errors(model: StochasticMuZeroModel, params, obs: Array, action
             return s_next[0], model.reward_support.decode(reward_logits[0])
         return step_fn
 
-    def encode_fn(o):
-        return model.represent(params, o[None])[0], jnp.zeros(())
-
-    def value_of(model_state):
-        _, value_logits = model.predict(params, model_state[0][None])
-        return model.value_support.decode(value_logits[0])
-
-    real_values = jax.vmap(lambda o: model.value(params, o))(obs[:, 1:])  # [N, T]
-    if terminated is not None:  # an absorbing state is worth 0; V was never trained there
-        real_values = jnp.where(terminated, 0.0, real_values)
-    out = {}
-    for codes, use_observed in (("observed", True), ("likely", False)):
-        step_fn = make_step(use_observed)
-        out[f"reward_{codes}"] = k_step_error(step_fn, obs, inputs, horizon,
-                                              encode_fn=encode_fn, observe_fn=lambda ms: ms[1],
-                                              targets=rewards, valid=valid)
-        out[f"value_{codes}"] = k_step_error(step_fn, obs, inputs, horizon,
-                                             encode_fn=encode_fn, observe_fn=value_of,
-                                             targets=real_values, valid=valid)
-    return {name: {k: np.asarray(v).tolist() for k, v in res.items()} for name, res in out.items()}
+    return reward_value_errors(model, params, {"_observed": make_step(True),
+                                               "_likely": make_step(False)},
+                               obs, inputs, rewards, horizon, valid, terminated)
