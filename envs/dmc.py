@@ -79,13 +79,18 @@ def _config(name: str, overrides: dict):
     from mujoco_playground import dm_control_suite  # lazy: listing ids stays cheap
 
     config = dm_control_suite.get_default_config(TASKS[name]).lock()  # typos raise KeyError
-    overrides = {"impl": "jax", **overrides}
-    try:
-        config.update_from_flattened_dict(overrides)
-    except (KeyError, TypeError, AttributeError) as err:
-        raise ValueError(f"dmc/{name}: bad option in {sorted(overrides)}: "
-                         f"{str(err)[:200]}; known: max_episode_steps and the config keys "
-                         f"{sorted(config.keys())}") from err
+    known = f"known: max_episode_steps and the config keys {sorted(config.keys())}"
+    for key, value in {"impl": "jax", **overrides}.items():  # one at a time, to name the bad one
+        default = config
+        for part in key.split("."):
+            if not hasattr(default, "keys") or part not in default.keys():
+                raise ValueError(f"dmc/{name}: no option {key!r}; {known}")
+            default = default[part]
+        try:
+            config.update_from_flattened_dict({key: value})
+        except (KeyError, TypeError, AttributeError, ValueError) as err:
+            raise ValueError(f"dmc/{name}: option {key}={value!r} does not fit its default "
+                             f"{default!r} ({type(default).__name__}); {known}") from err
     if config.get("vision", False):
         raise NotImplementedError(f"dmc/{name}: pixel observations (vision=True) are not supported")
     return config

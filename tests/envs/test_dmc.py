@@ -44,8 +44,10 @@ def test_names_and_spec(swingup):
     assert dmc.make("cartpole_swingup", action_repeat=2).spec.max_episode_steps == 500
     with pytest.raises(ValueError, match="cartpole_swingup"):
         dmc.make("cartpole_fly")
-    with pytest.raises(ValueError, match="episode_length"):
+    with pytest.raises(ValueError, match="no option 'episode_lenght'.*episode_length"):
         dmc.make("cartpole_swingup", episode_lenght=10)
+    with pytest.raises(ValueError, match="action_repeat='x' does not fit its default 1 "):
+        dmc.make("cartpole_swingup", action_repeat="x")
 
 
 @pytest.mark.slow
