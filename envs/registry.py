@@ -9,6 +9,7 @@ needed (``docs/extending.md``).
 from __future__ import annotations
 
 import importlib
+import numbers
 from typing import Callable, Dict, Tuple
 
 from envs.api import Environment
@@ -67,6 +68,10 @@ def make(env_id: str, **kwargs) -> Environment:
     Keyword arguments go to the family's constructor (e.g. ``max_episode_steps``).
     Raises ValueError listing the known ids when ``env_id`` is unknown.
     """
+    limit = kwargs.get("max_episode_steps")
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, numbers.Integral)):
+        raise ValueError(f"{env_id}: max_episode_steps must be >= 1, got {limit!r} (a whole "
+                         f"number of agent steps per episode)")
     if env_id in _REGISTERED:
         return _REGISTERED[env_id](**kwargs)
     family, _, name = env_id.partition("/")
