@@ -89,8 +89,9 @@ def _config(name: str, overrides: dict):
         try:
             config.update_from_flattened_dict({key: value})
         except (KeyError, TypeError, AttributeError, ValueError) as err:
+            shown = "a group of options" if hasattr(default, "keys") else repr(default)
             raise ValueError(f"dmc/{name}: option {key}={value!r} does not fit its default "
-                             f"{default!r} ({type(default).__name__}); {known}") from err
+                             f"{shown} ({type(default).__name__}); {known}") from err
     if config.get("vision", False):
         raise NotImplementedError(f"dmc/{name}: pixel observations (vision=True) are not supported")
     return config

@@ -68,20 +68,22 @@ def make(env_id: str, **kwargs) -> Environment:
     Keyword arguments go to the family's constructor (e.g. ``max_episode_steps``).
     Raises ValueError listing the known ids when ``env_id`` is unknown.
     """
+    if env_id in _REGISTERED:
+        factory = _REGISTERED[env_id]
+    else:
+        family, _, name = env_id.partition("/")
+        if family not in FAMILIES or not name:
+            raise ValueError(
+                f"Unknown environment id {env_id!r}: ids look like '<family>/<name>' with "
+                f"family one of {sorted(FAMILIES)}. Known ids: {', '.join(registered_ids())}.")
+        module = _family_module(family)
+        if name not in module.NAMES:
+            raise ValueError(
+                f"Unknown environment id {env_id!r}. Known {family} ids: "
+                f"{', '.join(registered_ids(family))}.")
+        factory = lambda **kw: module.make(name, **kw)  # noqa: E731
     limit = kwargs.get("max_episode_steps")
     if limit is not None and (isinstance(limit, bool) or not isinstance(limit, numbers.Integral)):
-        raise ValueError(f"{env_id}: max_episode_steps must be >= 1, got {limit!r} (a whole "
-                         f"number of agent steps per episode)")
-    if env_id in _REGISTERED:
-        return _REGISTERED[env_id](**kwargs)
-    family, _, name = env_id.partition("/")
-    if family not in FAMILIES or not name:
-        raise ValueError(
-            f"Unknown environment id {env_id!r}: ids look like '<family>/<name>' with family "
-            f"one of {sorted(FAMILIES)}. Known ids: {', '.join(registered_ids())}.")
-    module = _family_module(family)
-    if name not in module.NAMES:
-        raise ValueError(
-            f"Unknown environment id {env_id!r}. Known {family} ids: "
-            f"{', '.join(registered_ids(family))}.")
-    return module.make(name, **kwargs)
+        raise ValueError(f"{env_id}: max_episode_steps must be a whole number >= 1 (agent steps "
+                         f"per episode), got {limit!r}")
+    return factory(**kwargs)

@@ -41,7 +41,8 @@ def test_make_passes_keyword_arguments():
 @pytest.mark.parametrize("env_id", ["gymnax/CartPole-v1", "linear/scalar_a1.05"])
 @pytest.mark.parametrize("limit", [0, -3, "x", 2.5])
 def test_a_time_limit_below_one_step_is_refused(env_id, limit):
-    with pytest.raises(ValueError, match=f"max_episode_steps must be >= 1, got {limit!r}"):
+    with pytest.raises(ValueError, match=r"max_episode_steps must be (a whole number )?>= 1.*"
+                                         f"got {limit!r}"):
         registry.make(env_id, max_episode_steps=limit)
 
 
