@@ -15,6 +15,7 @@ CPU defaults are short (``1m``, train ratio 1024, seeds 1,2,4); ``--sizes 1m,12m
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 from typing import Dict, List, Optional
 
@@ -107,6 +108,14 @@ def profile_update(cfg, env, min_seconds: float, calls: int = 16) -> Dict:
     return out
 
 
+def preset(size: str, train_ratio: float, compute_dtype: Optional[str] = None):
+    """The preset ``size`` at ``train_ratio``, in ``compute_dtype`` where given."""
+    overrides = {"train_ratio": train_ratio}
+    if compute_dtype:
+        overrides["compute_dtype"] = compute_dtype
+    return dataclasses.replace(PRESETS[size], **overrides)
+
+
 def main(argv: Optional[List[str]] = None) -> Dict:
     p = cli.ArgumentParser(prog="python -m experiments.benchmark --suite dreamer",
                                 description=__doc__,
@@ -119,6 +128,8 @@ def main(argv: Optional[List[str]] = None) -> Dict:
     p.add_argument("--seeds", default="1,2,4", help="num_seeds scaling (first preset)")
     p.add_argument("--iterations", type=int, default=2, help="iterations per timed chunk")
     p.add_argument("--min-seconds", type=float, default=2.0)
+    p.add_argument("--compute-dtype", default=None, choices=("float32", "bfloat16"),
+                   help="the presets' compute dtype (DreamerConfig.compute_dtype) if given")
     p.add_argument("--no-profile", action="store_true")
     p.add_argument("--json", default=None)
     args = p.parse_args(argv)
@@ -129,10 +140,9 @@ def main(argv: Optional[List[str]] = None) -> Dict:
                     "train_ratio": args.train_ratio, "num_envs": args.num_envs, "sizes": {}}
     seeds = [int(s) for s in args.seeds.split(",") if s]
     for i, size in enumerate(s for s in args.sizes.split(",") if s):
-        cfg = PRESETS[size].__class__(**{**PRESETS[size].__dict__,
-                                         "train_ratio": args.train_ratio})
+        cfg = preset(size, args.train_ratio, args.compute_dtype)
         sched = schedule_for(cfg, args.num_envs)
-        row: Dict = {"batch": [cfg.batch_size, cfg.seq_len],
+        row: Dict = {"batch": [cfg.batch_size, cfg.seq_len], "compute_dtype": cfg.compute_dtype,
                      "updates_per_iteration": sched.updates_per_iteration,
                      "env_steps_per_iteration": sched.env_steps_per_iteration}
         if not args.no_profile:

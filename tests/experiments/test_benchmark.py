@@ -104,6 +104,18 @@ def test_muzero_suite_measures_acting_training_and_seed_scaling(tmp_path):
     assert written["peak_memory_bytes"] > 0
 
 
+def test_dreamer_suite_times_a_preset_in_the_compute_dtype_asked_for():
+    from agents.dreamer.config import PRESETS
+    from experiments import bench_dreamer, cli
+
+    cfg = bench_dreamer.preset("1m", 512.0, "bfloat16")
+    assert (cfg.train_ratio, cfg.compute_dtype) == (512.0, "bfloat16")
+    assert cfg.deter == PRESETS["1m"].deter
+    assert bench_dreamer.preset("1m", 1024.0).compute_dtype == PRESETS["1m"].compute_dtype
+    with pytest.raises(cli.UsageError, match="--compute-dtype: invalid choice: 'float16'"):
+        bench_dreamer.main(["--compute-dtype", "float16"])
+
+
 @pytest.mark.slow
 def test_dreamer_profile_parts_add_up_to_the_update():
     """The profile compiles and times three nested programs (three compiles of a Dreamer update:
