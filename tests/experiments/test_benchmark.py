@@ -104,9 +104,19 @@ def test_muzero_suite_measures_acting_training_and_seed_scaling(tmp_path):
     assert written["peak_memory_bytes"] > 0
 
 
-def test_dreamer_suite_times_a_preset_in_the_compute_dtype_asked_for():
+def test_dreamer_suite_times_a_preset_in_the_compute_dtype_asked_for(monkeypatch):
     from agents.dreamer.config import PRESETS
     from experiments import bench_dreamer, cli
+
+    timed = []
+
+    def throughput(agent, env, cfg, num_envs, num_seeds, iterations, min_seconds):
+        timed.append(cfg.compute_dtype)
+        return {"updates_per_s": 1.0, "env_steps_per_s": 1.0, "compile_s": 0.0}
+
+    monkeypatch.setattr(bench_dreamer, "agent_throughput", throughput)
+    result = bench_dreamer.main(["--compute-dtype", "bfloat16", "--no-profile", "--seeds", "1"])
+    assert timed == ["bfloat16"] and result["sizes"]["1m"]["compute_dtype"] == "bfloat16"
 
     cfg = bench_dreamer.preset("1m", 512.0, "bfloat16")
     assert (cfg.train_ratio, cfg.compute_dtype) == (512.0, "bfloat16")
