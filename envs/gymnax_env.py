@@ -21,6 +21,9 @@ Conventions:
   them into strong-typed arrays and each step casts back to the incoming dtypes, so the state
   tree is the same (structure and dtypes) after reset and after a step, as ``jnp.where``
   selection and ``lax.scan`` carries need.
+* ``action_repeat=k`` (1 by default) applies each action k times and sums the rewards, as
+  ``dmc/`` does; the first repeated step that terminates ends the agent step, and the default
+  time limit becomes gymnax's divided by k, rounded up (in agent steps).
 * Freeway ends after 2500 steps in MinAtar; here that limit is a truncation, like every
   gymnax time limit.
 
@@ -32,8 +35,10 @@ the ``-misc`` environments.
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Any, Optional
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -49,8 +54,15 @@ NAMES = CLASSIC_CONTROL + MINATAR + BSUITE
 # Exact mirror symmetries (envs.api.Symmetry), for agents' data augmentation. CartPole-v1
 # under x -> -x: (x, x_dot, theta, theta_dot) all negate and push-left / push-right swap;
 # reward (1 per step) and termination (|x| > 2.4 or |theta| > 12 degrees) are unchanged.
+# Acrobot-v1 under every angle and velocity negated: the observation (cos, sin of both angles,
+# both velocities) keeps its cosines and negates the rest, torques -1 and +1 swap (0 stays);
+# the equations of motion are odd in (angles, velocities, torque), the start state is uniform
+# on a symmetric box and the goal test (-cos a1 - cos(a1 + a2) > 1) is even.
+_ACROBOT_SIGNS = (1.0, -1.0, 1.0, -1.0, -1.0, -1.0)
 SYMMETRIES = {
     "CartPole-v1": Symmetry(obs=lambda o: -o, action_permutation=(1, 0)),
+    "Acrobot-v1": Symmetry(obs=lambda o: o * jnp.asarray(_ACROBOT_SIGNS, o.dtype),
+                           action_permutation=(2, 1, 0)),
 }
 
 
@@ -65,12 +77,16 @@ def _replace_params(name: str, params: Any, overrides: dict) -> Any:
     return params.replace(**overrides)
 
 
-def make(name: str, *, max_episode_steps: Optional[int] = None, **env_params) -> Environment:
+def make(name: str, *, max_episode_steps: Optional[int] = None, action_repeat: int = 1,
+         **env_params) -> Environment:
     """Builds ``gymnax/<name>``.
 
     Args:
       name: a gymnax id from :data:`NAMES`, e.g. ``"CartPole-v1"``.
-      max_episode_steps: time limit; defaults to gymnax's ``max_steps_in_episode``.
+      max_episode_steps: time limit in agent steps; defaults to gymnax's
+        ``max_steps_in_episode`` divided by ``action_repeat``, rounded up.
+      action_repeat: each action is applied this many times and the rewards summed, as
+        ``dmc/`` tasks do; the episode stops at the first repeated step that terminates.
       **env_params: overrides of gymnax's ``EnvParams`` fields (e.g. ``gravity=9.0``).
     """
     if name not in NAMES:
@@ -81,8 +97,14 @@ def make(name: str, *, max_episode_steps: Optional[int] = None, **env_params) ->
     import gymnax  # lazy: listing ids stays cheap
     from gymnax.environments import spaces
 
+    if (isinstance(action_repeat, bool) or not isinstance(action_repeat, (int, np.integer))
+            or action_repeat < 1):
+        raise ValueError(f"gymnax/{name}: action_repeat must be an integer >= 1, got "
+                         f"{action_repeat!r}")
+    repeat = int(action_repeat)
     env, params = gymnax.make(name)
-    limit = int(params.max_steps_in_episode if max_episode_steps is None else max_episode_steps)
+    limit = int(math.ceil(params.max_steps_in_episode / repeat) if max_episode_steps is None
+                else max_episode_steps)
     params = _replace_params(name, params, {**env_params, "max_steps_in_episode": NEVER_REACHED})
 
     action_space = env.action_space(params)
@@ -103,12 +125,25 @@ def make(name: str, *, max_episode_steps: Optional[int] = None, **env_params) ->
         obs, state = env.reset_env(key, params)
         return as_arrays(state), jnp.asarray(obs, jnp.float32)
 
-    def step(state, action, key):
-        action = jnp.asarray(action, action_dtype)
+    def one_step(state, action, key):
         obs, next_state, reward, done, _ = env.step_env(key, state, action, params)
         next_state = cast_like(as_arrays(next_state), state)
         return (next_state, jnp.asarray(obs, jnp.float32), jnp.asarray(reward, jnp.float32),
                 jnp.asarray(done, bool))
+
+    def step(state, action, key):
+        action = jnp.asarray(action, action_dtype)
+        if repeat == 1:
+            return one_step(state, action, key)
+        keys = jax.random.split(key, repeat)
+        state, obs, total, done = one_step(state, action, keys[0])
+        for k in keys[1:]:  # unrolled; a terminated episode's state is held
+            nxt, nxt_obs, reward, nxt_done = one_step(state, action, k)
+            state = jax.tree_util.tree_map(lambda a, b: jnp.where(done, a, b), state, nxt)
+            obs = jnp.where(done, obs, nxt_obs)
+            total = total + jnp.where(done, 0.0, reward)
+            done = done | nxt_done
+        return state, obs, total, done
 
     # MinAtar's observations are [10, 10, C] planes of 0/1 floats; the others are vectors.
     image = len(obs_shape) == 3

@@ -36,8 +36,8 @@ def _parser() -> argparse.ArgumentParser:
                                                "(required unless --help-agent)")
     p.add_argument("--env-option", action="append", default=[], metavar="KEY=VALUE",
                    help="keyword argument of the environment's constructor (repeatable), e.g. "
-                        "action_repeat=4 for dmc/*, max_episode_steps=200; values are Python "
-                        "literals, else strings")
+                        "action_repeat=4 for dmc/* and gymnax/*, max_episode_steps=200; values are "
+                        "Python literals, else strings")
     p.add_argument("--import", dest="imports", action="append", default=[], metavar="MODULE",
                    help="import this Python module first (repeatable), e.g. one that calls "
                         "envs.register for your own environment")

@@ -169,3 +169,71 @@ def test_cartpole_mirror_symmetry_is_exact():
     cycle = Symmetry(obs=lambda o: o, action_permutation=(1, 2, 0))
     np.testing.assert_array_equal(cycle.action_values(jnp.array([10.0, 20.0, 30.0])),
                                   [30.0, 10.0, 20.0])
+
+
+def test_acrobot_mirror_symmetry_is_exact():
+    """Acrobot under every angle and velocity negated, the two torques swapped: the mirrored
+    state's successor is the successor's mirror image, with the same reward and termination,
+    from states across the whole angle range and up to the velocity limits, goals included;
+    the reset distribution is symmetric (its box is centred on 0)."""
+    env = gymnax_env.make("Acrobot-v1")
+    sym = env.symmetry
+    assert gymnax_env.make("MountainCar-v0").symmetry is None
+    keys = jax.random.split(jax.random.PRNGKey(5), 4)
+    scale = jnp.array([3.1, 3.1, 4 * np.pi, 9 * np.pi])
+    values = jax.random.uniform(keys[0], (256, 4), minval=-1.0, maxval=1.0) * scale
+    actions = jax.random.randint(keys[1], (256,), 0, 3)
+    inner, _ = env.adapter_reset(keys[2])
+
+    def step(v, a):
+        state = inner.replace(joint_angle1=v[0], joint_angle2=v[1], velocity_1=v[2],
+                              velocity_2=v[3])
+        _, obs, reward, terminated = env.adapter_step(state, a, keys[3])
+        return obs, reward, terminated
+
+    obs, reward, term = jax.vmap(step)(values, actions)
+    m_obs, m_reward, m_term = jax.vmap(step)(-values, sym.action(actions))
+    np.testing.assert_allclose(m_obs, jax.vmap(sym.obs)(obs), atol=1e-4)
+    np.testing.assert_array_equal(m_reward, reward)
+    np.testing.assert_array_equal(m_term, term)
+    assert 0 < int(term.sum()) < 256  # both outcomes are exercised
+    np.testing.assert_array_equal(sym.action(jnp.array([0, 1, 2])), [2, 1, 0])
+    starts, _ = jax.vmap(env.adapter_reset)(jax.random.split(keys[2], 4096))
+    for field in ("joint_angle1", "joint_angle2", "velocity_1", "velocity_2"):
+        x = np.asarray(getattr(starts, field))  # uniform on [-0.1, 0.1]
+        assert -0.1 <= x.min() < -0.099 and 0.099 < x.max() <= 0.1
+
+
+def test_action_repeat_sums_rewards_and_stops_at_termination():
+    """``action_repeat=k``: one agent step is k steps of the same action with the rewards
+    summed; a termination within them ends the step there, with the terminal observation;
+    the time limit counts agent steps."""
+    single = gymnax_env.make("CartPole-v1")
+    repeated = gymnax_env.make("CartPole-v1", action_repeat=4)
+    assert repeated.spec.max_episode_steps == 125
+    assert gymnax_env.make("Acrobot-v1", action_repeat=3).spec.max_episode_steps == 167
+    key = jax.random.PRNGKey(3)
+    state, _ = single.adapter_reset(key)
+    inner = state
+    rewards, obs_seen, terms = [], [], []
+    for _ in range(40):  # pushing one way drops the pole within 40 steps
+        inner, obs, reward, term = single.adapter_step(inner, jnp.int32(1), key)
+        rewards.append(float(reward))
+        obs_seen.append(np.asarray(obs))
+        terms.append(bool(term))
+    end = terms.index(True)  # the first terminating step
+    assert end >= 4
+    r_state = state
+    total = 0.0
+    for step in range(10):
+        r_state, obs, reward, term = repeated.adapter_step(r_state, jnp.int32(1), key)
+        last = min(4 * step + 3, end)
+        total += float(reward)
+        np.testing.assert_allclose(obs, obs_seen[last], rtol=1e-6)
+        assert bool(term) == (last == end)
+        if term:
+            break
+    assert total == sum(rewards[:end + 1])
+    for bad in (0, 2.5, "x"):
+        with pytest.raises(ValueError, match="action_repeat must be an integer >= 1"):
+            gymnax_env.make("CartPole-v1", action_repeat=bad)
