@@ -143,6 +143,9 @@ class MuZeroModel:
         """``s -> [..., A]`` logits of each action being legal (models with the head)."""
         return self.net.apply(params, s, method=MuZeroNet.legal_logits)
 
+    def decode_obs(self, params, s: Array) -> Array:
+        return self.net.apply(params, s, method=MuZeroNet.decode_obs)
+
     def project(self, params, s: Array, predictor: bool) -> Array:
         return self.net.apply(params, s, predictor, method=MuZeroNet.project)
 

@@ -109,6 +109,7 @@ class MuZeroNet(nn.Module):
     action_dim: int = 0
     action_layout: Optional[str] = None
     legal_head: bool = False
+    obs_decoder_dim: int = 0
 
     @property
     def latent_axes(self) -> int:
@@ -125,6 +126,8 @@ class MuZeroNet(nn.Module):
         self.projection_predictor = self._mlp(self.projection_dim)
         if self.legal_head:
             self.legality_head = self._mlp(self.num_actions)
+        if self.obs_decoder_dim:
+            self.obs_decoder = self._mlp(self.obs_decoder_dim)
         if self.kind == "resnet":
             self.reduce = {name: Conv(self.head_channels, (1, 1))
                            for name in ("reward", "prediction", "projection")}
@@ -136,6 +139,8 @@ class MuZeroNet(nn.Module):
         policy_logits, value_logits = self.predict(s_next)
         if self.legal_head:
             self.legal_logits(s_next)
+        if self.obs_decoder_dim:
+            self.decode_obs(s_next)
         return reward_logits, policy_logits, value_logits, self.project(s, True)
 
     def _mlp(self, out_size: int, outscale: float = 1.0) -> MLP:
@@ -182,6 +187,9 @@ class MuZeroNet(nn.Module):
     def legal_logits(self, s: Array) -> Array:
         """``s -> [..., num_actions]`` logits of each action being legal in ``s``."""
         return self.legality_head(self._flat(s, "prediction"))
+
+    def decode_obs(self, s: Array) -> Array:
+        return self.obs_decoder(self._flat(s, "prediction"))
 
     def project(self, s: Array, predictor: bool) -> Array:
         """EfficientZero's projection ``s -> z [..., projection_dim]`` (+ predictor head)."""

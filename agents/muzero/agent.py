@@ -29,6 +29,7 @@ from typing import Any, Callable, Tuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 from flax import struct
 
@@ -59,6 +60,16 @@ def search_discount(cfg: MuZeroConfig, num_players: int) -> float:
     return -gamma if num_players == 2 else gamma
 
 
+def reconstruction_size(cfg: MuZeroConfig, spec) -> int:
+    """Entries of the observation that the reconstruction loss decodes (its vector, or its
+    grid flattened); image observations are refused in one line."""
+    if len(spec.obs_shape) == 3:
+        raise ValueError(f"reconstruction_loss_weight={cfg.reconstruction_loss_weight:g} needs "
+                         f"vector observations; {spec.env_id} has images {spec.obs_shape}. "
+                         f"Pass --reconstruction-loss-weight 0.")
+    return int(np.prod(spec.obs_shape))
+
+
 def build_model(cfg: MuZeroConfig, env: Environment) -> MuZeroModel:
     """The learned model for ``env`` under ``cfg``'s sizes and supports (with the legality
     head on tasks with legal-action masks)."""
@@ -68,6 +79,8 @@ def build_model(cfg: MuZeroConfig, env: Environment) -> MuZeroModel:
         overrides["latent_dim"] = cfg.latent_dim
     if cfg.hidden:
         overrides["hidden"] = tuple(cfg.hidden)
+    if cfg.reconstruction_loss_weight > 0:
+        overrides["obs_decoder_dim"] = reconstruction_size(cfg, spec)
     if cfg.action_encoding == "auto" and spec.action_layout is not None:
         overrides["action_layout"] = spec.action_layout
     return make_model(spec.num_actions, spec.obs_shape, size=cfg.model_size,

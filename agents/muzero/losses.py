@@ -3,12 +3,14 @@
 For unroll steps ``k = 0..K`` of the model (``s_0 = h(o_0)``, ``s_k = g(s_{k-1}, a_{k-1})``):
 
     l = sum_k c_k [ w_v CE(phi(z_k), v_k) m^v_k + w_r CE(phi(u_k), r_k) m^r_k
-                    + w_p CE(pi_k, p_k) m^p_k + w_c (-cos(P(s_k), sg P'(h(o_k)))) alive_k ]
+                    + w_p CE(pi_k, p_k) m^p_k + w_c (-cos(P(s_k), sg P'(h(o_k)))) alive_k
+                    + w_o mean_i (D(s_k)_i - symlog(o_k)_i)^2 alive_k ]
 
 with ``c_0 = 1`` and ``c_k = 1 / K`` for ``k >= 1`` (the paper's scaling of the unrolled
 steps), ``phi`` the two-hot encoding on the transformed support, ``m`` the masks of
 :mod:`agents.muzero.targets`, and the consistency term (EfficientZero; ``k >= 1``, off unless
-``use_consistency_loss``), plus, on tasks with legal-action masks, ``w_l BCE(l_k, legal_k)
+``use_consistency_loss``) and the reconstruction term (decoder ``D``; ``k >= 0``, off unless
+``reconstruction_loss_weight > 0``), plus, on tasks with legal-action masks, ``w_l BCE(l_k, legal_k)
 alive_k`` for the legality head (mean over the actions). The batch loss is ``mean_b w_b l_b +
 c ||theta||^2`` with the prioritised-replay importance weights ``w_b``; the new priority of
 each window is ``|v_0 - z_0|`` (decoded root value prediction against its target).
@@ -25,6 +27,7 @@ import optax
 
 from agents.muzero.config import MuZeroConfig
 from agents.muzero.targets import UnrollTargets
+from core import rlmath
 from world_models.muzero import MuZeroModel
 
 Array = jax.Array
@@ -93,6 +96,12 @@ def example_loss(params, obs: Array, actions: Array, targets: UnrollTargets,
         cos = _neg_cosine(predicted, real) * targets.alive[1:]
         parts["consistency_loss"] = (scale[1:] * cos).sum()
         loss = loss + cfg.consistency_loss_weight * parts["consistency_loss"]
+    if cfg.reconstruction_loss_weight > 0:
+        decoded = model.decode_obs(params, unroll.hidden)  # [K+1, D]
+        real = rlmath.symlog(obs.reshape(obs.shape[0], -1).astype(jnp.float32))
+        mse = jnp.mean(jnp.square(decoded - real), axis=-1)
+        parts["reconstruction_loss"] = (scale * mse * targets.alive).sum()
+        loss = loss + cfg.reconstruction_loss_weight * parts["reconstruction_loss"]
     parts["value_target_clipped"] = value_target_clipped(model.value_support, targets)
     parts["reward_target_clipped"] = reward_target_clipped(model.reward_support, targets)
     root_value = model.value_support.decode(unroll.value_logits[0])

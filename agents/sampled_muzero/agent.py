@@ -19,7 +19,7 @@ import jax
 import jax.numpy as jnp
 
 from agents.muzero import acting
-from agents.muzero.agent import MuZeroState, make_agent, search_discount
+from agents.muzero.agent import MuZeroState, make_agent, reconstruction_size, search_discount
 from agents.sampled_muzero.config import SampledMuZeroConfig
 from agents.sampled_muzero.losses import sampled_policy_loss
 from agents.sampled_muzero.search import make_search_fns
@@ -49,6 +49,8 @@ def build_model(cfg: SampledMuZeroConfig, env: Environment) -> MuZeroModel:
         overrides["latent_dim"] = cfg.latent_dim
     if cfg.hidden:
         overrides["hidden"] = tuple(cfg.hidden)
+    if cfg.reconstruction_loss_weight > 0:
+        overrides["obs_decoder_dim"] = reconstruction_size(cfg, spec)
     return make_model(0, spec.obs_shape, size=cfg.model_size,
                       value_support=Support(cfg.value_support_size, cfg.value_support_max,
                                             "signed_hyperbolic"),

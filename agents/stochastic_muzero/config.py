@@ -50,14 +50,18 @@ class StochasticMuZeroConfig(MuZeroConfig):
              "variant)"),
             ("use_consistency_loss", not self.use_consistency_loss,
              "False (the consistency loss is not implemented for Stochastic MuZero)"),
+            ("reconstruction_loss_weight", self.reconstruction_loss_weight == 0,
+             "0 (the reconstruction loss is not implemented for Stochastic MuZero)"),
         ])
 
 
 def _from_muzero(name: str, **fields) -> StochasticMuZeroConfig:
-    """MuZero's preset ``name`` (every MuZero field) with the chance fields at their defaults."""
+    """MuZero's preset ``name`` (every MuZero field but the reconstruction loss, which this
+    agent does not have) with the chance fields at their defaults."""
     muzero = MUZERO_PRESETS[name]
     return StochasticMuZeroConfig(**{**{f.name: getattr(muzero, f.name)
-                                        for f in dataclasses.fields(MuZeroConfig)}, **fields})
+                                        for f in dataclasses.fields(MuZeroConfig)},
+                                     "reconstruction_loss_weight": 0.0, **fields})
 
 
 # MuZero's recipes where they apply (agents.muzero.config has their measurements): "default" for

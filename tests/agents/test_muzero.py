@@ -181,8 +181,8 @@ def test_mirror_augmentation_flips_half_the_windows_consistently():
     np.testing.assert_array_equal(out.reward, window.reward)
     np.testing.assert_array_equal(out.extras["root_value"], window.extras["root_value"])
     cfg = dataclasses.replace(muzero.PRESETS["tiny"], mirror_augmentation=True)
-    with pytest.raises(ValueError, match="Acrobot-v1 declares none"):
-        muzero.make(cfg, envs.make("gymnax/Acrobot-v1"), 2)
+    with pytest.raises(ValueError, match="MountainCar-v0 declares none"):
+        muzero.make(cfg, envs.make("gymnax/MountainCar-v0"), 2)
 
 
 @pytest.mark.slow
@@ -552,6 +552,51 @@ def test_consistency_loss_trains_the_projection_only_when_on():
     assert len(off) >= 2 and max(off) == 0.0 and "consistency_loss" not in metrics_off
     assert min(on) > 0.0
     assert -1.0 <= float(metrics_on["consistency_loss"]) <= 1.0
+
+
+def test_reconstruction_loss_decodes_each_unrolled_state_to_its_observation():
+    """``reconstruction_loss_weight``: the decoder of every unrolled state ``s_k`` is scored
+    against ``symlog(o_k)`` (mean over the entries, the unroll's step weights, nothing past
+    the episode's end), adds ``w_o`` times that to the loss, and its gradient reaches the
+    representation and the dynamics; off (0), the model has no decoder at all. Image
+    observations are refused in one line."""
+    from agents.muzero import losses
+    from agents.muzero.agent import build_model
+    from agents.muzero.targets import UnrollTargets
+    env = envs.make("gymnax/Acrobot-v1")
+    base = dataclasses.replace(muzero.PRESETS["tiny"], weight_decay=0.0)
+    cfg = dataclasses.replace(base, reconstruction_loss_weight=2.0)
+    k, num_actions = cfg.unroll_steps, env.spec.num_actions
+    assert "obs_decoder" not in build_model(base, env).init(
+        jax.random.PRNGKey(0), env.spec.obs_shape)["params"]
+    model = build_model(cfg, env)
+    params = model.init(jax.random.PRNGKey(0), env.spec.obs_shape)
+    obs = 5.0 * jax.random.normal(jax.random.PRNGKey(1), (k + 1, 6))
+    actions = jax.random.randint(jax.random.PRNGKey(2), (k,), 0, num_actions)
+    ones = jnp.ones(k + 1)
+    alive = ones.at[3:].set(0.0)  # the episode ends after the third real step
+    tgt = UnrollTargets(value=ones, value_mask=ones, reward=ones, reward_mask=ones,
+                        policy=jnp.full((k + 1, num_actions), 1.0 / num_actions),
+                        policy_mask=ones, alive=alive)
+    loss_on, parts = losses.example_loss(params, obs, actions, tgt, model=model, cfg=cfg)
+    unroll = model.unroll(params, obs[0], actions)
+    decoded = model.decode_obs(params, unroll.hidden)
+    errors = np.mean((np.asarray(decoded) - np.sign(obs) * np.log1p(np.abs(obs))) ** 2, -1)
+    scale = np.array([1.0] + [1.0 / k] * k)
+    expected = float((scale * errors * np.asarray(alive)).sum())
+    np.testing.assert_allclose(float(parts["reconstruction_loss"]), expected, rtol=1e-5)
+    loss_off, _ = losses.example_loss(params, obs, actions, tgt, model=model, cfg=base)
+    np.testing.assert_allclose(float(loss_on - loss_off), 2.0 * expected, rtol=1e-4)
+
+    def recon(p):
+        return losses.example_loss(p, obs, actions, tgt, model=model, cfg=cfg)[1][
+            "reconstruction_loss"]
+
+    grads = jax.grad(recon)(params)["params"]
+    for net in ("representation", "dynamics_trunk", "obs_decoder"):
+        assert sum(float(np.abs(g).sum()) for g in jax.tree_util.tree_leaves(grads[net])) > 0
+    with pytest.raises(ValueError, match="needs vector observations.*Breakout-MinAtar"):
+        build_model(cfg, envs.make("gymnax/Breakout-MinAtar"))
 
 
 def test_exploration_options_hold_a_random_action_for_zeta_durations():
