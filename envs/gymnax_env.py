@@ -67,6 +67,10 @@ SYMMETRIES = {
 
 
 
+# Repeated steps up to this many are unrolled at trace time (a longer repeat loops).
+_MAX_UNROLL = 4
+
+
 def _replace_params(name: str, params: Any, overrides: dict) -> Any:
     """``params`` with fields replaced; a ValueError lists the known fields on a typo."""
     fields = {f.name for f in dataclasses.fields(params)}
@@ -136,14 +140,16 @@ def make(name: str, *, max_episode_steps: Optional[int] = None, action_repeat: i
         if repeat == 1:
             return one_step(state, action, key)
         keys = jax.random.split(key, repeat)
-        state, obs, total, done = one_step(state, action, keys[0])
-        for k in keys[1:]:  # unrolled; a terminated episode's state is held
+
+        def repeated(carry, k):  # a terminated episode's state is held, its rewards not added
+            state, obs, total, done = carry
             nxt, nxt_obs, reward, nxt_done = one_step(state, action, k)
             state = jax.tree_util.tree_map(lambda a, b: jnp.where(done, a, b), state, nxt)
-            obs = jnp.where(done, obs, nxt_obs)
-            total = total + jnp.where(done, 0.0, reward)
-            done = done | nxt_done
-        return state, obs, total, done
+            return (state, jnp.where(done, obs, nxt_obs), total + jnp.where(done, 0.0, reward),
+                    done | nxt_done), None
+
+        first = one_step(state, action, keys[0])
+        return jax.lax.scan(repeated, first, keys[1:], unroll=min(repeat - 1, _MAX_UNROLL))[0]
 
     # MinAtar's observations are [10, 10, C] planes of 0/1 floats; the others are vectors.
     image = len(obs_shape) == 3

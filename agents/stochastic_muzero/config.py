@@ -25,8 +25,9 @@ class StochasticMuZeroConfig(MuZeroConfig):
         outcome the same code; docs/results/stochastic_muzero.md). 0 turns it off.
 
     The search is ``mctx.stochastic_muzero_policy`` (PUCT with Dirichlet noise at decision
-    nodes), so ``search`` must be ``"muzero"``; EfficientZero's consistency loss is not
-    implemented here.
+    nodes), so ``search`` must be ``"muzero"``; EfficientZero's consistency loss and MuZero's
+    observation reconstruction loss are not implemented here (``reconstruction_loss_weight``
+    stays 0, also in the presets taken from MuZero's).
     """
 
     # What a field added later did before it existed, where its default is not that (read by

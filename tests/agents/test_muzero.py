@@ -102,15 +102,21 @@ def test_config_validation_names_the_field():
 def test_update_writes_value_error_priorities():
     """At initialisation every value head predicts 0 (zero-initialised), so the first update's
     priority of a CartPole window (reward 1 per step) is |0 - z_0| = sum_{i<m} gamma^i, with
-    m the steps up to the episode's end within n; the buffer stores (priority + eps)^alpha."""
+    m the steps up to the episode's end within n; the buffer stores (priority + eps)^alpha.
+    The reconstruction loss is on: the update trains the decoder without touching that."""
     env = envs.make("gymnax/CartPole-v1")
     cfg = dataclasses.replace(muzero.PRESETS["tiny"], reanalyse_fraction=0.5,
-                              priority_exponent=0.5)
+                              priority_exponent=0.5, reconstruction_loss_weight=1.0)
     agent = muzero.make(cfg, env, 2)
     fns = make_loop(env, agent, num_envs=2, iterations=1, prefill_iterations=40)
     state = jax.jit(fns.prefill)(fns.init(jax.random.PRNGKey(0)))[0]
     key = jax.random.PRNGKey(3)
-    _, buffer_state, _ = jax.jit(agent.update)(state.agent, state.buffer, key)
+    new_agent, buffer_state, metrics = jax.jit(agent.update)(state.agent, state.buffer, key)
+    assert 0.0 < float(metrics["reconstruction_loss"]) < np.inf
+    moved = jax.tree.map(lambda a, b: float(jnp.abs(a - b).max()),
+                         new_agent.params["params"]["obs_decoder"],
+                         state.agent.params["params"]["obs_decoder"])
+    assert min(jax.tree.leaves(moved)) > 0.0
     sample = agent.buffer.sample(state.buffer, jax.random.split(key)[0])
     done = np.asarray(sample.experience.terminated | sample.experience.truncated)[:, :cfg.n_step]
     alive = np.cumprod(np.concatenate([np.ones((done.shape[0], 1)), 1 - done[:, :-1]], 1), 1)

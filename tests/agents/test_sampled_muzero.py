@@ -110,9 +110,10 @@ def test_acting_shapes_bounds_and_deterministic_greedy():
 def test_update_changes_parameters_with_finite_metrics():
     """One update on prefilled windows whose stored search policies and samples are filled in
     (prefill stores zeros, which the policy mask skips): every metric finite, the policy loss
-    positive for a uniform policy target, the parameters changed."""
+    positive for a uniform policy target, the parameters changed, the observation decoder of
+    the reconstruction loss among them."""
     env = envs.make("linear/scalar_a0.5")
-    cfg = sampled_muzero.PRESETS["tiny"]
+    cfg = dataclasses.replace(sampled_muzero.PRESETS["tiny"], reconstruction_loss_weight=1.0)
     agent = sampled_muzero.make(cfg, env, 2)
     fns = make_loop(env, agent, num_envs=2, iterations=1, prefill_iterations=24)
     state = jax.jit(fns.prefill)(fns.init(jax.random.PRNGKey(0)))[0]
@@ -129,6 +130,8 @@ def test_update_changes_parameters_with_finite_metrics():
     moved = jax.tree.map(lambda a, b: float(jnp.abs(a - b).max()), new_agent.params,
                          state.agent.params)
     assert max(jax.tree.leaves(moved)) > 0.0
+    assert max(jax.tree.leaves(moved["params"]["obs_decoder"])) > 0.0
+    assert float(metrics["reconstruction_loss"]) > 0.0
     assert int(new_agent.steps) == 1
 
 

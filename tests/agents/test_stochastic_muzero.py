@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 import envs
-from agents import stochastic_muzero
+from agents import muzero, stochastic_muzero
 from agents.muzero.targets import UnrollTargets
 from agents.stochastic_muzero.losses import (batch_loss, chance_losses, code_perplexity,
                                              code_usage_loss, example_loss)
@@ -67,6 +67,11 @@ def test_config_validation_names_the_field():
         cfg(search="gumbel")
     with pytest.raises(ValueError, match="StochasticMuZeroConfig.use_consistency_loss"):
         cfg(use_consistency_loss=True)
+    with pytest.raises(ValueError, match="StochasticMuZeroConfig.reconstruction_loss_weight"):
+        cfg(reconstruction_loss_weight=1.0)
+    # MuZero's default trains with the reconstruction loss; the recipe taken from it does not
+    assert muzero.PRESETS["default"].reconstruction_loss_weight > 0
+    assert stochastic_muzero.PRESETS["default"].reconstruction_loss_weight == 0
     with pytest.raises(ValueError, match="StochasticMuZeroConfig.commitment_loss_weight"):
         cfg(commitment_loss_weight=-1.0)
     with pytest.raises(ValueError, match="StochasticMuZeroConfig.code_usage_loss_weight"):

@@ -234,6 +234,22 @@ def test_action_repeat_sums_rewards_and_stops_at_termination():
         if term:
             break
     assert total == sum(rewards[:end + 1])
+    # Acrobot pays -1 per step and 0 at the goal: from this state the third step reaches the
+    # goal and the fourth, from the goal, would pay -1 again; four repeats pay -2 and end there.
+    acrobot = gymnax_env.make("Acrobot-v1")
+    start, _ = acrobot.adapter_reset(key)
+    start = start.replace(joint_angle1=jnp.float32(1.0), joint_angle2=jnp.float32(0.0),
+                          velocity_1=jnp.float32(3.0), velocity_2=jnp.float32(0.0))
+    inner, singles = start, []
+    for _ in range(4):
+        inner, obs, reward, term = acrobot.adapter_step(inner, jnp.int32(1), key)
+        singles.append((float(reward), bool(term), np.asarray(obs)))
+    assert [(r, t) for r, t, _ in singles] == [(-1.0, False), (-1.0, False), (0.0, True),
+                                              (-1.0, False)]
+    _, obs, reward, term = gymnax_env.make("Acrobot-v1", action_repeat=4).adapter_step(
+        start, jnp.int32(1), key)
+    assert float(reward) == -2.0 and bool(term)
+    np.testing.assert_allclose(obs, singles[2][2], rtol=1e-6)
     for bad in (0, 2.5, "x"):
         with pytest.raises(ValueError, match="action_repeat must be an integer >= 1"):
             gymnax_env.make("CartPole-v1", action_repeat=bad)
