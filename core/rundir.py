@@ -228,15 +228,20 @@ def check_logdir(logdir: str, record: Optional[Dict], fresh: bool = False) -> Op
 
 def _resume_flags(diffs: List[Tuple[str, Any, Any]], record: Dict) -> List[str]:
     """``--field value`` for each agent config field the old run's version did not have yet,
-    at the value it had then (``record["defaults"]``); numbers and strings only."""
+    at the value it had then (``record["defaults"]``): numbers and strings, and booleans as
+    ``--field`` / ``--no-field``."""
     _, before = _lookup(record.get("defaults") or {}, "agent_config")
     flags = []
     for key, old, _ in diffs:
         field = key.partition(".")[2]
-        if (old == "<absent>" and key.startswith("agent_config.") and before
-                and field in before and isinstance(before[field], (int, float, str))
-                and not isinstance(before[field], bool)):
-            flags.append(f"--{field.replace('_', '-')} {before[field]}")
+        if not (old == "<absent>" and key.startswith("agent_config.") and before
+                and field in before):
+            continue
+        flag, value = field.replace("_", "-"), before[field]
+        if isinstance(value, bool):
+            flags.append(f"--{flag}" if value else f"--no-{flag}")
+        elif isinstance(value, (int, float, str)):
+            flags.append(f"--{flag} {value}")
     return flags
 
 

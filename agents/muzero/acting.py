@@ -148,7 +148,8 @@ def search_from_root(cfg: MuZeroConfig, root: mctx.RootFnOutput, recurrent_fn: C
             params, key, root, recurrent_fn, cfg.num_simulations,
             invalid_actions=invalid_actions,
             max_num_considered_actions=min(cfg.max_num_considered_actions, num_actions),
-            gumbel_scale=cfg.gumbel_scale if explore else 0.0,
+            gumbel_scale=(cfg.gumbel_scale * (temp if cfg.gumbel_temperature else 1.0)
+                          if explore else 0.0),
             qtransform=functools.partial(mctx.qtransform_completed_by_mix_value,
                                          value_scale=cfg.gumbel_value_scale))
     root_value = out.search_tree.summary().value

@@ -29,8 +29,13 @@ class MuZeroConfig:
         (min and max over every visited edge of the tree, the paper's ``MinMaxStats``;
         :func:`agents.muzero.acting.qtransform_by_tree_min_max`).
       temperatures, temperature_boundaries: visit-count temperature ``temperatures[i]`` once
-        ``temperature_boundaries[i-1]`` updates have been made (muzero search only).
+        ``temperature_boundaries[i-1]`` updates have been made (the muzero search, and the
+        gumbel search with ``gumbel_temperature``).
       max_num_considered_actions, gumbel_scale: gumbel search settings.
+      gumbel_temperature: the gumbel search's acting noise follows the temperature schedule:
+        ``gumbel_scale * temperatures[i]`` (the Gumbel-max trick then samples from
+        ``softmax((logits + sigma(q)) / T)``, the analogue of the visit-count temperature).
+        Off: the noise keeps ``gumbel_scale`` throughout, as in the paper.
       gumbel_value_scale: ``c_scale`` of the gumbel search's
         ``sigma(q) = (c_visit + max_b N(b)) c_scale q`` on min-max-rescaled completed Q-values
         (mctx's ``qtransform_completed_by_mix_value``, default 0.1): the weight of the search's
@@ -119,6 +124,7 @@ class MuZeroConfig:
     temperature_boundaries: Tuple[int, ...] = (50_000, 75_000)
     max_num_considered_actions: int = 16
     gumbel_scale: float = 1.0
+    gumbel_temperature: bool = False
     gumbel_value_scale: float = 0.1
     model_size: str = "small"
     latent_dim: int = 0

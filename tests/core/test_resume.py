@@ -124,6 +124,12 @@ def test_the_value_before_a_field_may_depend_on_the_task(tmp_path):
     with pytest.raises(rundir.RunMismatchError, match="it resumes with --action-encoding "
                                                       "broadcast; pass a new --logdir"):
         rundir.check_logdir(logdir, new)
+    # A boolean field names its --field / --no-field flag.
+    new = {"agent_config": {"num_simulations": 50, "gumbel_temperature": True},
+           "defaults": {"agent_config": {"gumbel_temperature": False}}}
+    with pytest.raises(rundir.RunMismatchError,
+                       match="it resumes with --no-gumbel-temperature; pass a new --logdir"):
+        rundir.check_logdir(logdir, new)
 
 
 def test_a_run_recorded_before_a_field_existed_resumes(tmp_path):

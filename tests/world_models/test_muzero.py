@@ -134,6 +134,26 @@ def test_gumbel_value_scale_weighs_the_action_values():
     assert np.all(np.argmax(policies[0.1], -1) == 1) and np.all(policies[0.1][:, 1] > 0.5)
 
 
+def test_gumbel_temperature_scales_the_acting_noise():
+    """With ``gumbel_temperature`` the gumbel search's acting noise is ``gumbel_scale * T``:
+    at T = 0 every exploring search takes the greedy action; at T = 1 (and without the option
+    at any T) the noise over a uniform prior with c_scale = 0 picks each action sometimes."""
+    root_fn, recurrent_fn = _true_model(64)
+    base = dataclasses.replace(MuZeroConfig(), search="gumbel", num_simulations=8,
+                               gumbel_value_scale=0.0, max_num_considered_actions=1)
+
+    def actions(cfg, temp, explore=True):
+        return np.asarray(acting.search(cfg, root_fn, recurrent_fn, None, jnp.zeros((64, 1)),
+                                        jax.random.PRNGKey(1), explore=explore,
+                                        temp=jnp.float32(temp)).action)
+
+    tempered = dataclasses.replace(base, gumbel_temperature=True)
+    greedy = actions(tempered, 1.0, explore=False)
+    np.testing.assert_array_equal(actions(tempered, 0.0), greedy)
+    for cfg, temp in ((tempered, 1.0), (base, 0.0)):
+        assert len(np.unique(actions(cfg, temp))) == 3, (cfg.gumbel_temperature, temp)
+
+
 @pytest.mark.parametrize("layout", [None, "cells"])
 def test_board_plane_tells_the_moves_apart(layout):
     """With an action layout the residual dynamics also sees a board plane marking the move's
