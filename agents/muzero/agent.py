@@ -238,12 +238,14 @@ def make_agent(cfg: MuZeroConfig, env: Environment, num_envs: int, *, model: MuZ
             if not outcome:
                 mask = jnp.concatenate([mask, jnp.ones_like(mask[:, -1:])], axis=1)
 
+        temp = acting.temperature(cfg, state.steps)  # as acting has it now
+
         def search(steps: slice, explore: bool):
             """The search on ``roots[:, steps]`` (and their masks), ``[R, S]`` outputs."""
             masks = {} if mask is None else {
                 "legal_action_mask": mask[:, steps].reshape((-1,) + mask.shape[2:])}
             return _flat_apply(lambda o: search_fn(state.target_params, o, search_key, explore,
-                                                   **masks), roots[:, steps])[1]
+                                                   temp=temp, **masks), roots[:, steps])[1]
 
         if outcome:
             out = search(slice(None), True)

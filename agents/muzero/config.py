@@ -202,6 +202,9 @@ class MuZeroConfig:
              self.search == "gumbel" or self.gumbel_value_scale == default_scale,
              f"left at {default_scale} with search='muzero' (it only scales the gumbel "
              "search's Q-values; use --agent gumbel_muzero)"),
+            ("gumbel_temperature", self.search == "gumbel" or not self.gumbel_temperature,
+             "off with search='muzero' (it only scales the gumbel search's acting noise; "
+             "use --agent gumbel_muzero)"),
             one_of(self, "model_size", tuple(NET_PRESETS)),
             *at_least(self, ("num_simulations", "n_step", "unroll_steps", "batch_size",
                              "max_num_considered_actions", "target_update_period",

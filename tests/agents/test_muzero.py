@@ -91,6 +91,8 @@ def test_config_validation_names_the_field():
     with pytest.raises(ValueError, match="gumbel_value_scale must be left at 0.1 with search"):
         muzero.MuZeroConfig(search="muzero", gumbel_value_scale=0.02)
     assert muzero.MuZeroConfig(search="gumbel", gumbel_value_scale=0.02).gumbel_value_scale == 0.02
+    with pytest.raises(ValueError, match="gumbel_temperature must be off with search='muzero'"):
+        muzero.MuZeroConfig(search="muzero", gumbel_temperature=True)
     assert all(c.search == "gumbel" and c.num_simulations <= 16
                for c in gumbel_muzero.PRESETS.values())
     assert "cartpole_v1" in muzero.PRESETS and "cartpole_v1" in gumbel_muzero.PRESETS
