@@ -227,21 +227,30 @@ def check_logdir(logdir: str, record: Optional[Dict], fresh: bool = False) -> Op
 
 
 def _resume_flags(diffs: List[Tuple[str, Any, Any]], record: Dict) -> List[str]:
-    """``--field value`` for each agent config field the old run's version did not have yet,
-    at the value it had then (``record["defaults"]``): numbers and strings, and booleans as
-    ``--field`` / ``--no-field``."""
+    """The flags that make this command resume the old run, or none where some difference has
+    no flag (another agent, task, seed, or a field that is not a number, string or boolean).
+
+    An agent config field whose value changed (a preset's new default, or another flag) is
+    named at its old value; one the old run's version did not have yet at the value it had
+    then (``record["defaults"]``): ``--field value``, and booleans ``--field`` /
+    ``--no-field``."""
     _, before = _lookup(record.get("defaults") or {}, "agent_config")
     flags = []
-    for key, old, _ in diffs:
+    for key, old, new in diffs:
         field = key.partition(".")[2]
-        if not (old == "<absent>" and key.startswith("agent_config.") and before
-                and field in before):
-            continue
-        flag, value = field.replace("_", "-"), before[field]
-        if isinstance(value, bool):
-            flags.append(f"--{flag}" if value else f"--no-{flag}")
-        elif isinstance(value, (int, float, str)):
-            flags.append(f"--{flag} {value}")
+        if not key.startswith("agent_config.") or "." in field or new == "<absent>":
+            return []
+        if old == "<absent>":
+            if not (before and field in before):
+                return []
+            old = before[field]
+        flag = field.replace("_", "-")
+        if isinstance(old, bool):
+            flags.append(f"--{flag}" if old else f"--no-{flag}")
+        elif isinstance(old, (int, float, str)):
+            flags.append(f"--{flag} {old}")
+        else:
+            return []
     return flags
 
 

@@ -90,3 +90,13 @@ def test_default_preset_builds(module, env_id):
     agent = module.make(module.PRESETS["default"], env, 2)
     state = agent.init(jax.random.PRNGKey(0))
     assert jax.tree_util.tree_leaves(state.params)
+
+
+def test_gumbel_default_differs_from_muzero_only_in_search_and_policy_weight():
+    """Gumbel MuZero's ``default`` is MuZero's with its own search and a lighter policy loss
+    (agents/gumbel_muzero); nothing else drifts apart."""
+    import dataclasses
+    mz, gb = muzero.PRESETS["default"], gumbel_muzero.PRESETS["default"]
+    differ = {f.name for f in dataclasses.fields(mz) if getattr(mz, f.name) != getattr(gb, f.name)}
+    assert differ == {"search", "policy_loss_weight"}
+    assert (mz.policy_loss_weight, gb.policy_loss_weight) == (1.0, 0.25)

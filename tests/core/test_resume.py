@@ -130,6 +130,26 @@ def test_the_value_before_a_field_may_depend_on_the_task(tmp_path):
     with pytest.raises(rundir.RunMismatchError,
                        match="it resumes with --no-gumbel-temperature; pass a new --logdir"):
         rundir.check_logdir(logdir, new)
+    # A field whose value changed (a preset's new default) is named at its old value.
+    new = {"agent_config": {"num_simulations": 32, "policy_loss_weight": 0.25},
+           "defaults": {"agent_config": {"policy_loss_weight": 1.0}}}
+    with open(os.path.join(logdir, rundir.CONFIG_FILE), "w") as f:
+        json.dump({"agent_config": {"num_simulations": 50, "policy_loss_weight": 1.0}}, f)
+    with pytest.raises(rundir.RunMismatchError, match="it resumes with --num-simulations 50 "
+                                                      "--policy-loss-weight 1.0; pass a new"):
+        rundir.check_logdir(logdir, new)
+    # No flag is named where one difference has none (the task, or a list field).
+    for other in ({"env": "gymnax/Acrobot-v1"}, {"agent_config": {"temperatures": [1.0]}}):
+        with open(os.path.join(logdir, rundir.CONFIG_FILE), "w") as f:
+            json.dump({"env": "gymnax/CartPole-v1",
+                       "agent_config": {"policy_loss_weight": 1.0, "temperatures": [0.5]}}, f)
+        record = {"env": "gymnax/CartPole-v1",
+                  "agent_config": {"policy_loss_weight": 0.25, "temperatures": [0.5]}}
+        for k, v in other.items():
+            record[k] = {**record[k], **v} if isinstance(v, dict) else v
+        with pytest.raises(rundir.RunMismatchError) as err:
+            rundir.check_logdir(logdir, record)
+        assert "resumes with" not in str(err.value)
 
 
 def test_a_run_recorded_before_a_field_existed_resumes(tmp_path):
