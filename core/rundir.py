@@ -13,6 +13,7 @@ import datetime
 import json
 import os
 import platform
+import shlex
 import subprocess
 from typing import Any, Dict, List, Optional, Tuple
 
@@ -228,12 +229,12 @@ def check_logdir(logdir: str, record: Optional[Dict], fresh: bool = False) -> Op
 
 def _resume_flags(diffs: List[Tuple[str, Any, Any]], record: Dict) -> List[str]:
     """The flags that make this command resume the old run, or none where some difference has
-    no flag (another agent, task, seed, or a field that is not a number, string or boolean).
+    no flag named here (another agent, task or seed; a field removed since; a list or None).
 
     An agent config field whose value changed (a preset's new default, or another flag) is
-    named at its old value; one the old run's version did not have yet at the value it had
-    then (``record["defaults"]``): ``--field value``, and booleans ``--field`` /
-    ``--no-field``."""
+    named at its old value; a field that the old run's version lacked, at its value before the
+    field existed (``record["defaults"]``). Numbers and strings as ``--field value``, booleans
+    as ``--field`` / ``--no-field``."""
     _, before = _lookup(record.get("defaults") or {}, "agent_config")
     flags = []
     for key, old, new in diffs:
@@ -248,7 +249,7 @@ def _resume_flags(diffs: List[Tuple[str, Any, Any]], record: Dict) -> List[str]:
         if isinstance(old, bool):
             flags.append(f"--{flag}" if old else f"--no-{flag}")
         elif isinstance(old, (int, float, str)):
-            flags.append(f"--{flag} {old}")
+            flags.append(f"--{flag} {shlex.quote(str(old))}")
         else:
             return []
     return flags

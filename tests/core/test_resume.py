@@ -138,18 +138,29 @@ def test_the_value_before_a_field_may_depend_on_the_task(tmp_path):
     with pytest.raises(rundir.RunMismatchError, match="it resumes with --num-simulations 50 "
                                                       "--policy-loss-weight 1.0; pass a new"):
         rundir.check_logdir(logdir, new)
-    # No flag is named where one difference has none (the task, or a list field).
-    for other in ({"env": "gymnax/Acrobot-v1"}, {"agent_config": {"temperatures": [1.0]}}):
-        with open(os.path.join(logdir, rundir.CONFIG_FILE), "w") as f:
-            json.dump({"env": "gymnax/CartPole-v1",
-                       "agent_config": {"policy_loss_weight": 1.0, "temperatures": [0.5]}}, f)
-        record = {"env": "gymnax/CartPole-v1",
-                  "agent_config": {"policy_loss_weight": 0.25, "temperatures": [0.5]}}
-        for k, v in other.items():
-            record[k] = {**record[k], **v} if isinstance(v, dict) else v
+    # A changed boolean names its flag, a string is quoted for the shell.
+    with open(os.path.join(logdir, rundir.CONFIG_FILE), "w") as f:
+        json.dump({"agent_config": {"gumbel_temperature": True, "search": "two words"}}, f)
+    new = {"agent_config": {"gumbel_temperature": False, "search": "gumbel"}}
+    with pytest.raises(rundir.RunMismatchError, match="it resumes with --gumbel-temperature "
+                                                      "--search 'two words'; pass a new"):
+        rundir.check_logdir(logdir, new)
+    # No flag is named where one difference has none (the task, a list field, a field removed
+    # since, or an old value of None).
+    old = {"env": "gymnax/CartPole-v1",
+           "agent_config": {"policy_loss_weight": 1.0, "temperatures": [0.5], "gone": 3,
+                            "hidden": None}}
+    with open(os.path.join(logdir, rundir.CONFIG_FILE), "w") as f:
+        json.dump(old, f)
+    same = {"policy_loss_weight": 0.25, "temperatures": [0.5], "gone": 3, "hidden": None}
+    for record in ({"env": "gymnax/Acrobot-v1", "agent_config": same},
+                   {"env": "gymnax/CartPole-v1", "agent_config": {**same, "temperatures": [1.0]}},
+                   {"env": "gymnax/CartPole-v1",
+                    "agent_config": {k: v for k, v in same.items() if k != "gone"}},
+                   {"env": "gymnax/CartPole-v1", "agent_config": {**same, "hidden": 64}}):
         with pytest.raises(rundir.RunMismatchError) as err:
             rundir.check_logdir(logdir, record)
-        assert "resumes with" not in str(err.value)
+        assert "policy_loss_weight" in str(err.value) and "resumes with" not in str(err.value)
 
 
 def test_a_run_recorded_before_a_field_existed_resumes(tmp_path):
@@ -262,7 +273,7 @@ def test_sigterm_saves_a_checkpoint_then_resumes(tmp_path):
         assert len(json.load(f)["resumes"]) == 1
 
 
-def _start_and_wait_for_config(cmd, logdir):
+def _start_and_wait_for_config(cmd, logdir, settle: float = 3.0):
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             text=True)
     deadline = time.time() + 180
@@ -270,20 +281,23 @@ def _start_and_wait_for_config(cmd, logdir):
         if os.path.exists(os.path.join(logdir, "config.json")):
             break
         time.sleep(0.2)
-    time.sleep(3)  # into the first chunk
+    time.sleep(settle)  # into the first chunk
     return proc
 
 
 def test_a_second_signal_stops_at_once_inside_a_long_chunk(tmp_path):
     """The main thread waits out a chunk inside compiled code, where Python runs no signal
     handler; the first SIGTERM is acknowledged at once all the same, and a second one, sent a
-    while later, stops the process at once, not at the chunk's end (one chunk of 400M steps
-    here: minutes)."""
+    while later, stops the process at once, not at the call's end. The loop's calls after the
+    first two (which compile and time one iteration) last about ``runner.CALL_SECONDS``; with
+    4,096 environments an iteration costs far more than a call's overhead, so the one-iteration
+    timing is close and the call running 8 s after the start is a long one (one chunk of 400M
+    steps here: a minute or more)."""
     logdir = str(tmp_path / "run")
-    cmd = [sys.executable, "-m", "experiments.train", *RANDOM, "--steps", "400000000",
-           "--log-every", "400000000", "--checkpoint-every", "0", "--eval-every", "-1",
-           "--logdir", logdir]
-    proc = _start_and_wait_for_config(cmd, logdir)
+    cmd = [sys.executable, "-m", "experiments.train", *RANDOM, "--num-envs", "4096",
+           "--steps", "400000000", "--log-every", "400000000", "--checkpoint-every", "0",
+           "--eval-every", "-1", "--logdir", logdir]
+    proc = _start_and_wait_for_config(cmd, logdir, settle=8.0)
     try:
         assert proc.poll() is None, proc.stdout.read()
         proc.send_signal(signal.SIGTERM)
