@@ -91,7 +91,7 @@ def main(argv: Optional[List[str]] = None) -> Dict:
     p = cli.ArgumentParser(prog="python -m experiments.compounding", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--env", default="dmc/cartpole_swingup")
-    p.add_argument("--preset", default="default", help="PETS preset whose ensemble is fitted")
+    p.add_argument("--preset", default="paper", help="PETS preset whose ensemble is fitted")
     p.add_argument("--train-trajectories", type=int, default=16)
     p.add_argument("--test-trajectories", type=int, default=8)
     p.add_argument("--length", type=int, default=250, help="steps per trajectory")

@@ -56,8 +56,8 @@ ACCELERATOR_PRESETS: Dict[str, Tuple[str, ...]] = {
     "dreamer": ("1m", "12m", "25m", "50m", "100m", "200m", "1m_2023", "12m_2023",
                 "25m_2023", "50m_2023", "100m_2023", "200m_2023", "cartpole_swingup",
                 "pendulum_swingup"),
-    "pets": ("default", "halfcheetah", "cartpole_swingup"),
-    "mbpo": ("default",),
+    "pets": ("paper", "halfcheetah", "cartpole_swingup"),
+    "mbpo": ("paper",),
 }
 
 

@@ -65,7 +65,7 @@ def test_decreasing_rollout_schedule():
 
 
 def test_mixing_ratio_of_sac_batches():
-    cfg = mbpo.PRESETS["default"]
+    cfg = mbpo.PRESETS["paper"]
     assert (cfg.real_ratio, cfg.sac_batch_size, cfg.num_real) == (0.05, 256, 13)  # round(12.8)
     n_real, n_model = cfg.num_real, cfg.sac_batch_size - cfg.num_real
     # Rows are tagged: real ones have reward 1 and terminated True, model ones 0 and False.
@@ -161,11 +161,13 @@ def test_config_validation():
         mbpo.MBPOConfig(rollout_schedule=(10, 5, 1, 2))
     with pytest.raises(ValueError, match="SACConfig.tau"):
         mbpo.MBPOConfig(tau=0.0)
-    for name in ("default", "tiny", "inverted_pendulum", "cartpole_swingup", "pendulum_v1"):
+    for name in ("default", "paper", "tiny", "inverted_pendulum", "cartpole_swingup",
+                 "pendulum_v1"):
         cfg = mbpo.PRESETS[name]
         assert cfg.ensemble().predict_termination == (cfg.termination == "learned")
     tiny = dataclasses.replace(mbpo.PRESETS["tiny"], termination="known")
     with pytest.raises(ValueError, match="no known termination"):
         mbpo.make(tiny, envs.make(LEARN_ENV), 1)
     assert mbpo.PRESETS["inverted_pendulum"].termination == "known"
+    assert mbpo.PRESETS["default"].termination == "learned"  # for tasks nobody tuned it for
     assert envs.make("brax/inverted_pendulum").termination_fn is not None

@@ -136,13 +136,17 @@ def env_1d():
 
 
 def test_config_validation_and_presets():
-    for name in ("default", "tiny", "inverted_pendulum"):
+    for name in ("default", "paper", "tiny", "inverted_pendulum"):
         cfg = pets.PRESETS[name]
         assert cfg.propagation in pets.PROPAGATIONS
         cfg.ensemble()
+    paper = pets.PRESETS["paper"]
+    assert (paper.population, paper.elites, paper.horizon, paper.num_particles,
+            paper.ensemble_members) == (400, 40, 25, 20, 5)
+    # what a task without its own preset gets: CPU-sized, with the learned reward
     default = pets.PRESETS["default"]
-    assert (default.population, default.elites, default.horizon, default.num_particles,
-            default.ensemble_members) == (400, 40, 25, 20, 5)
+    assert (default.population, default.cem_iterations, default.num_particles,
+            default.use_true_reward) == (100, 3, 5, False)
     with pytest.raises(ValueError, match="propagation"):
         pets.PETSConfig(propagation="ts2")
     with pytest.raises(ValueError, match="elites"):

@@ -109,10 +109,10 @@ def test_the_default_preset_follows_the_observation_kind(capsys, agent, env_id, 
 
 
 def test_a_default_budget_runs_past_the_prefill(capsys):
-    """MBPO's ``default`` preset collects 5,000 random steps; its default budget on linear/*
+    """MBPO's ``paper`` preset collects 5,000 random steps; its default budget on linear/*
     is 1,000 steps: without --steps the run learns for those 1,000 after the prefill, and an
     explicit --steps within the prefill is still refused."""
-    argv = ["--agent", "mbpo", "--env", "linear/scalar_a1.1"]
+    argv = ["--agent", "mbpo", "--env", "linear/scalar_a1.1", "--preset", "paper"]
     _, _, run_cfg, _ = train.build(argv)
     assert run_cfg.steps == 6000
     assert "--steps 1000 ends before learning starts" in _run_error(argv + ["--steps", "1000"],
