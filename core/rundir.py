@@ -193,14 +193,18 @@ def aside_path(logdir: str) -> str:
     return candidate
 
 
-def check_logdir(logdir: str, record: Optional[Dict], fresh: bool = False) -> Optional[str]:
+def check_logdir(logdir: str, record: Optional[Dict], fresh: bool = False,
+                 presets: Optional[Dict[str, Dict]] = None) -> Optional[str]:
     """Checks ``logdir`` before a run starts or resumes; returns where an old run was moved.
 
     A file is refused. With ``fresh`` an existing directory is moved aside to
     :func:`aside_path` (never deleted), unless another run is writing it
     (:class:`RunInUseError`). Otherwise, when the directory holds a run whose
     identity fields differ from ``record``'s, raises :class:`RunMismatchError` naming each
-    field with its old and new value and the two ways forward.
+    field with its old and new value and the two ways forward, and the flags that resume it
+    where there are some: ``--preset NAME`` where the old run's agent config is that of
+    ``presets[NAME]`` (name -> agent config as a dict, e.g. the agent's presets), else its
+    changed fields' flags.
     """
     if os.path.exists(logdir) and not os.path.isdir(logdir):
         raise RunMismatchError(f"--logdir {logdir} is a file, not a directory; pass a directory "
@@ -218,13 +222,26 @@ def check_logdir(logdir: str, record: Optional[Dict], fresh: bool = False) -> Op
     diffs = differences(old, record)
     if diffs:
         listed = "; ".join(f"{k}: {json.dumps(a)} -> {json.dumps(b)}" for k, a, b in diffs)
-        flags = _resume_flags(diffs, record)
+        flags = _preset_flag(old, record, presets) or _resume_flags(diffs, record)
         resume = f"; it resumes with {' '.join(flags)}" if flags else ""
         raise RunMismatchError(
             f"{logdir} holds a run with another configuration ({listed}){resume}; pass a new "
             f"--logdir to keep it, or --fresh to move it to {logdir.rstrip(os.sep)}.<time> and "
             f"start over")
     return None
+
+
+def _preset_flag(old: Dict, record: Dict, presets: Optional[Dict[str, Dict]]) -> List[str]:
+    """``["--preset NAME"]`` where the old run differs from ``record`` in its agent config
+    alone and is the run ``record`` describes with the agent config of ``presets[NAME]``."""
+    if not presets or not all(key.startswith("agent_config.")
+                              for key, _, _ in differences(old, record)):
+        return []
+    for name, config in presets.items():
+        if name != record.get("preset") and not differences(
+                old, {**record, "agent_config": config}):
+            return [f"--preset {shlex.quote(name)}"]
+    return []
 
 
 def _resume_flags(diffs: List[Tuple[str, Any, Any]], record: Dict) -> List[str]:

@@ -353,8 +353,12 @@ def main(argv: Optional[List[str]] = None) -> Dict:
     if args.dry_run:
         print(describe(env, agent, run_cfg, record), flush=True)
         return {}
+    from agents import registry as agents_registry
+    named = {name: dataclasses.asdict(cfg)
+             for name, cfg in agents_registry.agent_module(args.agent).PRESETS.items()}
     moved = sharding.primary_decides(
-        lambda: rundir.check_logdir(run_cfg.logdir, record, fresh=args.fresh), "fresh")
+        lambda: rundir.check_logdir(run_cfg.logdir, record, fresh=args.fresh, presets=named),
+        "fresh")
     if moved and primary:
         print(f"[train] --fresh: moved the old run to {moved}", flush=True)
     result = runner.train(env, agent, run_cfg, record)

@@ -175,8 +175,8 @@ PRESETS: Dict[str, MBPOConfig] = {
 
 # What a task without a preset of its own gets, sized for a 2-core CPU: the pendulum_v1
 # recipe (64 x 64 SAC, 10 updates per step, rollouts of 1 -> 5 steps over the first 1,000
-# steps) with the ensemble's learned termination, so that rollouts end on tasks that
-# terminate (a task that never does learns a termination probability near 0).
+# steps) with the ensemble's learned termination, so that rollouts can end on tasks that
+# terminate (on a task that never does, the termination head sees no terminal transition).
 PRESETS["default"] = dataclasses.replace(PRESETS["pendulum_v1"], termination="learned")
 
 # brax/inverted_double_pendulum (obs 8, action 1, about 9.36 per step while balanced): the

@@ -164,8 +164,9 @@ PRESETS: Dict[str, PETSConfig] = {
 
 # What a task without a preset of its own gets, sized for a 2-core CPU: the
 # cartpole_swingup_cpu planner and ensemble (population 100, 3 CEM iterations, 5 TS-inf
-# particles, 5 members of 128 x 3) with the learned reward, which every task has.
-PRESETS["default"] = PRESETS["cartpole_swingup_cpu"]
+# particles, 5 members of 128 x 3), planning with the task's known reward where it has one
+# (as PETS does), else the learned one.
+PRESETS["default"] = dataclasses.replace(PRESETS["cartpole_swingup_cpu"], use_true_reward=True)
 
 # brax/inverted_double_pendulum on CPU: the inverted_pendulum planner and ensemble with the env's
 # known reward (alive bonus, tip height and velocity penalties) and termination (the tip below

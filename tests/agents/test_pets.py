@@ -143,10 +143,10 @@ def test_config_validation_and_presets():
     paper = pets.PRESETS["paper"]
     assert (paper.population, paper.elites, paper.horizon, paper.num_particles,
             paper.ensemble_members) == (400, 40, 25, 20, 5)
-    # what a task without its own preset gets: CPU-sized, with the learned reward
+    # what a task without its own preset gets: CPU-sized, the known reward where there is one
     default = pets.PRESETS["default"]
     assert (default.population, default.cem_iterations, default.num_particles,
-            default.use_true_reward) == (100, 3, 5, False)
+            default.use_true_reward) == (100, 3, 5, True)
     with pytest.raises(ValueError, match="propagation"):
         pets.PETSConfig(propagation="ts2")
     with pytest.raises(ValueError, match="elites"):

@@ -416,3 +416,29 @@ class _FakeMesh:
     def __init__(self, n):
         import numpy as np
         self.devices = np.zeros(n)
+
+
+def test_a_refusal_names_the_preset_whose_settings_the_old_run_has(tmp_path):
+    """An old run whose agent config is that of another preset (a preset renamed, e.g. PETS'
+    paper-scale ``default`` to ``paper``) resumes with ``--preset NAME``, which the refusal
+    names, even where the differences include lists (which no field flag can name)."""
+    logdir = str(tmp_path / "run")
+    os.makedirs(logdir)
+    paper = {"population": 400, "hidden_sizes": [200, 200, 200]}
+    cpu = {"population": 100, "hidden_sizes": [128, 128, 128]}
+    with open(os.path.join(logdir, rundir.CONFIG_FILE), "w") as f:
+        json.dump({"agent": "pets", "env": "linear/scalar_a1.1", "agent_config": paper}, f)
+    new = {"agent": "pets", "env": "linear/scalar_a1.1", "preset": "default",
+           "agent_config": cpu}
+    presets = {"default": cpu, "paper": dict(paper, hidden_sizes=(200, 200, 200))}
+    with pytest.raises(rundir.RunMismatchError,
+                       match="it resumes with --preset paper; pass a new --logdir"):
+        rundir.check_logdir(logdir, new, presets=presets)
+    # another task: no preset resumes it
+    with pytest.raises(rundir.RunMismatchError) as err:
+        rundir.check_logdir(logdir, {**new, "env": "linear/scalar_a0.5"}, presets=presets)
+    assert "resumes with" not in str(err.value)
+    # no preset has its settings: the field flags as before (none here: a list differs)
+    with pytest.raises(rundir.RunMismatchError) as err:
+        rundir.check_logdir(logdir, new, presets={"default": cpu})
+    assert "resumes with" not in str(err.value)
