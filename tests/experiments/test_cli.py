@@ -108,6 +108,19 @@ def test_the_default_preset_follows_the_observation_kind(capsys, agent, env_id, 
     assert f"preset {preset} (the default for this task)" in capsys.readouterr().out
 
 
+def test_what_a_task_without_a_preset_gets_is_sized_for_a_cpu():
+    """No agent's ``default`` preset is an accelerator-sized one, and every accelerator-sized
+    preset named exists; a CPU run of one gets the one-line note, an accelerator run none."""
+    from agents import registry
+    from experiments import presets
+    for agent, names in presets.ACCELERATOR_PRESETS.items():
+        assert "default" not in names, agent
+        assert set(names) <= set(registry.agent_module(agent).PRESETS), agent
+    assert presets.hardware_note("pets", "paper", "cpu").startswith("preset 'paper' of pets")
+    assert presets.hardware_note("pets", "default", "cpu") is None
+    assert presets.hardware_note("pets", "paper", "gpu") is None
+
+
 def test_a_default_budget_runs_past_the_prefill(capsys):
     """MBPO's ``paper`` preset collects 5,000 random steps; its default budget on linear/*
     is 1,000 steps: without --steps the run learns for those 1,000 after the prefill, and an
