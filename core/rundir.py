@@ -232,10 +232,12 @@ def check_logdir(logdir: str, record: Optional[Dict], fresh: bool = False,
 
 
 def _preset_flag(old: Dict, record: Dict, presets: Optional[Dict[str, Dict]]) -> List[str]:
-    """``["--preset NAME"]`` where the old run differs from ``record`` in its agent config
-    alone and is the run ``record`` describes with the agent config of ``presets[NAME]``."""
-    if not presets or not all(key.startswith("agent_config.")
-                              for key, _, _ in differences(old, record)):
+    """``["--preset NAME"]`` where ``record``'s agent config is its own preset's (no field
+    flags, which ``--preset NAME`` would not undo) and the old run is the run ``record``
+    describes with the agent config of ``presets[NAME]``."""
+    own = (presets or {}).get(record.get("preset"))
+    if own is None or differences({"agent_config": own},
+                                  {"agent_config": record.get("agent_config")}):
         return []
     for name, config in presets.items():
         if name != record.get("preset") and not differences(

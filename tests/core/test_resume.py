@@ -419,9 +419,10 @@ class _FakeMesh:
 
 
 def test_a_refusal_names_the_preset_whose_settings_the_old_run_has(tmp_path):
-    """An old run whose agent config is that of another preset (a preset renamed, e.g. PETS'
-    paper-scale ``default`` to ``paper``) resumes with ``--preset NAME``, which the refusal
-    names, even where the differences include lists (which no field flag can name)."""
+    """An old run whose agent config is that of another preset (e.g. one made at PETS'
+    ``paper`` settings, rerun under ``default``) resumes with ``--preset NAME``, which the
+    refusal names, even where the differences include lists (which no field flag can name);
+    not where the new command also sets a field, which ``--preset NAME`` would not undo."""
     logdir = str(tmp_path / "run")
     os.makedirs(logdir)
     paper = {"population": 400, "hidden_sizes": [200, 200, 200]}
@@ -442,3 +443,8 @@ def test_a_refusal_names_the_preset_whose_settings_the_old_run_has(tmp_path):
     with pytest.raises(rundir.RunMismatchError) as err:
         rundir.check_logdir(logdir, new, presets={"default": cpu})
     assert "resumes with" not in str(err.value)
+    # the new command sets a field on top of its preset: --preset paper alone would not resume
+    flagged = {**new, "agent_config": dict(cpu, population=200)}
+    with pytest.raises(rundir.RunMismatchError) as err:
+        rundir.check_logdir(logdir, flagged, presets=presets)
+    assert "--preset" not in str(err.value)
