@@ -552,8 +552,8 @@ def test_obs_norm_makes_the_world_model_see_standardised_observations():
     for a, b in zip(jax.tree_util.tree_leaves(new_moved.wm_params),
                     jax.tree_util.tree_leaves(new.wm_params)):
         np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-5)
-    # without obs_norm the reconstruction loss (that of the update's world-model loss, which
-    # sees the batch as it comes) changes
+    # without obs_norm the world-model loss sees the batch as it comes, and its
+    # reconstruction loss changes
     plain = Dreamer(cfg, env)
     plain_state = plain.init(key)
     assert plain_state.obs_moments is None
