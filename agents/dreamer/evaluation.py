@@ -23,6 +23,7 @@ trains a critic that expects rewards the policy does not earn. The command line 
 
 from __future__ import annotations
 
+import functools
 from typing import Dict, List, Optional, Sequence
 
 import jax
@@ -62,11 +63,13 @@ def decode_observation(model: wm.WorldModel, decoded: Array) -> Array:
     return rlmath.symexp(decoded)
 
 
+@functools.partial(jax.jit, static_argnums=0)
 def filtered_states(dreamer: Dreamer, params, obs: Array, actions: Array, key: Array,
                     obs_moments=None) -> Array:
     """The posterior states of ``obs [N, T+1, ...]`` filtered along ``actions [N, T, A]`` with
     the world model ``params`` (no resets inside), packed: ``[N, T+1, D]``. ``obs_moments``:
-    the run's ``DreamerState.obs_moments`` (``obs_norm``), by which the model sees ``obs``."""
+    the run's ``DreamerState.obs_moments`` (``obs_norm``), by which the model sees ``obs``.
+    One compiled program per ``dreamer`` and shapes."""
     num, length = actions.shape[:2]
     if obs_moments is not None:
         obs = rlmath.standardise(obs_moments, obs, OBS_NORM_FLOOR)
@@ -131,6 +134,19 @@ def discounted_returns(rewards: np.ndarray, valid: np.ndarray, discount: float) 
     return out
 
 
+@functools.partial(jax.jit, static_argnums=0)
+def _value_and_reward_predictions(dreamer: Dreamer, state, packed: Array):
+    """The critic's mean values of the packed posterior states ``s_0 .. s_{T-1}`` and the reward
+    head's mean predictions on ``s_1 .. s_T`` (``[N, T]`` each), in one compiled program."""
+    cfg = dreamer.cfg
+    feats = jax.vmap(jax.vmap(lambda p: features(_unpack(p, cfg.deter, cfg.groups,
+                                                         cfg.classes))))(packed)
+    value = nets.SUPPORT.decode(dreamer.critic.apply(state.critic_params, feats[:, :-1]))
+    reward_logits, _ = jax.vmap(jax.vmap(lambda f: dreamer.model.apply(
+        state.wm_params, f, method=wm.WorldModel.reward_continue)))(feats[:, 1:])
+    return value, nets.SUPPORT.decode(reward_logits)
+
+
 def value_calibration(dreamer: Dreamer, state, obs: Array, actions: Array, rewards: Array,
                       valid: Array, ended: Array, key: Array) -> Dict[str, Dict]:
     """The critic and the reward head of the trained ``state`` against played episodes.
@@ -149,17 +165,12 @@ def value_calibration(dreamer: Dreamer, state, obs: Array, actions: Array, rewar
 
     Correlations are ``None`` where either side is constant.
     """
-    cfg = dreamer.cfg
     packed = filtered_states(dreamer, state.wm_params, obs, actions, key, state.obs_moments)
-    feats = jax.vmap(jax.vmap(lambda p: features(_unpack(p, cfg.deter, cfg.groups,
-                                                         cfg.classes))))(packed)
-    value = np.asarray(nets.SUPPORT.decode(dreamer.critic.apply(state.critic_params,
-                                                                feats[:, :-1])))
-    reward_logits, _ = jax.vmap(jax.vmap(lambda f: dreamer.model.apply(
-        state.wm_params, f, method=wm.WorldModel.reward_continue)))(feats[:, 1:])
-    predicted = np.asarray(nets.SUPPORT.decode(reward_logits)).reshape(value.shape)
+    value, predicted = (np.asarray(x) for x in _value_and_reward_predictions(
+        dreamer, state, packed))
+    predicted = predicted.reshape(value.shape)
     rewards, valid = np.asarray(rewards, np.float64), np.asarray(valid, bool)
-    returns = discounted_returns(rewards, valid, cfg.discount)
+    returns = discounted_returns(rewards, valid, dreamer.cfg.discount)
     done = valid & np.asarray(ended, bool)[:, None]
     out = {"value": {"critic_mean": float(value[done].mean()) if done.any() else None,
                      "return_mean": float(returns[done].mean()) if done.any() else None,
@@ -176,27 +187,12 @@ def value_calibration(dreamer: Dreamer, state, obs: Array, actions: Array, rewar
     return out
 
 
-def rssm_k_step_errors(dreamer: Dreamer, params, obs: Array, actions: Array, rewards: Array,
-                       horizon: int, key: Array, valid: Optional[Array] = None,
-                       obs_moments=None) -> Dict[str, Dict]:
-    """Open-loop errors of the world model ``params`` (``DreamerState.wm_params``).
-
-    Args:
-      obs: ``[N, T+1, *obs_shape]`` real observations of ``N`` episodes (no resets inside).
-      actions: ``[N, T, A]`` float model actions (``dreamer.to_model_action`` of env actions).
-      rewards: ``[N, T]`` real rewards (``rewards[:, t]`` follows ``actions[:, t]``).
-      valid: optional ``[N, T]`` bool, the transitions before an episode's end (``play`` steps
-        on past a terminal without reset; later states are not scored).
-      obs_moments: the run's ``DreamerState.obs_moments`` with ``obs_norm`` (the model sees
-        standardised observations; its decoded ones are scored back on the task's scale).
-    Returns ``{"obs": ..., "reward": ...}`` (each :func:`k_step_error`'s dict as lists),
-    ``reconstruction_abs_error`` (mean ``||decode(posterior_t) - o_t||`` over ``o_0`` and the
-    observations after valid transitions), for vector observations
-    ``reconstruction_correlation`` (per element of the flattened observation, the correlation
-    of its decoded value with the real one over the same observations; ``None`` where either
-    is constant) and ``persistence``
-    (:func:`persistence_errors`: the observation errors of predicting that nothing changes).
-    """
+@functools.partial(jax.jit, static_argnums=(0, 5))
+def _rssm_errors(dreamer: Dreamer, params, obs: Array, actions: Array, rewards: Array,
+                 horizon: int, key: Array, valid: Optional[Array], obs_moments):
+    """:func:`rssm_k_step_errors`' array part in one compiled program: the decoded posteriors
+    ``[N, T+1, ...]``, the observations scored ``[N, T+1]``, the reconstruction error and the
+    two :func:`k_step_error` dicts."""
     model, cfg = dreamer.model, dreamer.cfg
     num, length = rewards.shape
     apply = lambda method, *a: model.apply(params, *a, method=method)  # noqa: E731
@@ -225,17 +221,43 @@ def rssm_k_step_errors(dreamer: Dreamer, params, obs: Array, actions: Array, rew
     seen = (jnp.ones((num, length + 1), bool) if valid is None else
             jnp.concatenate([jnp.ones((num, 1), bool), jnp.asarray(valid, bool)], 1))
     recon_err = (recon_norm * seen).sum() / seen.sum()
-    if not model.image:  # per element: is what the posterior holds of it decoded?
-        mask = np.asarray(seen)
-        element_corr = element_correlations(np.asarray(recon)[mask], np.asarray(obs)[mask])
     out = {"obs": k_step_error(step_fn, packed, actions, horizon, key=obs_key,
                                observe_fn=decode_obs, targets=obs[:, 1:], valid=valid),
            "reward": k_step_error(step_fn, packed, actions, horizon, key=reward_key,
                                   observe_fn=decode_reward, targets=rewards, valid=valid)}
+    return recon, seen, recon_err, out
+
+
+def rssm_k_step_errors(dreamer: Dreamer, params, obs: Array, actions: Array, rewards: Array,
+                       horizon: int, key: Array, valid: Optional[Array] = None,
+                       obs_moments=None) -> Dict[str, Dict]:
+    """Open-loop errors of the world model ``params`` (``DreamerState.wm_params``).
+
+    Args:
+      obs: ``[N, T+1, *obs_shape]`` real observations of ``N`` episodes (no resets inside).
+      actions: ``[N, T, A]`` float model actions (``dreamer.to_model_action`` of env actions).
+      rewards: ``[N, T]`` real rewards (``rewards[:, t]`` follows ``actions[:, t]``).
+      valid: optional ``[N, T]`` bool, the transitions before an episode's end (``play`` steps
+        on past a terminal without reset; later states are not scored).
+      obs_moments: the run's ``DreamerState.obs_moments`` with ``obs_norm`` (the model sees
+        standardised observations; its decoded ones are scored back on the task's scale).
+    Returns ``{"obs": ..., "reward": ...}`` (each :func:`k_step_error`'s dict as lists),
+    ``reconstruction_abs_error`` (mean ``||decode(posterior_t) - o_t||`` over ``o_0`` and the
+    observations after valid transitions), for vector observations
+    ``reconstruction_correlation`` (per element of the flattened observation, the correlation
+    of its decoded value with the real one over the same observations; ``None`` where either
+    is constant) and ``persistence``
+    (:func:`persistence_errors`: the observation errors of predicting that nothing changes).
+    """
+    recon, seen, recon_err, out = _rssm_errors(dreamer, params, obs, actions, rewards, horizon,
+                                               key, valid, obs_moments)
+    if not dreamer.model.image:  # per element: is what the posterior holds of it decoded?
+        mask = np.asarray(seen)
+        element_corr = element_correlations(np.asarray(recon)[mask], np.asarray(obs)[mask])
     result = {name: {k: np.asarray(v).tolist() for k, v in res.items()}
               for name, res in out.items()}
     result["reconstruction_abs_error"] = float(recon_err)
-    if not model.image:
+    if not dreamer.model.image:
         result["reconstruction_correlation"] = element_corr
     result["persistence"] = persistence_errors(np.asarray(obs), horizon, valid)
     return result

@@ -20,6 +20,7 @@ is ``python -m experiments.evaluate --logdir RUN``.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Callable, Dict, Optional
 
 import jax
@@ -45,7 +46,7 @@ def model_k_step_errors(model: MuZeroModel, params, obs: Array, actions: Array,
     ``terminated [N, T]`` (optional) marks the steps whose successor is absorbing: the value
     target there is 0 (what the model is trained to predict), not the network's value of it.
     """
-    def step_fn(model_state, action):
+    def step_fn(params, model_state, action):
         s, _ = model_state
         reward_logits, s_next = model.dynamics(params, s[None], action[None])
         return s_next[0], model.reward_support.decode(reward_logits[0])
@@ -57,29 +58,35 @@ def model_k_step_errors(model: MuZeroModel, params, obs: Array, actions: Array,
 def reward_value_errors(model, params, step_fns: Dict[str, Callable], obs: Array,
                         inputs: Array, rewards: Array, horizon: int, valid: Optional[Array],
                         terminated: Optional[Array]) -> Dict[str, Dict]:
-    """For each ``step_fns[name]`` (``(model_state, input) -> (model_state, reward)`` on
-    ``model_state = (s, reward)``), the k-step errors of the rolled-out rewards against
+    """For each ``step_fns[name]`` (``(params, model_state, input) -> (model_state, reward)``
+    on ``model_state = (s, reward)``), the k-step errors of the rolled-out rewards against
     ``rewards`` (``"reward" + name``) and of ``V(f(s))`` against the network's value of the
     real observations (``"value" + name``; 0 where ``terminated``), as lists. ``model`` is
     a MuZero-family model: ``represent``, ``predict``, ``value`` and the two supports."""
-    def encode_fn(o):
-        return model.represent(params, o[None])[0], jnp.zeros(())
+    @jax.jit  # one compiled program rather than many small ones, op by op
+    def errors(params, obs, inputs, rewards, valid, terminated):
+        def encode_fn(o):
+            return model.represent(params, o[None])[0], jnp.zeros(())
 
-    def value_of(model_state):
-        _, value_logits = model.predict(params, model_state[0][None])
-        return model.value_support.decode(value_logits[0])
+        def value_of(model_state):
+            _, value_logits = model.predict(params, model_state[0][None])
+            return model.value_support.decode(value_logits[0])
 
-    real_values = jax.vmap(lambda o: model.value(params, o))(obs[:, 1:])  # [N, T]
-    if terminated is not None:  # an absorbing state is worth 0; V was never trained there
-        real_values = jnp.where(terminated, 0.0, real_values)
-    out = {}
-    for name, step_fn in step_fns.items():
-        out["reward" + name] = k_step_error(step_fn, obs, inputs, horizon, encode_fn=encode_fn,
-                                            observe_fn=lambda ms: ms[1], targets=rewards,
-                                            valid=valid)
-        out["value" + name] = k_step_error(step_fn, obs, inputs, horizon, encode_fn=encode_fn,
-                                           observe_fn=value_of, targets=real_values,
-                                           valid=valid)
+        real_values = jax.vmap(lambda o: model.value(params, o))(obs[:, 1:])  # [N, T]
+        if terminated is not None:  # an absorbing state is worth 0; V was never trained there
+            real_values = jnp.where(terminated, 0.0, real_values)
+        out = {}
+        for name, step_params_fn in step_fns.items():
+            step_fn = functools.partial(step_params_fn, params)
+            out["reward" + name] = k_step_error(
+                step_fn, obs, inputs, horizon, encode_fn=encode_fn, observe_fn=lambda ms: ms[1],
+                targets=rewards, valid=valid)
+            out["value" + name] = k_step_error(
+                step_fn, obs, inputs, horizon, encode_fn=encode_fn, observe_fn=value_of,
+                targets=real_values, valid=valid)
+        return out
+
+    out = errors(params, obs, inputs, rewards, valid, terminated)
     return {name: {k: np.asarray(v).tolist() for k, v in res.items()} for name, res in out.items()}
 
 

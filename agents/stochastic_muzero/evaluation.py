@@ -55,7 +55,7 @@ def model_k_step_errors(model: StochasticMuZeroModel, params, obs: Array, action
     inputs = jnp.stack([actions.astype(jnp.int32), observed.astype(jnp.int32)], -1)  # [N,T,2]
 
     def make_step(use_observed: bool):
-        def step_fn(model_state, action_code):
+        def step_fn(params, model_state, action_code):
             s, _ = model_state
             afterstate = model.afterstate(params, s[None], action_code[None, 0])
             chance_logits, _ = model.afterstate_predict(params, afterstate)

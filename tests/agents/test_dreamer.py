@@ -14,7 +14,7 @@ import envs
 from agents.dreamer import PRESETS, DreamerConfig, make, schedule_for
 from agents.dreamer import actor_critic as ac
 from agents.dreamer.agent import Dreamer
-from core import replay
+from core import replay, rlmath
 from core.types import Transition
 from envs.api import EnvSpec
 from world_models import dreamer_nets as nets
@@ -285,10 +285,7 @@ def test_replay_context_starts_windows_from_the_stored_state():
     np.testing.assert_array_equal(np.asarray(firsts[:, 0]), ~used)
 
 
-def test_replay_context_acting_stores_and_updates_rewrite_the_posteriors():
-    """Acting stores the posterior it acts from; an update rewrites, at every replayed step but
-    each window's first, the posterior that the update computed there (one window's entry
-    per step where windows overlap), and leaves other steps as they were."""
+def _replay_context_agent():
     env = envs.make("gymnax/CartPole-v1")
     cfg = dataclasses.replace(PRESETS["tiny"], batch_size=4, seq_len=4, horizon=2,
                               replay_context=True)
@@ -298,10 +295,22 @@ def test_replay_context_acting_stores_and_updates_rewrite_the_posteriors():
     obs = jax.random.normal(key, (2,) + tuple(env.spec.obs_shape))
     _, carry, extras = agent.act(state, obs, jnp.array([True, False]), agent.initial_carry(2),
                                  key, True)
+    return env, agent, dreamer, state, key, carry, extras
+
+
+def test_replay_context_acting_stores_the_posterior_it_acts_from():
+    _, _, dreamer, _, _, carry, extras = _replay_context_agent()
     chex_equal = jax.tree_util.tree_map(lambda a, b: bool((a == b).all()), extras,
                                         dreamer.context_entry(carry.state))
     assert all(jax.tree_util.tree_leaves(chex_equal)) and bool(extras["valid"].all())
 
+
+@pytest.mark.slow
+def test_replay_context_updates_rewrite_the_posteriors():
+    """An update rewrites, at every replayed step but each window's first, the posterior that
+    the update computed there (one window's entry per step where windows overlap), and leaves
+    other steps as they were. Slow: it compiles a whole update of its own."""
+    env, agent, dreamer, state, key, _, extras = _replay_context_agent()
     zero = jax.tree_util.tree_map(lambda x: jnp.zeros_like(x)[:, None], extras)  # as prefill
     steps = [_bandit_batch(jax.random.PRNGKey(t), env.spec, 2, 1).replace(extras=zero)
              for t in range(10)]  # leaves [envs 2, time 1, ...]
@@ -486,10 +495,13 @@ def test_value_calibration_aligns_the_reward_head_with_the_real_rewards(bandit_r
     packed = filtered_states(dreamer, state.wm_params, obs, actions, key)
     feats = features(_unpack(packed[:, :-1], cfg.deter, cfg.groups, cfg.classes))
     values = np.asarray(nets.SUPPORT.decode(dreamer.critic.apply(state.critic_params, feats)))
-    np.testing.assert_allclose(value["critic_mean"], values[done].mean(), rtol=1e-5)
+    # (one compiled program against op by op: the two-hot mean over bins up to symexp(20)
+    # magnifies rounding in the small probabilities)
+    np.testing.assert_allclose(value["critic_mean"], values[done].mean(), rtol=1e-3)
     shifted = features(_unpack(packed[:, 1:], cfg.deter, cfg.groups, cfg.classes))
     other = np.asarray(nets.SUPPORT.decode(dreamer.critic.apply(state.critic_params, shifted)))
-    assert abs(other[done].mean() - values[done].mean()) > 1e-4  # the test tells them apart
+    # the test tells them apart (0.074 apart with these seeds)
+    assert abs(other[done].mean() - values[done].mean()) > 5e-3 * abs(values[done].mean())
     untrained = value_calibration(dreamer, state.replace(wm_params=initial_wm), obs, actions,
                                   batch.reward, valid, ended, key)["reward"]
     assert untrained["predicted_mean"] == 0.0 and untrained["correlation"] is None
@@ -529,20 +541,45 @@ def test_play_samples_the_actor_only_when_asked():
         assert out[1].shape == (2, 3, 2)  # model actions [N, T, A]
 
 
-def test_obs_norm_makes_the_world_model_see_standardised_observations():
-    """With ``obs_norm`` an update merges the batch's observations into the running moments and
-    trains on them standardised, so a per-element affine change of the observations
-    (``10 o + 3`` and ``0.1 o``) leaves the update unchanged, where without it the
-    reconstruction loss changes; acting sees them standardised too; images are refused."""
+def _obs_norm_dreamer():
     env = envs.make("gymnax/CartPole-v1")
     cfg = dataclasses.replace(PRESETS["tiny"], batch_size=4, seq_len=5, horizon=2)
     key = jax.random.PRNGKey(0)
     batch = _bandit_batch(key, env.spec, cfg.batch_size, cfg.seq_len)
+    dreamer = Dreamer(dataclasses.replace(cfg, obs_norm=True), env)
+    return env, cfg, key, batch, dreamer, dreamer.init(key)
+
+
+def test_obs_norm_acting_sees_standardised_observations():
+    """With ``obs_norm`` acting standardises the observations by the running moments (the
+    same posterior as acting without moments on the standardised observations, and another
+    than on the raw ones); ``denormalise`` inverts ``normalise``; images are refused."""
+    env, cfg, key, batch, dreamer, state = _obs_norm_dreamer()
+    assert state.obs_moments is not None
+    obs = batch.obs[:, 0] * jnp.array([10.0, 0.1, 10.0, 0.1]) + 3.0
+    fitted = state.replace(obs_moments=rlmath.moments_update(state.obs_moments,
+                                                             obs.reshape(-1, 4)))
+    act = jax.jit(lambda s, o: dreamer.act(s, o, jnp.ones((4,), bool), dreamer.initial_carry(4),
+                                           key, False)[1].state.logits)
+    std_obs = dreamer.normalise(fitted, obs)
+    np.testing.assert_allclose(np.asarray(std_obs).mean(0), 0.0, atol=1e-4)
+    np.testing.assert_allclose(dreamer.denormalise(fitted, std_obs), obs, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(act(fitted, obs), act(fitted.replace(obs_moments=None), std_obs),
+                               rtol=1e-5, atol=1e-6)
+    assert not np.allclose(act(fitted, obs), act(fitted.replace(obs_moments=None), obs))
+    with pytest.raises(ValueError, match="obs_norm standardises vector observations"):
+        Dreamer(dataclasses.replace(cfg, obs_norm=True), envs.make("gymnax/Breakout-MinAtar"))
+
+
+@pytest.mark.slow
+def test_obs_norm_makes_the_world_model_see_standardised_observations():
+    """With ``obs_norm`` an update merges the batch's observations into the running moments and
+    trains on them standardised, so a per-element affine change of the observations
+    (``10 o + 3`` and ``0.1 o``) leaves the update unchanged, where without it the
+    reconstruction loss changes. Slow: it compiles a whole update of its own."""
+    env, cfg, key, batch, dreamer, state = _obs_norm_dreamer()
     scale = jnp.array([10.0, 0.1, 10.0, 0.1])
     moved = batch.replace(obs=batch.obs * scale + 3.0, next_obs=batch.next_obs * scale + 3.0)
-    dreamer = Dreamer(dataclasses.replace(cfg, obs_norm=True), env)
-    state = dreamer.init(key)
-    assert state.obs_moments is not None
     update = jax.jit(dreamer.update)
     (new, metrics), (new_moved, metrics_moved) = [update(state, b, key) for b in (batch, moved)]
     assert float(new.obs_moments.count) == cfg.batch_size * cfg.seq_len
@@ -561,23 +598,12 @@ def test_obs_norm_makes_the_world_model_see_standardised_observations():
         "recon_loss"])
     assert abs(float(recon(moved)) - float(recon(batch))) > 1.0
 
-    obs = batch.obs[:, 0]
-    act = jax.jit(lambda s, o: dreamer.act(s, o, jnp.ones((4,), bool), dreamer.initial_carry(4),
-                                           key, False)[1].state.deter)
-    std_obs = dreamer.normalise(new, obs)
-    np.testing.assert_allclose(dreamer.denormalise(new, std_obs), obs, rtol=1e-5, atol=1e-6)
-    np.testing.assert_allclose(act(new, obs), act(new.replace(obs_moments=None), std_obs),
-                               rtol=1e-5, atol=1e-6)
-    with pytest.raises(ValueError, match="obs_norm standardises vector observations"):
-        Dreamer(dataclasses.replace(cfg, obs_norm=True), envs.make("gymnax/Breakout-MinAtar"))
-
 
 def test_evaluation_decodes_obs_norm_runs_back_to_the_task_scale():
     """The RSSM evaluation scores decoded observations on the task's scale (observations
     around 100 +- 10 are reconstructed within a few standard deviations by an untrained model,
     which decodes about the running mean, not 100 off) and filters them standardised."""
     from agents.dreamer.evaluation import rssm_k_step_errors
-    from core import rlmath
 
     env = envs.make("gymnax/CartPole-v1")
     cfg = dataclasses.replace(PRESETS["tiny"], obs_norm=True)

@@ -101,19 +101,30 @@ def test_config_validation_names_the_field():
     assert set(muzero.__all__) <= set(dir(gumbel_muzero))
 
 
-def test_update_writes_value_error_priorities():
-    """At initialisation every value head predicts 0 (zero-initialised), so the first update's
-    priority of a CartPole window (reward 1 per step) is |0 - z_0| = sum_{i<m} gamma^i, with
-    m the steps up to the episode's end within n; the buffer stores (priority + eps)^alpha.
-    The reconstruction loss is on: the update trains the decoder without touching that."""
+@pytest.fixture(scope="module")
+def tiny_cartpole():
+    """CartPole, the tiny preset with reanalyse, priorities (exponent 0.5) and the
+    reconstruction loss on, a loop state after 80 random steps on 2 environments and the
+    jitted update (one compile shared by the tests that take it)."""
     env = envs.make("gymnax/CartPole-v1")
     cfg = dataclasses.replace(muzero.PRESETS["tiny"], reanalyse_fraction=0.5,
                               priority_exponent=0.5, reconstruction_loss_weight=1.0)
     agent = muzero.make(cfg, env, 2)
     fns = make_loop(env, agent, num_envs=2, iterations=1, prefill_iterations=40)
     state = jax.jit(fns.prefill)(fns.init(jax.random.PRNGKey(0)))[0]
+    return env, cfg, state, jax.jit(agent.update)
+
+
+def test_update_writes_value_error_priorities(tiny_cartpole):
+    """At initialisation every value head predicts 0 (zero-initialised), so the first update's
+    priority of a CartPole window (reward 1 per step) is |0 - z_0| = sum_{i<m} gamma^i, with
+    m the steps up to the episode's end within n, for the reanalysed windows too; the buffer
+    stores (priority + eps)^alpha. The reconstruction loss is on: the update trains the decoder
+    without touching that."""
+    env, cfg, state, update = tiny_cartpole
+    agent = muzero.make(cfg, env, 2)
     key = jax.random.PRNGKey(3)
-    new_agent, buffer_state, metrics = jax.jit(agent.update)(state.agent, state.buffer, key)
+    new_agent, buffer_state, metrics = update(state.agent, state.buffer, key)
     assert 0.0 < float(metrics["reconstruction_loss"]) < np.inf
     moved = jax.tree.map(lambda a, b: float(jnp.abs(a - b).max()),
                          new_agent.params["params"]["obs_decoder"],
@@ -212,36 +223,23 @@ def test_update_trains_on_mirrored_windows_when_asked():
     assert np.abs(one_update(True) - plain).max() > 1e-6
 
 
-def test_reward_targets_beyond_the_support_are_counted_and_warned_about(capsys):
+def test_reward_targets_beyond_the_support_are_counted(tiny_cartpole):
     """``reward_target_clipped``: CartPole's rewards of 1 fit the tiny preset's reward support
-    (|r| <= 8) and none is counted; a support of |r| <= 0.2 clips every live step's reward,
-    and the run warns about it once."""
-    env = envs.make("gymnax/CartPole-v1")
-    tiny = dataclasses.replace(muzero.PRESETS["tiny"], reanalyse_fraction=0.0)
-    agent = muzero.make(tiny, env, 2)
-    fns = make_loop(env, agent, num_envs=2, iterations=1, prefill_iterations=40)
-    state = jax.jit(fns.prefill)(fns.init(jax.random.PRNGKey(0)))[0]
-    _, _, metrics = jax.jit(agent.update)(state.agent, state.buffer, jax.random.PRNGKey(1))
+    (|r| <= 8) and none is counted; a support of |r| <= 0.2 clips every live step's reward
+    (core.runner warns about a share above 1%: tests/core/test_runner.py)."""
+    env, tiny, state, update = tiny_cartpole
+    _, _, metrics = update(state.agent, state.buffer, jax.random.PRNGKey(1))
     assert float(metrics["reward_target_clipped"]) == 0.0
     narrow = muzero.make(dataclasses.replace(tiny, reward_support_max=0.1), env, 2)  # |r| <= 0.2
-    history = runner.train(env, narrow, runner.RunConfig(
-        steps=120, num_envs=2, log_every=40, eval_every=-1, progress=False)).history
-    shares = [r["reward_target_clipped"] for r in history if "reward_target_clipped" in r]
-    assert len(shares) >= 2 and min(shares) > 0.5, history
-    warnings = [line for line in capsys.readouterr().out.splitlines()
-                if "of the reward targets" in line]
-    assert len(warnings) == 1 and "--reward-support-max" in warnings[0], warnings
+    agent_state = narrow.init(jax.random.PRNGKey(0))
+    _, _, metrics = jax.jit(narrow.update)(agent_state, state.buffer, jax.random.PRNGKey(1))
+    assert float(metrics["reward_target_clipped"]) > 0.5, metrics
 
 
-def test_update_with_nonfinite_gradients_is_skipped_and_counted():
+def test_update_with_nonfinite_gradients_is_skipped_and_counted(tiny_cartpole):
     """An update whose gradients are not finite keeps the parameters and Adam state and reports
     ``skipped_updates`` = 1 (core.runner stops a seed that skips a whole chunk)."""
-    env = envs.make("gymnax/CartPole-v1")
-    agent = muzero.make(dataclasses.replace(muzero.PRESETS["tiny"], reanalyse_fraction=0.0),
-                        env, 2)
-    fns = make_loop(env, agent, num_envs=2, iterations=1, prefill_iterations=40)
-    state = jax.jit(fns.prefill)(fns.init(jax.random.PRNGKey(0)))[0]
-    update = jax.jit(agent.update)
+    _, _, state, update = tiny_cartpole
     good, _, metrics = update(state.agent, state.buffer, jax.random.PRNGKey(1))
     assert float(metrics["skipped_updates"]) == 0.0 and float(metrics["grad_norm"]) > 0
     experience = state.buffer.experience

@@ -112,6 +112,21 @@ def test_targets_clipped_by_a_support_are_warned_about_once(capsys):
     assert out == ["[train] warning: 25.0% of the reward targets at env_steps=100 lie beyond the "
                    "reward support and are clipped to its ends; widen it "
                    "(--reward-support-max, in the transformed space) if this persists"], out
+    # a training run warns once, from the metrics its updates report
+    env = envs.make("linear/scalar_a0.5")
+    base = random_agent.make(random_agent.RandomConfig(buffer_size=64), env, num_envs=2)
+
+    def update(state, buffer_state, key):
+        return state + 1, buffer_state, {"reward_target_clipped": jnp.float32(0.5)}
+
+    from core.types import Agent, Schedule
+    agent = Agent(init=base.init, initial_carry=base.initial_carry, act=base.act, update=update,
+                  buffer=base.buffer, schedule=Schedule(env_steps_per_iteration=5))
+    runner.train(env, agent, runner.RunConfig(steps=60, num_envs=2, log_every=20, eval_every=-1,
+                                              progress=False))
+    warnings = [line for line in capsys.readouterr().out.splitlines()
+                if "of the reward targets" in line]
+    assert len(warnings) == 1 and "--reward-support-max" in warnings[0], warnings
 
 
 def test_four_seeds_in_one_program():

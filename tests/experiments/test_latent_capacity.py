@@ -22,10 +22,12 @@ def _two_bits(key, n=512):
     return np.concatenate([np.asarray(bits), np.full((n, 2), 0.5, np.float32)], 1)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("groups, carried", [(1, 1), (2, 2)])
 def test_one_latent_carries_as_many_bits_as_it_has(groups, carried):
     """A latent of ``groups`` binary classes reconstructs ``groups`` of two independent bits:
-    one bit (correlation ~1) and the other not at all (~0) with one group, both with two."""
+    one bit (correlation ~1) and the other not at all (~0) with one group, both with two
+    (a learning check: 300 updates of the probe)."""
     env = envs.make("gymnax/CartPole-v1")
     cfg = dataclasses.replace(PRESETS["tiny"], groups=groups, classes=2, units=32, unimix=0.0)
     key = jax.random.PRNGKey(0)
