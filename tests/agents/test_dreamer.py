@@ -285,24 +285,41 @@ def test_replay_context_starts_windows_from_the_stored_state():
     np.testing.assert_array_equal(np.asarray(firsts[:, 0]), ~used)
 
 
-def _replay_context_agent():
+def _replay_context_agent(**changes):
+    """A tiny CartPole agent with ``replay_context`` (and ``changes``), its initial state, one
+    acting step's carry and extras, and a replay of 10 steps whose context entries are zero
+    (not valid), as the prefill writes them."""
     env = envs.make("gymnax/CartPole-v1")
     cfg = dataclasses.replace(PRESETS["tiny"], batch_size=4, seq_len=4, horizon=2,
-                              replay_context=True)
+                              replay_context=True, **changes)
     agent, dreamer = make(cfg, env, 2), Dreamer(cfg, env)
     key = jax.random.PRNGKey(0)
     state = agent.init(key)
     obs = jax.random.normal(key, (2,) + tuple(env.spec.obs_shape))
     _, carry, extras = agent.act(state, obs, jnp.array([True, False]), agent.initial_carry(2),
                                  key, True)
-    return env, agent, dreamer, state, key, carry, extras
+    zero = jax.tree_util.tree_map(lambda x: jnp.zeros_like(x)[:, None], extras)  # as prefill
+    steps = [_bandit_batch(jax.random.PRNGKey(t), env.spec, 2, 1).replace(extras=zero)
+             for t in range(10)]  # leaves [envs 2, time 1, ...]
+    buffer_state = agent.buffer.init(jax.tree_util.tree_map(lambda x: x[0, 0], steps[0]))
+    for step in steps:
+        buffer_state = agent.buffer.add(buffer_state, step)
+    return agent, dreamer, state, key, carry, extras, buffer_state
 
 
 def test_replay_context_acting_stores_the_posterior_it_acts_from():
-    _, _, dreamer, _, _, carry, extras = _replay_context_agent()
+    """Acting stores the posterior it acts from, as a valid entry. With ``obs_norm`` too, the
+    update traces, and keeps the stored entries' and the moments' shapes (the slow tests below
+    compile and check it)."""
+    agent, dreamer, state, key, carry, extras, buffer_state = _replay_context_agent(
+        obs_norm=True)
     chex_equal = jax.tree_util.tree_map(lambda a, b: bool((a == b).all()), extras,
                                         dreamer.context_entry(carry.state))
     assert all(jax.tree_util.tree_leaves(chex_equal)) and bool(extras["valid"].all())
+    new, written, _ = jax.eval_shape(agent.update, state, buffer_state, key)
+    shapes = lambda tree: jax.tree_util.tree_map(lambda x: (x.shape, x.dtype), tree)  # noqa
+    assert shapes(written.experience.extras) == shapes(buffer_state.experience.extras)
+    assert shapes(new.obs_moments) == shapes(state.obs_moments)
 
 
 @pytest.mark.slow
@@ -310,13 +327,7 @@ def test_replay_context_updates_rewrite_the_posteriors():
     """An update rewrites, at every replayed step but each window's first, the posterior that
     the update computed there (one window's entry per step where windows overlap), and leaves
     other steps as they were. Slow: it compiles a whole update of its own."""
-    env, agent, dreamer, state, key, _, extras = _replay_context_agent()
-    zero = jax.tree_util.tree_map(lambda x: jnp.zeros_like(x)[:, None], extras)  # as prefill
-    steps = [_bandit_batch(jax.random.PRNGKey(t), env.spec, 2, 1).replace(extras=zero)
-             for t in range(10)]  # leaves [envs 2, time 1, ...]
-    buffer_state = agent.buffer.init(jax.tree_util.tree_map(lambda x: x[0, 0], steps[0]))
-    for step in steps:
-        buffer_state = agent.buffer.add(buffer_state, step)
+    agent, dreamer, state, key, _, _, buffer_state = _replay_context_agent()
     _, written, _ = jax.jit(agent.update)(state, buffer_state, key)
 
     sample_key, learn_key = jax.random.split(key)
@@ -563,6 +574,7 @@ def test_obs_norm_acting_sees_standardised_observations():
                                            key, False)[1].state.logits)
     std_obs = dreamer.normalise(fitted, obs)
     np.testing.assert_allclose(np.asarray(std_obs).mean(0), 0.0, atol=1e-4)
+    np.testing.assert_allclose(np.asarray(std_obs).std(0), 1.0, rtol=1e-2)
     np.testing.assert_allclose(dreamer.denormalise(fitted, std_obs), obs, rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(act(fitted, obs), act(fitted.replace(obs_moments=None), std_obs),
                                rtol=1e-5, atol=1e-6)

@@ -112,7 +112,7 @@ def tiny_cartpole():
     agent = muzero.make(cfg, env, 2)
     fns = make_loop(env, agent, num_envs=2, iterations=1, prefill_iterations=40)
     state = jax.jit(fns.prefill)(fns.init(jax.random.PRNGKey(0)))[0]
-    return env, cfg, state, jax.jit(agent.update)
+    return env, cfg, agent, state, jax.jit(agent.update)
 
 
 def test_update_writes_value_error_priorities(tiny_cartpole):
@@ -121,8 +121,7 @@ def test_update_writes_value_error_priorities(tiny_cartpole):
     m the steps up to the episode's end within n, for the reanalysed windows too; the buffer
     stores (priority + eps)^alpha. The reconstruction loss is on: the update trains the decoder
     without touching that."""
-    env, cfg, state, update = tiny_cartpole
-    agent = muzero.make(cfg, env, 2)
+    _, cfg, agent, state, update = tiny_cartpole
     key = jax.random.PRNGKey(3)
     new_agent, buffer_state, metrics = update(state.agent, state.buffer, key)
     assert 0.0 < float(metrics["reconstruction_loss"]) < np.inf
@@ -227,7 +226,7 @@ def test_reward_targets_beyond_the_support_are_counted(tiny_cartpole):
     """``reward_target_clipped``: CartPole's rewards of 1 fit the tiny preset's reward support
     (|r| <= 8) and none is counted; a support of |r| <= 0.2 clips every live step's reward
     (core.runner warns about a share above 1%: tests/core/test_runner.py)."""
-    env, tiny, state, update = tiny_cartpole
+    env, tiny, _, state, update = tiny_cartpole
     _, _, metrics = update(state.agent, state.buffer, jax.random.PRNGKey(1))
     assert float(metrics["reward_target_clipped"]) == 0.0
     narrow = muzero.make(dataclasses.replace(tiny, reward_support_max=0.1), env, 2)  # |r| <= 0.2
@@ -239,7 +238,7 @@ def test_reward_targets_beyond_the_support_are_counted(tiny_cartpole):
 def test_update_with_nonfinite_gradients_is_skipped_and_counted(tiny_cartpole):
     """An update whose gradients are not finite keeps the parameters and Adam state and reports
     ``skipped_updates`` = 1 (core.runner stops a seed that skips a whole chunk)."""
-    _, _, state, update = tiny_cartpole
+    _, _, _, state, update = tiny_cartpole
     good, _, metrics = update(state.agent, state.buffer, jax.random.PRNGKey(1))
     assert float(metrics["skipped_updates"]) == 0.0 and float(metrics["grad_norm"]) > 0
     experience = state.buffer.experience

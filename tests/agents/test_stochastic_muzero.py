@@ -208,6 +208,52 @@ def test_acting_never_picks_an_illegal_action():
         assert extras["root_value"].shape == (batch,)
 
 
+def test_model_k_step_errors_one_step_by_hand():
+    """At horizon 1 the ``observed`` reward error is the mean |r̂ - r| of one afterstate and
+    dynamics step from ``h(o_t)`` with ``a_t`` and the encoder's code of ``(o_t, o_{t+1})``;
+    the ``likely`` one steps with sigma's most likely code instead (here another code on some
+    steps, so the two differ); the value targets are the network's values of the real
+    ``o_{t+1}``, 0 where terminated."""
+    from agents.stochastic_muzero import evaluation
+    env = gamble_env()
+    model = stochastic_muzero.build_model(TINY, env)
+    params = model.init(jax.random.PRNGKey(0), env.spec.obs_shape)
+    leaves, tree = jax.tree_util.tree_flatten(params)  # off the (zero) initial heads
+    keys = jax.random.split(jax.random.PRNGKey(1), len(leaves))
+    params = jax.tree_util.tree_unflatten(
+        tree, [x + 0.5 * jax.random.normal(k, x.shape) for x, k in zip(leaves, keys)])
+    n, t = 2, 3
+    obs = jax.random.normal(jax.random.PRNGKey(2), (n, t + 1, 3))
+    actions = jax.random.randint(jax.random.PRNGKey(3), (n, t), 0, 2)
+    rewards = jax.random.normal(jax.random.PRNGKey(4), (n, t))
+    terminated = jnp.zeros((n, t), bool).at[:, -1].set(True)
+    out = evaluation.model_k_step_errors(model, params, obs, actions, rewards, 1,
+                                         terminated=terminated)
+    assert set(out) == {"reward_observed", "value_observed", "reward_likely", "value_likely"}
+
+    def one_step(o, o_next, a, likely):
+        s = model.represent(params, o[None])
+        after = model.afterstate(params, s, a[None])
+        chance_logits, _ = model.afterstate_predict(params, after)
+        code = (jnp.argmax(chance_logits[0]) if likely
+                else jnp.argmax(model.encode(params, o[None], o_next[None])[0]))
+        reward_logits, _ = model.dynamics(params, after,
+                                          jax.nn.one_hot(code, model.codebook_size)[None])
+        return model.reward_support.decode(reward_logits[0]), code
+
+    codes = {}
+    for likely, name in ((False, "reward_observed"), (True, "reward_likely")):
+        predicted, codes[name] = jax.vmap(jax.vmap(
+            lambda o, o1, a: one_step(o, o1, a, likely)))(obs[:, :-1], obs[:, 1:], actions)
+        np.testing.assert_allclose(out[name]["abs_error"][0],
+                                   np.abs(np.asarray(predicted - rewards)).mean(), rtol=1e-4)
+    assert not np.array_equal(codes["reward_observed"], codes["reward_likely"])  # they differ
+    values = np.array(jax.vmap(lambda o: model.value(params, o))(obs[:, 1:]))
+    values[:, -1] = 0.0
+    np.testing.assert_allclose(out["value_observed"]["target_norm"][0], np.abs(values).mean(),
+                               rtol=1e-4)
+
+
 def _round_trip(support: Support, x: np.ndarray) -> np.ndarray:
     """``decode(log(encode(x)))``: ``x`` itself when the support covers it, else clipped."""
     return np.asarray(support.decode(jnp.log(support.encode(jnp.asarray(x)) + 1e-30)))
