@@ -30,10 +30,9 @@ demo: setup
 # What CI runs: every test but the slow ones (setup.cfg's addopts: -m "not slow"), spread over
 # TEST_JOBS pytest-xdist workers that take the next test as they finish one (the tests mostly
 # wait on XLA compiles, so one process keeps only part of a second core busy).
-# 533 s of pytest on a 2-core CPU alone, with an empty compilation cache (680 tests,
-# 2026-12-07), where two fixed halves in parallel (agents, world models and environments, and
-# the rest) took 553 s on the same machine that day: the work steal keeps both cores busy to
-# the end. `make test TEST_JOBS=0` runs one process.
+# 503 s of pytest on a 2-core CPU alone, with an empty compilation cache (679 tests,
+# 2026-12-08); two fixed halves in parallel leave one core idle while the longer half ends,
+# the work steal keeps both busy to the end. `make test TEST_JOBS=0` runs one process.
 TEST_JOBS ?= 2
 test: setup
 	$(BIN)/python -m pytest $(if $(filter-out 0,$(TEST_JOBS)),-n $(TEST_JOBS) --dist worksteal)
