@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import re
 import warnings
-from typing import Any, Optional
+from typing import Any, Callable, Dict, Mapping, Optional, Tuple
 
 import jax
 import jax.numpy as jnp
@@ -87,6 +87,32 @@ def load(name: str, **env_kwargs):
         return brax.envs.get_environment(name, **env_kwargs)
 
 
+_BUILT: Dict[Any, Any] = {}
+
+
+def built_once(key: Tuple[str, str, Mapping[str, Any]], build: Callable[[], Any]) -> Any:
+    """``build()``, computed once per ``(family, name, options)`` in a process.
+
+    For the pure and slow part of building a physics environment (loading the model and
+    tracing a reset for the observation's shape, about a second each on a CPU), so that every
+    ``make`` with the same options shares it. Options that cannot be hashed build anew.
+    """
+    family, name, options = key
+    try:
+        hashable = (family, name, tuple(sorted(options.items())))
+        hash(hashable)
+    except TypeError:
+        return build()
+    if hashable not in _BUILT:
+        _BUILT[hashable] = build()
+    return _BUILT[hashable]
+
+
+def _build(name: str, env_kwargs: Dict[str, Any]):
+    env = load(name, **env_kwargs)
+    return env, jax.eval_shape(env.reset, jax.random.PRNGKey(0))
+
+
 def make(name: str, *, max_episode_steps: int = 1000, backend: Optional[str] = None,
          **env_kwargs) -> Environment:
     """Builds ``brax/<name>``.
@@ -102,9 +128,8 @@ def make(name: str, *, max_episode_steps: int = 1000, backend: Optional[str] = N
         raise ValueError(f"Unknown brax environment {name!r}; known: {', '.join(NAMES)}")
     if backend is not None:
         env_kwargs["backend"] = backend
-    env = load(name, **env_kwargs)
     # Tracing (not running) reset gives the observation's shape without a compile.
-    abstract = jax.eval_shape(env.reset, jax.random.PRNGKey(0))
+    env, abstract = built_once(("brax", name, env_kwargs), lambda: _build(name, env_kwargs))
     if not hasattr(abstract.obs, "shape"):
         raise NotImplementedError(f"brax/{name}: dict observations are not supported")
     action_size = int(env.action_size)

@@ -31,7 +31,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from envs.api import EnvSpec, Environment
-from envs.brax_env import conform_state, copy_dicts, normalise_state
+from envs.brax_env import built_once, conform_state, copy_dicts, normalise_state
 
 TASKS = {
     "acrobot_swingup": "AcrobotSwingup",
@@ -97,6 +97,15 @@ def _config(name: str, overrides: dict):
     return config
 
 
+def _build(name: str, config):
+    """Playground's environment and the shape of its flat observation (a traced reset)."""
+    from mujoco_playground import dm_control_suite
+
+    env = dm_control_suite.load(TASKS[name], config=config)
+    abstract_obs = jax.eval_shape(lambda k: flat_obs(env.reset(k).obs), jax.random.PRNGKey(0))
+    return env, abstract_obs
+
+
 def make(name: str, *, max_episode_steps: Optional[int] = None, **config_overrides) -> Environment:
     """Builds ``dmc/<name>``.
 
@@ -115,10 +124,7 @@ def make(name: str, *, max_episode_steps: Optional[int] = None, **config_overrid
         raise ValueError(f"dmc/{name}: action_repeat must be >= 1, got {repeat}")
     if max_episode_steps is None:
         max_episode_steps = math.ceil(int(config.episode_length) / repeat)
-    from mujoco_playground import dm_control_suite
-
-    env = dm_control_suite.load(TASKS[name], config=config)
-    abstract_obs = jax.eval_shape(lambda k: flat_obs(env.reset(k).obs), jax.random.PRNGKey(0))
+    env, abstract_obs = built_once(("dmc", name, config_overrides), lambda: _build(name, config))
     action_size = int(env.action_size)
 
     def reset(key):

@@ -49,6 +49,11 @@ def register(env_id: str, factory: Callable[..., Environment], *,
     _REGISTERED[env_id] = factory
 
 
+def factory(env_id: str) -> Callable[..., Environment] | None:
+    """The constructor :func:`register` holds for ``env_id``; None for a built-in id."""
+    return _REGISTERED.get(env_id)
+
+
 def _family_module(family: str):
     return importlib.import_module(FAMILIES[family])
 

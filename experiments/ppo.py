@@ -286,6 +286,33 @@ class PPO:
         return new, out
 
 
+@functools.lru_cache(maxsize=8)
+def _programs(env_id: str, factory, cfg: PPOConfig, iterations: int, eval_episodes: int):
+    """The jitted init, chunk of iterations and evaluation of one configuration.
+
+    Cached, so that further runs of the same configuration in one process (other seeds, a
+    resumed or repeated run) reuse the compiled programs. ``factory`` is the id's registered
+    constructor (None for a built-in id), so that re-registering an id builds anew.
+    """
+    del factory  # only part of the cache key
+    env = registry.make(env_id)
+    ppo = PPO(cfg, env, iterations)
+    init = jax.jit(jax.vmap(ppo.init))
+
+    @functools.partial(jax.jit, static_argnums=1)
+    def run_chunk(state, length):
+        return jax.vmap(lambda s: jax.lax.scan(ppo.iteration, s, None, length=length))(state)
+
+    @jax.jit
+    def evaluate(state, key):
+        seeds = jax.tree_util.tree_leaves(state["params"])[0].shape[0]
+        return jax.vmap(lambda p, k: greedy_returns(env, ppo.act, lambda n: (), p,
+                                                    eval_episodes, k)["eval_return_mean"]
+                        )(state["params"], jax.random.split(key, seeds))
+
+    return init, run_chunk, evaluate
+
+
 def train(env_id: str, *, steps: int, seeds: int = 1, seed: int = 0, eval_every: int = 0,
           eval_episodes: int = 10, out: Optional[str] = None, preset: Optional[str] = None,
           max_seconds: Optional[float] = None, fresh: bool = False,
@@ -315,25 +342,13 @@ def train(env_id: str, *, steps: int, seeds: int = 1, seed: int = 0, eval_every:
                              ("eval_every", eval_every, 0), ("max_seconds", max_seconds or 0, 0)):
         if value < low:
             raise ValueError(f"{name} (--{name.replace('_', '-')}) must be >= {low}, got {value}")
-    env = registry.make(env_id)
     cfg = dataclasses.replace(PRESETS[preset or preset_for(env_id)], **overrides)
     iterations = max(1, int(steps) // cfg.batch_steps)
     eval_every = eval_every or max(1, steps // 10)
     chunk = max(1, min(iterations, -(-int(eval_every) // cfg.batch_steps)))
-    ppo = PPO(cfg, env, iterations)
+    init, run_chunk, evaluate = _programs(env_id, registry.factory(env_id), cfg, iterations,
+                                          eval_episodes)
     keys = jax.random.split(jax.random.PRNGKey(seed), seeds)
-    init = jax.jit(jax.vmap(ppo.init))
-
-    @functools.partial(jax.jit, static_argnums=1)
-    def run_chunk(state, length):
-        return jax.vmap(lambda s: jax.lax.scan(ppo.iteration, s, None, length=length))(state)
-
-    @jax.jit
-    def evaluate(state, key):
-        return jax.vmap(lambda p, k: greedy_returns(env, ppo.act, lambda n: (), p,
-                                                    eval_episodes, k)["eval_return_mean"]
-                        )(state["params"], jax.random.split(key, seeds))
-
     record = {"env": env_id, "steps": steps, "seeds": seeds, "seed": seed,
               "preset": preset or preset_for(env_id), "eval_every": int(eval_every),
               "eval_episodes": eval_episodes, **dataclasses.asdict(cfg)}

@@ -81,9 +81,14 @@ def test_training_episodes_log_the_environments_own_metrics(tmp_path):
         per_seed = r["episode_return_per_seed"]  # each seed's mean, the pooled one between
         assert len(per_seed) == 2 and min(per_seed) <= r["episode_return_mean"] + 1e-6
         assert max(per_seed) >= r["episode_return_mean"] - 1e-6
+    # The same configuration on a re-registered id runs the new environment (1-step episodes),
+    # not the programs compiled for the old one.
+    envs.register("test/ppo_numbered", lambda: numbered_env(2, limit=1), overwrite=True)
     curves = ppo.train("test/ppo_numbered", steps=96, eval_every=32, eval_episodes=0,
                        preset="tiny", out=str(tmp_path / "short"), max_seconds=0.0)
-    assert len((tmp_path / "short" / "metrics.jsonl").read_text().split("\n")) == 3
+    records = [json.loads(line) for line in
+               (tmp_path / "short" / "metrics.jsonl").read_text().splitlines()]
+    assert len(records) == 2 and records[1]["t_mean"] == 1.0
     with pytest.raises(ValueError, match="eval_episodes must be >= 0"):
         ppo.train("test/ppo_numbered", steps=96, eval_episodes=-1, preset="tiny")
 
