@@ -30,9 +30,11 @@ demo: setup
 # What CI runs: every test but the slow ones (setup.cfg's addopts: -m "not slow"), spread over
 # TEST_JOBS pytest-xdist workers that take the next test as they finish one (the tests mostly
 # wait on XLA compiles, so one process keeps only part of a second core busy).
-# 503 s of pytest on a 2-core CPU alone, with an empty compilation cache (679 tests,
-# 2026-12-08); two fixed halves in parallel leave one core idle while the longer half ends,
-# the work steal keeps both busy to the end. `make test TEST_JOBS=0` runs one process.
+# 635 s of pytest on the 2-core CPU alone, with an empty compilation cache (679 tests,
+# 2026-12-08; that VM's speed varies by hours: the suite one commit earlier took 503 s, and
+# 639 s two hours later). Two fixed halves in parallel leave one core idle while the longer
+# half ends; the work steal keeps both busy to the end (both workers finished within 2 s of
+# each other). `make test TEST_JOBS=0` runs one process.
 TEST_JOBS ?= 2
 test: setup
 	$(BIN)/python -m pytest $(if $(filter-out 0,$(TEST_JOBS)),-n $(TEST_JOBS) --dist worksteal)
