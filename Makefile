@@ -31,10 +31,11 @@ demo: setup
 # TEST_JOBS pytest-xdist workers that take the next test as they finish one (the tests mostly
 # wait on XLA compiles, so one process keeps only part of a second core busy).
 # 635 s of pytest on the 2-core CPU alone, with an empty compilation cache (679 tests,
-# 2026-12-08; that VM's speed varies by hours: the suite one commit earlier took 503 s, and
-# 639 s two hours later). Two fixed halves in parallel leave one core idle while the longer
-# half ends; the work steal keeps both busy to the end (both workers finished within 2 s of
-# each other). `make test TEST_JOBS=0` runs one process.
+# 2026-12-08, 02:05 UTC): over DESIGN.md's 480 s at that VM's slower hours. Its speed varies
+# by the hour: the suite at commit 5230c17 took 503 s at 00:45 UTC and 639 s at 01:55 UTC.
+# Two fixed halves in parallel leave one core idle while the longer half ends; the work steal
+# keeps both busy to the end (both workers finished within 2 s of each other).
+# `make test TEST_JOBS=0` runs one process.
 TEST_JOBS ?= 2
 test: setup
 	$(BIN)/python -m pytest $(if $(filter-out 0,$(TEST_JOBS)),-n $(TEST_JOBS) --dist worksteal)

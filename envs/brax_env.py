@@ -95,11 +95,13 @@ def built_once(key: Tuple[str, str, Mapping[str, Any]], build: Callable[[], Any]
 
     For the pure and slow part of building a physics environment (loading the model and
     tracing a reset for the observation's shape, about a second each on a CPU), so that every
-    ``make`` with the same options shares it. Options that cannot be hashed build anew.
+    ``make`` with the same options shares it. Options that cannot be hashed build anew; option
+    values are keyed with their type (``1`` and ``1.0`` build apart). What is built stays for
+    the life of the process.
     """
     family, name, options = key
     try:
-        hashable = (family, name, tuple(sorted(options.items())))
+        hashable = (family, name, tuple(sorted((k, type(v), v) for k, v in options.items())))
         hash(hashable)
     except TypeError:
         return build()

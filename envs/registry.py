@@ -50,7 +50,7 @@ def register(env_id: str, factory: Callable[..., Environment], *,
 
 
 def factory(env_id: str) -> Callable[..., Environment] | None:
-    """The constructor :func:`register` holds for ``env_id``; None for a built-in id."""
+    """The constructor :func:`register` holds for ``env_id``; None when none is registered."""
     return _REGISTERED.get(env_id)
 
 

@@ -290,9 +290,11 @@ class PPO:
 def _programs(env_id: str, factory, cfg: PPOConfig, iterations: int, eval_episodes: int):
     """The jitted init, chunk of iterations and evaluation of one configuration.
 
-    Cached, so that further runs of the same configuration in one process (other seeds, a
-    resumed or repeated run) reuse the compiled programs. ``factory`` is the id's registered
-    constructor (None for a built-in id), so that re-registering an id builds anew.
+    Cached, so that further runs of the same configuration in one process (another ``seed``
+    with the same number of seeds, a resumed or repeated run) reuse the compiled programs.
+    ``factory`` is the id's registered constructor (None for a built-in id), so that
+    re-registering an id with another constructor builds anew (one constructor object that
+    builds something else on a later call is not detected).
     """
     del factory  # only part of the cache key
     env = registry.make(env_id)
@@ -346,8 +348,13 @@ def train(env_id: str, *, steps: int, seeds: int = 1, seed: int = 0, eval_every:
     iterations = max(1, int(steps) // cfg.batch_steps)
     eval_every = eval_every or max(1, steps // 10)
     chunk = max(1, min(iterations, -(-int(eval_every) // cfg.batch_steps)))
-    init, run_chunk, evaluate = _programs(env_id, registry.factory(env_id), cfg, iterations,
-                                          eval_episodes)
+    program_key = (env_id, registry.factory(env_id), cfg, iterations, eval_episodes)
+    try:
+        hash(program_key)
+    except TypeError:  # an override that cannot be hashed (an array): compile for this call
+        init, run_chunk, evaluate = _programs.__wrapped__(*program_key)
+    else:
+        init, run_chunk, evaluate = _programs(*program_key)
     keys = jax.random.split(jax.random.PRNGKey(seed), seeds)
     record = {"env": env_id, "steps": steps, "seeds": seeds, "seed": seed,
               "preset": preset or preset_for(env_id), "eval_every": int(eval_every),
