@@ -51,10 +51,12 @@ def test_ppo_learns_cartpole(tmp_path):
 
 
 def test_budget_is_not_exceeded_and_last_chunk_is_shorter():
-    # tiny preset: 2 envs x 16 steps = 32 steps per iteration; 100 steps -> 3 iterations,
-    # evaluations every 2 iterations and at the end.
-    curves = ppo.train("gymnax/CartPole-v1", steps=100, eval_every=64, preset="tiny")
-    assert curves[0]["env_steps"] == [0, 64, 96]
+    # tiny preset: 2 envs x 16 steps = 32 steps per iteration; 170 steps -> 5 iterations,
+    # evaluations every 2 iterations and at the end. (Seeds, iterations and evaluation as in
+    # the resume test below: the same compiled programs.)
+    curves = ppo.train("gymnax/CartPole-v1", steps=170, seeds=2, eval_every=64,
+                       eval_episodes=2, preset="tiny")
+    assert curves[0]["env_steps"] == [0, 64, 128, 160]
 
 
 def test_training_episodes_log_the_environments_own_metrics(tmp_path):
@@ -131,7 +133,7 @@ def test_a_rerun_resumes_where_the_run_stopped_and_matches_an_uninterrupted_run(
 
     with pytest.raises(cli.UsageError, match=r"another configuration \(seeds: 2 -> 1\).*--fresh"):
         ppo.train("gymnax/CartPole-v1", out=str(stopped), **{**kwargs, "seeds": 1})
-    ppo.train("gymnax/CartPole-v1", out=str(stopped), fresh=True, **{**kwargs, "steps": 32})
+    ppo.train("gymnax/CartPole-v1", out=str(stopped), fresh=True, max_seconds=0.0, **kwargs)
     assert [r["env_steps"] for r in _lines(stopped)] == [0, 32]
     old_runs = [p for p in tmp_path.iterdir() if p.name.startswith("stopped.")]
     assert len(old_runs) == 1 and len(_lines(old_runs[0])) == 6  # moved aside, not deleted
@@ -144,7 +146,7 @@ def test_a_rerun_resumes_where_the_run_stopped_and_matches_an_uninterrupted_run(
 
     (tmp_path / "legacy").mkdir()  # a run of a version without checkpoints
     (tmp_path / "legacy" / "metrics.jsonl").write_text('{"env_steps": 0}\n')
-    ppo.train("gymnax/CartPole-v1", out=str(tmp_path / "legacy"), **{**kwargs, "steps": 32})
+    ppo.train("gymnax/CartPole-v1", out=str(tmp_path / "legacy"), max_seconds=0.0, **kwargs)
     assert [r["env_steps"] for r in _lines(tmp_path / "legacy")] == [0, 32]
     assert any(p.name.startswith("legacy.") for p in tmp_path.iterdir())
 
@@ -164,7 +166,8 @@ def test_max_seconds_bounds_each_call_so_the_same_command_goes_on(tmp_path, monk
         return log(self, line)
 
     monkeypatch.setattr(ppo._RunDir, "log", log_and_tick)
-    kwargs = dict(steps=160, eval_every=32, eval_episodes=0, preset="tiny", max_seconds=1.5)
+    kwargs = dict(steps=160, seeds=2, eval_every=32, eval_episodes=2, preset="tiny",
+                  max_seconds=1.5)  # the programs of the resume test
     ppo.train("gymnax/CartPole-v1", out=str(tmp_path), **kwargs)
     assert logged_steps == [0, 32]  # 2 s into the call after its first chunk
     ppo.train("gymnax/CartPole-v1", out=str(tmp_path), **kwargs)
