@@ -1,6 +1,7 @@
 """MuZero agent: targets and absorbing states by hand, priorities, and one learning test."""
 
 import dataclasses
+import functools
 
 import jax
 import jax.numpy as jnp
@@ -583,21 +584,20 @@ def test_reconstruction_loss_decodes_each_unrolled_state_to_its_observation():
     tgt = UnrollTargets(value=ones, value_mask=ones, reward=ones, reward_mask=ones,
                         policy=jnp.full((k + 1, num_actions), 1.0 / num_actions),
                         policy_mask=ones, alive=alive)
-    loss_on, parts = losses.example_loss(params, obs, actions, tgt, model=model, cfg=cfg)
-    unroll = model.unroll(params, obs[0], actions)
-    decoded = model.decode_obs(params, unroll.hidden)
+    # jitted: one compile per program instead of one per operation
+    loss = {c: jax.jit(functools.partial(losses.example_loss, model=model, cfg=c))
+            for c in (cfg, base)}
+    loss_on, parts = loss[cfg](params, obs, actions, tgt)
+    decoded = jax.jit(lambda p: model.decode_obs(p, model.unroll(p, obs[0], actions).hidden))(
+        params)
     errors = np.mean((np.asarray(decoded) - np.sign(obs) * np.log1p(np.abs(obs))) ** 2, -1)
     scale = np.array([1.0] + [1.0 / k] * k)
     expected = float((scale * errors * np.asarray(alive)).sum())
     np.testing.assert_allclose(float(parts["reconstruction_loss"]), expected, rtol=1e-5)
-    loss_off, _ = losses.example_loss(params, obs, actions, tgt, model=model, cfg=base)
+    loss_off, _ = loss[base](params, obs, actions, tgt)
     np.testing.assert_allclose(float(loss_on - loss_off), 2.0 * expected, rtol=1e-4)
-
-    def recon(p):
-        return losses.example_loss(p, obs, actions, tgt, model=model, cfg=cfg)[1][
-            "reconstruction_loss"]
-
-    grads = jax.grad(recon)(params)["params"]
+    grads = jax.jit(jax.grad(lambda p: loss[cfg](p, obs, actions, tgt)[1]["reconstruction_loss"])
+                    )(params)["params"]
     for net in ("representation", "dynamics_trunk", "obs_decoder"):
         assert sum(float(np.abs(g).sum()) for g in jax.tree_util.tree_leaves(grads[net])) > 0
     with pytest.raises(ValueError, match="needs vector observations.*Breakout-MinAtar"):
