@@ -30,9 +30,9 @@ demo: setup
 # What CI runs: every test but the slow ones (setup.cfg's addopts: -m "not slow"), spread over
 # TEST_JOBS pytest-xdist workers that take the next test as they finish one (the tests mostly
 # wait on XLA compiles, so one process keeps only part of a second core busy).
-# 635 s of pytest on the 2-core CPU alone, with an empty compilation cache (679 tests,
-# 2026-12-08, 02:05 UTC): over DESIGN.md's 480 s at that VM's slower hours. Its speed varies
-# by the hour: the suite at commit 5230c17 took 503 s at 00:45 UTC and 639 s at 01:55 UTC.
+# 606 s of pytest on the 2-core CPU alone, with an empty compilation cache (679 tests,
+# 2026-12-08, 03:05 UTC): over DESIGN.md's 480 s at that VM's slower hours. Its speed varies
+# by the hour: the suite at commit 5230c17 took 503 s at 00:45 UTC and 614 s at 02:55 UTC.
 # Two fixed halves in parallel leave one core idle while the longer half ends; the work steal
 # keeps both busy to the end (both workers finished within 2 s of each other).
 # `make test TEST_JOBS=0` runs one process.
